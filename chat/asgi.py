@@ -1,0 +1,68 @@
+"""ASGI lifespan for the chat app: recover dead replies at start, save live ones at stop.
+
+Django's ASGIHandler serves only HTTP, so this wraps it and answers `lifespan` itself.
+"""
+
+import asyncio
+import logging
+import signal
+import threading
+from typing import Any
+
+from chat import generation
+
+log = logging.getLogger("chat.asgi")
+
+
+def _chain_shutdown_signals(loop: asyncio.AbstractEventLoop) -> None:
+    """Interrupt replies as soon as SIGINT/SIGTERM arrives, then let the server go on.
+
+    uvicorn waits for open responses before its lifespan shutdown, and a reply's stream
+    stays open until the reply ends: saving replies as `interrupted` at the signal is what
+    lets those streams end (with `done`, status `interrupted`) and the server stop at once.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        previous = signal.getsignal(sig)
+
+        def handler(signum: int, frame: Any, previous: Any = previous) -> None:
+            loop.call_soon_threadsafe(lambda: asyncio.ensure_future(generation.interrupt_all()))
+            if callable(previous):
+                previous(signum, frame)
+            elif previous == signal.SIG_DFL and signum == signal.SIGINT:
+                raise KeyboardInterrupt
+
+        signal.signal(sig, handler)
+
+
+async def startup() -> None:
+    from chat import db
+    from chat.services import replies_recover_stale
+
+    try:
+        count = await db.run(replies_recover_stale, exclude=generation.running_ids())
+        if count:
+            log.warning("Marked %d reply(ies) left streaming by a stopped server as interrupted", count)
+    except Exception as exc:  # an unmigrated database must not keep the server from starting
+        log.warning("Could not check for interrupted replies: %s", exc)
+    generation.ensure_sweeper()
+
+
+class ChatLifespan:
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "lifespan":
+            return await self.app(scope, receive, send)
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await startup()
+                _chain_shutdown_signals(asyncio.get_running_loop())
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await generation.interrupt_all()
+                await send({"type": "lifespan.shutdown.complete"})
+                return

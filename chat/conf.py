@@ -1,0 +1,41 @@
+"""The chat app's settings and their defaults; each is read from Django settings when used."""
+
+from typing import Any
+
+from django.conf import settings
+
+DEFAULTS: dict[str, Any] = {
+    # Models offered (`provider:model` ids) and the default one.
+    "CHAT_MODELS": ["demo"],
+    "CHAT_MODEL": "demo",
+    # Extra providers by name, as dotted paths to Provider classes.
+    "CHAT_PROVIDERS": {},
+    # The demo model: tokens per second (0 = as fast as possible) and reply length in tokens.
+    "CHAT_DEMO_RATE": 30.0,
+    "CHAT_DEMO_TOKENS": None,
+    # A streaming reply saves its partial text at least this often (seconds).
+    "CHAT_CHECKPOINT_INTERVAL": 1.0,
+    # A `streaming` reply with no checkpoint for this many intervals was left by a dead process.
+    "CHAT_STALE_INTERVALS": 10,
+    # A comment line is sent after this many seconds of silence on a stream.
+    "CHAT_HEARTBEAT_INTERVAL": 15.0,
+    # The `retry:` field sent first on every stream (milliseconds).
+    "CHAT_RETRY_MS": 2000,
+    # Limits on request bodies (bytes) and message content (characters).
+    "CHAT_MAX_BODY_BYTES": 256 * 1024,
+    "CHAT_MAX_CONTENT_CHARS": 32_000,
+    # The event log backend, a dotted path to an EventLog class.
+    "CHAT_EVENT_LOG": "chat.eventlog.memory.MemoryEventLog",
+    # How long a finished reply stays in the in-process event log (seconds).
+    "CHAT_LOG_GRACE": 30.0,
+    # Threads that run the background replies' database writes (None: 1 on SQLite, else 4).
+    "CHAT_DB_THREADS": None,
+}
+
+
+def get(name: str) -> Any:
+    return getattr(settings, name, DEFAULTS[name])
+
+
+def stale_after() -> float:
+    return float(get("CHAT_CHECKPOINT_INTERVAL")) * int(get("CHAT_STALE_INTERVALS"))

@@ -1,0 +1,58 @@
+"""Database work of background replies, on a few threads of their own.
+
+The replies outlive the requests that start them, so their writes cannot use a request's
+thread (Django closes that thread's connection when the request ends). A fixed pool keeps
+threads and connections bounded however many replies run.
+"""
+
+import asyncio
+import functools
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from django.db import DatabaseError, connection
+
+from chat import conf
+
+T = TypeVar("T")
+_executor: ThreadPoolExecutor | None = None
+
+
+def _threads() -> int:
+    configured = conf.get("CHAT_DB_THREADS")
+    if configured:
+        return int(configured)
+    return 1 if connection.vendor == "sqlite" else 4
+
+
+def executor() -> ThreadPoolExecutor:
+    global _executor
+    if _executor is None:
+        _executor = ThreadPoolExecutor(max_workers=_threads(), thread_name_prefix="chat-db")
+    return _executor
+
+
+def _call(fn: Callable[..., T], args: tuple, kwargs: dict) -> T:
+    try:
+        return fn(*args, **kwargs)
+    except DatabaseError:
+        # A broken connection must not fail this thread's later work: the next call reconnects.
+        connection.close_if_unusable_or_obsolete()
+        raise
+
+
+async def run(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(executor(), functools.partial(_call, fn, args, kwargs))
+
+
+async def run_to_end(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Like run(), but a cancellation arriving meanwhile waits for the write to finish."""
+    loop = asyncio.get_running_loop()
+    future = loop.run_in_executor(executor(), functools.partial(_call, fn, args, kwargs))
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        await asyncio.wait([future])
+        raise

@@ -1,0 +1,90 @@
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+
+class Conversation(models.Model):
+    """A chat, owned by one user or by one anonymous visitor (a token kept in the session)."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="chat_conversations",
+    )
+    visitor = models.CharField(
+        max_length=64, blank=True, default="", help_text="Anonymous owner (token in the session)."
+    )
+    title = models.CharField(max_length=200, blank=True, default="")
+    model = models.CharField(max_length=200)
+    system_prompt = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-updated_at"]
+        indexes = [
+            models.Index(fields=["user", "-updated_at"], name="chat_conv_user_updated"),
+            models.Index(fields=["visitor", "-updated_at"], name="chat_conv_visitor_updated"),
+            models.Index(fields=["-updated_at"], name="chat_conv_updated"),
+        ]
+
+    def __str__(self) -> str:
+        return self.title or f"Conversation {self.id}"
+
+
+class Message(models.Model):
+    class Role(models.TextChoices):
+        USER = "user"
+        ASSISTANT = "assistant"
+        SYSTEM = "system"
+
+    class Status(models.TextChoices):
+        COMPLETE = "complete"
+        STREAMING = "streaming"
+        STOPPED = "stopped"
+        ERROR = "error"
+        INTERRUPTED = "interrupted"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="messages")
+    role = models.CharField(max_length=16, choices=Role.choices)
+    content = models.TextField(blank=True, default="")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.COMPLETE)
+    model = models.CharField(max_length=200, blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now)
+    # The last save: for a streaming reply, its last checkpoint (how a dead process is noticed).
+    updated_at = models.DateTimeField(default=timezone.now)
+    finish_reason = models.CharField(max_length=64, null=True, blank=True)
+    input_tokens = models.PositiveIntegerField(null=True, blank=True)
+    output_tokens = models.PositiveIntegerField(null=True, blank=True)
+    error = models.TextField(null=True, blank=True)
+    error_code = models.CharField(max_length=64, null=True, blank=True)
+    time_to_first_token_ms = models.PositiveIntegerField(null=True, blank=True)
+    duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    # Set by a stop request that reaches a process other than the one generating the reply.
+    stop_requested = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["created_at"]
+        indexes = [
+            models.Index(fields=["conversation", "created_at"], name="chat_msg_conv_created"),
+            models.Index(fields=["status", "updated_at"], name="chat_msg_status_updated"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.role}: {self.content[:60]}"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status != self.Status.STREAMING
+
+    @property
+    def usage(self) -> dict[str, int] | None:
+        if self.input_tokens is None and self.output_tokens is None:
+            return None
+        return {"input_tokens": self.input_tokens or 0, "output_tokens": self.output_tokens or 0}

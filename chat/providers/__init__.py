@@ -1,0 +1,3 @@
+from chat.providers.base import Finish, Prompt, Provider, ProviderError, Turn, Usage
+
+__all__ = ["Finish", "Prompt", "Provider", "ProviderError", "Turn", "Usage"]

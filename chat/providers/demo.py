@@ -1,0 +1,74 @@
+"""The `demo` model: offline and deterministic, the embedded default.
+
+Its reply shows what a page must render (a paragraph, a list, a fenced code block) and says
+how to connect a real model. CHAT_DEMO_RATE sets its pace, CHAT_DEMO_TOKENS its length.
+"""
+
+import asyncio
+import re
+import time
+from collections.abc import AsyncIterator
+
+from chat import conf
+from chat.providers.base import Finish, Prompt, Provider, Usage
+
+_TOKEN = re.compile(r"\s*\S+")
+
+_MORE = [
+    "Going further, part {n}: a long answer stays readable when it is split into short "
+    "paragraphs, each making one point, with the key words in **bold**.",
+    "Part {n} as a checklist:\n\n- read the error message twice;\n- reproduce it with the "
+    "smallest input;\n- change one thing at a time;\n- write down what you learned.",
+    'Part {n} in code:\n\n```python\ndef step_{n}(items):\n    """Keep what matters."""\n'
+    "    return [item for item in items if item.ok]\n```",
+]
+
+
+def compose(question: str) -> str:
+    topic = " ".join(question.split()) or "your question"
+    if len(topic) > 80:
+        topic = topic[:79].rstrip() + "…"
+    return (
+        f"Thanks for asking about “{topic}”. I am the built-in **demo** model: I run offline "
+        "and answer every question the same way, so you can see how a streamed reply looks "
+        "before you connect a real model.\n\n"
+        "Here is how I would work through a question like yours:\n\n"
+        f"1. **Pin down the goal.** What should be true once “{topic}” is settled?\n"
+        "2. **Gather the facts.** List what you know and what you still need to find out.\n"
+        "3. **Take the smallest step.** Make one change, check the result, then go on.\n\n"
+        "A reply can carry code as well. This one streams a reply in a terminal:\n\n"
+        "```bash\n"
+        "curl -N -H 'Accept: text/event-stream' \\\n"
+        '     -d \'{"content": "Hello"}\' http://127.0.0.1:8000/api/conversations\n'
+        "```\n\n"
+        "To talk to a real model, set `OPENAI_API_KEY` (or `OPENAI_BASE_URL` for Ollama, "
+        "vLLM or LM Studio) or `ANTHROPIC_API_KEY` and restart the server; the README shows "
+        "each in one line."
+    )
+
+
+def demo_tokens(question: str, length: int | None = None) -> list[str]:
+    """The reply as tokens (roughly words with their leading space), `length` of them if set."""
+    tokens = _TOKEN.findall(compose(question))
+    n = 0
+    while length is not None and len(tokens) < length:
+        n += 1
+        tokens += _TOKEN.findall("\n\n" + _MORE[(n - 1) % len(_MORE)].format(n=n))
+    return tokens if length is None else tokens[:length]
+
+
+class DemoProvider(Provider):
+    name = "demo"
+
+    async def stream(self, prompt: Prompt) -> AsyncIterator[str | Finish]:
+        question = prompt.turns[-1].content if prompt.turns else ""
+        tokens = demo_tokens(question, conf.get("CHAT_DEMO_TOKENS"))
+        rate = float(conf.get("CHAT_DEMO_RATE") or 0)
+        start = time.monotonic()
+        for i, token in enumerate(tokens):
+            # Pace from the start, not from the last token, so a busy loop does not slow it.
+            delay = start + (i + 1) / rate - time.monotonic() if rate > 0 else 0
+            await asyncio.sleep(max(delay, 0))
+            yield token
+        words = sum(len(t.content.split()) for t in prompt.turns) + len(prompt.system.split())
+        yield Finish(reason="stop", usage=Usage(input_tokens=words, output_tokens=len(tokens)))

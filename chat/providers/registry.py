@@ -1,0 +1,62 @@
+"""Which models this server offers, and the provider behind each model id."""
+
+from dataclasses import dataclass
+
+from django.utils.module_loading import import_string
+
+from chat import conf
+from chat.errors import Invalid
+from chat.providers.base import Provider
+
+BUILTIN_PROVIDERS: dict[str, str] = {
+    "demo": "chat.providers.demo.DemoProvider",
+}
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    id: str  # as in the API and CHAT_MODELS: `provider:model`, or `demo`
+    provider: str
+    name: str  # the provider's own model name
+    label: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"id": self.id, "label": self.label, "provider": self.provider}
+
+
+def parse_model_id(model_id: str) -> ModelInfo:
+    provider, _, name = model_id.partition(":")
+    name = name or provider
+    label = "Demo (offline)" if provider == "demo" else name
+    return ModelInfo(id=model_id, provider=provider, name=name, label=label)
+
+
+def provider_classes() -> dict[str, str]:
+    return {**BUILTIN_PROVIDERS, **conf.get("CHAT_PROVIDERS")}
+
+
+def available_models() -> list[ModelInfo]:
+    known = provider_classes()
+    models = [parse_model_id(m) for m in conf.get("CHAT_MODELS")]
+    return [m for m in models if m.provider in known]
+
+
+def default_model() -> str:
+    ids = [m.id for m in available_models()]
+    wanted = conf.get("CHAT_MODEL")
+    return wanted if wanted in ids else (ids[0] if ids else "demo")
+
+
+def resolve(model_id: str | None) -> ModelInfo:
+    """The model for an id a client sent (None: the default); Invalid if it is not offered."""
+    model_id = model_id or default_model()
+    for info in available_models():
+        if info.id == model_id:
+            return info
+    offered = ", ".join(m.id for m in available_models())
+    raise Invalid(f"Unknown model {model_id!r}. This server offers: {offered}.")
+
+
+def get_provider(info: ModelInfo) -> Provider:
+    cls = import_string(provider_classes()[info.provider])
+    return cls(info.name)

@@ -1,0 +1,118 @@
+"""The SSE stream of one reply: live from the event log, or from the database."""
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from django.utils import timezone
+
+from chat import conf, db
+from chat.eventlog import End, Event, Status, Subscription, Text, get_event_log
+from chat.models import Message
+from chat.sse import PING, ServerSentEvent, event
+
+_REFRESH = [
+    "content",
+    "status",
+    "finish_reason",
+    "input_tokens",
+    "output_tokens",
+    "error",
+    "error_code",
+    "updated_at",
+]
+
+
+def end_of(message: Message) -> End:
+    return End(
+        status=message.status,
+        finish_reason=message.finish_reason,
+        usage=message.usage,
+        error=message.error,
+        error_code=message.error_code,
+    )
+
+
+class DatabaseFollower(Subscription):
+    """Replays a finished reply; follows by its checkpoints one that no local log holds."""
+
+    def __init__(self, message: Message, offset: int) -> None:
+        self.message = message
+        self.offset = offset
+        self.thinking = not message.is_finished and offset == 0 and not message.content
+
+    async def next(self, timeout: float) -> Event | None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        if self.thinking:
+            self.thinking = False
+            return Status("thinking")
+        while True:
+            message = self.message
+            if len(message.content) > self.offset:
+                text = message.content[self.offset :]
+                self.offset = len(message.content)
+                return Text(self.offset, text)
+            if message.is_finished:
+                return end_of(message)
+            left = deadline - loop.time()
+            if left <= 0:
+                return None
+            await asyncio.sleep(min(float(conf.get("CHAT_CHECKPOINT_INTERVAL")), left))
+            await message.arefresh_from_db(fields=_REFRESH)
+            if message.is_finished:
+                continue
+            if (timezone.now() - message.updated_at).total_seconds() > conf.stale_after():
+                from chat.services import replies_recover_stale
+
+                await db.run(replies_recover_stale)
+                await message.arefresh_from_db(fields=_REFRESH)
+
+
+def encode(item: Event, message: Message) -> bytes:
+    if isinstance(item, Text):
+        return event(None, {"text": item.text}, id=str(item.offset))
+    if isinstance(item, Status):
+        return event("status", {"state": item.state})
+    if item.status == Message.Status.ERROR:
+        return event(
+            "error", {"error": item.error or "The model failed.", "code": item.error_code or "upstream_error"}
+        )
+    return event(
+        "done",
+        {
+            "message_id": str(message.pk),
+            "status": item.status,
+            "finish_reason": item.finish_reason,
+            "usage": item.usage,
+        },
+    )
+
+
+async def reply_stream(message: Message, offset: int) -> AsyncIterator[bytes]:
+    """retry, start, the text after `offset` (live or stored), then done or error."""
+    heartbeat = float(conf.get("CHAT_HEARTBEAT_INTERVAL"))
+    yield ServerSentEvent(retry=int(conf.get("CHAT_RETRY_MS"))).encode()
+    yield event(
+        "start",
+        {
+            "message_id": str(message.pk),
+            "conversation_id": str(message.conversation_id),
+            "model": message.model,
+        },
+    )
+    subscription = None
+    if not message.is_finished:
+        subscription = await get_event_log().subscribe(str(message.pk), offset)
+    if subscription is None:
+        subscription = DatabaseFollower(message, offset)
+    try:
+        while True:
+            item = await subscription.next(heartbeat)
+            if item is None:
+                yield PING
+                continue
+            yield encode(item, message)
+            if isinstance(item, End):
+                return
+    finally:
+        await subscription.close()

@@ -1,0 +1,238 @@
+"""HTTP views: parse, call a service, answer (../shared/API.md)."""
+
+import json
+import re
+import uuid
+from collections.abc import Awaitable, Callable
+from functools import wraps
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.middleware.csrf import CsrfViewMiddleware
+from django.shortcuts import render
+from django.views.decorators.csrf import csrf_exempt, ensure_csrf_cookie
+from django.views.defaults import page_not_found
+
+from chat import conf, services
+from chat.errors import ChatError, Invalid, MethodNotAllowed, NotFound, TooLarge
+from chat.providers import registry
+from chat.serializers import conversation_json, message_json
+from chat.services import Owner
+from chat.sse import sse_response
+from chat.streams import reply_stream
+
+VISITOR_KEY = "chat_visitor"
+_OFFSET = re.compile(r"[0-9]{1,15}")
+_csrf = CsrfViewMiddleware(lambda request: HttpResponse())
+
+View = Callable[..., Awaitable[HttpResponse]]
+
+
+def error_response(exc: ChatError) -> JsonResponse:
+    response = JsonResponse({"error": exc.message, "code": exc.code}, status=exc.status)
+    for name, value in exc.headers.items():
+        response[name] = value
+    return response
+
+
+def _csrf_protected(request: HttpRequest) -> HttpResponse:  # what CSRF checks are run against
+    return HttpResponse()
+
+
+def api(*methods: str) -> Callable[[View], View]:
+    """JSON errors for every failure; CSRF for unsafe methods from a client with a session.
+
+    A request without the session cookie carries no authority to forge (it acts as a new
+    anonymous visitor), so `curl` needs no token for its first request.
+    """
+
+    def decorate(view: View) -> View:
+        @wraps(view)
+        async def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+            try:
+                if request.method not in methods:
+                    raise MethodNotAllowed(
+                        f"{request.method} is not allowed here; use {' or '.join(methods)}.",
+                        headers={"Allow": ", ".join(methods)},
+                    )
+                if request.method not in ("GET", "HEAD", "OPTIONS") and (
+                    settings.SESSION_COOKIE_NAME in request.COOKIES
+                ):
+                    rejected = _csrf.process_view(request, _csrf_protected, (), {})
+                    if rejected is not None:
+                        return rejected
+                return await view(request, *args, **kwargs)
+            except ChatError as exc:
+                return error_response(exc)
+
+        return csrf_exempt(wrapper)
+
+    return decorate
+
+
+async def get_owner(request: HttpRequest, *, create: bool = False) -> Owner:
+    user = await request.auser()
+    if user.is_authenticated:
+        return Owner(user_id=user.pk)
+    visitor = await request.session.aget(VISITOR_KEY)
+    if not visitor and create:
+        visitor = uuid.uuid4().hex
+        await request.session.aset(VISITOR_KEY, visitor)
+    return Owner(visitor=visitor)
+
+
+def read_json(request: HttpRequest, *, required: bool) -> dict:
+    limit = int(conf.get("CHAT_MAX_BODY_BYTES"))
+    too_large = TooLarge(f"The request body is over the limit of {limit:,} bytes.")
+    try:
+        if int(request.META.get("CONTENT_LENGTH") or 0) > limit:
+            raise too_large
+        body = request.body
+    except (ValueError, RequestDataTooBig):
+        raise too_large from None
+    if len(body) > limit:
+        raise too_large
+    if not body.strip():
+        if required:
+            raise Invalid('The request body is empty; send JSON such as {"content": "Hello"}.')
+        return {}
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise Invalid(f"The request body is not valid JSON ({exc}).") from None
+    if not isinstance(data, dict):
+        raise Invalid("The request body must be a JSON object.")
+    return data
+
+
+def wants_stream(request: HttpRequest) -> bool:
+    return "text/event-stream" in request.headers.get("Accept", "")
+
+
+def parse_offset(request: HttpRequest) -> int:
+    raw = request.headers.get("Last-Event-ID")
+    if raw is None:
+        raw = request.GET.get("last_event_id")
+    if raw is None or not raw.strip():
+        return 0
+    if not _OFFSET.fullmatch(raw.strip()):
+        raise Invalid(
+            f"Last-Event-ID must be a non-negative integer (the offset of the text received), not {raw!r}."
+        )
+    return int(raw)
+
+
+async def _sent(
+    request: HttpRequest, user_message, assistant_message, extra: dict | None = None
+) -> HttpResponse:
+    if wants_stream(request):
+        return sse_response(reply_stream(assistant_message, 0))
+    body = {
+        **(extra or {}),
+        "user_message": message_json(user_message),
+        "assistant_message": message_json(assistant_message),
+        "stream_url": f"/api/messages/{assistant_message.pk}/stream",
+    }
+    return JsonResponse(body, status=201)
+
+
+# --- JSON API -----------------------------------------------------------------------------
+
+
+@api("GET")
+async def models_view(request: HttpRequest) -> HttpResponse:
+    models = [m.as_dict() for m in registry.available_models()]
+    return JsonResponse({"models": models, "default": registry.default_model()})
+
+
+@api("GET", "POST")
+async def conversations_view(request: HttpRequest) -> HttpResponse:
+    if request.method == "GET":
+        owner = await get_owner(request)
+        conversations = await sync_to_async(services.conversation_list)(owner=owner)
+        return JsonResponse({"conversations": [conversation_json(c) for c in conversations]})
+    data = read_json(request, required=False)
+    if "content" in data:  # an extension: create and send the first message in one request
+        services.validate_content(data["content"])
+    owner = await get_owner(request, create=True)
+    conversation = await sync_to_async(services.conversation_create)(owner=owner, data=data)
+    if "content" not in data:
+        return JsonResponse(conversation_json(conversation), status=201)
+    user_message, assistant_message = await services.message_send(
+        owner=owner, conversation=conversation, data={"content": data["content"]}
+    )
+    return await _sent(request, user_message, assistant_message, extra=conversation_json(conversation))
+
+
+@api("GET", "DELETE")
+async def conversation_view(request: HttpRequest, conversation_id: str) -> HttpResponse:
+    owner = await get_owner(request)
+    if request.method == "DELETE":
+        await services.conversation_delete(owner=owner, conversation_id=conversation_id)
+        return HttpResponse(status=204)
+    conversation = await sync_to_async(services.conversation_get)(
+        owner=owner, conversation_id=conversation_id, messages=True
+    )
+    return JsonResponse(conversation_json(conversation, messages=True))
+
+
+@api("POST")
+async def messages_view(request: HttpRequest, conversation_id: str) -> HttpResponse:
+    data = read_json(request, required=True)
+    owner = await get_owner(request)
+    user_message, assistant_message = await services.message_send(
+        owner=owner, conversation_id=conversation_id, data=data
+    )
+    return await _sent(request, user_message, assistant_message)
+
+
+@api("GET")
+async def stream_view(request: HttpRequest, message_id: str) -> HttpResponse:
+    offset = parse_offset(request)
+    owner = await get_owner(request)
+    message = await sync_to_async(services.reply_get)(owner=owner, message_id=message_id)
+    if message.is_finished and offset > len(message.content):
+        raise Invalid(
+            f"Last-Event-ID {offset} is past the end of this reply ({len(message.content)} characters)."
+        )
+    return sse_response(reply_stream(message, offset))
+
+
+@api("POST")
+async def stop_view(request: HttpRequest, message_id: str) -> HttpResponse:
+    owner = await get_owner(request)
+    message = await services.reply_stop(owner=owner, message_id=message_id)
+    return JsonResponse(message_json(message))
+
+
+# --- pages and error handlers -------------------------------------------------------------
+
+
+@ensure_csrf_cookie
+def page_view(request: HttpRequest, conversation_id: str | None = None) -> HttpResponse:
+    context = {
+        "conversation_id": conversation_id or "",
+        "models": [m.as_dict() for m in registry.available_models()],
+        "default_model": registry.default_model(),
+    }
+    return render(request, "chat/index.html", context)
+
+
+def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    if request.path.startswith("/api/"):
+        return error_response(NotFound(f"Nothing here: {request.path}"))
+    return page_not_found(request, exception)
+
+
+def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
+    response = JsonResponse(
+        {
+            "error": "This request needs the CSRF token: send the csrftoken cookie's value in an "
+            "X-CSRFToken header.",
+            "code": "csrf",
+        },
+        status=403,
+    )
+    return response
