@@ -38,7 +38,7 @@ class DatabaseFollower(Subscription):
     def __init__(self, message: Message, offset: int) -> None:
         self.message = message
         self.offset = offset
-        self.thinking = not message.is_finished and offset == 0 and not message.content
+        self.thinking = not message.is_finished and offset == 0
 
     async def next(self, timeout: float) -> Event | None:
         loop = asyncio.get_running_loop()

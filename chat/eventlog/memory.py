@@ -42,16 +42,16 @@ class MemorySubscription(Subscription):
 
     def _pending(self) -> Event | None:
         reply = self.reply
+        if reply.state is not None and reply.state != self.state_seen:
+            self.state_seen = reply.state
+            if self.offset == 0:  # a client with no text yet hears the state first
+                return Status(reply.state)
         if reply.length > self.offset:
             text = reply.text_from(self.offset)
             self.offset = reply.length
             return Text(self.offset, text)
         if reply.end is not None:
             return reply.end
-        if reply.state is not None and reply.state != self.state_seen:
-            self.state_seen = reply.state
-            if reply.length == 0:
-                return Status(reply.state)
         return None
 
     async def next(self, timeout: float) -> Event | None:

@@ -58,7 +58,9 @@ class WithStaticFiles:
         return await self.app(scope, receive, send)
 
 
-class _Server(uvicorn.Server):
+class LoopServer(uvicorn.Server):
+    """A uvicorn server that keeps its event loop, for work sent from other threads."""
+
     def __init__(self, config: uvicorn.Config) -> None:
         super().__init__(config)
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -72,7 +74,7 @@ class _Server(uvicorn.Server):
 class Command(StaticRunserver):
     help = "Starts a development server that streams (ASGI through uvicorn), serving static files."
 
-    server: _Server | None = None
+    server: "LoopServer | None" = None
 
     def get_handler(self, *args, **options):
         app = import_string(settings.ASGI_APPLICATION)
@@ -156,7 +158,7 @@ class Command(StaticRunserver):
             server_header=False,
             timeout_graceful_shutdown=10,
         )
-        self.server = _Server(config)
+        self.server = LoopServer(config)
         self.on_bind(sock.getsockname()[1])
         logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
         try:

@@ -1,0 +1,167 @@
+"""Shared fixtures: a real uvicorn server on a loopback port, and clients that act like a tab."""
+
+import asyncio
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+import uvicorn
+
+from chat import generation
+from tests import fakes
+from tests.sse_client import SSE, events
+
+REQUIRE_SERVICES = os.environ.get("CHAT_REQUIRE_SERVICES") == "1"
+
+
+def need_service(name: str) -> str:
+    """The URL in env var `name`, or a skip saying so (a failure in CI, which sets them)."""
+    url = os.environ.get(name)
+    if not url:
+        message = f"{name} is not set: this test needs that service (`.ci/run` sets it)"
+        if REQUIRE_SERVICES:
+            pytest.fail(message)
+        pytest.skip(message)
+    return url
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LiveServer:
+    """The project's ASGI application under uvicorn, in a thread of this process."""
+
+    def __init__(self) -> None:
+        from chat.management.commands.runserver import LoopServer
+        from project.asgi import application
+
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        config = uvicorn.Config(application, lifespan="on", log_level="warning", timeout_graceful_shutdown=2)
+        self.server = LoopServer(config)
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the test server did not start")
+            time.sleep(0.01)
+
+    def call(self, coro, timeout: float = 10):
+        """Run a coroutine on the server's event loop and return its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self.server.loop).result(timeout)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+@pytest.fixture(scope="session")
+def uvicorn_server(django_db_setup, django_db_blocker) -> Iterator[LiveServer]:
+    server = LiveServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def server(uvicorn_server: LiveServer, transactional_db) -> Iterator[LiveServer]:
+    fakes.GATES.clear()
+    yield uvicorn_server
+    for gate in fakes.GATES.values():  # release scripted replies still waiting
+        gate.set()
+    uvicorn_server.call(generation.interrupt_all())
+
+
+class Tab:
+    """An HTTP client with its own session, as a browser tab has: cookies and the CSRF header."""
+
+    def __init__(self, base_url: str) -> None:
+        self.http = httpx.Client(base_url=base_url, timeout=httpx.Timeout(10.0))
+        self.http.get("/").raise_for_status()
+
+    @property
+    def csrf(self) -> dict[str, str]:
+        return {"X-CSRFToken": self.http.cookies.get("csrftoken", "")}
+
+    def get(self, path: str, **kw) -> httpx.Response:
+        return self.http.get(path, **kw)
+
+    def post(self, path: str, json=None, headers: dict | None = None, **kw) -> httpx.Response:
+        return self.http.post(path, json=json, headers={**self.csrf, **(headers or {})}, **kw)
+
+    def delete(self, path: str, **kw) -> httpx.Response:
+        return self.http.delete(path, headers=self.csrf, **kw)
+
+    def conversation(self, **body) -> dict:
+        response = self.post("/api/conversations", json=body)
+        assert response.status_code == 201, response.text
+        return response.json()
+
+    def send(self, content: str, conversation_id: str | None = None, **extra) -> dict:
+        cid = conversation_id or self.conversation()["id"]
+        response = self.post(f"/api/conversations/{cid}/messages", json={"content": content, **extra})
+        assert response.status_code == 201, response.text
+        return response.json()
+
+    def stream(
+        self, message_id: str, last_event_id: int | None = None, limit: int | None = None
+    ) -> list[SSE]:
+        """Follow a reply's stream to its end, or until `limit` text events, then hang up."""
+        headers = {} if last_event_id is None else {"Last-Event-ID": str(last_event_id)}
+        received: list[SSE] = []
+        with self.http.stream("GET", f"/api/messages/{message_id}/stream", headers=headers) as response:
+            assert response.status_code == 200, response.read()
+            for event in events(response.iter_lines()):
+                received.append(event)
+                if event.event in ("done", "error"):
+                    break
+                if limit is not None and sum(e.event == "message" for e in received) >= limit:
+                    break
+        return received
+
+    def message(self, message_id: str, conversation_id: str) -> dict:
+        conversation = self.get(f"/api/conversations/{conversation_id}").json()
+        return next(m for m in conversation["messages"] if m["id"] == message_id)
+
+    def wait_finished(self, message_id: str, conversation_id: str, timeout: float = 15) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            message = self.message(message_id, conversation_id)
+            if message["status"] != "streaming" or time.monotonic() > deadline:
+                return message
+            time.sleep(0.02)
+
+    def close(self) -> None:
+        self.http.close()
+
+
+@pytest.fixture
+def tab(server: LiveServer) -> Iterator[Tab]:
+    client = Tab(server.url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def new_tab(server: LiveServer):
+    tabs: list[Tab] = []
+
+    def make() -> Tab:
+        tabs.append(Tab(server.url))
+        return tabs[-1]
+
+    yield make
+    for t in tabs:
+        t.close()

@@ -1,0 +1,59 @@
+"""A scripted model, registered through the real registry (CHAT_PROVIDERS in tests/settings.py).
+
+The user's message is its script, a JSON list of steps:
+  {"say": "text"}           yield a delta
+  {"gate": "name"}          wait until the test opens that gate (gate("name").set())
+  {"sleep": 0.05}           pause
+  {"fail": "sentence", "code": "rate_limited"}   raise ProviderError
+  {"crash": true}           raise an unexpected exception
+  {"finish": "stop", "usage": [3, 5]}
+"""
+
+import asyncio
+import json
+import threading
+from collections.abc import AsyncIterator
+
+from chat.providers import Finish, Prompt, Provider, ProviderError, Usage
+
+GATES: dict[str, threading.Event] = {}
+PROMPTS: list[Prompt] = []
+CLOSED: list[str] = []  # scripts whose stream was closed before its end (a stop)
+
+
+def gate(name: str) -> threading.Event:
+    return GATES.setdefault(name, threading.Event())
+
+
+def script(*steps: dict) -> str:
+    return json.dumps(list(steps))
+
+
+class ScriptProvider(Provider):
+    name = "script"
+
+    async def stream(self, prompt: Prompt) -> AsyncIterator[str | Finish]:
+        PROMPTS.append(prompt)
+        steps = json.loads(prompt.turns[-1].content)
+        finished = False
+        try:
+            for step in steps:
+                if "say" in step:
+                    yield step["say"]
+                elif "gate" in step:
+                    event = gate(step["gate"])
+                    while not event.is_set():  # noqa: ASYNC110 - a threading.Event, set by the test
+                        await asyncio.sleep(0.005)
+                elif "sleep" in step:
+                    await asyncio.sleep(step["sleep"])
+                elif "fail" in step:
+                    raise ProviderError(step["fail"], code=step.get("code", "upstream_error"))
+                elif "crash" in step:
+                    raise RuntimeError("boom")
+                elif "finish" in step:
+                    usage = step.get("usage")
+                    yield Finish(reason=step["finish"], usage=Usage(*usage) if usage else None)
+            finished = True
+        finally:
+            if not finished:
+                CLOSED.append(prompt.turns[-1].content)

@@ -1,0 +1,24 @@
+"""The project's settings, made quick and observable for tests.
+
+The suite runs on SQLite whatever DATABASE_URL says: that is the embedded default people
+get. The PostgreSQL tests read DATABASE_URL themselves and start servers on it.
+"""
+
+import os
+
+_database_url = os.environ.pop("DATABASE_URL", None)
+try:
+    from project.settings import *  # noqa: F403
+finally:
+    if _database_url is not None:
+        os.environ["DATABASE_URL"] = _database_url
+
+CHAT_MODELS = ["demo", "script:fake"]
+CHAT_MODEL = "demo"
+CHAT_PROVIDERS = {"script": "tests.fakes.ScriptProvider"}
+CHAT_DEMO_RATE = 0
+CHAT_DEMO_TOKENS = None
+CHAT_CHECKPOINT_INTERVAL = 0.2
+CHAT_HEARTBEAT_INTERVAL = 15.0
+CHAT_LOG_GRACE = 5.0
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -1,0 +1,33 @@
+import pytest
+
+from chat.sse import PING, ServerSentEvent, event
+
+
+@pytest.mark.parametrize(
+    ("sse", "expected"),
+    [
+        (ServerSentEvent(data="hello"), b"data: hello\n\n"),
+        (ServerSentEvent(data=""), b"data: \n\n"),
+        (ServerSentEvent(data="a\nb"), b"data: a\ndata: b\n\n"),
+        (ServerSentEvent(data="a\r\nb\rc"), b"data: a\ndata: b\ndata: c\n\n"),
+        # Only CR and LF end a line in SSE: U+2028 and form feed stay inside the data.
+        (ServerSentEvent(data="a\u2028b\x0cc"), "data: a\u2028b\x0cc\n\n".encode()),
+        (ServerSentEvent(data="x", event="done", id="12"), b"id: 12\nevent: done\ndata: x\n\n"),
+        (ServerSentEvent(retry=2000), b"retry: 2000\n\n"),
+        (ServerSentEvent(comment="ping"), b": ping\n\n"),
+        # A line break in `id` or `event` would forge a field: it is removed.
+        (ServerSentEvent(data="x", id="1\ndata: evil"), b"id: 1data: evil\ndata: x\n\n"),
+        (ServerSentEvent(data="x", event="a\r\nb"), b"event: ab\ndata: x\n\n"),
+        (ServerSentEvent(data="x", id="a\0b"), b"id: ab\ndata: x\n\n"),
+    ],
+)
+def test_encode_is_byte_exact(sse, expected):
+    assert sse.encode() == expected
+
+
+def test_event_encodes_json_compactly_and_keeps_unicode():
+    assert event(None, {"text": "é\n<b>"}, id="7") == 'id: 7\ndata: {"text":"é\\n<b>"}\n\n'.encode()
+
+
+def test_ping_is_a_comment():
+    assert PING == b": ping\n\n"
