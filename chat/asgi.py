@@ -41,7 +41,7 @@ async def startup() -> None:
     from chat.services import replies_recover_stale
 
     try:
-        count = await db.run(replies_recover_stale, exclude=generation.running_ids())
+        count = await db.run(replies_recover_stale, running=generation.running_ids())
         if count:
             log.warning("Marked %d reply(ies) left streaming by a stopped server as interrupted", count)
     except Exception as exc:  # an unmigrated database must not keep the server from starting

@@ -10,6 +10,7 @@ import asyncio
 import contextvars
 import logging
 import time
+from collections.abc import Container
 from contextlib import aclosing
 
 from django.db import OperationalError
@@ -48,8 +49,9 @@ class _Text:
         return self.chunks[0] if self.chunks else ""
 
 
-def running_ids() -> set[str]:
-    return set(_tasks)
+def running_ids() -> Container[str]:
+    """The ids of the replies this process is generating (a live view)."""
+    return _tasks.keys()
 
 
 async def reply_start(*, reply_id: str, provider: Provider, prompt: Prompt) -> asyncio.Task:
@@ -162,11 +164,12 @@ async def _checkpoints(reply_id: str, text: _Text) -> None:
         await asyncio.sleep(interval)
         content = text.value() if text.length != saved else None
         try:
-            kept = await db.run(_save_checkpoint, reply_id, content)
+            # Seen through even when cancelled: the final save must come after it.
+            kept = await db.run_to_end(_save_checkpoint, reply_id, content)
         except OperationalError as exc:  # a busy database: try again next interval
             log.warning("Checkpoint of reply %s failed: %s", reply_id, exc)
             continue
-        if not kept:  # stopped from another process, or the reply is gone
+        if not kept:  # stop requested from another process, or the reply was deleted
             _cancel(reply_id, STOPPED)
             return
         saved = text.length
@@ -217,7 +220,7 @@ async def _sweep_forever() -> None:
 
     while True:
         try:
-            count = await db.run(replies_recover_stale, exclude=running_ids())
+            count = await db.run(replies_recover_stale, running=running_ids())
             if count:
                 log.warning("Marked %d reply(ies) left streaming by a stopped process as interrupted", count)
         except Exception as exc:  # never let the sweeper die: a later pass may succeed

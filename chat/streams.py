@@ -62,9 +62,10 @@ class DatabaseFollower(Subscription):
             if message.is_finished:
                 continue
             if (timezone.now() - message.updated_at).total_seconds() > conf.stale_after():
+                from chat import generation
                 from chat.services import replies_recover_stale
 
-                await db.run(replies_recover_stale)
+                await db.run(replies_recover_stale, running=generation.running_ids())
                 await message.arefresh_from_db(fields=_REFRESH)
 
 

@@ -1,0 +1,210 @@
+"""Nothing is lost: many replies at once on SQLite, bounded writes, no leaks, dead replies recovered."""
+
+import asyncio
+import os
+import threading
+import time
+from datetime import timedelta
+
+import httpx
+from django.conf import settings as django_settings
+from django.db import connection
+from django.utils import timezone
+
+from chat import db, generation
+from chat.models import Conversation, Message
+from chat.providers.demo import demo_tokens
+from chat.services import replies_recover_stale
+from tests.sse_client import aevents, events, text_of
+
+
+async def stream_new_replies(base_url: str, count: int, cookies, csrf: str) -> list[list]:
+    limits = httpx.Limits(max_connections=count + 10, max_keepalive_connections=count + 10)
+    async with httpx.AsyncClient(base_url=base_url, cookies=cookies, limits=limits, timeout=60) as client:
+
+        async def one(i: int) -> list:
+            async with client.stream(
+                "POST",
+                "/api/conversations",
+                json={"content": f"question {i}"},
+                headers={"Accept": "text/event-stream", "X-CSRFToken": csrf},
+            ) as response:
+                assert response.status_code == 200, await response.aread()
+                return [e async for e in aevents(response.aiter_lines())]
+
+        return await asyncio.gather(*(one(i) for i in range(count)))
+
+
+def test_200_replies_streaming_at_once_on_sqlite_all_finish_and_are_saved(tab, settings, caplog):
+    settings.CHAT_DEMO_RATE = 40
+    settings.CHAT_DEMO_TOKENS = 40
+    results = asyncio.run(
+        asyncio.wait_for(
+            stream_new_replies(tab.http.base_url, 200, tab.http.cookies, tab.csrf["X-CSRFToken"]), 90
+        )
+    )
+    assert len(results) == 200
+    for i, received in enumerate(results):
+        assert received[-1].event == "done", received[-3:]
+        assert received[-1].json["status"] == "complete"
+        stored = Message.objects.get(pk=received[1].json["message_id"])
+        assert stored.status == "complete"
+        assert text_of(received) == stored.content == "".join(demo_tokens(f"question {i}", 40))
+    assert Message.objects.filter(role="assistant", status="complete").count() == 200
+    assert "database is locked" not in caplog.text
+
+
+def install_write_counter() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE TABLE IF NOT EXISTS test_writes (message_id TEXT, op TEXT)")
+        for op in ("INSERT", "UPDATE"):
+            cursor.execute(
+                f"CREATE TRIGGER IF NOT EXISTS test_count_{op.lower()} AFTER {op} ON chat_message "
+                f"BEGIN INSERT INTO test_writes VALUES (NEW.id, '{op}'); END"
+            )
+
+
+def remove_write_counter() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("DROP TRIGGER IF EXISTS test_count_insert")
+        cursor.execute("DROP TRIGGER IF EXISTS test_count_update")
+        cursor.execute("DROP TABLE IF EXISTS test_writes")
+
+
+def writes_of(message_id: str) -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT COUNT(*) FROM test_writes WHERE message_id = %s", [message_id.replace("-", "")]
+        )
+        return cursor.fetchone()[0]
+
+
+def test_a_reply_writes_the_database_a_bounded_number_of_times_never_per_token(tab, settings):
+    """Counted by the database itself (triggers), whatever connection or thread writes."""
+    install_write_counter()
+    try:
+        interval = settings.CHAT_CHECKPOINT_INTERVAL
+        for rate, tokens in [(0, 2000), (500, 400)]:  # flat out, and ~0.8 s at 500 tokens/s
+            settings.CHAT_DEMO_RATE, settings.CHAT_DEMO_TOKENS = rate, tokens
+            sent = tab.send("count my writes")
+            mid, cid = sent["assistant_message"]["id"], sent["assistant_message"]["conversation_id"]
+            done = tab.wait_finished(mid, cid)
+            assert done["status"] == "complete" and done["usage"]["output_tokens"] == tokens
+            duration = Message.objects.get(pk=mid).duration_ms / 1000
+            # create (1) + a checkpoint per interval elapsed + the final save (1)
+            bound = 1 + int(duration / interval) + 1 + 1
+            writes = writes_of(mid)
+            assert 2 <= writes <= bound, (writes, bound, duration)
+            assert writes < tokens / 20
+    finally:
+        remove_write_counter()
+
+
+def open_db_files() -> int:
+    name = str(django_settings.DATABASES["default"]["NAME"])
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{fd}").startswith(name):
+                count += 1
+        except OSError:
+            pass
+    return count
+
+
+def test_hundreds_of_replies_leave_threads_and_connections_flat(tab, settings):
+    settings.CHAT_DEMO_RATE, settings.CHAT_DEMO_TOKENS = 0, 30
+
+    def batch(n: int) -> None:
+        results = asyncio.run(
+            asyncio.wait_for(
+                stream_new_replies(tab.http.base_url, n, tab.http.cookies, tab.csrf["X-CSRFToken"]), 60
+            )
+        )
+        assert all(r[-1].event == "done" for r in results)
+
+    def settle() -> tuple[int, int]:
+        time.sleep(0.3)  # let the last requests' threads end
+        return threading.active_count(), open_db_files()
+
+    # Warm up at the same concurrency: SQLite keeps the file handles of closed connections
+    # for reuse while other connections hold locks, so the count has a high-water mark.
+    batch(50)
+    threads_before, files_before = settle()
+    for _ in range(6):
+        batch(50)
+    threads_after, files_after = settle()
+    assert Message.objects.filter(role="assistant", status="complete").count() == 350
+    assert files_before > 0
+    assert threads_after <= threads_before + 1, (threads_before, threads_after)
+    assert files_after <= files_before + 3, (files_before, files_after)
+
+
+def make_reply(*, content: str = "", age: float = 0.0) -> Message:
+    conversation = Conversation.objects.create(model="demo", visitor="x")
+    return Message.objects.create(
+        conversation=conversation,
+        role="assistant",
+        status="streaming",
+        model="demo",
+        content=content,
+        updated_at=timezone.now() - timedelta(seconds=age),
+    )
+
+
+def test_a_reply_left_streaming_by_a_dead_process_is_marked_interrupted(transactional_db, settings):
+    settings.CHAT_CHECKPOINT_INTERVAL, settings.CHAT_STALE_INTERVALS = 0.1, 5
+    dead = make_reply(content="half an ans", age=60)
+    live = make_reply(content="still going", age=0.05)  # another process checkpointed just now
+    assert replies_recover_stale() == 1
+    dead.refresh_from_db()
+    live.refresh_from_db()
+    assert (dead.status, dead.content) == ("interrupted", "half an ans")
+    assert live.status == "streaming"
+
+
+def test_the_running_server_sweeps_dead_replies_by_itself(server, settings):
+    settings.CHAT_CHECKPOINT_INTERVAL, settings.CHAT_STALE_INTERVALS = 0.05, 4
+    dead = make_reply(content="lost", age=60)
+    server.call(asyncio.sleep(0))  # the sweeper runs on the server's loop every 0.1 s
+    deadline = time.monotonic() + 10
+    while Message.objects.get(pk=dead.pk).status == "streaming" and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert Message.objects.get(pk=dead.pk).status == "interrupted"
+
+
+def test_a_reply_generated_elsewhere_is_followed_through_its_checkpoints(server, settings):
+    """No event log here knows the reply: the stream follows the database, then ends."""
+    settings.CHAT_CHECKPOINT_INTERVAL = 0.02
+    reply = make_reply()
+    with httpx.Client(base_url=server.url) as client:
+        # Own the conversation through a session of this client.
+        client.get("/")
+        created = client.post(
+            "/api/conversations", json={}, headers={"X-CSRFToken": client.cookies["csrftoken"]}
+        )
+        Conversation.objects.filter(pk=reply.conversation_id).update(
+            visitor=Conversation.objects.get(pk=created.json()["id"]).visitor
+        )
+        received = []
+        with client.stream("GET", f"/api/messages/{reply.pk}/stream") as response:
+            for event in events(response.iter_lines()):
+                received.append(event)
+                if event.event == "status":
+                    Message.objects.filter(pk=reply.pk).update(content="Hello", updated_at=timezone.now())
+                elif event.event == "message" and event.json["text"] == "Hello":
+                    Message.objects.filter(pk=reply.pk).update(content="Hello world", status="complete")
+                elif event.event in ("done", "error"):
+                    break
+    assert [e.event for e in received] == ["retry", "start", "status", "message", "message", "done"]
+    assert text_of(received) == "Hello world"
+    assert [e.id for e in received if e.event == "message"] == ["5", "11"]
+
+
+def test_generation_does_not_run_on_request_threads(tab):
+    sent = tab.send("where do you write?")
+    tab.wait_finished(sent["assistant_message"]["id"], sent["assistant_message"]["conversation_id"])
+    names = {t.name for t in threading.enumerate()}
+    assert any(n.startswith("chat-db") for n in names)
+    assert db.executor()._max_workers == 1  # SQLite: one writer thread for every reply
+    assert not generation.running_ids()
