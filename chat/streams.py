@@ -3,6 +3,8 @@
 import asyncio
 from collections.abc import AsyncIterator
 
+from asgiref.sync import SyncToAsync, sync_to_async
+from django.db import connections
 from django.utils import timezone
 
 from chat import conf, db
@@ -58,7 +60,7 @@ class DatabaseFollower(Subscription):
             if left <= 0:
                 return None
             await asyncio.sleep(min(float(conf.get("CHAT_CHECKPOINT_INTERVAL")), left))
-            await message.arefresh_from_db(fields=_REFRESH)
+            await db.run(message.refresh_from_db, fields=_REFRESH)
             if message.is_finished:
                 continue
             if (timezone.now() - message.updated_at).total_seconds() > conf.stale_after():
@@ -66,7 +68,7 @@ class DatabaseFollower(Subscription):
                 from chat.services import replies_recover_stale
 
                 await db.run(replies_recover_stale, running=generation.running_ids())
-                await message.arefresh_from_db(fields=_REFRESH)
+                await db.run(message.refresh_from_db, fields=_REFRESH)
 
 
 def encode(item: Event, message: Message) -> bytes:
@@ -89,8 +91,27 @@ def encode(item: Event, message: Message) -> bytes:
     )
 
 
+async def release_request_thread() -> None:
+    """Give back the thread and database connection that Django holds for this request.
+
+    Under ASGI each request gets a thread of its own (asgiref's ThreadSensitiveContext) for
+    its sync work, and keeps it, with its database connection, until the response ends. A
+    stream can stay open for minutes: a thousand open streams would hold a thousand threads
+    and connections (PostgreSQL's default limit is 100). Runs when the body starts, after
+    the middleware; a later sync call in this request simply gets a new thread.
+    """
+    context = SyncToAsync.thread_sensitive_context.get(None)
+    executor = SyncToAsync.context_to_thread_executor.get(context) if context is not None else None
+    if executor is None:
+        return
+    await sync_to_async(connections.close_all)()
+    SyncToAsync.context_to_thread_executor.pop(context, None)
+    executor.shutdown(wait=False)
+
+
 async def reply_stream(message: Message, offset: int) -> AsyncIterator[bytes]:
     """retry, start, the text after `offset` (live or stored), then done or error."""
+    await release_request_thread()
     heartbeat = float(conf.get("CHAT_HEARTBEAT_INTERVAL"))
     yield ServerSentEvent(retry=int(conf.get("CHAT_RETRY_MS"))).encode()
     yield event(

@@ -208,3 +208,45 @@ def test_generation_does_not_run_on_request_threads(tab):
     assert any(n.startswith("chat-db") for n in names)
     assert db.executor()._max_workers == 1  # SQLite: one writer thread for every reply
     assert not generation.running_ids()
+
+
+def test_open_streams_hold_no_thread_and_no_database_connection(tab, settings):
+    """A thousand idle streams must not mean a thousand threads and connections."""
+    settings.CHAT_DEMO_RATE = 0.01  # the first token in 100 s: the streams stay open and idle
+    settings.CHAT_HEARTBEAT_INTERVAL = 0.2
+
+    async def open_streams(count: int) -> tuple[int, int]:
+        async with httpx.AsyncClient(
+            base_url=tab.http.base_url,
+            cookies=tab.http.cookies,
+            timeout=30,
+            limits=httpx.Limits(max_connections=count + 5),
+        ) as client:
+            responses = []
+            for i in range(count):
+                request = client.build_request(
+                    "POST",
+                    "/api/conversations",
+                    json={"content": f"idle {i}"},
+                    headers={"Accept": "text/event-stream", "X-CSRFToken": tab.csrf["X-CSRFToken"]},
+                )
+                responses.append(await client.send(request, stream=True))
+            # Every stream has started: read up to its first heartbeat.
+            for response in responses:
+                async for line in response.aiter_lines():
+                    if line.startswith(": ping"):
+                        break
+            # Released threads end on their own: give a busy machine a moment to run them out.
+            deadline = time.monotonic() + 5
+            while threading.active_count() > threads_before + 3 and time.monotonic() < deadline:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+            counts = threading.active_count(), open_db_files()
+            for response in responses:
+                await response.aclose()
+            return counts
+
+    threads_before, files_before = threading.active_count(), open_db_files()
+    threads_open, files_open = asyncio.run(asyncio.wait_for(open_streams(60), 60))
+    assert threads_open <= threads_before + 3, (threads_before, threads_open)
+    assert files_open <= files_before + 6, (files_before, files_open)
+    assert len(generation.running_ids()) == 60
