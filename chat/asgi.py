@@ -46,7 +46,7 @@ async def startup() -> None:
             log.warning("Marked %d reply(ies) left streaming by a stopped server as interrupted", count)
     except Exception as exc:  # an unmigrated database must not keep the server from starting
         log.warning("Could not check for interrupted replies: %s", exc)
-    generation.ensure_sweeper()
+    generation.ensure_background()
 
 
 class ChatLifespan:

@@ -19,6 +19,9 @@ DEFAULTS: dict[str, Any] = {
     "CHAT_STALE_INTERVALS": 10,
     # A comment line is sent after this many seconds of silence on a stream.
     "CHAT_HEARTBEAT_INTERVAL": 15.0,
+    # On a busy stream, deltas arriving within this many seconds of the last event are sent
+    # together (at most one text event per frame); a delta after a quiet spell goes at once.
+    "CHAT_MERGE_WINDOW": 0.016,
     # The `retry:` field sent first on every stream (milliseconds).
     "CHAT_RETRY_MS": 2000,
     # Limits on request bodies (bytes) and message content (characters).

@@ -1,9 +1,11 @@
 """Runs replies in the background: provider -> event log -> database.
 
 A reply is a task on the server's event loop, not part of any HTTP response: clients come
-and go, the reply goes on. It writes the database a bounded number of times: a checkpoint
-of the partial text every CHAT_CHECKPOINT_INTERVAL (which also tells other processes it is
-alive) and the final message once.
+and go, the reply goes on. The database sees a bounded number of writes per reply: the
+insert, a checkpoint of the partial text at most once per CHAT_CHECKPOINT_INTERVAL while it
+changes, a touch now and then while it does not (so that other processes see it is alive),
+and the final save, once. One checkpointer per process writes them for every reply at once,
+in one transaction.
 """
 
 import asyncio
@@ -12,8 +14,9 @@ import logging
 import time
 from collections.abc import Container
 from contextlib import aclosing
+from dataclasses import dataclass, field
 
-from django.db import OperationalError
+from django.db import OperationalError, transaction
 from django.utils import timezone
 
 from chat import conf, db
@@ -24,10 +27,8 @@ from chat.providers import Finish, Prompt, Provider, ProviderError
 log = logging.getLogger("chat.generation")
 
 STOPPED, INTERRUPTED = Message.Status.STOPPED.value, Message.Status.INTERRUPTED.value
-
-_tasks: dict[str, asyncio.Task] = {}
-_reasons: dict[str, str] = {}  # why a reply's task was cancelled: STOPPED or INTERRUPTED
-_sweeper: asyncio.Task | None = None
+STREAMING = Message.Status.STREAMING.value
+_BATCH = 500  # ids per statement: far below SQLite's limit on query parameters
 
 
 class _Text:
@@ -49,9 +50,25 @@ class _Text:
         return self.chunks[0] if self.chunks else ""
 
 
+@dataclass(eq=False)
+class _Live:
+    """A reply this process is generating."""
+
+    task: asyncio.Task | None = None
+    text: _Text = field(default_factory=_Text)
+    saved: int = 0  # text length in the database
+    touched: float = field(default_factory=time.monotonic)
+    inflight: asyncio.Future | None = None  # a checkpoint being written
+    reason: str | None = None  # why it was cancelled: STOPPED or INTERRUPTED
+
+
+_live: dict[str, _Live] = {}
+_background: dict[str, asyncio.Task] = {}
+
+
 def running_ids() -> Container[str]:
     """The ids of the replies this process is generating (a live view)."""
-    return _tasks.keys()
+    return _live.keys()
 
 
 async def reply_start(*, reply_id: str, provider: Provider, prompt: Prompt) -> asyncio.Task:
@@ -62,28 +79,21 @@ async def reply_start(*, reply_id: str, provider: Provider, prompt: Prompt) -> a
     events = get_event_log()
     await events.open(reply_id)
     await events.set_status(reply_id, "thinking")
-    loop = asyncio.get_running_loop()
-    task = loop.create_task(
-        _run(reply_id, provider, prompt), name=f"reply-{reply_id}", context=contextvars.Context()
+    live = _live[reply_id] = _Live()
+    live.task = asyncio.get_running_loop().create_task(
+        _run(reply_id, live, provider, prompt), name=f"reply-{reply_id}", context=contextvars.Context()
     )
-    _tasks[reply_id] = task
-
-    def forget(_: asyncio.Task) -> None:
-        _tasks.pop(reply_id, None)
-        _reasons.pop(reply_id, None)
-
-    task.add_done_callback(forget)
-    ensure_sweeper()
-    return task
+    ensure_background()
+    return live.task
 
 
 def _cancel(reply_id: str, reason: str) -> asyncio.Task | None:
-    task = _tasks.get(reply_id)
-    if task is None or task.done():
+    live = _live.get(reply_id)
+    if live is None or live.task is None or live.task.done():
         return None
-    _reasons.setdefault(reply_id, reason)
-    task.cancel()
-    return task
+    live.reason = live.reason or reason
+    live.task.cancel()
+    return live.task
 
 
 async def reply_cancel(reply_id: str, reason: str = STOPPED) -> bool:
@@ -97,21 +107,19 @@ async def reply_cancel(reply_id: str, reason: str = STOPPED) -> bool:
 
 async def interrupt_all(timeout: float = 10.0) -> int:
     """Server shutdown: every reply in flight is saved with its text as `interrupted`."""
-    tasks = [t for rid in list(_tasks) if (t := _cancel(rid, INTERRUPTED)) is not None]
+    tasks = [t for rid in list(_live) if (t := _cancel(rid, INTERRUPTED)) is not None]
     if tasks:
         log.info("Saving %d reply(ies) in flight as interrupted", len(tasks))
         await asyncio.wait(tasks, timeout=timeout)
     return len(tasks)
 
 
-async def _run(reply_id: str, provider: Provider, prompt: Prompt) -> None:
+async def _run(reply_id: str, live: _Live, provider: Provider, prompt: Prompt) -> None:
     events = get_event_log()
-    text = _Text()
     started = time.monotonic()
     first_token: float | None = None
     finish = Finish()
     end_status, error, code = Message.Status.COMPLETE.value, None, None
-    keeper = asyncio.create_task(_checkpoints(reply_id, text))
     try:
         async with aclosing(provider.stream(prompt)) as stream:
             async for item in stream:
@@ -120,11 +128,11 @@ async def _run(reply_id: str, provider: Provider, prompt: Prompt) -> None:
                 elif item:
                     if first_token is None:
                         first_token = time.monotonic()
-                    text.append(item)
+                    live.text.append(item)
                     await events.append(reply_id, item)
     except asyncio.CancelledError:
         asyncio.current_task().uncancel()  # the reply ends here, by design: it is saved below
-        end_status = _reasons.get(reply_id, INTERRUPTED)
+        end_status = live.reason or INTERRUPTED
     except ProviderError as exc:
         end_status, error, code = Message.Status.ERROR.value, exc.message, exc.code
     except Exception:
@@ -134,8 +142,9 @@ async def _run(reply_id: str, provider: Provider, prompt: Prompt) -> None:
             "The model failed unexpectedly; the server log has the details.",
             "internal_error",
         )
-    keeper.cancel()
-    await asyncio.wait([keeper])
+    _live.pop(reply_id, None)
+    if live.inflight is not None:  # the final save must come after a checkpoint under way
+        await asyncio.wait([live.inflight])
     usage = finish.usage
     end = End(
         status=end_status,
@@ -151,38 +160,10 @@ async def _run(reply_id: str, provider: Provider, prompt: Prompt) -> None:
         "duration_ms": round((time.monotonic() - started) * 1000),
     }
     try:
-        await db.run_to_end(_save_final, reply_id, text.value(), end, timings)
+        await db.run_to_end(_save_final, reply_id, live.text.value(), end, timings)
     except Exception:
-        log.exception("Reply %s could not be saved; its text: %r", reply_id, text.value())
+        log.exception("Reply %s could not be saved; its text: %r", reply_id, live.text.value())
     await events.end(reply_id, end)
-
-
-async def _checkpoints(reply_id: str, text: _Text) -> None:
-    interval = float(conf.get("CHAT_CHECKPOINT_INTERVAL"))
-    saved = -1
-    while True:
-        await asyncio.sleep(interval)
-        content = text.value() if text.length != saved else None
-        try:
-            # Seen through even when cancelled: the final save must come after it.
-            kept = await db.run_to_end(_save_checkpoint, reply_id, content)
-        except OperationalError as exc:  # a busy database: try again next interval
-            log.warning("Checkpoint of reply %s failed: %s", reply_id, exc)
-            continue
-        if not kept:  # stop requested from another process, or the reply was deleted
-            _cancel(reply_id, STOPPED)
-            return
-        saved = text.length
-
-
-def _save_checkpoint(reply_id: str, content: str | None) -> bool:
-    fields = {"updated_at": timezone.now()}
-    if content is not None:
-        fields["content"] = content
-    rows = Message.objects.filter(pk=reply_id, status=Message.Status.STREAMING, stop_requested=False).update(
-        **fields
-    )
-    return rows == 1
 
 
 def _save_final(reply_id: str, content: str, end: End, timings: dict) -> None:
@@ -207,12 +188,71 @@ def _save_final(reply_id: str, content: str, end: End, timings: dict) -> None:
             time.sleep(0.1 * 2**attempt)
 
 
-def ensure_sweeper() -> None:
-    """Start, once per event loop, the task that marks replies of dead processes interrupted."""
-    global _sweeper
-    loop = asyncio.get_running_loop()
-    if _sweeper is None or _sweeper.done() or _sweeper.get_loop() is not loop:
-        _sweeper = loop.create_task(_sweep_forever(), name="chat-sweeper", context=contextvars.Context())
+# --- the checkpointer and the sweeper: one of each per process ---------------------------------
+
+
+async def checkpoint_once() -> None:
+    """Save the text of every reply that changed; touch the idle ones now and then."""
+    interval = float(conf.get("CHAT_CHECKPOINT_INTERVAL"))
+    touch_every = min(3 * interval, conf.stale_after() / 3)
+    now = time.monotonic()
+    changed: dict[str, str] = {}
+    idle: list[str] = []
+    for reply_id, live in _live.items():
+        if live.text.length != live.saved:
+            changed[reply_id] = live.text.value()
+        elif now - live.touched >= touch_every:
+            idle.append(reply_id)
+    if not changed and not idle:
+        return
+    batch = {reply_id: _live[reply_id] for reply_id in [*changed, *idle]}
+    future = asyncio.ensure_future(db.run_to_end(_save_checkpoints, changed, idle))
+    for live in batch.values():
+        live.inflight = future
+    try:
+        gone = await future
+    except OperationalError as exc:  # a busy database: try again at the next interval
+        log.warning("Checkpoint of %d reply(ies) failed: %s", len(batch), exc)
+        return
+    finally:
+        for live in batch.values():
+            live.inflight = None
+    for reply_id, live in batch.items():
+        live.touched = now
+        if reply_id in changed:
+            live.saved = len(changed[reply_id])
+        if reply_id in gone:  # stop requested from another process, or the reply was deleted
+            _cancel(reply_id, STOPPED)
+
+
+def _save_checkpoints(changed: dict[str, str], idle: list[str]) -> set[str]:
+    """One transaction; returns the replies to stop. `status` is set too: a sweeper that took
+    a live reply for dead (its checkpoints held up behind a busy database) is corrected."""
+    ids = [*changed, *idle]
+    now = timezone.now()
+    alive: set[str] = set()
+    with transaction.atomic():
+        for start in range(0, len(ids), _BATCH):
+            rows = Message.objects.filter(pk__in=ids[start : start + _BATCH], stop_requested=False)
+            alive.update(str(pk) for pk in rows.values_list("pk", flat=True))
+        for reply_id, content in changed.items():
+            if reply_id in alive:
+                Message.objects.filter(pk=reply_id).update(content=content, updated_at=now, status=STREAMING)
+        touch = [reply_id for reply_id in idle if reply_id in alive]
+        for start in range(0, len(touch), _BATCH):
+            Message.objects.filter(pk__in=touch[start : start + _BATCH]).update(
+                updated_at=now, status=STREAMING
+            )
+    return set(ids) - alive
+
+
+async def _checkpoint_forever() -> None:
+    while True:
+        await asyncio.sleep(float(conf.get("CHAT_CHECKPOINT_INTERVAL")))
+        try:
+            await checkpoint_once()
+        except Exception:  # never let the checkpointer die: the next pass may succeed
+            log.exception("Checkpoint failed")
 
 
 async def _sweep_forever() -> None:
@@ -226,3 +266,12 @@ async def _sweep_forever() -> None:
         except Exception as exc:  # never let the sweeper die: a later pass may succeed
             log.debug("Stale reply sweep failed: %s", exc)
         await asyncio.sleep(max(conf.stale_after() / 2, 0.05))
+
+
+def ensure_background() -> None:
+    """Start, once per event loop, the checkpointer and the sweeper of dead replies."""
+    loop = asyncio.get_running_loop()
+    for name, run in (("chat-checkpointer", _checkpoint_forever), ("chat-sweeper", _sweep_forever)):
+        task = _background.get(name)
+        if task is None or task.done() or task.get_loop() is not loop:
+            _background[name] = loop.create_task(run(), name=name, context=contextvars.Context())

@@ -4,6 +4,7 @@ import json
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from json.encoder import encode_basestring  # the C escaper json.dumps uses
 from typing import Any
 
 from django.http import StreamingHttpResponse
@@ -47,6 +48,14 @@ def json_data(payload: Any) -> str:
 
 def event(name: str | None, payload: Any, *, id: str | None = None) -> bytes:
     return ServerSentEvent(data=json_data(payload), event=name, id=id).encode()
+
+
+def text_event(offset: int, text: str) -> bytes:
+    """`event(None, {"text": text}, id=str(offset))`, built directly: it is sent per token.
+
+    The JSON string escapes every control character, so the data is always one line.
+    """
+    return b'id: %d\ndata: {"text":%s}\n\n' % (offset, encode_basestring(text).encode())
 
 
 PING = ServerSentEvent(comment="ping").encode()

@@ -10,7 +10,7 @@ from django.utils import timezone
 from chat import conf, db
 from chat.eventlog import End, Event, Status, Subscription, Text, get_event_log
 from chat.models import Message
-from chat.sse import PING, ServerSentEvent, event
+from chat.sse import PING, ServerSentEvent, event, text_event
 
 _REFRESH = [
     "content",
@@ -73,7 +73,7 @@ class DatabaseFollower(Subscription):
 
 def encode(item: Event, message: Message) -> bytes:
     if isinstance(item, Text):
-        return event(None, {"text": item.text}, id=str(item.offset))
+        return text_event(item.offset, item.text)
     if isinstance(item, Status):
         return event("status", {"state": item.state})
     if item.status == Message.Status.ERROR:
@@ -127,12 +127,26 @@ async def reply_stream(message: Message, offset: int) -> AsyncIterator[bytes]:
         subscription = await get_event_log().subscribe(str(message.pk), offset)
     if subscription is None:
         subscription = DatabaseFollower(message, offset)
+    loop = asyncio.get_running_loop()
+    window = float(conf.get("CHAT_MERGE_WINDOW"))
+    last_text = -window
+    held: Event | None = None
     try:
         while True:
-            item = await subscription.next(heartbeat)
+            item, held = held or await subscription.next(heartbeat), None
             if item is None:
                 yield PING
                 continue
+            if isinstance(item, Text):
+                wait = last_text + window - loop.time()
+                if wait > 0:  # a busy stream: what arrives within this frame goes out as one event
+                    await asyncio.sleep(wait)
+                    more = await subscription.next(0)
+                    if isinstance(more, Text):
+                        item = Text(more.offset, item.text + more.text)
+                    else:
+                        held = more
+                last_text = loop.time()
             yield encode(item, message)
             if isinstance(item, End):
                 return

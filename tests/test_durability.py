@@ -250,3 +250,21 @@ def test_open_streams_hold_no_thread_and_no_database_connection(tab, settings):
     assert threads_open <= threads_before + 3, (threads_before, threads_open)
     assert files_open <= files_before + 6, (files_before, files_open)
     assert len(generation.running_ids()) == 60
+
+
+def test_an_idle_reply_is_kept_alive_and_its_text_checkpointed(tab, settings):
+    settings.CHAT_CHECKPOINT_INTERVAL, settings.CHAT_STALE_INTERVALS = 0.05, 6
+    from tests.fakes import gate, script
+
+    sent = tab.send(script({"say": "partial"}, {"gate": "idle"}, {"say": "!"}), model="script:fake")
+    mid = sent["assistant_message"]["id"]
+    deadline = time.monotonic() + 10
+    while Message.objects.get(pk=mid).content != "partial" and time.monotonic() < deadline:
+        time.sleep(0.02)
+    first = Message.objects.get(pk=mid)
+    assert first.content == "partial" and first.status == "streaming"
+    time.sleep(0.5)  # ten intervals: longer than the stale limit of six
+    later = Message.objects.get(pk=mid)
+    assert later.status == "streaming" and later.updated_at > first.updated_at  # touched, not swept
+    gate("idle").set()
+    assert tab.wait_finished(mid, sent["assistant_message"]["conversation_id"])["content"] == "partial!"

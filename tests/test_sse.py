@@ -1,6 +1,6 @@
 import pytest
 
-from chat.sse import PING, ServerSentEvent, event
+from chat.sse import PING, ServerSentEvent, event, text_event
 
 
 @pytest.mark.parametrize(
@@ -31,3 +31,10 @@ def test_event_encodes_json_compactly_and_keeps_unicode():
 
 def test_ping_is_a_comment():
     assert PING == b": ping\n\n"
+
+
+@pytest.mark.parametrize(
+    "text", ["Hello", ' "quoted" \\ back', "line\nbreak\r\n", "é ✓ 😀", "a\u2028b", "\x00\x1f", ""]
+)
+def test_text_event_fast_path_matches_the_generic_encoder(text):
+    assert text_event(42, text) == event(None, {"text": text}, id="42")

@@ -235,3 +235,33 @@ def test_curl_style_client_without_cookies_streams_a_new_conversation(server, se
         received = list(events(response.iter_lines()))
     assert received[-1].event == "done"
     assert text_of(received) == "".join(demo_tokens("Hello"))
+
+
+def test_a_lone_token_is_never_held_back_but_a_busy_stream_is_merged(tab, settings):
+    # Tokens 50 ms apart: each is its own event, sent at once.
+    sent = tab.send(
+        script({"say": "a"}, {"sleep": 0.05}, {"say": "b"}, {"sleep": 0.05}, {"say": "c"}),
+        model="script:fake",
+    )
+    received = tab.stream(sent["assistant_message"]["id"])
+    assert [e.json["text"] for e in received if e.event == "message"] == ["a", "b", "c"]
+    # 2,000 tokens flat out: merged into far fewer events, the text exactly the same.
+    settings.CHAT_DEMO_RATE, settings.CHAT_DEMO_TOKENS = 0, 2000
+    sent = tab.send("busy")
+    received = tab.stream(sent["assistant_message"]["id"])
+    texts = [e for e in received if e.event == "message"]
+    assert len(texts) < 2000 / 5
+    assert (
+        text_of(received)
+        == "".join(demo_tokens("busy", 2000))
+        == Message.objects.get(pk=sent["assistant_message"]["id"]).content
+    )
+
+
+def test_deleting_a_conversation_stops_its_running_reply(tab):
+    steps = script({"say": "x"}, {"gate": "forever"})
+    sent = tab.send(steps, model="script:fake")
+    cid = sent["assistant_message"]["conversation_id"]
+    assert tab.delete(f"/api/conversations/{cid}").status_code == 204
+    assert steps in CLOSED
+    assert not Message.objects.filter(conversation_id=cid).exists()
