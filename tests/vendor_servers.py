@@ -4,7 +4,7 @@ A real HTTP/1.1 server (asyncio streams, on a thread and event loop of its own) 
 SDK clients talk to as to the vendor. It records every request, notices a client that hangs
 up mid-reply, and plays one script per request (the next one queued with `play`, else a
 short default reply). Steps, as in tests/fakes.py:
-  {"say": "text"}               one text delta (the time it was sent is kept in `sent`)
+  {"say": "text"}               one text delta (`sent` keeps the time it was written)
   {"status": 429}               answer that HTTP status with the vendor's error body (first step)
   {"gate": "name"}              send nothing until the test opens it: gate("name").set()
   {"drop": True}                close the connection mid-reply
@@ -41,7 +41,7 @@ class VendorServer:
         self.models = list(models)
         self.models_status = 200
         self.requests: list[Request] = []
-        self.sent: list[tuple[str, float]] = []  # (text, time.monotonic() once written)
+        self.sent: list[tuple[str, float]] = []  # (text, time.monotonic() as it is written)
         self.gates: dict[str, threading.Event] = {}
         self._scripts: deque[list[dict]] = deque()
         self._loop = asyncio.new_event_loop()
@@ -138,8 +138,8 @@ class VendorServer:
             await _chunk(writer, wire.begin())
             for step in steps:
                 if "say" in step:
-                    await _chunk(writer, wire.text(step["say"]))
                     self.sent.append((step["say"], time.monotonic()))
+                    await _chunk(writer, wire.text(step["say"]))
                 elif "gate" in step:
                     gate = self.gate(step["gate"])
                     while not gate.is_set() and not hangup.done():  # noqa: ASYNC110 - a threading.Event
