@@ -1,6 +1,8 @@
 """`manage.py chat`, end to end: a subprocess, a SQLite file, and a fake OpenAI-compatible server."""
 
 import os
+import select
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -127,3 +129,23 @@ def test_model_picks_a_model_and_a_failure_says_why(database, vendor):
     assert result.returncode == 1
     assert "[error]" in result.stderr and "OPENAI_API_KEY" in result.stderr
     assert KEY not in result.stdout + result.stderr
+
+
+def test_ctrl_c_stops_the_reply_keeps_its_text_and_closes_the_upstream(database, vendor):
+    vendor.play({"say": "partial"}, {"gate": "never"})
+    process = subprocess.Popen(
+        [sys.executable, "manage.py", "chat", "Go on forever"],
+        cwd=ROOT,
+        env=env(database, vendor),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert select.select([process.stdout], [], [], 30)[0], "no text within 30 s"
+    first = os.read(process.stdout.fileno(), 1024)
+    assert first == b"partial"
+    process.send_signal(signal.SIGINT)
+    assert process.wait(30) == 130
+    assert vendor.completions()[-1].closed_early.wait(5)
+    assert rows(database, "SELECT status, content FROM chat_message WHERE content = 'partial'") == [
+        ("stopped", "partial")
+    ]
