@@ -72,7 +72,7 @@ def _fetch(key: tuple[str, str | None]) -> list[str]:
         ) as client:
             names = sorted(m.id for m in client.models.list() if "embed" not in m.id)
         expires = time.monotonic() + KEEP_FOR
-    except openai.OpenAIError as exc:  # the app goes on without these models, and asks again later
+    except Exception as exc:  # anything: the app goes on without these models, and asks again later
         detail = f"HTTP {exc.status_code}" if isinstance(exc, openai.APIStatusError) else type(exc).__name__
         log.warning("Could not list the models at %s (%s)", upstream.host_of(base_url), detail)
         names, expires = _lists.get(key, (0.0, []))[1], time.monotonic() + RETRY_AFTER

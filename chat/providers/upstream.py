@@ -9,6 +9,7 @@ the key) and never names a key: it names the setting to check.
 
 import asyncio
 import logging
+import re
 import weakref
 from collections.abc import Callable
 from types import ModuleType
@@ -58,7 +59,7 @@ def failure(
     `prefix` names the settings: OPENAI for OPENAI_API_KEY and OPENAI_BASE_URL.
     """
     seconds = float(conf.get("CHAT_UPSTREAM_TIMEOUT"))
-    if isinstance(exc, sdk.APIStatusError):
+    if isinstance(exc, sdk.APIStatusError) and exc.status_code >= 400:
         error = _status_failure(exc, vendor=vendor, model=model, setting=f"{prefix}_API_KEY")
         detail = f"HTTP {exc.status_code} {getattr(exc, 'type', None) or ''}".strip()
     elif isinstance(exc, sdk.APITimeoutError | httpx2.TimeoutException):
@@ -77,19 +78,22 @@ def failure(
         )
         detail = type(exc.__cause__ or exc).__name__
     elif isinstance(exc, sdk.APIConnectionError | httpx2.TransportError):
-        error = ProviderError(
-            f"Could not reach the model server ({vendor}). Check that it is running and that "
-            f"{prefix}_BASE_URL points to it.",
-            code="unreachable",
+        check = (
+            f"Check that it is running and that {prefix}_BASE_URL points to it."
+            if conf.get(f"{prefix}_BASE_URL")
+            else "Check this server's network connection, then try again."
         )
+        error = ProviderError(f"Could not reach the model server ({vendor}). {check}", code="unreachable")
         detail = type(exc.__cause__ or exc).__name__
     elif isinstance(exc, sdk.APIError):  # an error event inside the stream
+        kind = getattr(exc, "type", None)
+        kind = kind if isinstance(kind, str) and re.fullmatch(r"[a-z_]{1,40}", kind) else "error"
         error = ProviderError(
-            f"The model server ({vendor}) reported an error in the middle of the reply; the text "
-            "so far is kept. Try again.",
+            f"The model server ({vendor}) reported an error ({kind}) in the middle of the reply; "
+            "the text so far is kept. Try again.",
             code="upstream_error",
         )
-        detail = getattr(exc, "type", None) or "error event"
+        detail = f"{kind} event in the stream"
     else:
         return None
     log.warning(
@@ -124,7 +128,7 @@ def _status_failure(exc: Any, *, vendor: str, model: str, setting: str) -> Provi
             f"{_quote(exc)} Try a shorter message, or another model.",
             code="bad_request",
         )
-    if status >= 500 or getattr(exc, "type", None) == "overloaded_error":
+    if status >= 500:
         return ProviderError(
             f"The model server ({vendor}) is having trouble (HTTP {status}). Try again in a moment.",
             code="upstream_unavailable",
