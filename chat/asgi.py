@@ -47,6 +47,12 @@ async def startup() -> None:
     except Exception as exc:  # an unmigrated database must not keep the server from starting
         log.warning("Could not check for interrupted replies: %s", exc)
     generation.ensure_background()
+    from chat.providers import registry
+
+    try:  # in a thread: listing a local server's models may wait for CHAT_DISCOVERY_TIMEOUT
+        await asyncio.to_thread(registry.warm_up)
+    except Exception:  # a broken provider must not keep the server from starting
+        log.exception("Could not prepare the models offered")
 
 
 class ChatLifespan:

@@ -5,9 +5,25 @@ from typing import Any
 from django.conf import settings
 
 DEFAULTS: dict[str, Any] = {
-    # Models offered (`provider:model` ids) and the default one.
-    "CHAT_MODELS": ["demo"],
-    "CHAT_MODEL": "demo",
+    # Models offered (`provider:model` ids) and the default one. An empty list offers `demo` plus
+    # what the keys and base URLs below make available (chat/providers/catalog.py); no
+    # default model means the first one offered.
+    "CHAT_MODELS": [],
+    "CHAT_MODEL": "",
+    # Vendors. A base URL alone (Ollama, vLLM, llama.cpp, LM Studio) needs no key.
+    "OPENAI_API_KEY": None,
+    "OPENAI_BASE_URL": None,
+    "ANTHROPIC_API_KEY": None,
+    "ANTHROPIC_BASE_URL": None,
+    # Seconds an upstream model may take to connect, or stay silent between two tokens.
+    "CHAT_UPSTREAM_TIMEOUT": 120.0,
+    # Seconds to wait for an OpenAI-compatible server's list of models (/models).
+    "CHAT_DISCOVERY_TIMEOUT": 3.0,
+    # The most characters of a conversation sent to a model (about 4 per token): the oldest
+    # turns are dropped first, never the system prompt or the new message.
+    "CHAT_CONTEXT_CHARS": 100_000,
+    # The longest reply asked for, in tokens (Anthropic requires a limit; others use their own).
+    "CHAT_MAX_OUTPUT_TOKENS": 8192,
     # Extra providers by name, as dotted paths to Provider classes.
     "CHAT_PROVIDERS": {},
     # The demo model: tokens per second (0 = as fast as possible) and reply length in tokens.

@@ -11,7 +11,7 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from chat import conf, generation
+from chat import conf, context, generation
 from chat.errors import Invalid, NotFound, TooLarge
 from chat.models import Conversation, Message
 from chat.providers import Prompt, Turn, registry
@@ -123,11 +123,17 @@ async def conversation_delete(*, owner: Owner, conversation_id: str) -> None:
 
 
 def _prompt(conversation: Conversation, model_name: str) -> Prompt:
-    turns = tuple(
-        Turn(role=m.role, content=m.content)
-        for m in conversation.messages.filter(role__in=[Message.Role.USER, Message.Role.ASSISTANT])
+    """The system prompt and the conversation's turns, oldest dropped first to fit the budget."""
+    rows = (
+        conversation.messages.filter(role__in=[Message.Role.USER, Message.Role.ASSISTANT])
         .exclude(content="")
         .order_by("created_at")
+        .values_list("role", "content")
+    )
+    turns = context.fit(
+        conversation.system_prompt,
+        [Turn(role, text) for role, text in rows],
+        int(conf.get("CHAT_CONTEXT_CHARS")),
     )
     return Prompt(model=model_name, system=conversation.system_prompt, turns=turns)
 

@@ -126,8 +126,18 @@ LOGGING = {
 }
 
 # --- the chat app (defaults live in chat/conf.py) -----------------------------------------
-CHAT_MODELS = env_list("CHAT_MODELS", ["demo"])
-CHAT_MODEL = os.environ.get("CHAT_MODEL") or CHAT_MODELS[0]
+# No CHAT_MODELS: `demo` plus what the keys and base URLs below make available.
+CHAT_MODELS = env_list("CHAT_MODELS", [])
+CHAT_MODEL = os.environ.get("CHAT_MODEL", "")
+# Keys stay here and in the vendor SDKs: Django's error pages hide settings named *KEY*.
+OPENAI_API_KEY = os.environ.get("OPENAI_API_KEY") or None
+OPENAI_BASE_URL = os.environ.get("OPENAI_BASE_URL") or None
+ANTHROPIC_API_KEY = os.environ.get("ANTHROPIC_API_KEY") or None
+ANTHROPIC_BASE_URL = os.environ.get("ANTHROPIC_BASE_URL") or None
+CHAT_UPSTREAM_TIMEOUT = env_float("CHAT_UPSTREAM_TIMEOUT", 120.0)
+CHAT_DISCOVERY_TIMEOUT = env_float("CHAT_DISCOVERY_TIMEOUT", 3.0)
+CHAT_CONTEXT_CHARS = int(os.environ.get("CHAT_CONTEXT_CHARS") or 100_000)
+CHAT_MAX_OUTPUT_TOKENS = int(os.environ.get("CHAT_MAX_OUTPUT_TOKENS") or 8192)
 CHAT_DEMO_RATE = env_float("CHAT_DEMO_RATE", 30.0)
 CHAT_DEMO_TOKENS = int(os.environ["CHAT_DEMO_TOKENS"]) if os.environ.get("CHAT_DEMO_TOKENS") else None
 CHAT_CHECKPOINT_INTERVAL = env_float("CHAT_CHECKPOINT_INTERVAL", 1.0)

@@ -14,6 +14,7 @@ import uvicorn
 from chat import generation
 from tests import fakes
 from tests.sse_client import SSE, events
+from tests.vendor_servers import VendorServer
 
 REQUIRE_SERVICES = os.environ.get("CHAT_REQUIRE_SERVICES") == "1"
 
@@ -165,3 +166,29 @@ def new_tab(server: LiveServer):
     yield make
     for t in tabs:
         t.close()
+
+
+# --- fake model vendors on loopback (tests/vendor_servers.py) ----------------------------
+
+OPENAI_TEST_KEY = "sk-test-0123456789-secret"
+ANTHROPIC_TEST_KEY = "sk-ant-test-0123456789-secret"
+
+
+@pytest.fixture
+def openai_vendor(settings) -> Iterator[VendorServer]:
+    """A fake OpenAI-compatible server, configured as OPENAI_BASE_URL; model `openai:gpt-test`."""
+    with VendorServer("openai") as vendor:
+        settings.OPENAI_BASE_URL = f"{vendor.url}/v1"
+        settings.OPENAI_API_KEY = OPENAI_TEST_KEY
+        settings.CHAT_MODELS = [*settings.CHAT_MODELS, "openai:gpt-test"]
+        yield vendor
+
+
+@pytest.fixture
+def anthropic_vendor(settings) -> Iterator[VendorServer]:
+    """A fake Anthropic server, configured as ANTHROPIC_BASE_URL; model `anthropic:claude-test`."""
+    with VendorServer("anthropic") as vendor:
+        settings.ANTHROPIC_BASE_URL = vendor.url
+        settings.ANTHROPIC_API_KEY = ANTHROPIC_TEST_KEY
+        settings.CHAT_MODELS = [*settings.CHAT_MODELS, "anthropic:claude-test"]
+        yield vendor

@@ -22,3 +22,7 @@ CHAT_CHECKPOINT_INTERVAL = 0.2
 CHAT_HEARTBEAT_INTERVAL = 15.0
 CHAT_LOG_GRACE = 5.0
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+# No test reaches a real vendor, whatever the environment holds: the fake vendors set these.
+OPENAI_API_KEY = OPENAI_BASE_URL = ANTHROPIC_API_KEY = ANTHROPIC_BASE_URL = None
+CHAT_UPSTREAM_TIMEOUT = 5.0
+CHAT_DISCOVERY_TIMEOUT = 1.0

@@ -6,10 +6,13 @@ from django.utils.module_loading import import_string
 
 from chat import conf
 from chat.errors import Invalid
+from chat.providers import catalog
 from chat.providers.base import Provider
 
 BUILTIN_PROVIDERS: dict[str, str] = {
     "demo": "chat.providers.demo.DemoProvider",
+    "openai": "chat.providers.openai.OpenAIProvider",
+    "anthropic": "chat.providers.anthropic.AnthropicProvider",
 }
 
 
@@ -37,8 +40,17 @@ def provider_classes() -> dict[str, str]:
 
 def available_models() -> list[ModelInfo]:
     known = provider_classes()
-    models = [parse_model_id(m) for m in conf.get("CHAT_MODELS")]
+    models = [parse_model_id(m) for m in conf.get("CHAT_MODELS") or catalog.model_ids()]
     return [m for m in models if m.provider in known]
+
+
+def warm_up() -> None:
+    """Import the offered models' providers and list their models, so no request waits for it.
+
+    Called once at server start (in a thread): the vendor SDKs take a second to import.
+    """
+    for name in {m.provider for m in available_models()}:
+        import_string(provider_classes()[name])
 
 
 def default_model() -> str:

@@ -5,6 +5,7 @@ const log = document.getElementById("log");
 const form = document.getElementById("composer");
 const prompt = document.getElementById("prompt");
 const stopButton = document.getElementById("stop");
+const modelPicker = document.getElementById("model"); // the models offered, rendered by the server
 let conversationId = root.dataset.conversationId || null;
 let current = null; // {source, messageId}
 
@@ -62,11 +63,11 @@ function follow(message) {
 
 async function send(text) {
   if (!conversationId) {
-    conversationId = (await api("POST", "/api/conversations", {})).id;
+    conversationId = (await api("POST", "/api/conversations", { model: modelPicker.value })).id;
     history.replaceState(null, "", `/c/${conversationId}/`);
   }
   bubble("user", text);
-  const sent = await api("POST", `/api/conversations/${conversationId}/messages`, { content: text });
+  const sent = await api("POST", `/api/conversations/${conversationId}/messages`, { content: text, model: modelPicker.value });
   follow(sent.assistant_message);
 }
 
@@ -87,6 +88,9 @@ stopButton.addEventListener("click", () => {
 
 if (conversationId) {
   api("GET", `/api/conversations/${conversationId}`).then((conversation) => {
+    if ([...modelPicker.options].some((option) => option.value === conversation.model)) {
+      modelPicker.value = conversation.model;
+    }
     for (const message of conversation.messages) {
       if (message.role === "assistant" && message.status === "streaming") follow(message);
       else bubble(message.role, message.content);

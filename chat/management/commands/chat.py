@@ -1,0 +1,97 @@
+"""`manage.py chat "question"`: a terminal client; the reply streams to stdout as it comes.
+
+It goes through the same services as the page, so everything is stored and the admin shows
+it. A conversation it starts belongs to no user: its owner is the anonymous visitor `cli`,
+so it shows in the admin and on no one's page. `--conversation ID` continues any
+conversation, whoever owns it (whoever runs manage.py has the database anyway).
+Ctrl-C stops the reply, which is kept as `stopped`, as the page's Stop button does.
+"""
+
+import asyncio
+import sys
+
+from asgiref.sync import sync_to_async
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from chat import generation, services
+from chat.errors import ChatError
+from chat.eventlog import End, Text, get_event_log
+from chat.models import Conversation
+from chat.providers import registry
+from chat.services import Owner
+
+CLI_VISITOR = "cli"
+
+
+class Command(BaseCommand):
+    help = "Ask a model from the terminal; the reply streams to stdout and is stored like the page's."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("question", nargs="?", help="What to ask; read from stdin when left out.")
+        parser.add_argument("-c", "--conversation", metavar="ID", help="Continue this conversation.")
+        parser.add_argument("-m", "--model", metavar="ID", help="A model id, as --list-models shows.")
+        parser.add_argument("--system", metavar="TEXT", help="The system prompt of a new conversation.")
+        parser.add_argument("--list-models", action="store_true", help="List the models offered, and exit.")
+
+    def handle(self, *args, **options) -> None:
+        if options["list_models"]:
+            default = registry.default_model()
+            for model in registry.available_models():
+                self.stdout.write(model.id + ("  (default)" if model.id == default else ""))
+            return
+        question = options["question"]
+        if question is None:
+            if sys.stdin.isatty():
+                raise CommandError('Say what to ask: manage.py chat "your question"')
+            question = sys.stdin.read()
+        try:
+            failed = asyncio.run(self.chat(question, options))
+        except ChatError as exc:
+            raise CommandError(exc.message) from None
+        except KeyboardInterrupt:
+            self.stderr.write("\n[stopped]")
+            sys.exit(130)
+        if failed:
+            sys.exit(1)
+
+    async def chat(self, question: str, options: dict) -> bool:
+        """Send, print the reply as it streams, then a summary on stderr; True if the model failed."""
+        conversation = await sync_to_async(self.conversation)(options)
+        data = {"content": question, **({"model": options["model"]} if options["model"] else {})}
+        owner = Owner(user_id=conversation.user_id, visitor=conversation.visitor)
+        _, reply = await services.message_send(owner=owner, conversation=conversation, data=data)
+        end = await self.follow(str(reply.pk))
+        self.stdout.write("")
+        usage = f" · {end.usage['input_tokens']}+{end.usage['output_tokens']} tokens" if end.usage else ""
+        self.stderr.write(f"[{end.status}] conversation {conversation.pk} · {reply.model}{usage}")
+        if end.error:
+            self.stderr.write(end.error)
+        return end.error is not None
+
+    async def follow(self, reply_id: str) -> End:
+        subscription = await get_event_log().subscribe(reply_id, 0)
+        try:
+            while True:
+                item = await subscription.next(timeout=1.0)
+                if isinstance(item, Text):
+                    self.stdout.write(item.text, ending="")
+                    self.stdout.flush()
+                elif isinstance(item, End):
+                    return item
+        except asyncio.CancelledError:  # Ctrl-C: stop the reply, keeping its text
+            await generation.reply_cancel(reply_id)
+            raise
+        finally:
+            await subscription.close()
+
+    def conversation(self, options: dict) -> Conversation:
+        if options["conversation"]:
+            pk = services.parse_id(options["conversation"], "conversation")
+            conversation = Conversation.objects.filter(pk=pk).first()
+            if conversation is None:
+                raise CommandError(f"No conversation with id {options['conversation']}.")
+            return conversation
+        data = {"model": options["model"], "system_prompt": options["system"]}
+        return services.conversation_create(
+            owner=Owner(visitor=CLI_VISITOR), data={k: v for k, v in data.items() if v is not None}
+        )

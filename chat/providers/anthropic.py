@@ -1,0 +1,71 @@
+"""Anthropic's models, streaming (Messages API), configured by ANTHROPIC_API_KEY."""
+
+from collections.abc import AsyncIterator
+
+import anthropic
+import httpx2
+
+from chat import conf
+from chat.errors import Unavailable
+from chat.providers import upstream
+from chat.providers.base import Finish, Prompt, Provider, Usage
+
+# Anthropic's stop reasons in the words the demo and OpenAI use, so clients see one vocabulary.
+REASONS = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length"}
+
+
+def configured() -> bool:
+    return bool(conf.get("ANTHROPIC_API_KEY") or conf.get("ANTHROPIC_BASE_URL"))
+
+
+class AnthropicProvider(Provider):
+    name = "anthropic"
+
+    def __init__(self, model: str) -> None:
+        super().__init__(model)
+        if not configured():
+            raise Unavailable(
+                f"The model anthropic:{model} is offered but not configured: whoever runs this server "
+                "should set ANTHROPIC_API_KEY."
+            )
+
+    async def stream(self, prompt: Prompt) -> AsyncIterator[str | Finish]:
+        client = upstream.client_for(
+            anthropic.AsyncAnthropic,
+            api_key=conf.get("ANTHROPIC_API_KEY"),
+            base_url=conf.get("ANTHROPIC_BASE_URL"),
+        )
+        params = {
+            "model": prompt.model,
+            "max_tokens": int(conf.get("CHAT_MAX_OUTPUT_TOKENS")),
+            "messages": [{"role": turn.role, "content": turn.content} for turn in prompt.turns],
+        }
+        if prompt.system:
+            params["system"] = prompt.system
+        reason, input_tokens, output_tokens, started = None, None, None, False
+        try:
+            stream = await client.messages.create(**params, stream=True)
+            async with stream:  # a stop closes the generator here: the response is closed at once
+                async for event in stream:
+                    if event.type == "content_block_delta" and event.delta.type == "text_delta":
+                        started = True
+                        yield event.delta.text
+                    elif event.type == "message_start":
+                        u = event.message.usage
+                        input_tokens = (
+                            u.input_tokens
+                            + (u.cache_creation_input_tokens or 0)
+                            + (u.cache_read_input_tokens or 0)
+                        )
+                    elif event.type == "message_delta":
+                        reason = event.delta.stop_reason or reason
+                        output_tokens = event.usage.output_tokens
+        except (anthropic.AnthropicError, httpx2.HTTPError) as exc:
+            error = upstream.failure(
+                exc, anthropic, vendor="Anthropic", prefix="ANTHROPIC", model=prompt.model, started=started
+            )
+            if error is None:
+                raise
+            raise error from None
+        usage = None if output_tokens is None else Usage(input_tokens or 0, output_tokens)
+        yield Finish(reason=REASONS.get(reason, reason), usage=usage)

@@ -1,0 +1,151 @@
+"""`manage.py chat`, end to end: a subprocess, a SQLite file, and a fake OpenAI-compatible server."""
+
+import os
+import select
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.vendor_servers import VendorServer
+
+ROOT = Path(__file__).resolve().parent.parent
+KEY = "sk-cli-test-secret-key"
+
+
+@pytest.fixture(scope="module")
+def database(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("cli") / "chat.sqlite3"
+    run_manage(["migrate", "--noinput", "-v0"], env(path)).check_returncode()
+    return path
+
+
+@pytest.fixture
+def vendor():
+    with VendorServer("openai") as vendor:
+        yield vendor
+
+
+def env(database: Path, vendor: VendorServer | None = None) -> dict[str, str]:
+    names = ("DATABASE_URL", "CHAT_MODELS", "CHAT_MODEL", "OPENAI_API_KEY", "OPENAI_BASE_URL")
+    clean = {k: v for k, v in os.environ.items() if k not in names and not k.startswith("ANTHROPIC_")}
+    clean.update(DJANGO_SETTINGS_MODULE="project.settings", DATABASE_URL=f"sqlite:///{database}")
+    if vendor is not None:
+        clean.update(
+            OPENAI_BASE_URL=f"{vendor.url}/v1", OPENAI_API_KEY=KEY, CHAT_MODELS="openai:gpt-test,demo"
+        )
+    return clean
+
+
+def run_manage(args: list[str], environ: dict, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        **kw,
+    )
+
+
+def rows(database: Path, sql: str, *params) -> list[tuple]:
+    with sqlite3.connect(database) as db:
+        return db.execute(sql, params).fetchall()
+
+
+def test_the_reply_streams_to_stdout_and_is_stored(database, vendor):
+    vendor.play({"say": "Hello"}, {"gate": "rest"}, {"say": " world"}, {"finish": "stop", "usage": [4, 2]})
+    process = subprocess.Popen(
+        [sys.executable, "manage.py", "chat", "Say hello"],
+        cwd=ROOT,
+        env=env(database, vendor),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    out: list[bytes] = []
+    reader = threading.Thread(
+        target=lambda: out.extend(iter(lambda: os.read(process.stdout.fileno(), 1024), b""))
+    )
+    reader.start()
+    deadline = time.monotonic() + 30
+    while b"Hello" not in b"".join(out) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    # "Hello" is on the terminal while the model still holds the rest: it streams.
+    assert b"".join(out) == b"Hello"
+    vendor.gate("rest").set()
+    assert process.wait(30) == 0
+    reader.join(5)
+    stderr = process.stderr.read().decode()
+    assert b"".join(out).decode() == "Hello world\n"
+    assert "[complete] conversation " in stderr and "openai:gpt-test · 4+2 tokens" in stderr
+    conversation_id = stderr.split("conversation ")[1].split()[0]
+
+    (conversation,) = rows(
+        database,
+        "SELECT user_id, visitor, model FROM chat_conversation WHERE id = ?",
+        conversation_id.replace("-", ""),
+    )
+    assert conversation == (None, "cli", "openai:gpt-test")
+    messages = rows(
+        database,
+        "SELECT role, content, status, finish_reason, input_tokens, output_tokens FROM chat_message "
+        "WHERE conversation_id = ? ORDER BY created_at",
+        conversation_id.replace("-", ""),
+    )
+    assert messages == [
+        ("user", "Say hello", "complete", None, None, None),
+        ("assistant", "Hello world", "complete", "stop", 4, 2),
+    ]
+
+    # --conversation continues it: the model gets the history.
+    vendor.play({"say": "Again"})
+    result = run_manage(["chat", "--conversation", conversation_id, "And again?"], env(database, vendor))
+    assert (result.returncode, result.stdout) == (0, "Again\n"), result.stderr
+    assert vendor.completions()[-1].body["messages"] == [
+        {"role": "user", "content": "Say hello"},
+        {"role": "assistant", "content": "Hello world"},
+        {"role": "user", "content": "And again?"},
+    ]
+    count = rows(
+        database,
+        "SELECT count(*) FROM chat_message WHERE conversation_id = ?",
+        conversation_id.replace("-", ""),
+    )
+    assert count == [(4,)]
+
+
+def test_model_picks_a_model_and_a_failure_says_why(database, vendor):
+    result = run_manage(["chat", "--model", "demo", "Hi"], {**env(database, vendor), "CHAT_DEMO_RATE": "0"})
+    assert result.returncode == 0 and "**demo**" in result.stdout and "· demo ·" in result.stderr
+
+    vendor.play({"status": 401})
+    result = run_manage(["chat", "Hi"], env(database, vendor))
+    assert result.returncode == 1
+    assert "[error]" in result.stderr and "OPENAI_API_KEY" in result.stderr
+    assert KEY not in result.stdout + result.stderr
+
+
+def test_ctrl_c_stops_the_reply_keeps_its_text_and_closes_the_upstream(database, vendor):
+    vendor.play({"say": "partial"}, {"gate": "never"})
+    process = subprocess.Popen(
+        [sys.executable, "manage.py", "chat", "Go on forever"],
+        cwd=ROOT,
+        env=env(database, vendor),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert select.select([process.stdout], [], [], 30)[0], "no text within 30 s"
+    first = os.read(process.stdout.fileno(), 1024)
+    assert first == b"partial"
+    process.send_signal(signal.SIGINT)
+    assert process.wait(30) == 130
+    assert vendor.completions()[-1].closed_early.wait(5)
+    assert rows(database, "SELECT status, content FROM chat_message WHERE content = 'partial'") == [
+        ("stopped", "partial")
+    ]
