@@ -178,7 +178,7 @@ def _read_message(reader: _Reader, data: Any, path: str, conversation: Conversat
         return None
     before = len(reader.errors)
     pk = reader.uuid(record, path)
-    if record.get("conversation_id") not in (None, str(conversation.pk)):
+    if conversation.pk is not None and record.get("conversation_id") not in (None, str(conversation.pk)):
         reader.fail(f"{path}.conversation_id", "is not the id of the conversation it is in")
     created_at = reader.field(record, "created_at", _TIME, path)
     updated_at = reader.field(record, "updated_at", _TIME, path, required=False) or created_at
@@ -314,7 +314,8 @@ def conversations_import(
         else:
             for pk in sorted(existing, key=str):
                 errors.append(f"conversation {pk}: already exists here (--skip-existing leaves it as it is)")
-        new_message_ids = [m.pk for _, _, ms in read for m in ms]
+        # The messages of a conversation already here are there too: no need to say so.
+        new_message_ids = [m.pk for c, _, ms in read if c.pk not in existing for m in ms]
         for pk in sorted(_existing(Message, new_message_ids), key=str):
             errors.append(f"message {pk}: already exists here, in another conversation")
         usernames = {u for _, u, _ in read if u is not None}

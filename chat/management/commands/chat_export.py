@@ -1,8 +1,8 @@
 """Export conversations as JSON: the contract's shapes plus owners, for `chat_import` elsewhere."""
 
 import json
-import sys
 import uuid
+from collections.abc import Callable, Iterable
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
@@ -35,22 +35,21 @@ class Command(BaseCommand):
         if user:
             field = get_user_model().USERNAME_FIELD
             conversations = conversations.filter(**{f"user__{field}__in": user})
-        stream = open(output, "w", encoding="utf-8") if output else sys.stdout  # noqa: SIM115
-        try:
-            count = write(stream, history.header(), history.conversations_export_chunks(conversations))
-        finally:
-            if output:
-                stream.close()
-        if output:
-            self.stderr.write(f"Exported {count} conversation(s) to {output}.")
+        records = history.conversations_export_chunks(conversations)
+        if not output:
+            write(lambda text: self.stdout.write(text, ending=""), history.header(), records)
+            return
+        with open(output, "w", encoding="utf-8") as f:
+            count = write(f.write, history.header(), records)
+        self.stderr.write(f"Exported {count} conversation(s) to {output}.")
 
 
-def write(stream, header: dict, records) -> int:
+def write(emit: Callable[[str], object], header: dict, records: Iterable[dict]) -> int:
     """The same document as json.dumps(), written one conversation at a time."""
-    stream.write(json.dumps(header, ensure_ascii=False)[:-1] + ', "conversations": [')
+    emit(json.dumps(header, ensure_ascii=False)[:-1] + ', "conversations": [')
     count = 0
     for record in records:
-        stream.write(("\n" if count == 0 else ",\n") + json.dumps(record, ensure_ascii=False))
+        emit(("\n" if count == 0 else ",\n") + json.dumps(record, ensure_ascii=False))
         count += 1
-    stream.write("\n]}\n")
+    emit("\n]}\n")
     return count
