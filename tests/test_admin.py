@@ -173,6 +173,11 @@ def test_message_triage_list_filters_searches_and_links(client, staff):
         failed.pk
     ]
     assert client.get(MESSAGES, {"model": "script:fake"}).context["cl"].result_count == 2
+    # The change page's "Messages in triage list" link.
+    listed = client.get(change_url(conversation)).context["messages_url"]
+    assert {m.pk for m in client.get(listed).context["cl"].result_list} == set(
+        conversation.messages.values_list("pk", flat=True)
+    )
     detail = client.get(reverse("admin:chat_message_change", args=[failed.pk]))
     assert detail.status_code == 200 and "It failed midway" in detail.content.decode()
     assert 'name="content"' not in detail.content.decode()  # a record, not a form
