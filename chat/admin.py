@@ -1,40 +1,487 @@
-from django.contrib import admin
+"""Conversation history in the admin: find, read, audit and export any conversation.
 
+Every column and filter here is a subquery or an indexed lookup, so the list and change pages
+run a fixed number of queries whatever their size (tests/test_admin_volume.py measures it).
+"""
+
+import json
+import uuid
+from datetime import datetime, timedelta
+
+from django.contrib import admin, messages
+from django.db.models import (
+    Count,
+    Exists,
+    IntegerField,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Sum,
+    Value,
+)
+from django.db.models.functions import Coalesce
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.text import smart_split, unescape_string_literal
+
+from chat import history
 from chat.models import Conversation, Message
+
+FAILED = [Message.Status.ERROR, Message.Status.INTERRUPTED]
+
+
+def _per_conversation(aggregate) -> Subquery:
+    """One value per conversation from its messages: a correlated subquery on the
+    (conversation, created_at) index, so a page of N rows costs N index lookups, and neither a
+    join nor a GROUP BY over the whole message table."""
+    rows = (
+        Message.objects.filter(conversation=OuterRef("pk"))
+        .order_by()
+        .values("conversation")
+        .annotate(value=aggregate)
+        .values("value")
+    )
+    return Coalesce(Subquery(rows, output_field=IntegerField()), Value(0))
+
+
+class PeriodsQuerySet(QuerySet):
+    """The date hierarchy's periods without truncating every row's date.
+
+    Django asks `SELECT DISTINCT <trunc>(created_at)`, a function per row that no index serves
+    (on SQLite a Python function: about 3 s per million rows). Here: the first and last dates,
+    then one query counting rows per candidate period with plain comparisons (an index scan),
+    at most 3 queries whatever the table's size or the page's.
+    """
+
+    MAX_PERIODS = 100
+
+    def datetimes(self, field_name, kind, order="ASC", tzinfo=None):
+        if kind not in ("year", "month", "day") or tzinfo is not None:
+            return super().datetimes(field_name, kind, order, tzinfo)
+        # Two ORDER BY ... LIMIT 1 queries: each one index probe (MIN and MAX together scan).
+        dates = self.order_by().values_list(field_name, flat=True).exclude(**{f"{field_name}__isnull": True})
+        first, last = dates.order_by(field_name).first(), dates.order_by(f"-{field_name}").first()
+        if first is None:
+            return []
+        starts = _period_starts(timezone.localtime(first), timezone.localtime(last), kind)
+        if len(starts) > self.MAX_PERIODS:
+            return super().datetimes(field_name, kind, order, tzinfo)
+        ends = [*starts[1:], _next_period(starts[-1], kind)]
+        in_range = {f"{field_name}__gte": starts[0], f"{field_name}__lt": ends[-1]}
+        counts = (
+            self.order_by()
+            .filter(**in_range)
+            .aggregate(
+                **{
+                    f"p{i}": Count("pk", filter=Q(**{f"{field_name}__gte": start, f"{field_name}__lt": end}))
+                    for i, (start, end) in enumerate(zip(starts, ends, strict=True))
+                }
+            )
+        )
+        found = [start for i, start in enumerate(starts) if counts[f"p{i}"]]
+        return found if order == "ASC" else found[::-1]
+
+
+def _truncate(moment: datetime, kind: str) -> datetime:
+    tz = moment.tzinfo
+    if kind == "year":
+        return datetime(moment.year, 1, 1, tzinfo=tz)
+    if kind == "month":
+        return datetime(moment.year, moment.month, 1, tzinfo=tz)
+    return datetime(moment.year, moment.month, moment.day, tzinfo=tz)
+
+
+def _next_period(start: datetime, kind: str) -> datetime:
+    if kind == "year":
+        return start.replace(year=start.year + 1)
+    if kind == "month":
+        return start.replace(year=start.year + start.month // 12, month=start.month % 12 + 1)
+    day = start.date() + timedelta(days=1)
+    return datetime(day.year, day.month, day.day, tzinfo=start.tzinfo)
+
+
+def _period_starts(first: datetime, last: datetime, kind: str) -> list[datetime]:
+    starts = [_truncate(first, kind)]
+    while (following := _next_period(starts[-1], kind)) <= last and len(
+        starts
+    ) <= PeriodsQuerySet.MAX_PERIODS:
+        starts.append(following)
+    return starts
+
+
+def search_terms(search_term: str) -> list[str]:
+    """The words of a search, as the admin splits them ("quoted phrases" stay whole)."""
+    terms = []
+    for bit in smart_split(search_term):
+        if bit.startswith(('"', "'")) and bit[0] == bit[-1]:
+            bit = unescape_string_literal(bit)
+        if bit:
+            terms.append(bit)
+    return terms
+
+
+def as_uuid(term: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(term)
+    except ValueError:
+        return None
+
+
+def status_badge(message: Message) -> str:
+    return format_html('<span class="chat-status chat-status-{}">{}</span>', message.status, message.status)
+
+
+def milliseconds(value: int | None) -> str:
+    return "—" if value is None else f"{value:,} ms"
+
+
+def stop_and_report(request: HttpRequest, stopped: int) -> None:
+    if stopped:
+        messages.info(request, f"Asked {stopped} running repl{'y' if stopped == 1 else 'ies'} to stop.")
+
+
+# --- conversations ------------------------------------------------------------------------
+
+
+class OwnerKindFilter(admin.SimpleListFilter):
+    title = "owner"
+    parameter_name = "owner"
+
+    def lookups(self, request, model_admin):
+        return [("user", "Signed-in user"), ("anonymous", "Anonymous session")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "user":
+            return queryset.filter(user__isnull=False)
+        if self.value() == "anonymous":
+            return queryset.filter(user__isnull=True)
+        return queryset
+
+
+class FailedRepliesFilter(admin.SimpleListFilter):
+    """Failed = `error` or `interrupted`; a stop is the user's choice, not a failure.
+
+    `pk IN (failed messages)` reads the (status, updated_at) index once: failures are rare, so
+    this beats checking every conversation's messages.
+    """
+
+    title = "failed replies"
+    parameter_name = "failed"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "Has failed replies"), ("no", "No failed replies")]
+
+    def queryset(self, request, queryset):
+        failed = Message.objects.filter(status__in=FAILED).values("conversation_id")
+        if self.value() == "yes":
+            return queryset.filter(pk__in=failed)
+        if self.value() == "no":
+            return queryset.exclude(pk__in=failed)
+        return queryset
 
 
 class MessageInline(admin.TabularInline):
+    """The messages, read-only: editing them would falsify the history."""
+
     model = Message
     extra = 0
-    fields = ("role", "status", "model", "content", "created_at", "time_to_first_token_ms", "duration_ms")
+    fields = (
+        "role",
+        "status_badge",
+        "preview",
+        "model",
+        "created_at",
+        "ttft",
+        "duration",
+        "tokens",
+        "error_code",
+    )
     readonly_fields = fields
+    ordering = ("created_at",)
     can_delete = False
     show_change_link = True
+    classes = ("collapse",)
+    verbose_name_plural = "messages (details; the transcript above has the full text)"
 
     def has_add_permission(self, request, obj=None) -> bool:
         return False
 
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    @admin.display(description="status")
+    def status_badge(self, obj: Message) -> str:
+        return status_badge(obj)
+
+    @admin.display(description="text")
+    def preview(self, obj: Message) -> str:
+        return obj.content[:80] + ("…" if len(obj.content) > 80 else "")
+
+    @admin.display(description="first token")
+    def ttft(self, obj: Message) -> str:
+        return milliseconds(obj.time_to_first_token_ms)
+
+    @admin.display(description="duration")
+    def duration(self, obj: Message) -> str:
+        return milliseconds(obj.duration_ms)
+
+    @admin.display(description="tokens in / out")
+    def tokens(self, obj: Message) -> str:
+        return "—" if obj.usage is None else f"{obj.input_tokens or 0} / {obj.output_tokens or 0}"
+
 
 @admin.register(Conversation)
 class ConversationAdmin(admin.ModelAdmin):
-    list_display = ("__str__", "user", "visitor", "model", "updated_at")
-    list_filter = ("model",)
+    change_form_template = "admin/chat/conversation/change_form.html"
+    list_display = ("title_display", "owner", "model", "message_count", "last_activity", "total_tokens")
+    list_select_related = ("user",)
+    list_filter = ("model", ("updated_at", admin.DateFieldListFilter), OwnerKindFilter, FailedRepliesFilter)
+    # Only so that the admin shows its search box: get_search_results() does the searching.
     search_fields = ("title",)
-    readonly_fields = ("id", "created_at", "updated_at")
+    search_help_text = (
+        "Finds conversations whose title or any message contains every word; an id (of either) finds it."
+    )
+    date_hierarchy = "created_at"
+    ordering = ("-updated_at",)
+    # The unfiltered total is one more COUNT over the whole table on every filtered page.
+    show_full_result_count = False
+    fieldsets = [
+        (None, {"fields": ("title", "owner", "model", "system_prompt")}),
+        ("Activity", {"fields": ("id", "created_at", "updated_at", "message_count", "total_tokens")}),
+    ]
+    readonly_fields = (
+        "id",
+        "owner",
+        "model",
+        "system_prompt",
+        "created_at",
+        "updated_at",
+        "message_count",
+        "total_tokens",
+    )
     inlines = [MessageInline]
+    actions = ["export_json"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Conversation]:
+        tokens = Coalesce("input_tokens", 0) + Coalesce("output_tokens", 0)
+        queryset = super().get_queryset(request)
+        return (
+            PeriodsQuerySet(model=Conversation, query=queryset.query, using=queryset.db)
+            .select_related("user")
+            .annotate(
+                n_messages=_per_conversation(Count("*")),
+                n_tokens=_per_conversation(Sum(tokens)),
+                replying=Exists(
+                    Message.objects.filter(conversation=OuterRef("pk"), status=Message.Status.STREAMING)
+                ),
+            )
+        )
+
+    def get_search_results(self, request, queryset, search_term):
+        """Every word must be in the title or in some message of the conversation.
+
+        Each word is one uncorrelated `pk IN (SELECT conversation_id FROM message WHERE content
+        LIKE ...)`: one pass over the message table per word, no join that repeats a conversation
+        once per matching message, hence no DISTINCT over the result (what search_fields with
+        `messages__content` would do). A UUID finds the conversation, or the one holding that
+        message, by index.
+        """
+        for term in search_terms(search_term):
+            if (pk := as_uuid(term)) is not None:
+                holding = Message.objects.filter(pk=pk).values("conversation_id")
+                queryset = queryset.filter(Q(pk=pk) | Q(pk__in=holding))
+                continue
+            matching = Message.objects.filter(content__icontains=term).values("conversation_id")
+            queryset = queryset.filter(Q(title__icontains=term) | Q(pk__in=matching))
+        return queryset, False
+
+    @admin.display(description="title", ordering="title")
+    def title_display(self, obj: Conversation) -> str:
+        title = obj.title or "(untitled)"
+        if getattr(obj, "replying", False):
+            return format_html('{} <span class="chat-status chat-status-streaming">replying</span>', title)
+        return title
+
+    @admin.display(description="owner", ordering="user__username")
+    def owner(self, obj: Conversation) -> str:
+        if obj.user_id is not None:
+            return obj.user.get_username()
+        return "anonymous session"
+
+    @admin.display(description="messages", ordering="n_messages")
+    def message_count(self, obj: Conversation) -> int:
+        return obj.n_messages
+
+    @admin.display(description="tokens", ordering="n_tokens")
+    def total_tokens(self, obj: Conversation) -> str:
+        return f"{obj.n_tokens:,}"
+
+    @admin.display(description="last activity", ordering="updated_at")
+    def last_activity(self, obj: Conversation):
+        return obj.updated_at
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        pk = as_uuid(object_id)
+        transcript = list(Message.objects.filter(conversation_id=pk)) if pk else []
+        context = {
+            "transcript": transcript,
+            "streaming": any(m.status == Message.Status.STREAMING for m in transcript),
+            "shown_at": timezone.now(),
+            "chat_url": reverse("chat-conversation-page", args=[pk]) if pk else "",
+            "export_url": f"{reverse('admin:chat_conversation_export', args=[pk])}" if pk else "",
+            "messages_url": f"{reverse('admin:chat_message_changelist')}?conversation__id__exact={pk}",
+            **(extra_context or {}),
+        }
+        return super().change_view(request, object_id, form_url, extra_context=context)
+
+    def get_urls(self):
+        export = self.admin_site.admin_view(self.export_one_view)
+        return [path("<uuid:pk>/export/", export, name="chat_conversation_export"), *super().get_urls()]
+
+    def export_one_view(self, request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
+        conversation = get_object_or_404(self.get_queryset(request), pk=pk)
+        if not self.has_view_permission(request, conversation):
+            return HttpResponse(status=403)
+        return self._json_download(Conversation.objects.filter(pk=pk), f"conversation-{pk}")
+
+    @admin.action(description="Export selected conversations as JSON", permissions=["view"])
+    def export_json(self, request: HttpRequest, queryset: QuerySet[Conversation]) -> HttpResponse:
+        stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
+        return self._json_download(queryset, f"conversations-{stamp}")
+
+    def _json_download(self, queryset: QuerySet[Conversation], name: str) -> HttpResponse:
+        data = history.conversations_export(Conversation.objects.filter(pk__in=queryset.values("pk")))
+        response = HttpResponse(
+            json.dumps(data, ensure_ascii=False, indent=1), content_type="application/json; charset=utf-8"
+        )
+        response["Content-Disposition"] = f'attachment; filename="{name}.json"'
+        return response
+
+    def delete_model(self, request: HttpRequest, obj: Conversation) -> None:
+        self.delete_queryset(request, Conversation.objects.filter(pk=obj.pk))
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Conversation]) -> None:
+        """The admin's views run in a worker thread, not on the loop running the replies: the
+        stop goes through the database (history.replies_stop_requested)."""
+        stop_and_report(request, history.conversations_delete(queryset).stopped)
+
+
+# --- messages -----------------------------------------------------------------------------
 
 
 @admin.register(Message)
 class MessageAdmin(admin.ModelAdmin):
+    """Triage: what failed, what was slow, what it cost. Read-only: it is a record."""
+
     list_display = (
-        "__str__",
+        "created_at",
+        "preview",
+        "role",
+        "status_badge",
+        "model",
+        "ttft",
+        "duration",
+        "tokens",
+        "error_short",
+        "links",
+    )
+    list_display_links = ("created_at", "preview")
+    list_select_related = ("conversation",)
+    list_filter = ("status", "role", "model", ("created_at", admin.DateFieldListFilter))
+    search_fields = ("content",)  # the box; get_search_results() does the searching
+    search_help_text = "Finds messages whose text, error or error code contains every word; an id finds it."
+    date_hierarchy = "created_at"
+    ordering = ("-created_at",)
+    show_full_result_count = False
+    fields = (
+        "id",
+        "conversation_link",
         "role",
         "status",
         "model",
+        "content",
         "created_at",
+        "updated_at",
         "time_to_first_token_ms",
         "duration_ms",
+        "input_tokens",
+        "output_tokens",
+        "finish_reason",
+        "error",
+        "error_code",
+        "stop_requested",
     )
-    list_filter = ("status", "role", "model")
-    list_select_related = ("conversation",)
-    readonly_fields = ("id", "conversation", "created_at", "updated_at")
+    readonly_fields = fields
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Message]:
+        queryset = super().get_queryset(request)
+        return PeriodsQuerySet(model=Message, query=queryset.query, using=queryset.db)
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def get_search_results(self, request, queryset, search_term):
+        for term in search_terms(search_term):
+            if (pk := as_uuid(term)) is not None:
+                queryset = queryset.filter(Q(pk=pk) | Q(conversation_id=pk))
+            else:
+                queryset = queryset.filter(
+                    Q(content__icontains=term) | Q(error__icontains=term) | Q(error_code__icontains=term)
+                )
+        return queryset, False
+
+    @admin.display(description="text")
+    def preview(self, obj: Message) -> str:
+        text = " ".join(obj.content[:200].split())
+        return (text[:70] + "…" if len(text) > 70 else text) or "(empty)"
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, obj: Message) -> str:
+        return status_badge(obj)
+
+    @admin.display(description="first token", ordering="time_to_first_token_ms")
+    def ttft(self, obj: Message) -> str:
+        return milliseconds(obj.time_to_first_token_ms)
+
+    @admin.display(description="duration", ordering="duration_ms")
+    def duration(self, obj: Message) -> str:
+        return milliseconds(obj.duration_ms)
+
+    @admin.display(description="tokens in / out", ordering="output_tokens")
+    def tokens(self, obj: Message) -> str:
+        return "—" if obj.usage is None else f"{obj.input_tokens or 0} / {obj.output_tokens or 0}"
+
+    @admin.display(description="error")
+    def error_short(self, obj: Message) -> str:
+        if not obj.error and not obj.error_code:
+            return ""
+        text = obj.error or ""
+        return format_html(
+            '<span title="{}">{}{}</span>', text, f"[{obj.error_code}] " if obj.error_code else "", text[:60]
+        )
+
+    @admin.display(description="conversation")
+    def links(self, obj: Message) -> str:
+        return format_html(
+            '<a href="{}">{}</a> · <a href="{}" target="_blank" rel="noopener">chat page</a>',
+            reverse("admin:chat_conversation_change", args=[obj.conversation_id]),
+            str(obj.conversation)[:40],
+            reverse("chat-conversation-page", args=[obj.conversation_id]),
+        )
+
+    @admin.display(description="conversation")
+    def conversation_link(self, obj: Message) -> str:
+        return self.links(obj)
+
+    def delete_model(self, request: HttpRequest, obj: Message) -> None:
+        self.delete_queryset(request, Message.objects.filter(pk=obj.pk))
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Message]) -> None:
+        stop_and_report(request, history.messages_delete(queryset).stopped)

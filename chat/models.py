@@ -31,6 +31,10 @@ class Conversation(models.Model):
             models.Index(fields=["user", "-updated_at"], name="chat_conv_user_updated"),
             models.Index(fields=["visitor", "-updated_at"], name="chat_conv_visitor_updated"),
             models.Index(fields=["-updated_at"], name="chat_conv_updated"),
+            # The admin: its model filter (distinct values, then filtered by last activity) and
+            # its date hierarchy.
+            models.Index(fields=["model", "-updated_at"], name="chat_conv_model_updated"),
+            models.Index(fields=["created_at"], name="chat_conv_created"),
         ]
 
     def __str__(self) -> str:
@@ -74,6 +78,9 @@ class Message(models.Model):
         indexes = [
             models.Index(fields=["conversation", "created_at"], name="chat_msg_conv_created"),
             models.Index(fields=["status", "updated_at"], name="chat_msg_status_updated"),
+            # The admin's message list: newest first, its date hierarchy, its model filter.
+            models.Index(fields=["created_at"], name="chat_msg_created"),
+            models.Index(fields=["model", "created_at"], name="chat_msg_model_created"),
         ]
 
     def __str__(self) -> str:
