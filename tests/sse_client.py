@@ -1,5 +1,6 @@
 """A small SSE parser for tests, following the spec's line rules; records arrival times."""
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -75,3 +76,27 @@ def text_of(received: list[SSE]) -> str:
 def last_id(received: list[SSE], default: int = 0) -> int:
     ids = [int(e.id) for e in received if e.event == "message" and e.id is not None]
     return ids[-1] if ids else default
+
+
+async def stream_new_replies(
+    base_url: str, count: int, cookies, csrf: str, timeout: float = 60
+) -> list[list[SSE]]:
+    """Start `count` conversations at once, each streaming its first reply; all their events."""
+    import httpx
+
+    limits = httpx.Limits(max_connections=count + 10, max_keepalive_connections=count + 10)
+    async with httpx.AsyncClient(
+        base_url=base_url, cookies=cookies, limits=limits, timeout=timeout
+    ) as client:
+
+        async def one(i: int) -> list[SSE]:
+            async with client.stream(
+                "POST",
+                "/api/conversations",
+                json={"content": f"question {i}"},
+                headers={"Accept": "text/event-stream", "X-CSRFToken": csrf},
+            ) as response:
+                assert response.status_code == 200, await response.aread()
+                return [e async for e in aevents(response.aiter_lines())]
+
+        return await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(count))), timeout)

@@ -15,33 +15,14 @@ from chat import db, generation
 from chat.models import Conversation, Message
 from chat.providers.demo import demo_tokens
 from chat.services import replies_recover_stale
-from tests.sse_client import aevents, events, text_of
-
-
-async def stream_new_replies(base_url: str, count: int, cookies, csrf: str) -> list[list]:
-    limits = httpx.Limits(max_connections=count + 10, max_keepalive_connections=count + 10)
-    async with httpx.AsyncClient(base_url=base_url, cookies=cookies, limits=limits, timeout=60) as client:
-
-        async def one(i: int) -> list:
-            async with client.stream(
-                "POST",
-                "/api/conversations",
-                json={"content": f"question {i}"},
-                headers={"Accept": "text/event-stream", "X-CSRFToken": csrf},
-            ) as response:
-                assert response.status_code == 200, await response.aread()
-                return [e async for e in aevents(response.aiter_lines())]
-
-        return await asyncio.gather(*(one(i) for i in range(count)))
+from tests.sse_client import events, stream_new_replies, text_of
 
 
 def test_200_replies_streaming_at_once_on_sqlite_all_finish_and_are_saved(tab, settings, caplog):
     settings.CHAT_DEMO_RATE = 40
     settings.CHAT_DEMO_TOKENS = 40
     results = asyncio.run(
-        asyncio.wait_for(
-            stream_new_replies(tab.http.base_url, 200, tab.http.cookies, tab.csrf["X-CSRFToken"]), 90
-        )
+        stream_new_replies(tab.http.base_url, 200, tab.http.cookies, tab.csrf["X-CSRFToken"], timeout=90)
     )
     assert len(results) == 200
     for i, received in enumerate(results):
@@ -117,9 +98,7 @@ def test_hundreds_of_replies_leave_threads_and_connections_flat(tab, settings):
 
     def batch(n: int) -> None:
         results = asyncio.run(
-            asyncio.wait_for(
-                stream_new_replies(tab.http.base_url, n, tab.http.cookies, tab.csrf["X-CSRFToken"]), 60
-            )
+            stream_new_replies(tab.http.base_url, n, tab.http.cookies, tab.csrf["X-CSRFToken"])
         )
         assert all(r[-1].event == "done" for r in results)
 

@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import free_port, need_service
 from tests.processes import PYTHON, ServerProcess, migrate, server_env
-from tests.sse_client import aevents, events, text_of
+from tests.sse_client import events, stream_new_replies, text_of
 
 FAST = {"CHAT_CHECKPOINT_INTERVAL": "0.1", "CHAT_DEMO_RATE": "40", "CHAT_DEMO_TOKENS": "80"}
 
@@ -126,22 +126,6 @@ def connections_to(admin, name: str) -> int:
     return admin.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s", [name]).fetchone()[0]
 
 
-async def many_replies(url: str, cookies, csrf: str, count: int) -> list[list]:
-    limits = httpx.Limits(max_connections=count + 5)
-    async with httpx.AsyncClient(base_url=url, cookies=cookies, timeout=60, limits=limits) as client:
-
-        async def one(i: int) -> list:
-            async with client.stream(
-                "POST",
-                "/api/conversations",
-                json={"content": f"q{i}"},
-                headers={"Accept": "text/event-stream", "X-CSRFToken": csrf},
-            ) as response:
-                return [e async for e in aevents(response.aiter_lines())]
-
-        return await asyncio.gather(*(one(i) for i in range(count)))
-
-
 def test_postgres_with_two_workers_streams_stops_and_keeps_connections_flat(postgres_database):
     database, name, admin = postgres_database
     migrate(server_env(database))
@@ -150,17 +134,17 @@ def test_postgres_with_two_workers_streams_stops_and_keeps_connections_flat(post
     try:
         browser = Browser(server.url)
         # Replies from both workers, streamed at once; each one saved with exactly what was sent.
-        run = many_replies(server.url, browser.http.cookies, browser.headers["X-CSRFToken"], 40)
-        results = asyncio.run(asyncio.wait_for(run, 60))
+        results = asyncio.run(
+            stream_new_replies(server.url, 40, browser.http.cookies, browser.headers["X-CSRFToken"])
+        )
         for received in results:
             assert received[-1].event == "done" and received[-1].json["status"] == "complete"
-        after_first = connections_to(admin, name)
+        # Requests close their connections; the replies' writer threads keep one each.
+        assert connections_to(admin, name) <= workers * threads
         results = asyncio.run(
-            asyncio.wait_for(
-                many_replies(server.url, browser.http.cookies, browser.headers["X-CSRFToken"], 40), 60
-            )
+            stream_new_replies(server.url, 40, browser.http.cookies, browser.headers["X-CSRFToken"])
         )
-        assert connections_to(admin, name) <= after_first + 2
+        assert connections_to(admin, name) <= workers * threads
         for received in results:
             message = {
                 "id": received[1].json["message_id"],
