@@ -47,6 +47,10 @@ DEFAULTS: dict[str, Any] = {
     "CHAT_EVENT_LOG": "chat.eventlog.memory.MemoryEventLog",
     # How long a finished reply stays in the in-process event log (seconds).
     "CHAT_LOG_GRACE": 30.0,
+    # With a real model, ask it for a short title after the first message (in the background).
+    "CHAT_TITLE_BY_MODEL": True,
+    # How long that may take before the first message's title is kept (seconds).
+    "CHAT_TITLE_TIMEOUT": 30.0,
     # Threads that run the background replies' database writes (None: 1 on SQLite, else 4).
     "CHAT_DB_THREADS": None,
 }

@@ -1,8 +1,12 @@
 """What the app does, as plain functions: views, commands and the admin call these."""
 
 import asyncio
+import contextvars
+import logging
+import re
 import uuid
 from collections.abc import Container
+from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -11,10 +15,13 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from chat import conf, context, generation
+from chat import conf, context, db, generation
 from chat.errors import Invalid, NotFound, TooLarge
 from chat.models import Conversation, Message
 from chat.providers import Prompt, Turn, registry
+from chat.providers.registry import ModelInfo
+
+log = logging.getLogger("chat.services")
 
 TITLE_LENGTH = 60
 
@@ -180,10 +187,13 @@ async def message_send(
         model = conversation.model if conversation.model in offered else None
     info = registry.resolve(model)
     provider = registry.get_provider(info)
+    untitled = not conversation.title
     user, assistant, prompt = await sync_to_async(_store_turn)(
         conversation=conversation, content=content, model_id=info.id, model_name=info.name
     )
     await generation.reply_start(reply_id=str(assistant.id), provider=provider, prompt=prompt)
+    if untitled:
+        conversation_title_improve_later(conversation=conversation, info=info, content=content)
     return user, assistant
 
 
@@ -231,3 +241,155 @@ def replies_recover_stale(*, running: Container[str] = ()) -> int:
     if not ids:
         return 0
     return stale.filter(pk__in=ids).update(status=Message.Status.INTERRUPTED, updated_at=timezone.now())
+
+
+# --- the page: rename, answer again, edit and resend, titles by the model -----------------
+
+
+def conversation_rename(*, owner: Owner, conversation_id: str, data: dict) -> Conversation:
+    """Set a conversation's title; renaming is not activity, so its place in the list stays."""
+    if "title" not in data:
+        raise Invalid('Send {"title": "..."} to rename the conversation.')
+    title = " ".join(_optional_text(data, "title", 200).split())
+    if not title:
+        raise Invalid("The title is empty: write a few words.")
+    conversation = conversation_get(owner=owner, conversation_id=conversation_id)
+    Conversation.objects.filter(pk=conversation.pk).update(title=title)
+    conversation.title = title
+    return conversation
+
+
+def _model_info(conversation: Conversation, model: object) -> ModelInfo:
+    """The model a client asked for, else the conversation's while it is offered, else the default."""
+    if model is not None and not isinstance(model, str):
+        raise Invalid("'model' must be a string.")
+    if model is None:
+        offered = {m.id for m in registry.available_models()}
+        model = conversation.model if conversation.model in offered else None
+    return registry.resolve(model)
+
+
+def _last_exchange(conversation: Conversation) -> tuple[Message | None, list[Message]]:
+    """The last user message and the replies after it."""
+    messages = list(
+        conversation.messages.filter(role__in=[Message.Role.USER, Message.Role.ASSISTANT]).order_by(
+            "-created_at"
+        )[:20]
+    )
+    replies = []
+    for message in messages:
+        if message.role == Message.Role.USER:
+            return message, replies[::-1]
+        replies.append(message)
+    return None, replies[::-1]
+
+
+async def _messages_discard(messages: list[Message]) -> None:
+    """Delete messages; a reply still running is stopped first (in another process, by the delete)."""
+    for message in messages:
+        if message.status == Message.Status.STREAMING:
+            await generation.reply_cancel(str(message.pk))
+    await Message.objects.filter(pk__in=[m.pk for m in messages]).adelete()
+
+
+def _store_reply(*, conversation: Conversation, info: ModelInfo) -> tuple[Message, Prompt]:
+    now = timezone.now()
+    with transaction.atomic():
+        assistant = Message.objects.create(
+            conversation=conversation,
+            role=Message.Role.ASSISTANT,
+            status=Message.Status.STREAMING,
+            model=info.id,
+            created_at=now,
+            updated_at=now,
+        )
+        Conversation.objects.filter(pk=conversation.pk).update(updated_at=now, model=info.id)
+        conversation.updated_at, conversation.model = now, info.id
+        prompt = _prompt(conversation, info.name)
+    return assistant, prompt
+
+
+async def reply_regenerate(*, owner: Owner, conversation_id: str, data: dict) -> tuple[Message, Message]:
+    """Answer the last user message again: the replies after it are replaced (stopped first)."""
+    conversation = await sync_to_async(conversation_get)(owner=owner, conversation_id=conversation_id)
+    info = _model_info(conversation, data.get("model"))
+    user, replies = await sync_to_async(_last_exchange)(conversation)
+    if user is None:
+        raise Invalid("This conversation has no message to answer again.")
+    await _messages_discard(replies)
+    assistant, prompt = await sync_to_async(_store_reply)(conversation=conversation, info=info)
+    provider = registry.get_provider(info)
+    await generation.reply_start(reply_id=str(assistant.id), provider=provider, prompt=prompt)
+    return user, assistant
+
+
+async def message_edit(*, owner: Owner, conversation_id: str, data: dict) -> tuple[Message, Message]:
+    """Replace the last user message (and its reply) with `content`, and answer it."""
+    validate_content(data.get("content"))
+    conversation = await sync_to_async(conversation_get)(owner=owner, conversation_id=conversation_id)
+    _model_info(conversation, data.get("model"))  # an unknown model fails before anything is deleted
+    user, replies = await sync_to_async(_last_exchange)(conversation)
+    if user is None or str(user.pk) != str(data.get("edit")):
+        raise Invalid("Only the last message you sent can be edited: 'edit' must be its id.")
+    await _messages_discard([user, *replies])
+    send = {key: data[key] for key in ("content", "model") if key in data}
+    return await message_send(owner=owner, conversation=conversation, data=send)
+
+
+TITLE_INSTRUCTIONS = (
+    "You name conversations. Reply with a title of at most six words for a conversation that "
+    "starts with the user's message below: the title only, without quotes or a final period."
+)
+_title_tasks: set[asyncio.Task] = set()
+
+
+def title_clean(text: str) -> str:
+    """A model's answer as a title: its first line, without quotes, markup or a 'Title:' label."""
+    line = next((line for line in text.splitlines() if line.strip()), "")
+    line = re.sub(r"^\W*title\s*:\s*", "", line.strip(), flags=re.IGNORECASE)
+    return title_from(line.strip(" #*_`\"'“”‘’«»").rstrip(".").strip())
+
+
+def conversation_title_improve_later(
+    *, conversation: Conversation, info: ModelInfo, content: str
+) -> asyncio.Task | None:
+    """With a real model, ask it for a title in the background; the demo keeps the first message."""
+    if info.provider == "demo" or not conf.get("CHAT_TITLE_BY_MODEL"):
+        return None
+    task = asyncio.get_running_loop().create_task(
+        conversation_title_improve(
+            conversation_id=str(conversation.pk), first_title=conversation.title, info=info, content=content
+        ),
+        name=f"title-{conversation.pk}",
+        context=contextvars.Context(),  # not the request's: it outlives it
+    )
+    _title_tasks.add(task)
+    task.add_done_callback(_title_tasks.discard)
+    return task
+
+
+async def conversation_title_improve(
+    *, conversation_id: str, first_title: str, info: ModelInfo, content: str
+) -> str | None:
+    """Ask the model for a short title; save it unless the title changed meanwhile (a rename)."""
+    prompt = Prompt(model=info.name, system=TITLE_INSTRUCTIONS, turns=(Turn(role="user", content=content),))
+    parts: list[str] = []
+    try:
+        provider = registry.get_provider(info)
+        async with asyncio.timeout(float(conf.get("CHAT_TITLE_TIMEOUT"))):
+            async with aclosing(provider.stream(prompt)) as stream:
+                async for item in stream:
+                    if isinstance(item, str):
+                        parts.append(item)
+                        if sum(map(len, parts)) > 4 * TITLE_LENGTH:  # enough: close the upstream
+                            break
+    except Exception as exc:  # noqa: BLE001 - a title is a nicety: the first message's stays
+        log.info("No title from %s for conversation %s: %s", info.id, conversation_id, exc)
+        return None
+    title = title_clean("".join(parts))
+    if not title:
+        return None
+    rows = await db.run(
+        lambda: Conversation.objects.filter(pk=conversation_id, title=first_title).update(title=title)
+    )
+    return title if rows else None

@@ -27,6 +27,11 @@ VISITOR_KEY = "chat_visitor"
 _OFFSET = re.compile(r"[0-9]{1,15}")
 _csrf = CsrfViewMiddleware(lambda request: HttpResponse())
 
+PAGE_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+
 View = Callable[..., Awaitable[HttpResponse]]
 
 
@@ -166,12 +171,18 @@ async def conversations_view(request: HttpRequest) -> HttpResponse:
     return await _sent(request, user_message, assistant_message, extra=conversation_json(conversation))
 
 
-@api("GET", "DELETE")
+@api("GET", "PATCH", "DELETE")
 async def conversation_view(request: HttpRequest, conversation_id: str) -> HttpResponse:
     owner = await get_owner(request)
     if request.method == "DELETE":
         await services.conversation_delete(owner=owner, conversation_id=conversation_id)
         return HttpResponse(status=204)
+    if request.method == "PATCH":  # an extension: rename (docs/API-extensions.md)
+        data = read_json(request, required=True)
+        conversation = await sync_to_async(services.conversation_rename)(
+            owner=owner, conversation_id=conversation_id, data=data
+        )
+        return JsonResponse(conversation_json(conversation))
     conversation = await sync_to_async(services.conversation_get)(
         owner=owner, conversation_id=conversation_id, messages=True
     )
@@ -182,7 +193,18 @@ async def conversation_view(request: HttpRequest, conversation_id: str) -> HttpR
 async def messages_view(request: HttpRequest, conversation_id: str) -> HttpResponse:
     data = read_json(request, required=True)
     owner = await get_owner(request)
-    user_message, assistant_message = await services.message_send(
+    # `edit`, an extension: replace the last message you sent (docs/API-extensions.md).
+    send = services.message_edit if data.get("edit") is not None else services.message_send
+    user_message, assistant_message = await send(owner=owner, conversation_id=conversation_id, data=data)
+    return await _sent(request, user_message, assistant_message)
+
+
+@api("POST")
+async def regenerate_view(request: HttpRequest, conversation_id: str) -> HttpResponse:
+    """An extension: answer the last message again (docs/API-extensions.md)."""
+    data = read_json(request, required=False)
+    owner = await get_owner(request)
+    user_message, assistant_message = await services.reply_regenerate(
         owner=owner, conversation_id=conversation_id, data=data
     )
     return await _sent(request, user_message, assistant_message)
@@ -217,7 +239,11 @@ def page_view(request: HttpRequest, conversation_id: str | None = None) -> HttpR
         "models": [m.as_dict() for m in registry.available_models()],
         "default_model": registry.default_model(),
     }
-    return render(request, "chat/index.html", context)
+    response = render(request, "chat/index.html", context)
+    # Defence in depth: the page renders model output only through a sanitizer, and even so
+    # no inline script, no other origin and no plugin may run on it.
+    response["Content-Security-Policy"] = PAGE_CSP
+    return response
 
 
 def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:

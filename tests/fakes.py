@@ -5,6 +5,7 @@ The user's message is its script, a JSON list of steps:
   {"gate": "name"}          wait until the test opens that gate (gate("name").set())
   {"sleep": 0.05}           pause
   {"fail": "sentence", "code": "rate_limited"}   raise ProviderError
+  {"fail": "sentence", "unless": "name"}   the same, unless that gate is open (retry works)
   {"crash": true}           raise an unexpected exception
   {"finish": "stop", "usage": [3, 5]}
 """
@@ -47,6 +48,8 @@ class ScriptProvider(Provider):
                 elif "sleep" in step:
                     await asyncio.sleep(step["sleep"])
                 elif "fail" in step:
+                    if "unless" in step and gate(step["unless"]).is_set():
+                        continue
                     raise ProviderError(step["fail"], code=step.get("code", "upstream_error"))
                 elif "crash" in step:
                     raise RuntimeError("boom")

@@ -1,99 +1,494 @@
-// A minimal page to try the engine by hand: send a message, watch the reply stream in.
-// Text is only ever set with textContent: model output never becomes markup here.
-const root = document.querySelector(".chat");
-const log = document.getElementById("log");
-const form = document.getElementById("composer");
-const prompt = document.getElementById("prompt");
-const stopButton = document.getElementById("stop");
-const modelPicker = document.getElementById("model"); // the models offered, rendered by the server
-let conversationId = root.dataset.conversationId || null;
-let current = null; // {source, messageId}
+// The chat page: one conversation in the log, the list of conversations in the sidebar.
+// User text is only ever set with textContent; model output goes through markdown.js
+// (marked, then DOMPurify). Modules, no build step: see docs/API.md for what it speaks.
+import * as API from "./api.js";
+import { Reply } from "./reply.js";
+import { Sidebar, UNTITLED } from "./sidebar.js";
 
-function csrfToken() {
-  const match = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/);
-  return match ? decodeURIComponent(match[1]) : "";
-}
+const $ = (id) => document.getElementById(id);
+const app = document.querySelector(".app");
+const log = $("log");
+const welcome = $("welcome");
+const form = $("composer");
+const prompt = $("prompt");
+const sendButton = $("send");
+const stopButton = $("stop");
+const notice = $("notice");
+const editing = $("editing");
+const announcer = $("announcer");
+const titleEl = $("title");
+const modelSelect = $("model");
 
-async function api(method, path, body) {
-  const response = await fetch(path, {
-    method,
-    headers: { "Content-Type": "application/json", "Accept": "application/json", "X-CSRFToken": csrfToken() },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  const data = response.status === 204 ? null : await response.json();
-  if (!response.ok) throw new Error(data?.error || `HTTP ${response.status}`);
-  return data;
-}
+const models = JSON.parse($("chat-models").textContent);
+const defaultModel = app.dataset.defaultModel;
 
-function bubble(role, text) {
-  const item = document.createElement("li");
-  item.className = role;
-  item.textContent = text;
-  log.append(item);
-  item.scrollIntoView({ block: "end" });
-  return item;
-}
+const state = {
+  conversation: null, // {id, title, model, ...} of the open conversation
+  replies: new Map(), // id -> Reply shown in the log
+  editing: null, // the id of the user message being edited
+  loading: 0, // bumped on every navigation, so that late answers for another page are dropped
+};
 
-function follow(message) {
-  const item = bubble("assistant", "");
-  const state = document.createElement("span");
-  state.className = "state";
-  item.append(state);
-  const body = document.createTextNode(message.content || "");
-  item.prepend(body);
-  const url = `/api/messages/${message.id}/stream` + (message.content ? `?last_event_id=${message.content.length}` : "");
-  const source = new EventSource(url);
-  current = { source, messageId: message.id };
-  stopButton.hidden = false;
-  const finish = () => { source.close(); current = null; stopButton.hidden = true; state.textContent = ""; };
-  source.addEventListener("status", (e) => { state.textContent = JSON.parse(e.data).state + "…"; });
-  source.onmessage = (e) => { state.textContent = ""; body.appendData(JSON.parse(e.data).text); };
-  source.addEventListener("done", (e) => {
-    const done = JSON.parse(e.data);
-    finish();
-    if (done.status !== "complete") state.textContent = ` [${done.status}]`;
-  });
-  source.addEventListener("error", (e) => {
-    if (!e.data) { state.textContent = " reconnecting…"; return; } // network: EventSource retries
-    finish();
-    item.classList.add("error");
-    state.textContent = " " + JSON.parse(e.data).error;
+// --- small helpers -------------------------------------------------------------------------
+
+function announce(text) {
+  announcer.textContent = "";
+  requestAnimationFrame(() => {
+    announcer.textContent = text;
   });
 }
+
+function setTitle(title) {
+  titleEl.textContent = title || UNTITLED;
+  document.title = title ? `${title} · Chat` : "Chat";
+}
+
+// Follow the end of the log while the reader is there; leave them be when they scroll up.
+let stickToBottom = true;
+log.addEventListener("scroll", () => {
+  stickToBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 48;
+});
+function keepAtBottom(force = false) {
+  if (force || stickToBottom) log.scrollTop = log.scrollHeight;
+}
+
+let noticeTimer = 0;
+// A failure the person can act on: the sentence, and a retry when one makes sense. A 429
+// says when to try again and keeps the retry button disabled until then.
+function showNotice(error, retry) {
+  clearInterval(noticeTimer);
+  notice.replaceChildren();
+  const text = document.createElement("span");
+  text.className = "notice-text";
+  notice.append(text);
+  let retryButton = null;
+  if (retry) {
+    retryButton = document.createElement("button");
+    retryButton.type = "button";
+    retryButton.className = "retry";
+    retryButton.textContent = "Retry";
+    retryButton.addEventListener("click", () => {
+      hideNotice();
+      retry();
+    });
+    notice.append(retryButton);
+  }
+  const sentence = error?.message || String(error);
+  if (error?.status === 429) {
+    let left = error.retryAfter ?? 10;
+    const tick = () => {
+      text.textContent = left > 0 ? `${sentence} You can try again in ${left} s.` : `${sentence} You can try again now.`;
+      if (retryButton) retryButton.disabled = left > 0;
+      if (left <= 0) clearInterval(noticeTimer);
+      left -= 1;
+    };
+    tick();
+    noticeTimer = setInterval(tick, 1000);
+  } else {
+    text.textContent = sentence;
+  }
+  notice.hidden = false;
+}
+
+function hideNotice() {
+  clearInterval(noticeTimer);
+  notice.hidden = true;
+  notice.replaceChildren();
+}
+
+// --- the log ---------------------------------------------------------------------------------
+
+function userElement(message) {
+  const el = document.createElement("article");
+  el.className = "msg user";
+  if (message.id) el.dataset.id = message.id;
+  el.setAttribute("aria-label", "You");
+  const text = document.createElement("div");
+  text.className = "text";
+  text.textContent = message.content;
+  const actions = document.createElement("div");
+  actions.className = "actions";
+  const edit = document.createElement("button");
+  edit.type = "button";
+  edit.className = "edit";
+  edit.textContent = "Edit";
+  edit.setAttribute("aria-label", "Edit your last message");
+  actions.append(edit);
+  el.append(text, actions);
+  return el;
+}
+
+function addReply(message) {
+  const reply = new Reply(message, {
+    onRender: () => keepAtBottom(),
+    onFinish: (r) => replyFinished(r),
+    lookup: (r) => lookupMessage(r.id),
+  });
+  state.replies.set(message.id, reply);
+  log.append(reply.el);
+  return reply;
+}
+
+async function lookupMessage(id) {
+  const conversation = await API.getConversation(state.conversation.id);
+  return conversation.messages.find((m) => m.id === id) || null;
+}
+
+function streamingReply() {
+  for (const reply of state.replies.values()) if (reply.streaming) return reply;
+  return null;
+}
+
+// Marks the last message of each kind (only those can be edited or answered again) and
+// switches Send and Stop.
+function refreshControls() {
+  const messages = [...log.querySelectorAll(".msg")];
+  for (const el of messages) el.classList.remove("is-last");
+  messages.filter((el) => el.classList.contains("user")).at(-1)?.classList.add("is-last");
+  messages.filter((el) => el.classList.contains("assistant")).at(-1)?.classList.add("is-last");
+  const busy = streamingReply() !== null;
+  app.classList.toggle("busy", busy);
+  stopButton.hidden = !busy;
+  sendButton.hidden = busy;
+  welcome.hidden = messages.length > 0;
+}
+
+function replyFinished(reply) {
+  refreshControls();
+  const status = reply.message.status;
+  announce(
+    status === "error"
+      ? `The reply failed: ${reply.message.error || ""}`
+      : status === "stopped"
+        ? "Reply stopped."
+        : "Reply finished.",
+  );
+  refreshTitle();
+}
+
+function clearLog() {
+  for (const reply of state.replies.values()) reply.detach();
+  state.replies.clear();
+  for (const el of log.querySelectorAll(".msg")) el.remove();
+  cancelEdit();
+  hideNotice();
+}
+
+// --- conversations -------------------------------------------------------------------------
+
+const sidebar = new Sidebar($("conversations"), $("no-conversations"), {
+  onOpen: (id) => openConversation(id, { push: true }),
+  onDeleted: (id) => {
+    if (state.conversation?.id === id) newChat({ push: true });
+  },
+  onRenamed: (conversation) => {
+    if (state.conversation?.id === conversation.id) {
+      state.conversation.title = conversation.title;
+      setTitle(conversation.title);
+    }
+  },
+  onError: (error) => showNotice(error),
+});
+
+// The title may be improved by the model in the background: look again a little later.
+let titleTimer = 0;
+async function refreshTitle(again = true) {
+  await sidebar.refresh();
+  const current = state.conversation && sidebar.get(state.conversation.id);
+  if (current) {
+    state.conversation.title = current.title;
+    setTitle(current.title);
+  }
+  clearTimeout(titleTimer);
+  if (again && current && log.querySelectorAll(".msg.user").length === 1) {
+    titleTimer = setTimeout(() => refreshTitle(false), 3000);
+  }
+}
+
+function setConversation(conversation) {
+  state.conversation = conversation;
+  setTitle(conversation?.title);
+  sidebar.setActive(conversation?.id || null);
+  const offered = models.some((m) => m.id === conversation?.model);
+  modelSelect.value = offered ? conversation.model : defaultModel;
+}
+
+function newChat({ push }) {
+  state.loading += 1;
+  clearLog();
+  setConversation(null);
+  if (push && location.pathname !== "/") history.pushState(null, "", "/");
+  refreshControls();
+  closeSidebar();
+  prompt.focus();
+}
+
+async function openConversation(id, { push }) {
+  const ticket = ++state.loading;
+  clearLog();
+  closeSidebar();
+  if (push) history.pushState(null, "", `/c/${id}/`);
+  sidebar.setActive(id);
+  let conversation;
+  try {
+    conversation = await API.getConversation(id);
+  } catch (error) {
+    if (ticket !== state.loading) return;
+    setConversation(null);
+    refreshControls();
+    showNotice(error.status === 404 ? new Error("This conversation does not exist, or is not yours.") : error);
+    return;
+  }
+  if (ticket !== state.loading) return;
+  setConversation(conversation);
+  for (const message of conversation.messages) {
+    if (message.role === "user") log.append(userElement(message));
+    else if (message.role === "assistant") {
+      const reply = addReply(message);
+      if (message.status === "streaming") reply.follow();
+      else reply.show();
+    }
+  }
+  refreshControls();
+  keepAtBottom(true);
+}
+
+// --- sending, stopping, answering again, editing ---------------------------------------------
 
 async function send(text) {
-  if (!conversationId) {
-    conversationId = (await api("POST", "/api/conversations", { model: modelPicker.value })).id;
-    history.replaceState(null, "", `/c/${conversationId}/`);
+  hideNotice();
+  const editId = state.editing;
+  const pending = userElement({ content: text });
+  pending.classList.add("pending");
+  log.append(pending);
+  welcome.hidden = true;
+  keepAtBottom(true);
+  const body = { content: text };
+  if (modelSelect.value) body.model = modelSelect.value;
+  let sent;
+  try {
+    if (state.conversation) {
+      if (editId) body.edit = editId;
+      sent = await API.sendMessage(state.conversation.id, body);
+    } else {
+      // An extension of POST /api/conversations: create it and send the first message at once.
+      sent = await API.createConversation(body);
+      const { user_message: _u, assistant_message: _a, stream_url: _s, ...conversation } = sent;
+      setConversation(conversation);
+      history.pushState(null, "", `/c/${conversation.id}/`);
+    }
+  } catch (error) {
+    pending.remove();
+    if (!prompt.value) prompt.value = text;
+    refreshControls();
+    showNotice(error, () => {
+      prompt.value = "";
+      send(text);
+    });
+    return;
   }
-  bubble("user", text);
-  const sent = await api("POST", `/api/conversations/${conversationId}/messages`, { content: text, model: modelPicker.value });
-  follow(sent.assistant_message);
+  if (editId) {
+    // The edited message and what followed it are replaced.
+    const old = log.querySelector(`.msg.user[data-id="${CSS.escape(editId)}"]`);
+    let el = old;
+    while (el) {
+      const next = el.nextElementSibling;
+      if (el.classList.contains("msg")) {
+        state.replies.get(el.dataset.id)?.detach();
+        state.replies.delete(el.dataset.id);
+        el.remove();
+      }
+      el = next;
+    }
+    cancelEdit();
+    log.append(pending);
+  }
+  pending.classList.remove("pending");
+  pending.dataset.id = sent.user_message.id;
+  addReply(sent.assistant_message).follow();
+  refreshControls();
+  keepAtBottom(true);
+  sidebar.upsert({ ...state.conversation });
 }
+
+async function answerAgain() {
+  if (!state.conversation || streamingReply()) return;
+  hideNotice();
+  let sent;
+  try {
+    sent = await API.regenerate(state.conversation.id, modelSelect.value ? { model: modelSelect.value } : {});
+  } catch (error) {
+    showNotice(error, answerAgain);
+    return;
+  }
+  // The replies after the last user message are replaced by the new one.
+  const user = log.querySelector(`.msg.user[data-id="${CSS.escape(sent.user_message.id)}"]`);
+  let el = user?.nextElementSibling;
+  while (el) {
+    const next = el.nextElementSibling;
+    if (el.classList.contains("assistant")) {
+      state.replies.get(el.dataset.id)?.detach();
+      state.replies.delete(el.dataset.id);
+      el.remove();
+    }
+    el = next;
+  }
+  addReply(sent.assistant_message).follow();
+  refreshControls();
+  keepAtBottom(true);
+}
+
+async function stop() {
+  const reply = streamingReply();
+  if (!reply) return;
+  stopButton.disabled = true;
+  try {
+    const message = await API.stopReply(reply.id);
+    // The stream ends with `done` by itself; this covers a stream that is reconnecting.
+    if (message.status !== "streaming" && reply.streaming) reply.finish(message);
+  } catch (error) {
+    showNotice(error);
+  } finally {
+    stopButton.disabled = false;
+  }
+}
+
+function startEdit(el) {
+  state.editing = el.dataset.id;
+  prompt.value = el.querySelector(".text").textContent;
+  editing.hidden = false;
+  el.classList.add("being-edited");
+  autosize();
+  prompt.focus();
+}
+
+function cancelEdit() {
+  if (!state.editing) return;
+  log.querySelector(".being-edited")?.classList.remove("being-edited");
+  state.editing = null;
+  editing.hidden = true;
+  prompt.value = "";
+  autosize();
+}
+
+async function copyText(text, buttonEl) {
+  try {
+    await navigator.clipboard.writeText(text);
+  } catch {
+    // Not a secure context (plain http on another host): the old way.
+    const area = document.createElement("textarea");
+    area.value = text;
+    area.setAttribute("readonly", "");
+    area.className = "offscreen";
+    document.body.append(area);
+    area.select();
+    document.execCommand("copy");
+    area.remove();
+  }
+  const label = buttonEl.textContent;
+  buttonEl.textContent = "Copied";
+  setTimeout(() => {
+    buttonEl.textContent = label;
+  }, 1500);
+}
+
+// --- events ------------------------------------------------------------------------------------
 
 form.addEventListener("submit", (event) => {
   event.preventDefault();
   const text = prompt.value;
-  if (!text.trim()) return;
+  if (!text.trim() || streamingReply()) return;
   prompt.value = "";
-  send(text).catch((error) => bubble("assistant error", error.message));
-});
-prompt.addEventListener("keydown", (event) => {
-  if (event.key === "Enter" && !event.shiftKey) { event.preventDefault(); form.requestSubmit(); }
-  if (event.key === "Escape" && current) stopButton.click();
-});
-stopButton.addEventListener("click", () => {
-  if (current) api("POST", `/api/messages/${current.messageId}/stop`).catch(() => {});
+  autosize();
+  send(text);
 });
 
-if (conversationId) {
-  api("GET", `/api/conversations/${conversationId}`).then((conversation) => {
-    if ([...modelPicker.options].some((option) => option.value === conversation.model)) {
-      modelPicker.value = conversation.model;
-    }
-    for (const message of conversation.messages) {
-      if (message.role === "assistant" && message.status === "streaming") follow(message);
-      else bubble(message.role, message.content);
-    }
-  }).catch((error) => bubble("assistant error", error.message));
+prompt.addEventListener("keydown", (event) => {
+  if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+    event.preventDefault();
+    form.requestSubmit();
+  }
+});
+
+function autosize() {
+  prompt.style.height = "auto";
+  prompt.style.height = `${Math.min(prompt.scrollHeight, 240)}px`;
 }
+prompt.addEventListener("input", autosize);
+
+document.addEventListener("keydown", (event) => {
+  if (event.key !== "Escape" || event.defaultPrevented) return;
+  if (streamingReply()) {
+    event.preventDefault();
+    stop();
+  } else if (state.editing) {
+    cancelEdit();
+  } else if (app.classList.contains("sidebar-open")) {
+    closeSidebar();
+  }
+});
+
+stopButton.addEventListener("click", stop);
+$("cancel-edit").addEventListener("click", cancelEdit);
+
+log.addEventListener("click", (event) => {
+  const target = event.target;
+  const msg = target.closest(".msg");
+  if (target.closest(".copy-code")) {
+    const code = target.closest(".code-block")?.querySelector("code");
+    if (code) copyText(code.textContent, target.closest(".copy-code"));
+  } else if (target.closest(".copy-reply") && msg) {
+    copyText(state.replies.get(msg.dataset.id)?.view.text || "", target.closest(".copy-reply"));
+  } else if (target.closest(".regenerate") || target.closest(".retry")) {
+    answerAgain();
+  } else if (target.closest(".edit") && msg) {
+    startEdit(msg);
+  }
+});
+
+$("new-chat").addEventListener("click", (event) => {
+  if (event.button !== 0 || event.metaKey || event.ctrlKey || event.shiftKey) return;
+  event.preventDefault();
+  newChat({ push: true });
+});
+
+function openSidebar() {
+  app.classList.add("sidebar-open");
+  $("scrim").hidden = false;
+  $("open-sidebar").setAttribute("aria-expanded", "true");
+}
+function closeSidebar() {
+  app.classList.remove("sidebar-open");
+  $("scrim").hidden = true;
+  $("open-sidebar").setAttribute("aria-expanded", "false");
+}
+$("open-sidebar").addEventListener("click", openSidebar);
+$("close-sidebar").addEventListener("click", closeSidebar);
+$("scrim").addEventListener("click", closeSidebar);
+
+window.addEventListener("popstate", () => {
+  const match = location.pathname.match(/^\/c\/([0-9a-f-]{36})\/$/);
+  if (match) openConversation(match[1], { push: false });
+  else newChat({ push: false });
+});
+
+// Back online: reconnect at once instead of waiting for the next try.
+window.addEventListener("online", () => {
+  for (const reply of state.replies.values()) if (reply.streaming && !reply.source) reply.reconnect();
+});
+
+// --- start -------------------------------------------------------------------------------------
+
+for (const model of models) {
+  const option = document.createElement("option");
+  option.value = model.id;
+  option.textContent = model.label;
+  modelSelect.append(option);
+}
+modelSelect.value = defaultModel;
+$("model-picker").hidden = models.length < 2;
+
+sidebar.refresh();
+if (app.dataset.conversationId) openConversation(app.dataset.conversationId, { push: false });
+else newChat({ push: false });
+app.classList.add("ready");

@@ -1,0 +1,67 @@
+// The JSON API of docs/API.md (and docs/API-extensions.md), as the page speaks it.
+
+export class ApiError extends Error {
+  constructor(message, { status = 0, code = "network", retryAfter = null } = {}) {
+    super(message);
+    this.status = status;
+    this.code = code;
+    this.retryAfter = retryAfter; // seconds, from a 429's Retry-After
+  }
+}
+
+export function csrfToken() {
+  const match = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/);
+  return match ? decodeURIComponent(match[1]) : "";
+}
+
+// Retry-After is either seconds or an HTTP date.
+export function retryAfterSeconds(value) {
+  if (!value) return null;
+  if (/^\d+$/.test(value.trim())) return Number(value);
+  const when = Date.parse(value);
+  return Number.isNaN(when) ? null : Math.max(0, Math.ceil((when - Date.now()) / 1000));
+}
+
+export async function api(method, path, body) {
+  let response;
+  try {
+    response = await fetch(path, {
+      method,
+      credentials: "same-origin",
+      headers: {
+        "Accept": "application/json",
+        "X-CSRFToken": csrfToken(),
+        ...(body === undefined ? {} : { "Content-Type": "application/json" }),
+      },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+  } catch {
+    throw new ApiError("The server could not be reached. Check your connection and try again.");
+  }
+  if (response.status === 204) return null;
+  let data = null;
+  try {
+    data = await response.json();
+  } catch {
+    data = null;
+  }
+  if (!response.ok) {
+    throw new ApiError(data?.error || `The server answered ${response.status} ${response.statusText}.`, {
+      status: response.status,
+      code: data?.code || "http_error",
+      retryAfter: retryAfterSeconds(response.headers.get("Retry-After")),
+    });
+  }
+  return data;
+}
+
+export const listConversations = () => api("GET", "/api/conversations");
+export const getConversation = (id) => api("GET", `/api/conversations/${id}`);
+export const createConversation = (body = {}) => api("POST", "/api/conversations", body);
+export const renameConversation = (id, title) => api("PATCH", `/api/conversations/${id}`, { title });
+export const deleteConversation = (id) => api("DELETE", `/api/conversations/${id}`);
+export const sendMessage = (id, body) => api("POST", `/api/conversations/${id}/messages`, body);
+export const regenerate = (id, body = {}) => api("POST", `/api/conversations/${id}/regenerate`, body);
+export const stopReply = (messageId) => api("POST", `/api/messages/${messageId}/stop`);
+export const streamUrl = (messageId, lastEventId) =>
+  `/api/messages/${messageId}/stream` + (lastEventId ? `?last_event_id=${encodeURIComponent(lastEventId)}` : "");

@@ -1,0 +1,170 @@
+// The list of the visitor's conversations: open, rename, delete.
+import { deleteConversation, listConversations, renameConversation } from "./api.js";
+
+export const UNTITLED = "New chat";
+
+function button(className, text, label) {
+  const el = document.createElement("button");
+  el.type = "button";
+  el.className = className;
+  el.textContent = text;
+  el.title = label;
+  el.setAttribute("aria-label", label);
+  return el;
+}
+
+export class Sidebar {
+  // hooks: {onOpen(id), onDeleted(id), onRenamed(conversation), onError(error)}
+  constructor(list, empty, hooks) {
+    this.list = list;
+    this.empty = empty;
+    this.hooks = hooks;
+    this.conversations = [];
+    this.activeId = null;
+    list.addEventListener("click", (event) => this.click(event));
+  }
+
+  async refresh() {
+    try {
+      const { conversations } = await listConversations();
+      this.conversations = conversations;
+      this.render();
+    } catch (error) {
+      this.hooks.onError?.(error);
+    }
+    return this.conversations;
+  }
+
+  get(id) {
+    return this.conversations.find((c) => c.id === id) || null;
+  }
+
+  // A conversation that just had activity goes to the top.
+  upsert(conversation) {
+    this.conversations = [conversation, ...this.conversations.filter((c) => c.id !== conversation.id)];
+    this.render();
+  }
+
+  setActive(id) {
+    this.activeId = id;
+    for (const item of this.list.children) {
+      const active = item.dataset.id === id;
+      item.classList.toggle("active", active);
+      const link = item.querySelector(".conv-link");
+      if (link) {
+        if (active) link.setAttribute("aria-current", "page");
+        else link.removeAttribute("aria-current");
+      }
+    }
+  }
+
+  render() {
+    const items = this.conversations.map((c) => this.item(c));
+    this.list.replaceChildren(...items);
+    this.empty.hidden = items.length > 0;
+    this.setActive(this.activeId);
+  }
+
+  item(conversation) {
+    const item = document.createElement("li");
+    item.className = "conv";
+    item.dataset.id = conversation.id;
+    const link = document.createElement("a");
+    link.className = "conv-link";
+    link.href = `/c/${conversation.id}/`;
+    link.textContent = conversation.title || UNTITLED;
+    link.title = conversation.title || UNTITLED;
+    const tools = document.createElement("span");
+    tools.className = "conv-tools";
+    tools.append(button("rename", "✎", "Rename"), button("delete", "🗑", "Delete"));
+    item.append(link, tools);
+    return item;
+  }
+
+  click(event) {
+    const item = event.target.closest("li.conv");
+    if (!item) return;
+    const id = item.dataset.id;
+    const target = event.target;
+    if (target.closest(".conv-link")) {
+      if (event.button !== 0 || event.metaKey || event.ctrlKey || event.shiftKey || event.altKey) return;
+      event.preventDefault();
+      this.hooks.onOpen(id);
+    } else if (target.closest(".rename")) {
+      this.startRename(item);
+    } else if (target.closest(".delete")) {
+      this.confirmDelete(item);
+    } else if (target.closest(".confirm-delete")) {
+      this.remove(id);
+    } else if (target.closest(".cancel-delete")) {
+      this.render();
+    }
+  }
+
+  startRename(item) {
+    const conversation = this.get(item.dataset.id);
+    const input = document.createElement("input");
+    input.type = "text";
+    input.className = "rename-input";
+    input.maxLength = 200;
+    input.value = conversation?.title || "";
+    input.setAttribute("aria-label", "New title");
+    let settled = false;
+    const finish = async (save) => {
+      if (settled) return;
+      settled = true;
+      const title = input.value.trim();
+      if (save && title && title !== conversation?.title) {
+        try {
+          const renamed = await renameConversation(item.dataset.id, title);
+          this.conversations = this.conversations.map((c) => (c.id === renamed.id ? { ...c, ...renamed } : c));
+          this.hooks.onRenamed?.(renamed);
+        } catch (error) {
+          this.hooks.onError?.(error);
+        }
+      }
+      this.render();
+    };
+    input.addEventListener("keydown", (event) => {
+      if (event.key === "Enter") {
+        event.preventDefault();
+        finish(true);
+      } else if (event.key === "Escape") {
+        event.preventDefault();
+        event.stopPropagation();
+        finish(false);
+      }
+    });
+    input.addEventListener("blur", () => finish(true));
+    item.replaceChildren(input);
+    input.focus();
+    input.select();
+  }
+
+  confirmDelete(item) {
+    const conversation = this.get(item.dataset.id);
+    const question = document.createElement("span");
+    question.className = "confirm-text";
+    question.textContent = `Delete “${conversation?.title || UNTITLED}”?`;
+    const yes = button("confirm-delete danger", "Delete", "Delete it");
+    const no = button("cancel-delete", "Cancel", "Keep it");
+    item.replaceChildren(question, yes, no);
+    item.classList.add("confirming");
+    no.focus();
+  }
+
+  async remove(id) {
+    try {
+      await deleteConversation(id);
+    } catch (error) {
+      if (error.status !== 404) {
+        this.hooks.onError?.(error);
+        this.render();
+        return;
+      }
+    }
+    this.conversations = this.conversations.filter((c) => c.id !== id);
+    this.render();
+    this.hooks.onDeleted?.(id);
+  }
+}
