@@ -4,7 +4,10 @@ Chromium comes from the system (`apt-get install chromium`), never from a downlo
 it is missing these tests skip, and fail instead under CHAT_REQUIRE_SERVICES=1 (`.ci/run`).
 """
 
+import contextlib
 import os
+import socket
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -72,13 +75,77 @@ def context(browser, server: LiveServer):
 
 
 class Page:
-    """A Playwright page that records the page's JavaScript errors; the test fails on any."""
+    """A Playwright page that records the page's JavaScript errors; the test fails on any.
+
+    The browser's own notes of HTTP errors ("Failed to load resource") are not script errors:
+    tests ask for 404s and 429s on purpose.
+    """
 
     def __init__(self, page) -> None:
         self.page = page
         self.errors: list[str] = []
         page.on("pageerror", lambda error: self.errors.append(str(error)))
-        page.on("console", lambda m: m.type == "error" and self.errors.append(m.text))
+        page.on("console", self.console)
+
+    def console(self, message) -> None:
+        if message.type == "error" and not message.text.startswith("Failed to load resource"):
+            self.errors.append(message.text)
+
+
+class Proxy:
+    """A TCP relay in front of the server, whose connections the test can cut: a network drop."""
+
+    def __init__(self, target: str) -> None:
+        host, port = target.removeprefix("http://").split(":")
+        self.target = (host, int(port))
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.connections: set[socket.socket] = set()
+        self.lock = threading.Lock()
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    def accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target)
+            with self.lock:
+                self.connections |= {client, upstream}
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self.pump, args=(a, b), daemon=True).start()
+
+    def pump(self, source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (source, sink):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+    def drop(self) -> None:
+        """Cut every open connection, as a lost network does."""
+        with self.lock:
+            connections, self.connections = self.connections, set()
+        for s in connections:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
+
+    def close(self) -> None:
+        self.listener.close()
+        self.drop()
+
+
+@pytest.fixture
+def proxy(server: LiveServer) -> Iterator[Proxy]:
+    relay = Proxy(server.url)
+    yield relay
+    relay.close()
 
 
 @pytest.fixture

@@ -3,11 +3,28 @@ import { deleteConversation, listConversations, renameConversation } from "./api
 
 export const UNTITLED = "New chat";
 
-function button(className, text, label) {
+const ICONS = {
+  rename: "M4 20h4L19 9l-4-4L4 16v4zM14 6l4 4",
+  delete: "M5 7h14M10 7V4h4v3M7 7l1 13h8l1-13M10 11v6M14 11v6",
+};
+
+function icon(name) {
+  const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
+  svg.setAttribute("viewBox", "0 0 24 24");
+  svg.setAttribute("class", "icon");
+  svg.setAttribute("aria-hidden", "true");
+  const path = document.createElementNS("http://www.w3.org/2000/svg", "path");
+  path.setAttribute("d", ICONS[name]);
+  svg.append(path);
+  return svg;
+}
+
+function button(className, content, label) {
   const el = document.createElement("button");
   el.type = "button";
   el.className = className;
-  el.textContent = text;
+  if (ICONS[content]) el.append(icon(content));
+  else el.textContent = content;
   el.title = label;
   el.setAttribute("aria-label", label);
   return el;
@@ -76,7 +93,7 @@ export class Sidebar {
     link.title = conversation.title || UNTITLED;
     const tools = document.createElement("span");
     tools.className = "conv-tools";
-    tools.append(button("rename", "✎", "Rename"), button("delete", "🗑", "Delete"));
+    tools.append(button("rename", "rename", "Rename"), button("delete", "delete", "Delete"));
     item.append(link, tools);
     return item;
   }
