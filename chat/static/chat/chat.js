@@ -2,6 +2,7 @@
 // User text is only ever set with textContent; model output goes through markdown.js
 // (marked, then DOMPurify). Modules, no build step: see docs/API.md for what it speaks.
 import * as API from "./api.js";
+import { warmUp } from "./markdown.js";
 import { Reply } from "./reply.js";
 import { Sidebar, UNTITLED } from "./sidebar.js";
 
@@ -121,7 +122,8 @@ function userElement(message) {
 function addReply(message) {
   const reply = new Reply(message, {
     onRender: () => keepAtBottom(),
-    onFinish: (r) => replyFinished(r),
+    onFinish: () => refreshControls(),
+    onComplete: (r) => replyFinished(r),
     lookup: (r) => lookupMessage(r.id),
   });
   state.replies.set(message.id, reply);
@@ -492,3 +494,4 @@ sidebar.refresh();
 if (app.dataset.conversationId) openConversation(app.dataset.conversationId, { push: false });
 else newChat({ push: false });
 app.classList.add("ready");
+warmUp();

@@ -5,7 +5,7 @@
 // A streamed reply is rendered incrementally so that the total work grows with its length,
 // not its square: the blocks that are complete (a later block has begun) are rendered once,
 // highlighted, and never touched again; only the last, still growing block is parsed and
-// rendered again, at most once per animation frame.
+// rendered again, at most once per animation frame, and each frame does a bounded amount.
 import { Marked } from "./vendor/marked.esm.js";
 import DOMPurify from "./vendor/purify.es.mjs";
 import hljs from "./vendor/highlight.min.js";
@@ -44,6 +44,7 @@ DOMPurify.addHook("afterSanitizeAttributes", (node) => {
   }
 });
 
+const SLICE = 2000; // characters parsed at a time when much text waits to be drawn
 const AUTO_HIGHLIGHT_LIMIT = 2000; // guessing the language of a long unlabeled block is slow
 
 function highlight(code, language) {
@@ -89,6 +90,22 @@ function fragmentOf(tokens, links, final) {
   return fragment;
 }
 
+// highlight.js compiles a language's grammar on first use, and the JIT warms up on the first
+// parse: do both while the page is idle, a little at a time, not in a reply's first frame.
+export function warmUp(languages = ["python", "bash", "javascript", "json", "xml", "css", "typescript", "sql"]) {
+  const idle = window.requestIdleCallback || ((fn) => setTimeout(fn, 50));
+  const steps = [() => renderMarkdown("# A\n\nSome **bold** and `code`.\n\n- one\n- two\n"), ...languages.map(
+    (language) => () => hljs.highlight("x = 1", { language, ignoreIllegals: true }),
+  )];
+  const next = () => {
+    const step = steps.shift();
+    if (!step) return;
+    step();
+    idle(next);
+  };
+  idle(next);
+}
+
 // Markdown to a fragment in one go (finished messages, tests).
 export function renderMarkdown(text) {
   const tokens = marked.lexer(text);
@@ -117,6 +134,10 @@ export class MarkdownView {
   }
 
   append(delta) {
+    if (!this.pendingCR && !delta.includes("\r")) {
+      this.text += delta;
+      return;
+    }
     // "\r\n" may arrive split across two deltas: hold a trailing "\r" until the next one.
     let s = (this.pendingCR ? "\r" : "") + delta;
     this.pendingCR = s.endsWith("\r");
@@ -124,28 +145,42 @@ export class MarkdownView {
     this.text += s.replace(/\r\n?/g, "\n");
   }
 
-  // Render what changed; `final` renders (and highlights) the last block too.
-  render(final = false) {
+  // Show the text received so far, within about `budgetMs` of work, and say whether all of
+  // it is shown. Text arriving faster than it can be drawn (a fast server, a replay) is
+  // drawn over several frames in slices, so that no frame is long; `final` draws the last
+  // block as complete (highlighted) once everything is shown.
+  render(final = false, budgetMs = Infinity) {
     if (final && this.pendingCR) this.append("\n");
-    const tail = this.text.slice(this.committed);
-    if (!final && tail === this.rendered) return;
-    const tokens = marked.lexer(tail);
-    Object.assign(this.links, tokens.links);
-    // Every block but the last non-blank one is complete: a later block has begun after it.
-    let keep = tokens.length;
-    if (!final) {
-      keep = tokens.length - 1;
-      while (keep > 0 && tokens[keep].type === "space") keep--;
+    const started = performance.now();
+    let size = SLICE;
+    for (;;) {
+      const end = Math.min(this.text.length, this.committed + size);
+      const whole = end === this.text.length;
+      const tail = this.text.slice(this.committed, end);
+      if (whole && !final && tail === this.rendered) return true;
+      const tokens = marked.lexer(tail);
+      Object.assign(this.links, tokens.links);
+      // Every block but the last non-blank one is complete: a later block has begun after it.
+      let keep = tokens.length;
+      if (!(final && whole)) {
+        keep = tokens.length - 1;
+        while (keep > 0 && tokens[keep].type === "space") keep--;
+      }
+      // Commit the complete blocks whose source is exactly the start of `tail`.
+      let done = 0;
+      let offset = 0;
+      while (done < keep && tail.startsWith(tokens[done].raw, offset)) offset += tokens[done++].raw.length;
+      if (done > 0) {
+        this.live.before(fragmentOf(tokens.slice(0, done), this.links, true));
+        this.committed += offset;
+      }
+      if (whole || performance.now() - started > budgetMs) {
+        this.rendered = final && whole ? null : this.text.slice(this.committed, end);
+        this.live.replaceChildren(fragmentOf(tokens.slice(done), this.links, final && whole));
+        return whole;
+      }
+      // A block longer than the slice: look further, else go on with the next slice.
+      size = done > 0 ? SLICE : size * 2;
     }
-    // Commit the complete blocks whose source is exactly the start of `tail`.
-    let done = 0;
-    let offset = 0;
-    while (done < keep && tail.startsWith(tokens[done].raw, offset)) offset += tokens[done++].raw.length;
-    if (done > 0) {
-      this.live.before(fragmentOf(tokens.slice(0, done), this.links, true));
-      this.committed += offset;
-    }
-    this.rendered = final ? null : this.text.slice(this.committed);
-    this.live.replaceChildren(fragmentOf(tokens.slice(done), this.links, final));
   }
 }

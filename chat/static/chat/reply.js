@@ -7,6 +7,7 @@
 import { ApiError, streamUrl } from "./api.js";
 import { MarkdownView } from "./markdown.js";
 
+const FRAME_BUDGET_MS = 6; // drawing work per animation frame, when much text waits
 const STATES = { thinking: "Thinking…", queued: "Waiting for the model…", reconnecting: "Reconnecting…" };
 const stateLabel = (state) => STATES[state] || `${state.charAt(0).toUpperCase()}${state.slice(1)}…`;
 
@@ -20,7 +21,8 @@ function button(className, text, label) {
 }
 
 export class Reply {
-  // `hooks`: {onRender(reply), onFinish(reply), lookup(reply) -> message|null (null: gone)}
+  // `hooks`: {onRender(reply), onFinish(reply) (the stream ended), onComplete(reply) (and is
+  // drawn), lookup(reply) -> message|null (null: gone)}
   constructor(message, hooks = {}) {
     this.id = message.id;
     this.message = message;
@@ -31,6 +33,7 @@ export class Reply {
     this.retries = 0;
     this.lastEventId = "";
     this.streaming = false;
+    this.ending = null; // the end event of a stream, until all its text is drawn
 
     this.el = document.createElement("article");
     this.el.className = "msg assistant";
@@ -155,36 +158,49 @@ export class Reply {
       this.caughtUp = true;
       this.replayed = "";
     }
-    if (this.progress.textContent) this.setProgress("");
+    if (!this.progress.hidden) this.setProgress("");
+    this.schedule();
+  }
+
+  schedule() {
     if (!this.frame) this.frame = requestAnimationFrame(() => this.paint());
   }
 
+  // One frame's work: draw what arrived within a budget; what is left waits for the next
+  // frame. Once the stream has ended and all is drawn, the reply is complete.
   paint() {
     this.frame = 0;
-    this.view.render();
+    const shown = this.view.render(false, FRAME_BUDGET_MS);
+    if (shown && this.ending) this.complete();
+    else if (!shown) this.schedule();
     this.hooks.onRender?.(this);
   }
 
-  // The end of a stream (done or error), or of following it.
+  // The end of a stream (done or error): stop following; the drawing finishes in paint().
   finish(end) {
     if (!this.streaming) return;
     this.streaming = false;
     this.closeSource();
     clearTimeout(this.timer);
-    cancelAnimationFrame(this.frame);
-    this.frame = 0;
     if (!this.caughtUp && this.replayed) {
       this.view.reset();
       this.view.append(this.replayed);
     }
-    this.view.render(true);
     this.setProgress("");
+    this.ending = end;
+    this.hooks.onFinish?.(this);
+    this.schedule();
+  }
+
+  complete() {
+    const end = this.ending;
+    this.ending = null;
+    this.view.render(true);
     this.el.classList.remove("streaming");
     this.el.setAttribute("aria-busy", "false");
     this.message = { ...this.message, ...end, content: this.view.text };
     this.showEnd(end);
-    this.hooks.onRender?.(this);
-    this.hooks.onFinish?.(this);
+    this.hooks.onComplete?.(this);
   }
 
   showEnd(end) {
@@ -221,8 +237,10 @@ export class Reply {
   // Stop following (the page shows another conversation); the reply goes on on the server.
   detach() {
     this.streaming = false;
+    this.ending = null;
     this.closeSource();
     clearTimeout(this.timer);
     cancelAnimationFrame(this.frame);
+    this.frame = 0;
   }
 }
