@@ -191,9 +191,11 @@ async def message_send(
     user, assistant, prompt = await sync_to_async(_store_turn)(
         conversation=conversation, content=content, model_id=info.id, model_name=info.name
     )
-    await generation.reply_start(reply_id=str(assistant.id), provider=provider, prompt=prompt)
+    reply = await generation.reply_start(reply_id=str(assistant.id), provider=provider, prompt=prompt)
     if untitled:
-        conversation_title_improve_later(conversation=conversation, info=info, content=content)
+        conversation_title_improve_later(
+            conversation=conversation, info=info, content=content, reply_id=str(assistant.id), reply=reply
+        )
     return user, assistant
 
 
@@ -351,21 +353,36 @@ def title_clean(text: str) -> str:
 
 
 def conversation_title_improve_later(
-    *, conversation: Conversation, info: ModelInfo, content: str
+    *, conversation: Conversation, info: ModelInfo, content: str, reply_id: str, reply: asyncio.Task
 ) -> asyncio.Task | None:
-    """With a real model, ask it for a title in the background; the demo keeps the first message."""
+    """With a real model, ask it for a title in the background; the demo keeps the first message.
+
+    It asks once the first reply has ended, and only if that reply is complete: never two
+    requests at once for one person, and none to a model that just failed or was stopped.
+    """
     if info.provider == "demo" or not conf.get("CHAT_TITLE_BY_MODEL"):
         return None
     task = asyncio.get_running_loop().create_task(
-        conversation_title_improve(
-            conversation_id=str(conversation.pk), first_title=conversation.title, info=info, content=content
-        ),
+        _title_after(reply_id, reply, conversation=conversation, info=info, content=content),
         name=f"title-{conversation.pk}",
         context=contextvars.Context(),  # not the request's: it outlives it
     )
     _title_tasks.add(task)
     task.add_done_callback(_title_tasks.discard)
     return task
+
+
+async def _title_after(
+    reply_id: str, reply: asyncio.Task, *, conversation: Conversation, info: ModelInfo, content: str
+) -> None:
+    await asyncio.wait([reply])
+    complete = await db.run(
+        lambda: Message.objects.filter(pk=reply_id, status=Message.Status.COMPLETE).exists()
+    )
+    if complete:
+        await conversation_title_improve(
+            conversation_id=str(conversation.pk), first_title=conversation.title, info=info, content=content
+        )
 
 
 async def conversation_title_improve(

@@ -6,6 +6,7 @@ The user's message is its script, a JSON list of steps:
   {"sleep": 0.05}           pause
   {"fail": "sentence", "code": "rate_limited"}   raise ProviderError
   {"fail": "sentence", "unless": "name"}   the same, unless that gate is open (retry works)
+  {"fail": "sentence", "if_system": true}  the same, only when the prompt has a system prompt
   {"crash": true}           raise an unexpected exception
   {"finish": "stop", "usage": [3, 5]}
 """
@@ -49,6 +50,8 @@ class ScriptProvider(Provider):
                     await asyncio.sleep(step["sleep"])
                 elif "fail" in step:
                     if "unless" in step and gate(step["unless"]).is_set():
+                        continue
+                    if step.get("if_system") and not prompt.system:
                         continue
                     raise ProviderError(step["fail"], code=step.get("code", "upstream_error"))
                 elif "crash" in step:

@@ -26,3 +26,6 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 OPENAI_API_KEY = OPENAI_BASE_URL = ANTHROPIC_API_KEY = ANTHROPIC_BASE_URL = None
 CHAT_UPSTREAM_TIMEOUT = 5.0
 CHAT_DISCOVERY_TIMEOUT = 1.0
+# A model-written title is one more upstream request after a first reply; tests that count
+# upstream requests stay exact without it. tests/test_page_api.py turns it on.
+CHAT_TITLE_BY_MODEL = False

@@ -164,11 +164,17 @@ def test_edit_of_anything_but_the_last_message_changes_nothing(tab, which):
 # --- titles --------------------------------------------------------------------------------------
 
 
-def test_a_real_model_improves_the_title_in_the_background(tab):
+@pytest.fixture
+def titles(settings):
+    settings.CHAT_TITLE_BY_MODEL = True
+
+
+def test_a_real_model_improves_the_title_in_the_background(tab, titles):
     since = len(PROMPTS)
     steps = script({"gate": "title"}, {"say": "Lisbon trip ideas"})
     conversation = tab.conversation(model="script:fake")
     sent = tab.send(steps, conversation["id"])  # answered while the model has said nothing yet
+    assert title_prompts(since) == []  # asked only once the reply is complete
     assert sent["assistant_message"]["status"] == "streaming"
     assert tab.get(f"/api/conversations/{conversation['id']}").json()["title"] == title_from(steps)
     gate("title").set()
@@ -177,7 +183,7 @@ def test_a_real_model_improves_the_title_in_the_background(tab):
     assert finished(tab, sent)["content"] == "Lisbon trip ideas"
 
 
-def test_a_rename_before_the_model_answers_wins(tab):
+def test_a_rename_before_the_model_answers_wins(tab, titles):
     since = len(PROMPTS)
     conversation = tab.conversation(model="script:fake")
     sent = tab.send(script({"gate": "late"}, {"say": "Model title"}), conversation["id"])
@@ -191,7 +197,7 @@ def test_a_rename_before_the_model_answers_wins(tab):
     assert Conversation.objects.get(pk=conversation["id"]).title == "Mine"
 
 
-def test_the_demo_model_keeps_the_first_messages_title(tab):
+def test_the_demo_model_keeps_the_first_messages_title(tab, titles):
     question = "  How do   I stream replies from Django to a browser page without websockets?  "
     sent = tab.send(question)
     finished(tab, sent)
@@ -199,12 +205,24 @@ def test_the_demo_model_keeps_the_first_messages_title(tab):
     assert title == title_from(question)
 
 
-def test_a_failing_title_request_keeps_the_first_messages_title(tab):
+def test_no_title_is_asked_of_a_model_whose_reply_failed(tab, titles):
     since = len(PROMPTS)
     steps = script({"fail": "No."})
     sent = tab.send(steps, model="script:fake")
     finished(tab, sent)
-    wait_until(lambda: title_prompts(since) and not services._title_tasks)  # asked, and done
+    wait_until(lambda: not services._title_tasks)
+    assert title_prompts(since) == []
+    assert Conversation.objects.get(pk=sent["assistant_message"]["conversation_id"]).title == title_from(
+        steps
+    )
+
+
+def test_a_failing_title_request_keeps_the_first_messages_title(tab, titles):
+    since = len(PROMPTS)
+    steps = script({"say": "answered"}, {"fail": "No.", "if_system": True})  # the title request fails
+    sent = tab.send(steps, model="script:fake")
+    wait_until(lambda: title_prompts(since) and not services._title_tasks)
+    assert finished(tab, sent)["status"] == "complete"
     assert Conversation.objects.get(pk=sent["assistant_message"]["conversation_id"]).title == title_from(
         steps
     )

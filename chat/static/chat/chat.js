@@ -481,15 +481,6 @@ window.addEventListener("online", () => {
 
 // --- start -------------------------------------------------------------------------------------
 
-for (const model of models) {
-  const option = document.createElement("option");
-  option.value = model.id;
-  option.textContent = model.label;
-  modelSelect.append(option);
-}
-modelSelect.value = defaultModel;
-$("model-picker").hidden = models.length < 2;
-
 sidebar.refresh();
 if (app.dataset.conversationId) openConversation(app.dataset.conversationId, { push: false });
 else newChat({ push: false });
