@@ -188,8 +188,10 @@ async def message_send(
     info = registry.resolve(model)
     provider = registry.get_provider(info)
     untitled = not conversation.title
-    user, assistant, prompt = await sync_to_async(_store_turn)(
-        conversation=conversation, content=content, model_id=info.id, model_name=info.name
+    # On the replies' writer thread(s): on SQLite one writer means writes queue instead of
+    # meeting in SQLite's lock, whose busy handler sleeps in steps of up to 100 ms.
+    user, assistant, prompt = await db.run(
+        _store_turn, conversation=conversation, content=content, model_id=info.id, model_name=info.name
     )
     reply = await generation.reply_start(reply_id=str(assistant.id), provider=provider, prompt=prompt)
     if untitled:
@@ -319,7 +321,7 @@ async def reply_regenerate(*, owner: Owner, conversation_id: str, data: dict) ->
     if user is None:
         raise Invalid("This conversation has no message to answer again.")
     await _messages_discard(replies)
-    assistant, prompt = await sync_to_async(_store_reply)(conversation=conversation, info=info)
+    assistant, prompt = await db.run(_store_reply, conversation=conversation, info=info)
     provider = registry.get_provider(info)
     await generation.reply_start(reply_id=str(assistant.id), provider=provider, prompt=prompt)
     return user, assistant

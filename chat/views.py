@@ -15,7 +15,7 @@ from django.shortcuts import render
 from django.views.decorators.csrf import csrf_exempt, ensure_csrf_cookie
 from django.views.defaults import page_not_found
 
-from chat import conf, services
+from chat import conf, db, services
 from chat.errors import ChatError, Invalid, MethodNotAllowed, NotFound, TooLarge
 from chat.providers import registry
 from chat.serializers import conversation_json, message_json
@@ -162,7 +162,7 @@ async def conversations_view(request: HttpRequest) -> HttpResponse:
     if "content" in data:  # an extension: create and send the first message in one request
         services.validate_content(data["content"])
     owner = await get_owner(request, create=True)
-    conversation = await sync_to_async(services.conversation_create)(owner=owner, data=data)
+    conversation = await db.run(services.conversation_create, owner=owner, data=data)
     if "content" not in data:
         return JsonResponse(conversation_json(conversation), status=201)
     user_message, assistant_message = await services.message_send(
