@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 ADDRPORT ?= 127.0.0.1:8000
 
-.PHONY: install run test lint clean
+.PHONY: install run test lint clean bench bench-quick
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,3 +27,10 @@ lint: install
 
 clean:
 	rm -rf $(VENV) db.sqlite3* test-db.sqlite3*
+
+# Benchmarks (bench/README in README.md): the app against a bare ASGI baseline, side by side.
+bench: install
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+bench-quick: install
+	$(BIN)/python -m bench.run --quick $(BENCH_ARGS)

@@ -1,0 +1,272 @@
+"""The results as a Markdown table (printed, and written to bench/results/latest.md) and JSON."""
+
+import json
+import math
+import os
+import platform
+import sys
+import time
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _version(package: str) -> str:
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "absent"
+
+
+def machine() -> dict:
+    model = "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next(
+                (line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model
+            )
+    except OSError:
+        pass
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": model,
+        "python": platform.python_version(),
+        "uvicorn": _version("uvicorn"),
+        "django": _version("django"),
+        "uvloop": _version("uvloop"),
+        "httptools": _version("httptools"),
+        "loadavg_start": os.getloadavg(),
+        "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+    }
+
+
+def _num(value: float | None, digits: int = 1) -> str:
+    if value is None or (isinstance(value, float) and math.isinf(value)):
+        return "–"
+    return f"{value:,.{digits}f}"
+
+
+def _ratio(app: float | None, base: float | None) -> float | None:
+    if app is None or base is None or base == 0 or math.isinf(app) or math.isinf(base):
+        return None
+    return app / base
+
+
+def _verdict(ok: bool | None) -> str:
+    return "–" if ok is None else ("met" if ok else "missed")
+
+
+def rows(r: dict) -> list[tuple[str, str, str, str, str, str]]:
+    """(what, app, baseline, app/baseline, target, verdict)."""
+    out = []
+    flat_a, flat_b = r["flat"]["app"], r["flat"]["baseline"]
+    ratio = _ratio(flat_a["cpu_us_per_token"], flat_b["cpu_us_per_token"])
+    label = f"server CPU per token, {flat_a['streams']} streams flat out (µs)"
+    verdict = _verdict(None if ratio is None else ratio <= 1.25)
+    out.append(
+        (
+            label,
+            _num(flat_a["cpu_us_per_token"]),
+            _num(flat_b["cpu_us_per_token"]),
+            _num(ratio, 2) + "x",
+            "≤ 1.25x",
+            verdict,
+        )
+    )
+    out.append(
+        (
+            "text events per token, flat out",
+            _num(flat_a["events_per_token"], 3),
+            _num(flat_b["events_per_token"], 3),
+            "",
+            "",
+            "",
+        )
+    )
+    out.append(
+        (
+            "tokens per second delivered, flat out",
+            _num(flat_a["tokens_per_s"], 0),
+            _num(flat_b["tokens_per_s"], 0),
+            _num(_ratio(flat_a["tokens_per_s"], flat_b["tokens_per_s"]), 2) + "x",
+            "",
+            "",
+        )
+    )
+
+    held = r["paced"]["held"]
+    ratio = _ratio(held["app"], held["baseline"]) if held["baseline"] else None
+    out.append(
+        (
+            f"streams held at {r['paced']['rate']:g} tokens/s, p99 lateness < 50 ms",
+            f"{held['app']:,}",
+            f"{held['baseline']:,}",
+            _num(ratio, 2) + "x",
+            "≥ 0.8x",
+            _verdict(None if ratio is None else ratio >= 0.8),
+        )
+    )
+    both = [lv for lv in r["paced"]["levels"] if lv["app"]["held"] and lv["baseline"]["held"]]
+    if both:
+        a, b = both[-1]["app"], both[-1]["baseline"]
+        out.append(
+            (
+                f"server CPU per token at 20 tokens/s, {both[-1]['streams']:,} streams (µs)",
+                _num(a["cpu_us_per_token"]),
+                _num(b["cpu_us_per_token"]),
+                _num(_ratio(a["cpu_us_per_token"], b["cpu_us_per_token"]), 2) + "x",
+                "",
+                "",
+            )
+        )
+    for level in r["paced"]["levels"]:
+        a, b = level.get("app"), level.get("baseline")
+        out.append(
+            (
+                f"  p99 lateness at {level['streams']:,} streams (ms); server CPU busy",
+                _paced_cell(a),
+                _paced_cell(b),
+                _num(_ratio(a and a["p99_ms"], b and b["p99_ms"]), 2) + "x",
+                "< 50 ms",
+                "",
+            )
+        )
+
+    idle_a, idle_b = r["idle"]["app"], r["idle"]["baseline"]
+    out.append(
+        (
+            f"memory per idle open stream, {idle_a['streams']:,} streams (KB)",
+            _num(idle_a["kib_per_stream"]),
+            _num(idle_b["kib_per_stream"]),
+            _num(_ratio(idle_a["kib_per_stream"], idle_b["kib_per_stream"]), 2) + "x",
+            "< 20 KB",
+            _verdict(idle_a["kib_per_stream"] < 20),
+        )
+    )
+    out.append(
+        (
+            "idle CPU per stream, heartbeat every 1 s (µs/s)",
+            _num(idle_a["idle_cpu_us_per_stream_s"]),
+            _num(idle_b["idle_cpu_us_per_stream_s"]),
+            _num(_ratio(idle_a["idle_cpu_us_per_stream_s"], idle_b["idle_cpu_us_per_stream_s"]), 2) + "x",
+            "",
+            "",
+        )
+    )
+
+    first_a, first_b = r["first"]["app"], r["first"]["baseline"]
+    bg = first_a["background_streams"]
+    out.append(
+        (
+            f"first `status` event, p50 / p99, {bg} streams running (ms)",
+            f"{_num(first_a['status_p50_ms'])} / {_num(first_a['status_p99_ms'])}",
+            f"{_num(first_b['status_p50_ms'])} / {_num(first_b['status_p99_ms'])}",
+            _num(_ratio(first_a["status_p99_ms"], first_b["status_p99_ms"]), 2) + "x (p99)",
+            "p99 < 5 ms",
+            _verdict(first_a["status_p99_ms"] < 5),
+        )
+    )
+    out.append(
+        (
+            f"first text, p50 / p99 (ms; token 0 is due at {first_a['first_token_due_ms']:g} ms)",
+            f"{_num(first_a['text_p50_ms'])} / {_num(first_a['text_p99_ms'])}",
+            f"{_num(first_b['text_p50_ms'])} / {_num(first_b['text_p99_ms'])}",
+            _num(_ratio(first_a["text_p99_ms"], first_b["text_p99_ms"]), 2) + "x (p99)",
+            "",
+            "",
+        )
+    )
+
+    writes = r["writes"]
+    out.append(
+        (
+            f"database writes per reply, flat out ({flat_a['tokens_per_stream']:,} tokens): mean (max)",
+            f"{_num(writes['flat']['mean'], 2)} ({writes['flat']['max']})",
+            "–",
+            "",
+            "bounded",
+            "",
+        )
+    )
+    out.append(
+        (
+            "database writes per reply, 20 tokens/s: mean (max), per second streamed",
+            f"{_num(writes['paced']['mean'], 1)} ({writes['paced']['max']}), "
+            f"{_num(writes['paced']['per_second'], 2)}/s",
+            "–",
+            "",
+            "1 + 1/s + 1",
+            "",
+        )
+    )
+    out.append(
+        (
+            "`database is locked` in the log + `error` events, whole run",
+            str(r["locked"]["app"]),
+            str(r["locked"]["baseline"]),
+            "",
+            "0",
+            _verdict(r["locked"]["app"] == 0),
+        )
+    )
+    out.append(
+        (
+            "load client CPU, busiest phase (% of its core)",
+            f"{r['client_busy']['app'] * 100:.0f} %",
+            f"{r['client_busy']['baseline'] * 100:.0f} %",
+            "",
+            "< 100 %",
+            "",
+        )
+    )
+    return out
+
+
+def _paced_cell(level: dict | None) -> str:
+    if level is None:
+        return "not run"
+    mark = "" if level["held"] else " ✗"
+    return f"{_num(level['p99_ms'])}{mark}; {level['server_busy'] * 100:.0f} %"
+
+
+def table(r: dict) -> str:
+    m = r["machine"]
+    head = (
+        f"Machine: {m['nproc']} CPUs ({m['cpu']}), Python {m['python']}, uvicorn {m['uvicorn']} "
+        f"(uvloop {m['uvloop']}, httptools {m['httptools']}), Django {m['django']}; "
+        f"load average at start {m['loadavg_start'][0]:.2f}, at end {m['loadavg_end'][0]:.2f}; "
+        f"{m['date']}; mode `{r['mode']}`, {r['duration_s']:.0f} s.\n"
+        "Server pinned to CPU 0 (`taskset -c 0`), load client to CPU 1; same uvicorn options for both.\n\n"
+    )
+    lines = [
+        "| what | app | baseline | app/baseline | target | verdict |",
+        "| --- | --: | --: | --: | --- | --- |",
+    ]
+    lines += ["| " + " | ".join(row) + " |" for row in rows(r)]
+    return head + "\n".join(lines) + "\n"
+
+
+def _finite(value):
+    """JSON has no infinity: a level where nothing arrived in time is null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def write(r: dict, directory: Path = RESULTS) -> Path:
+    r = _finite(r)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "latest.json").write_text(json.dumps(r, indent=2, default=str) + "\n")
+    path = directory / "latest.md"
+    path.write_text(table(r))
+    return path
+
+
+if __name__ == "__main__":  # re-render a saved run: python -m bench.report [results.json]
+    source = Path(sys.argv[1]) if len(sys.argv) > 1 else RESULTS / "latest.json"
+    print(table(json.loads(source.read_text())))

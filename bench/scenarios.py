@@ -1,0 +1,246 @@
+"""The measurements, each run against one started server (the app or the baseline) by the same
+client code. Every function returns plain numbers for the report."""
+
+import asyncio
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from bench.load import Client, Stream, clock, cpu_seconds
+from bench.servers import Server
+from chat.providers.demo import demo_tokens
+
+QUESTION = "How fast can a Django app stream tokens over SSE?"
+PACED_RATE = 20.0  # tokens per second per stream, scenarios 2 and 4
+LATE_MS = 50.0  # a stream is held while its tokens' p99 lateness is under this
+
+
+@dataclass(frozen=True)
+class Sizes:
+    flat_streams: int = 50
+    flat_tokens: int = 2000
+    paced_levels: tuple[int, ...] = (100, 200, 400, 700, 1000, 1500, 2000)
+    paced_window: float = 8.0  # seconds measured once every stream has its first token
+    paced_ramp: float = 30.0  # seconds allowed to open the streams (sets the reply length)
+    idle_streams: int = 2000
+    probe_background: int = 100
+    probes: int = 150
+
+
+FULL = Sizes()
+QUICK = Sizes(
+    flat_streams=20,
+    flat_tokens=1000,
+    paced_levels=(50, 100),
+    paced_window=2.0,
+    paced_ramp=8.0,
+    idle_streams=200,
+    probe_background=50,
+    probes=20,
+)
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100) of a non-empty sequence."""
+    ordered = sorted(values)
+    rank = max(math.ceil(q / 100 * len(ordered)), 1)
+    return ordered[rank - 1]
+
+
+def token_index(tokens: list[str]) -> dict[int, int]:
+    """Offset (characters of the reply so far) -> index of the last token it includes."""
+    index, length = {}, 0
+    for i, token in enumerate(tokens):
+        length += len(token)
+        index[length] = i
+    return index
+
+
+def paced_env(seconds: float) -> dict[str, str]:
+    return {"CHAT_DEMO_RATE": str(PACED_RATE), "CHAT_DEMO_TOKENS": str(int(PACED_RATE * seconds))}
+
+
+async def _settle(futures: list[asyncio.Future], timeout: float) -> bool:
+    if not futures:
+        return True
+    _, pending = await asyncio.wait(futures, timeout=timeout)
+    return not pending
+
+
+def _close(streams: list[Stream]) -> None:
+    for stream in streams:
+        stream.close()
+
+
+# --- 1. server CPU per token, flat out ------------------------------------------------------
+
+
+def flat_env(sizes: Sizes) -> dict[str, str]:
+    return {"CHAT_DEMO_RATE": "0", "CHAT_DEMO_TOKENS": str(sizes.flat_tokens)}
+
+
+async def flat_out(server: Server, sizes: Sizes) -> dict:
+    client = Client(server.port)
+    await client.setup()
+    warm = await client.open_many(QUESTION, 2)
+    await _settle([s.finished for s in warm], 60)
+    _close(warm)
+    tokens = demo_tokens(QUESTION, sizes.flat_tokens)
+    total_chars = sum(map(len, tokens))
+    cpu0, client0, t0 = server.cpu(), cpu_seconds(), clock()
+    streams = await client.open_many(QUESTION, sizes.flat_streams, parallel=sizes.flat_streams)
+    finished = await _settle([s.finished for s in streams], 300)
+    wall, client_cpu, cpu = clock() - t0, cpu_seconds() - client0, server.cpu() - cpu0
+    _close(streams)
+    complete = sum(s.end == "done" and s.offsets[-1:] == [total_chars] for s in streams)
+    delivered = complete * len(tokens)
+    events = sum(len(s.offsets) for s in streams)
+    return {
+        "streams": sizes.flat_streams,
+        "tokens_per_stream": len(tokens),
+        "complete": complete,
+        "all_finished": finished,
+        "wall_s": wall,
+        "server_cpu_s": cpu,
+        "cpu_us_per_token": cpu / max(delivered, 1) * 1e6,
+        "events_per_token": events / max(delivered, 1),
+        "tokens_per_s": delivered / wall,
+        "server_busy": cpu / wall,
+        "client_cpu_s": client_cpu,
+        "client_cpu_us_per_token": client_cpu / max(delivered, 1) * 1e6,
+        "client_busy": client_cpu / wall,
+        "errors": sum(s.errors for s in streams),
+    }
+
+
+# --- 2. streams held at 20 tokens/s ---------------------------------------------------------
+
+
+def lateness(stream: Stream, index: dict[int, int], since: float, until: float) -> list[float]:
+    """Seconds each token arrived after it was due, relative to the stream's first token;
+    only for events that arrived within [since, until]."""
+    if not stream.times:
+        return []
+    first, previous, out = stream.times[0], -1, []
+    for offset, at in zip(stream.offsets, stream.times, strict=True):
+        k = index[offset]
+        if since <= at <= until:
+            out.extend(at - first - j / PACED_RATE for j in range(previous + 1, k + 1))
+        previous = k
+    return out
+
+
+async def paced(server: Server, sizes: Sizes, n: int) -> dict:
+    client = Client(server.port)
+    await client.setup()
+    tokens = demo_tokens(QUESTION, int(server.env["CHAT_DEMO_TOKENS"]))
+    index = token_index(tokens)
+    client0, t0 = cpu_seconds(), clock()
+    streams = await client.open_many(QUESTION, n)
+    opened = clock() - t0
+    all_texting = await _settle([s.texted for s in streams], 30)
+    since, cpu0 = clock(), server.cpu()
+    await asyncio.sleep(sizes.paced_window)
+    until, cpu = clock(), server.cpu() - cpu0
+    client_cpu = cpu_seconds() - client0
+    streaming = all(s.end is None for s in streams)  # none ended or dropped early
+    _close(streams)
+    late = [x for s in streams for x in lateness(s, index, since, until)]
+    ok = all_texting and streaming and bool(late)
+    p99 = percentile(late, 99) * 1000 if late else math.inf
+    return {
+        "streams": n,
+        "open_s": opened,
+        "tokens_measured": len(late),
+        "p50_ms": percentile(late, 50) * 1000 if late else math.inf,
+        "p99_ms": p99,
+        "max_ms": max(late) * 1000 if late else math.inf,
+        "server_busy": cpu / (until - since),
+        "cpu_us_per_token": cpu / max(len(late), 1) * 1e6,
+        "client_busy": client_cpu / (until - t0),
+        "all_streaming": ok,
+        "held": ok and p99 < LATE_MS,
+        "errors": sum(s.errors for s in streams),
+    }
+
+
+# --- 3. memory per idle stream ----------------------------------------------------------------
+
+IDLE_ENV = {"CHAT_DEMO_RATE": "0.001", "CHAT_DEMO_TOKENS": "20", "CHAT_HEARTBEAT_INTERVAL": "1"}
+
+
+async def idle(server: Server, sizes: Sizes) -> dict:
+    client = Client(server.port)
+    await client.setup()
+    warm = await client.open_many(QUESTION, 20)
+    await asyncio.sleep(1.5)
+    rss0 = server.rss_kib()
+    streams = await client.open_many(QUESTION, sizes.idle_streams)
+    pinged = await _wait_pings(streams, timeout=30)
+    await asyncio.sleep(1.0)
+    rss1 = server.rss_kib()
+    pings0, cpu0, t0 = sum(s.pings for s in streams), server.cpu(), clock()
+    await asyncio.sleep(3.0)
+    seconds, cpu = clock() - t0, server.cpu() - cpu0
+    pings = sum(s.pings for s in streams) - pings0
+    _close(streams + warm)
+    return {
+        "streams": sizes.idle_streams,
+        "rss_before_kib": rss0,
+        "rss_after_kib": rss1,
+        "kib_per_stream": (rss1 - rss0) / sizes.idle_streams,
+        "all_pinged": pinged,
+        "pings_per_stream_s": pings / sizes.idle_streams / seconds,
+        "idle_cpu_us_per_stream_s": cpu / sizes.idle_streams / seconds * 1e6,
+        "texts": sum(len(s.offsets) for s in streams),
+        "errors": sum(s.errors for s in streams),
+    }
+
+
+async def _wait_pings(streams: list[Stream], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if all(s.pings for s in streams):
+            return True
+        await asyncio.sleep(0.1)
+    return False
+
+
+# --- 4. first status and first text under load -------------------------------------------------
+
+
+async def first_events(server: Server, sizes: Sizes) -> dict:
+    client = Client(server.port)
+    await client.setup()
+    background = await client.open_many(QUESTION, sizes.probe_background)
+    await _settle([s.texted for s in background], 30)
+    status_ms: list[float] = []
+    text_ms: list[float] = []
+    stops: list[int] = []
+    for _ in range(sizes.probes):
+        probe = await client.open_stream(QUESTION)
+        await _settle([probe.texted], 10)
+        if probe.first_status is not None:
+            status_ms.append((probe.first_status - probe.sent) * 1000)
+        if probe.first_text is not None:
+            text_ms.append((probe.first_text - probe.sent) * 1000)
+        if probe.message_id:  # ends the probe's reply, so that probes do not pile up
+            stops.append(await client.stop(probe.message_id))
+        probe.close()
+        await asyncio.sleep(0.01)
+    background_ok = all(s.end is None for s in background)
+    _close(background)
+    return {
+        "background_streams": sizes.probe_background,
+        "probes": sizes.probes,
+        "status_p50_ms": percentile(status_ms, 50),
+        "status_p99_ms": percentile(status_ms, 99),
+        "text_p50_ms": percentile(text_ms, 50),
+        "text_p99_ms": percentile(text_ms, 99),
+        "first_token_due_ms": 1000 / PACED_RATE,
+        "answered": len(text_ms),
+        "stops_ok": sum(status == 200 for status in stops),
+        "background_streaming": background_ok,
+        "errors": sum(s.errors for s in background),
+    }

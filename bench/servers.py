@@ -1,0 +1,151 @@
+"""The servers under test, each in a process of its own pinned to CPU 0, and what the kernel
+says about them (/proc: CPU time and resident memory)."""
+
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TARGETS = {"app": "project.asgi:application", "baseline": "bench.baseline:app"}
+SERVER_CPU = "0"
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (all its threads), from /proc/<pid>/stat."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+def base_env(database: Path, **chat: str) -> dict[str, str]:
+    """Production-like settings (DEBUG off) and the scenario's CHAT_* values."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CHAT_", "DJANGO_"))}
+    env.update(
+        DJANGO_SETTINGS_MODULE="project.settings",
+        DATABASE_URL=f"sqlite:///{database}",
+        DEBUG="0",
+        SECRET_KEY="bench-only-not-secret",
+        ALLOWED_HOSTS="127.0.0.1",
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(chat)
+    return env
+
+
+def prepare_database(path: Path) -> None:
+    """Migrate once, and count writes to chat_message with triggers (tests/test_durability.py)."""
+    env = base_env(path)
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput", "-v0"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        timeout=120,
+    )
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE bench_writes (message_id TEXT, role TEXT, op TEXT)")
+        for op in ("INSERT", "UPDATE"):
+            conn.execute(
+                f"CREATE TRIGGER bench_count_{op.lower()} AFTER {op} ON chat_message "
+                f"BEGIN INSERT INTO bench_writes VALUES (NEW.id, NEW.role, '{op}'); END"
+            )
+
+
+def copy_database(template: Path, path: Path) -> Path:
+    for suffix in ("", "-wal", "-shm"):
+        source = Path(f"{template}{suffix}")
+        if source.exists():
+            shutil.copy(source, f"{path}{suffix}")
+    return path
+
+
+@dataclass
+class Server:
+    target: str  # "app" or "baseline"
+    env: dict[str, str]
+    port: int = field(default_factory=free_port)
+    lines: list[str] = field(default_factory=list)
+    proc: subprocess.Popen | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def start(self, timeout: float = 60) -> "Server":
+        args = [
+            *("taskset", "-c", SERVER_CPU),  # taskset execs: the pid is the server's
+            *(sys.executable, "-m", "uvicorn", TARGETS[self.target], "--port", str(self.port)),
+            *("--no-access-log", "--log-level", "warning"),
+        ]
+        self.proc = subprocess.Popen(
+            args,
+            cwd=ROOT,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        threading.Thread(target=self._read, daemon=True).start()
+        deadline = time.monotonic() + timeout
+        while not self._listening():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"{self.target} did not start:\n{self.output}")
+            time.sleep(0.05)
+        return self
+
+    def _listening(self) -> bool:
+        with socket.socket() as s:
+            return s.connect_ex(("127.0.0.1", self.port)) == 0
+
+    def _read(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    @property
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    def cpu(self) -> float:
+        return cpu_seconds(self.pid)
+
+    def rss_kib(self) -> int:
+        return rss_kib(self.pid)
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(5)
+        except ProcessLookupError:
+            pass

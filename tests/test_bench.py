@@ -1,0 +1,51 @@
+"""The benchmark harness runs end to end (`make bench-quick`): a smoke test, never a timed one.
+
+The figures of a quick run on a shared machine say nothing; this checks only that every
+metric is there and sane, and that the run saw no `database is locked` and no error event.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.timeout(300)
+def test_the_quick_benchmark_runs_end_to_end_and_reports_every_metric(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--quick", "--out", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    r = json.loads((tmp_path / "latest.json").read_text())
+    table = (tmp_path / "latest.md").read_text()
+    assert "| what | app | baseline |" in table and table in result.stdout
+    assert r["machine"]["nproc"] >= 1 and r["machine"]["uvicorn"]
+
+    for target in ("app", "baseline"):
+        flat = r["flat"][target]
+        assert flat["complete"] == flat["streams"], flat
+        assert flat["cpu_us_per_token"] > 0 and 0 < flat["events_per_token"] <= 1
+        first_level = r["paced"]["levels"][0][target]
+        assert first_level["tokens_measured"] > 0 and first_level["p99_ms"] is not None
+        assert first_level["all_streaming"], first_level
+        idle = r["idle"][target]
+        assert idle["all_pinged"] and idle["texts"] == 0 and idle["rss_after_kib"] > 0
+        first = r["first"][target]
+        assert first["answered"] == first["probes"] == first["stops_ok"], first
+        assert 0 < first["status_p50_ms"] <= first["status_p99_ms"]
+        assert first["text_p99_ms"] >= first["status_p99_ms"]
+        assert r["locked"][target] == 0
+        assert 0 < r["client_busy"][target] < 1.5
+
+    assert r["idle"]["app"]["kib_per_stream"] > 0
+    assert r["writes"]["flat"]["mean"] >= 2 and r["writes"]["flat"]["replies"] > 0
+    assert r["writes"]["paced"]["mean"] >= 2
+    assert set(r["paced"]["held"]) == {"app", "baseline"}
