@@ -97,17 +97,20 @@ def rows(r: dict) -> list[tuple[str, str, str, str, str, str]]:
 
     held = r["paced"]["held"]
     ratio = _ratio(held["app"], held["baseline"]) if held["baseline"] else None
+    top = r["paced"]["levels"][-1]["streams"]
+    ceiling = {t: "≥ " if held[t] == top else "" for t in held}  # held at the highest level tried
+    ratio_text = ("≤ " if ceiling["baseline"] and not ceiling["app"] else "") + _num(ratio, 2) + "x"
     out.append(
         (
             f"streams held at {r['paced']['rate']:g} tokens/s, p99 lateness < 50 ms",
-            f"{held['app']:,}",
-            f"{held['baseline']:,}",
-            _num(ratio, 2) + "x",
+            f"{ceiling['app']}{held['app']:,}",
+            f"{ceiling['baseline']}{held['baseline']:,}",
+            ratio_text,
             "≥ 0.8x",
             _verdict(None if ratio is None else ratio >= 0.8),
         )
     )
-    both = [lv for lv in r["paced"]["levels"] if lv["app"]["held"] and lv["baseline"]["held"]]
+    both = [lv for lv in r["paced"]["levels"] if (lv["app"] or {}).get("held") and lv["baseline"]["held"]]
     if both:
         a, b = both[-1]["app"], both[-1]["baseline"]
         out.append(
@@ -127,7 +130,8 @@ def rows(r: dict) -> list[tuple[str, str, str, str, str, str]]:
                 f"  p99 lateness at {level['streams']:,} streams (ms); server CPU busy",
                 _paced_cell(a),
                 _paced_cell(b),
-                _num(_ratio(a and a["p99_ms"], b and b["p99_ms"]), 2) + "x",
+                _num(_ratio(*(lv["p99_ms"] if lv and lv["all_streaming"] else None for lv in (a, b))), 2)
+                + "x",
                 "< 50 ms",
                 "",
             )
@@ -225,7 +229,11 @@ def rows(r: dict) -> list[tuple[str, str, str, str, str, str]]:
 
 def _paced_cell(level: dict | None) -> str:
     if level is None:
-        return "not run"
+        return "not run (behind)"
+    if level.get("open_s") is None:
+        return "✗ not all open and streaming in time"
+    if not level["all_streaming"]:
+        return f"✗ not all streaming ({_num(level['p99_ms'])})"
     mark = "" if level["held"] else " ✗"
     return f"{_num(level['p99_ms'])}{mark}; {level['server_busy'] * 100:.0f} %"
 

@@ -67,17 +67,23 @@ class Bench:
         seconds = self.sizes.paced_ramp + self.sizes.paced_window + 5
         env = scenarios.paced_env(seconds)
         levels, held = [], {"app": 0, "baseline": 0}
+        behind: set[str] = set()
         for n in self.sizes.paced_levels:
-            level = {"streams": n}
+            level: dict = {"streams": n}
             for target in ("app", "baseline"):
+                if target in behind:  # it fell behind at fewer streams
+                    level[target] = None
+                    continue
                 level[target] = result = await self.measure(
                     f"paced-{n}", target, env, lambda s, n=n: scenarios.paced(s, self.sizes, n)
                 )
                 if result["held"]:
                     held[target] = max(held[target], n)
+                else:
+                    behind.add(target)
             levels.append(level)
-            if not level["app"]["held"] and not level["baseline"]["held"]:
-                break  # both fell behind
+            if len(behind) == 2:
+                break
         return {"rate": scenarios.PACED_RATE, "levels": levels, "held": held}
 
     async def run(self) -> dict:
