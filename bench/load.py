@@ -164,6 +164,7 @@ class Client:
 
     port: int
     cookies: dict[str, str] = field(default_factory=dict)
+    opened: list[Stream] = field(default_factory=list)  # every stream's connection, to close
 
     def _request(self, method: str, path: str, body: bytes, accept: str, close: bool) -> bytes:
         cookie = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
@@ -211,8 +212,13 @@ class Client:
         body = json.dumps({"content": content}).encode()
         request = self._request("POST", "/api/conversations", body, "text/event-stream", close=False)
         loop = asyncio.get_running_loop()
-        _, stream = await loop.create_connection(lambda: Stream(request), "127.0.0.1", self.port)
+        _, stream = await loop.create_connection(lambda: self._new(request), "127.0.0.1", self.port)
         await stream.started
+        return stream
+
+    def _new(self, request: bytes) -> Stream:
+        stream = Stream(request)
+        self.opened.append(stream)
         return stream
 
     async def open_many(self, content: str, count: int, parallel: int = 32) -> list[Stream]:

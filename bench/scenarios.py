@@ -141,7 +141,8 @@ async def paced(server: Server, sizes: Sizes, n: int) -> dict:
         async with asyncio.timeout(sizes.paced_ramp):
             streams = await client.open_many(QUESTION, n)
             await asyncio.wait([s.texted for s in streams])
-    except TimeoutError:  # the connections left open end with the server
+    except TimeoutError:
+        _close(client.opened)
         return {"streams": n, "open_s": None, "held": False, "all_streaming": False, "errors": 0}
     opened = clock() - t0
     all_texting = all(s.first_text is not None for s in streams)
