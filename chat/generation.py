@@ -12,11 +12,12 @@ import asyncio
 import contextvars
 import logging
 import time
+import uuid
 from collections.abc import Container
 from contextlib import aclosing
 from dataclasses import dataclass, field
 
-from django.db import OperationalError, transaction
+from django.db import OperationalError, connection, transaction
 from django.utils import timezone
 
 from chat import conf, db
@@ -235,15 +236,31 @@ def _save_checkpoints(changed: dict[str, str], idle: list[str]) -> set[str]:
         for start in range(0, len(ids), _BATCH):
             rows = Message.objects.filter(pk__in=ids[start : start + _BATCH], stop_requested=False)
             alive.update(str(pk) for pk in rows.values_list("pk", flat=True))
-        for reply_id, content in changed.items():
-            if reply_id in alive:
-                Message.objects.filter(pk=reply_id).update(content=content, updated_at=now, status=STREAMING)
+        texts = [(content, reply_id) for reply_id, content in changed.items() if reply_id in alive]
+        if texts:  # one statement for all: an ORM update per reply costs more than the write
+            _update_texts(texts, now)
         touch = [reply_id for reply_id in idle if reply_id in alive]
         for start in range(0, len(touch), _BATCH):
             Message.objects.filter(pk__in=touch[start : start + _BATCH]).update(
                 updated_at=now, status=STREAMING
             )
     return set(ids) - alive
+
+
+def _update_texts(texts: list[tuple[str, str]], now) -> None:
+    quote, meta = connection.ops.quote_name, Message._meta
+    sql = "UPDATE {} SET {} = %s, {} = %s, {} = %s WHERE {} = %s".format(
+        quote(meta.db_table),
+        *(quote(meta.get_field(name).column) for name in ("content", "updated_at", "status", "id")),
+    )
+    when = connection.ops.adapt_datetimefield_value(now)
+    pk = meta.pk
+    params = [
+        (content, when, STREAMING, pk.get_db_prep_value(uuid.UUID(reply_id), connection))
+        for content, reply_id in texts
+    ]
+    with connection.cursor() as cursor:
+        cursor.executemany(sql, params)
 
 
 async def _checkpoint_forever() -> None:

@@ -7,15 +7,59 @@ from chat import conf
 from chat.eventlog.base import End, Event, EventLog, Status, Subscription, Text
 
 
+class _Deadlines:
+    """One timer for all the waiting subscribers of a loop: wakes those whose wait is over.
+
+    A timer per wait (asyncio.timeout) costs a heap entry for every token sent; the heartbeat
+    needs no such precision: a quarter of the shortest timeout asked for is enough.
+    """
+
+    def __init__(self) -> None:
+        self.waiting: dict[asyncio.Future, float] = {}
+        self.period = 1.0
+        self.task: asyncio.Task | None = None
+
+    def watch(self, future: asyncio.Future, timeout: float) -> None:
+        loop = future.get_loop()
+        self.waiting[future] = loop.time() + timeout
+        self.period = min(self.period, max(timeout / 4, 0.005))
+        if self.task is None or self.task.done():
+            self.task = loop.create_task(self._tick(), name="chat-eventlog-deadlines")
+
+    async def _tick(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self.waiting:
+            await asyncio.sleep(self.period)
+            now = loop.time()
+            for future, deadline in list(self.waiting.items()):
+                if future.done():
+                    del self.waiting[future]
+                elif deadline <= now:
+                    del self.waiting[future]
+                    future.set_result(False)
+
+
+_deadlines: dict[asyncio.AbstractEventLoop, _Deadlines] = {}
+
+
+def _deadlines_of(loop: asyncio.AbstractEventLoop) -> _Deadlines:
+    deadlines = _deadlines.get(loop)
+    if deadlines is None:
+        for closed in [other for other in _deadlines if other.is_closed()]:
+            del _deadlines[closed]
+        deadlines = _deadlines[loop] = _Deadlines()
+    return deadlines
+
+
 class _Reply:
-    __slots__ = ("chunks", "ends", "state", "end", "changed")
+    __slots__ = ("chunks", "ends", "state", "end", "waiters")
 
     def __init__(self) -> None:
         self.chunks: list[str] = []
         self.ends: list[int] = []  # ends[i]: text length once chunks[i] is appended
         self.state: str | None = None
         self.end: End | None = None
-        self.changed = asyncio.Event()
+        self.waiters: list[asyncio.Future] = []
 
     @property
     def length(self) -> int:
@@ -29,9 +73,10 @@ class _Reply:
         return self.chunks[i][skip:] + "".join(self.chunks[i + 1 :])
 
     def notify(self) -> None:
-        # Wakes every waiter; clearing at once makes later waiters wait for the next change.
-        self.changed.set()
-        self.changed.clear()
+        waiters, self.waiters = self.waiters, []
+        for future in waiters:
+            if not future.done():
+                future.set_result(True)
 
 
 class MemorySubscription(Subscription):
@@ -55,12 +100,21 @@ class MemorySubscription(Subscription):
         return None
 
     async def next(self, timeout: float) -> Event | None:
-        while (event := self._pending()) is None:
-            try:
-                async with asyncio.timeout(timeout):
-                    await self.reply.changed.wait()
-            except TimeoutError:
+        event = self._pending()
+        if event is not None or timeout <= 0:
+            return event
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while event is None:
+            left = deadline - loop.time()
+            if left <= 0:
+                return None
+            future = loop.create_future()
+            self.reply.waiters.append(future)
+            _deadlines_of(loop).watch(future, left)
+            if not await future:  # the deadline, not a change
                 return self._pending()
+            event = self._pending()
         return event
 
 
