@@ -112,7 +112,8 @@ class MemorySubscription(Subscription):
             future = loop.create_future()
             self.reply.waiters.append(future)
             _deadlines_of(loop).watch(future, left)
-            if not await future:  # the deadline, not a change
+            if not await future:  # the deadline, not a change: this waiter goes
+                self.reply.waiters.remove(future)
                 return self._pending()
             event = self._pending()
         return event

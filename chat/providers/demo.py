@@ -7,7 +7,7 @@ how to connect a real model. CHAT_DEMO_RATE sets its pace, CHAT_DEMO_TOKENS its 
 import asyncio
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 from chat import conf
 from chat.providers.base import Finish, Prompt, Provider, Usage
@@ -47,14 +47,29 @@ def compose(question: str) -> str:
     )
 
 
-def demo_tokens(question: str, length: int | None = None) -> list[str]:
-    """The reply as tokens (roughly words with their leading space), `length` of them if set."""
-    tokens = _TOKEN.findall(compose(question))
+def iter_demo_tokens(question: str, length: int | None = None) -> Iterator[str]:
+    """The reply as tokens (roughly words with their leading space), `length` of them if set.
+
+    Lazy: a reply waiting for its next token holds its text, not a list of its tokens.
+    """
+    count = 0
+    for match in _TOKEN.finditer(compose(question)):
+        if length is not None and count >= length:
+            return
+        count += 1
+        yield match.group()
     n = 0
-    while length is not None and len(tokens) < length:
+    while length is not None and count < length:
         n += 1
-        tokens += _TOKEN.findall("\n\n" + _MORE[(n - 1) % len(_MORE)].format(n=n))
-    return tokens if length is None else tokens[:length]
+        for match in _TOKEN.finditer("\n\n" + _MORE[(n - 1) % len(_MORE)].format(n=n)):
+            if count >= length:
+                return
+            count += 1
+            yield match.group()
+
+
+def demo_tokens(question: str, length: int | None = None) -> list[str]:
+    return list(iter_demo_tokens(question, length))
 
 
 class DemoProvider(Provider):
@@ -62,13 +77,14 @@ class DemoProvider(Provider):
 
     async def stream(self, prompt: Prompt) -> AsyncIterator[str | Finish]:
         question = prompt.turns[-1].content if prompt.turns else ""
-        tokens = demo_tokens(question, conf.get("CHAT_DEMO_TOKENS"))
         rate = float(conf.get("CHAT_DEMO_RATE") or 0)
         start = time.monotonic()
-        for i, token in enumerate(tokens):
+        count = 0
+        for i, token in enumerate(iter_demo_tokens(question, conf.get("CHAT_DEMO_TOKENS"))):
+            count += 1
             # Pace from the start, not from the last token, so a busy loop does not slow it.
             delay = start + (i + 1) / rate - time.monotonic() if rate > 0 else 0
             await asyncio.sleep(max(delay, 0))
             yield token
         words = sum(len(t.content.split()) for t in prompt.turns) + len(prompt.system.split())
-        yield Finish(reason="stop", usage=Usage(input_tokens=words, output_tokens=len(tokens)))
+        yield Finish(reason="stop", usage=Usage(input_tokens=words, output_tokens=count))
