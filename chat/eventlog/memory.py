@@ -111,10 +111,12 @@ class MemorySubscription(Subscription):
                 return None
             future = loop.create_future()
             self.reply.waiters.append(future)
-            _deadlines_of(loop).watch(future, left)
+            deadlines = _deadlines_of(loop)
+            deadlines.watch(future, left)
             if not await future:  # the deadline, not a change: this waiter goes
                 self.reply.waiters.remove(future)
                 return self._pending()
+            deadlines.waiting.pop(future, None)  # keeps the ticker's scan to the waiting ones
             event = self._pending()
         return event
 
