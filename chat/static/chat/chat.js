@@ -291,17 +291,7 @@ async function send(text) {
   }
   if (editId) {
     // The edited message and what followed it are replaced.
-    const old = log.querySelector(`.msg.user[data-id="${CSS.escape(editId)}"]`);
-    let el = old;
-    while (el) {
-      const next = el.nextElementSibling;
-      if (el.classList.contains("msg")) {
-        state.replies.get(el.dataset.id)?.detach();
-        state.replies.delete(el.dataset.id);
-        el.remove();
-      }
-      el = next;
-    }
+    removeMessages(log.querySelector(`.msg.user[data-id="${CSS.escape(editId)}"]`), "msg");
     cancelEdit();
     log.append(pending);
   }
@@ -311,6 +301,20 @@ async function send(text) {
   refreshControls();
   keepAtBottom(true);
   sidebar.upsert({ ...state.conversation });
+}
+
+// Removes, from `start` to the end of the log, the elements of class `kind` ("msg": every
+// message; "assistant": the replies), detaching the streams of the replies among them.
+function removeMessages(start, kind) {
+  for (let el = start; el; ) {
+    const next = el.nextElementSibling;
+    if (el.classList.contains(kind)) {
+      state.replies.get(el.dataset.id)?.detach();
+      state.replies.delete(el.dataset.id);
+      el.remove();
+    }
+    el = next;
+  }
 }
 
 async function answerAgain() {
@@ -325,16 +329,7 @@ async function answerAgain() {
   }
   // The replies after the last user message are replaced by the new one.
   const user = log.querySelector(`.msg.user[data-id="${CSS.escape(sent.user_message.id)}"]`);
-  let el = user?.nextElementSibling;
-  while (el) {
-    const next = el.nextElementSibling;
-    if (el.classList.contains("assistant")) {
-      state.replies.get(el.dataset.id)?.detach();
-      state.replies.delete(el.dataset.id);
-      el.remove();
-    }
-    el = next;
-  }
+  removeMessages(user?.nextElementSibling, "assistant");
   addReply(sent.assistant_message).follow();
   refreshControls();
   keepAtBottom(true);
