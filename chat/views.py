@@ -47,10 +47,11 @@ def _csrf_protected(request: HttpRequest) -> HttpResponse:  # what CSRF checks a
 
 
 def api(*methods: str) -> Callable[[View], View]:
-    """JSON errors for every failure; CSRF for unsafe methods from a client with a session.
+    """JSON errors for every failure; CSRF for unsafe methods from a client with our cookies.
 
-    A request without the session cookie carries no authority to forge (it acts as a new
-    anonymous visitor), so `curl` needs no token for its first request.
+    A request with neither the session nor the CSRF cookie carries no authority to forge (it
+    acts as a new anonymous visitor), so `curl` needs no token for its first request; a
+    browser that has loaded a page always sends the token.
     """
 
     def decorate(view: View) -> View:
@@ -64,6 +65,7 @@ def api(*methods: str) -> Callable[[View], View]:
                     )
                 if request.method not in ("GET", "HEAD", "OPTIONS") and (
                     settings.SESSION_COOKIE_NAME in request.COOKIES
+                    or settings.CSRF_COOKIE_NAME in request.COOKIES
                 ):
                     rejected = _csrf.process_view(request, _csrf_protected, (), {})
                     if rejected is not None:

@@ -150,6 +150,15 @@ def test_unsafe_request_with_a_session_but_no_csrf_token_answers_403(tab):
     assert Conversation.objects.count() == 1
 
 
+def test_a_client_that_loaded_the_page_needs_the_csrf_token_before_it_has_a_session(server):
+    with httpx.Client(base_url=server.url) as client:
+        client.get("/")  # the csrftoken cookie, no session yet
+        assert_error(client.post("/api/conversations", json={}), 403, "csrf")
+        assert Conversation.objects.count() == 0
+        headers = {"X-CSRFToken": client.cookies["csrftoken"]}
+        assert client.post("/api/conversations", json={}, headers=headers).status_code == 201
+
+
 def test_a_client_without_cookies_can_start_a_conversation_without_csrf(server):
     with httpx.Client(base_url=server.url) as client:
         response = client.post("/api/conversations", json={})

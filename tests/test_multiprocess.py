@@ -32,7 +32,7 @@ class Browser:
         self.http = httpx.Client(timeout=30)
         self.http.get(first_url + "/")
         # A session first, so that requests sent at once all belong to this visitor.
-        self.http.post(first_url + "/api/conversations", json={}).raise_for_status()
+        self.http.post(first_url + "/api/conversations", json={}, headers=self.headers).raise_for_status()
 
     @property
     def headers(self) -> dict[str, str]:
