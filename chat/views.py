@@ -181,8 +181,8 @@ async def conversation_view(request: HttpRequest, conversation_id: str) -> HttpR
         return HttpResponse(status=204)
     if request.method == "PATCH":  # an extension: rename (docs/API-extensions.md)
         data = read_json(request, required=True)
-        conversation = await sync_to_async(services.conversation_rename)(
-            owner=owner, conversation_id=conversation_id, data=data
+        conversation = await db.run(
+            services.conversation_rename, owner=owner, conversation_id=conversation_id, data=data
         )
         return JsonResponse(conversation_json(conversation))
     conversation = await sync_to_async(services.conversation_get)(
