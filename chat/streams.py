@@ -7,9 +7,10 @@ from asgiref.sync import SyncToAsync, sync_to_async
 from django.db import connections
 from django.utils import timezone
 
-from chat import conf, db
+from chat import conf, db, generation
 from chat.eventlog import End, Event, Status, Subscription, Text, get_event_log
 from chat.models import Message
+from chat.services import replies_recover_stale
 from chat.sse import PING, ServerSentEvent, event, text_event
 
 _REFRESH = [
@@ -64,9 +65,6 @@ class DatabaseFollower(Subscription):
             if message.is_finished:
                 continue
             if (timezone.now() - message.updated_at).total_seconds() > conf.stale_after():
-                from chat import generation
-                from chat.services import replies_recover_stale
-
                 await db.run(replies_recover_stale, running=generation.running_ids())
                 await db.run(message.refresh_from_db, fields=_REFRESH)
 
