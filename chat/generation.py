@@ -199,14 +199,17 @@ async def checkpoint_once() -> None:
     now = time.monotonic()
     changed: dict[str, str] = {}
     idle: list[str] = []
+    batch: dict[str, _Live] = {}
     for reply_id, live in _live.items():
         if live.text.length != live.saved:
             changed[reply_id] = live.text.value()
         elif now - live.touched >= touch_every:
             idle.append(reply_id)
-    if not changed and not idle:
+        else:
+            continue
+        batch[reply_id] = live
+    if not batch:
         return
-    batch = {reply_id: _live[reply_id] for reply_id in [*changed, *idle]}
     future = asyncio.ensure_future(db.run_to_end(_save_checkpoints, changed, idle))
     for live in batch.values():
         live.inflight = future
