@@ -2,11 +2,19 @@
 
 The budget is in characters (about four per token in English), so it needs no tokenizer
 per vendor. The oldest turns are dropped first; the system prompt and the new message never.
+
+A long conversation is read newest first, a few rows at a time, only as far as the budget
+reaches: a send costs the budget, never the conversation's length.
 """
 
-from collections.abc import Sequence
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
 
+from chat.models import Message
 from chat.providers import Turn
+
+FIRST_READ = 32  # rows; each read after it asks for twice as many, up to LARGEST_READ
+LARGEST_READ = 512
 
 
 def fit(system: str, turns: Sequence[Turn], budget: int) -> tuple[Turn, ...]:
@@ -25,3 +33,45 @@ def fit(system: str, turns: Sequence[Turn], budget: int) -> tuple[Turn, ...]:
     while start < len(turns) - 1 and turns[start].role != "user":
         start += 1
     return tuple(turns[start:])
+
+
+def fit_newest(system: str, newest_first: Iterable[Turn], budget: int) -> tuple[Turn, ...]:
+    """`fit` of the turns given newest first, taken only as far as the budget reaches.
+
+    The first turn over the budget is taken too, and nothing older: `fit` stops at it, so
+    the result is `fit` of the whole history.
+    """
+    taken: list[Turn] = []
+    used = len(system)
+    for turn in newest_first:
+        taken.append(turn)
+        used += len(turn.content)
+        if used > budget:
+            break
+    return fit(system, taken[::-1], budget)
+
+
+def turns_newest_first(conversation_id: uuid.UUID) -> Iterator[Turn]:
+    """A conversation's turns with text, newest first, read FIRST_READ rows, then twice as many...
+
+    Each read starts after the last row read (its time, then its id), not at an offset: a
+    message saved or deleted meanwhile can neither repeat a turn nor skip one.
+    """
+    newest_first = (
+        Message.objects.filter(
+            conversation_id=conversation_id, role__in=[Message.Role.USER, Message.Role.ASSISTANT]
+        )
+        .exclude(content="")
+        .order_by("-created_at", "-pk")
+        .values_list("role", "content", "created_at", "pk")
+    )
+    rows, size = newest_first, FIRST_READ
+    while True:
+        chunk = list(rows[:size])
+        for role, content, _, _ in chunk:
+            yield Turn(role, content)
+        if len(chunk) < size:
+            return
+        _, _, at, pk = chunk[-1]
+        rows = newest_first.filter(created_at__lte=at).exclude(created_at=at, pk__gte=pk)
+        size = min(size * 2, LARGEST_READ)

@@ -2,6 +2,7 @@
 
 import asyncio
 import contextvars
+import itertools
 import logging
 import re
 import uuid
@@ -142,26 +143,23 @@ async def conversation_delete(*, owner: Owner, conversation_id: str) -> None:
 # --- messages -----------------------------------------------------------------------------
 
 
-def _prompt(conversation: Conversation, model_name: str) -> Prompt:
-    """The system prompt and the conversation's turns, oldest dropped first to fit the budget."""
-    rows = (
-        conversation.messages.filter(role__in=[Message.Role.USER, Message.Role.ASSISTANT])
-        .exclude(content="")
-        .order_by("created_at")
-        .values_list("role", "content")
-    )
-    turns = context.fit(
-        conversation.system_prompt,
-        [Turn(role, text) for role, text in rows],
-        int(conf.get("CHAT_CONTEXT_CHARS")),
-    )
-    return Prompt(model=model_name, system=conversation.system_prompt, turns=turns)
+def _prompt(conversation: Conversation, model_name: str, new: str | None = None) -> Prompt:
+    """The system prompt, then the newest turns (and `new`) that fit the budget, oldest dropped first.
+
+    Read before the write, off the writer thread: the writer only inserts, and a long
+    conversation costs its own send the budget's rows, nobody else anything.
+    """
+    turns = context.turns_newest_first(conversation.pk)
+    if new is not None:
+        turns = itertools.chain([Turn("user", new)], turns)
+    kept = context.fit_newest(conversation.system_prompt, turns, int(conf.get("CHAT_CONTEXT_CHARS")))
+    return Prompt(model=model_name, system=conversation.system_prompt, turns=kept)
 
 
 def _add_reply(
     conversation: Conversation, info: ModelInfo, *, now, created_at=None, title: str | None = None
-) -> tuple[Message, Prompt]:
-    """In the caller's transaction: a `streaming` reply, the conversation's activity, the prompt."""
+) -> Message:
+    """In the caller's transaction: a `streaming` reply and the conversation's activity."""
     assistant = Message.objects.create(
         conversation=conversation,
         role=Message.Role.ASSISTANT,
@@ -176,26 +174,24 @@ def _add_reply(
     Conversation.objects.filter(pk=conversation.pk).update(**changes)
     for key, value in changes.items():
         setattr(conversation, key, value)
-    return assistant, _prompt(conversation, info.name)
+    return assistant
 
 
-def _store_turn(
-    *, conversation: Conversation, content: str, info: ModelInfo
-) -> tuple[Message, Message, Prompt]:
+def _store_turn(*, conversation: Conversation, content: str, info: ModelInfo) -> tuple[Message, Message]:
     now = timezone.now()
     with transaction.atomic():
         user = Message.objects.create(
             conversation=conversation, role=Message.Role.USER, content=content, model=info.id, created_at=now
         )
         # One microsecond later, so that ordering by time keeps question before answer.
-        assistant, prompt = _add_reply(
+        assistant = _add_reply(
             conversation,
             info,
             now=now,
             created_at=now + timedelta(microseconds=1),
             title=None if conversation.title else title_from(content),
         )
-    return user, assistant, prompt
+    return user, assistant
 
 
 async def message_send(
@@ -209,9 +205,10 @@ async def message_send(
     info = _model_info(conversation, model)
     provider = registry.get_provider(info)
     untitled = not conversation.title
+    prompt = await sync_to_async(_prompt)(conversation, info.name, new=content)
     # On the replies' writer thread(s): on SQLite one writer means writes queue instead of
     # meeting in SQLite's lock, whose busy handler sleeps in steps of up to 100 ms.
-    user, assistant, prompt = await db.run(_store_turn, conversation=conversation, content=content, info=info)
+    user, assistant = await db.run(_store_turn, conversation=conversation, content=content, info=info)
     reply = await generation.reply_start(reply_id=str(assistant.id), provider=provider, prompt=prompt)
     if untitled:
         conversation_title_improve_later(
@@ -305,7 +302,7 @@ async def _messages_discard(messages: list[Message]) -> None:
     await db.run(Message.objects.filter(pk__in=[m.pk for m in messages]).delete)
 
 
-def _store_reply(*, conversation: Conversation, info: ModelInfo) -> tuple[Message, Prompt]:
+def _store_reply(*, conversation: Conversation, info: ModelInfo) -> Message:
     with transaction.atomic():
         return _add_reply(conversation, info, now=timezone.now())
 
@@ -318,7 +315,8 @@ async def reply_regenerate(*, owner: Owner, conversation_id: str, data: dict) ->
     if user is None:
         raise Invalid("This conversation has no message to answer again.")
     await _messages_discard(replies)
-    assistant, prompt = await db.run(_store_reply, conversation=conversation, info=info)
+    prompt = await sync_to_async(_prompt)(conversation, info.name)
+    assistant = await db.run(_store_reply, conversation=conversation, info=info)
     provider = registry.get_provider(info)
     await generation.reply_start(reply_id=str(assistant.id), provider=provider, prompt=prompt)
     return user, assistant

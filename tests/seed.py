@@ -60,11 +60,16 @@ COLUMNS = [
 
 
 def seed_history(
-    *, conversations: int, messages: int, users: list[AbstractBaseUser] = (), seed: int = 1
+    *,
+    conversations: int,
+    messages: int,
+    users: list[AbstractBaseUser] = (),
+    seed: int = 1,
+    words: tuple[int, int] = (10, 40),
 ) -> list[Conversation]:
     """`conversations` conversations of `messages` messages each, spread over about a year.
 
-    One reply in a thousand failed. Texts are a few sentences of a small vocabulary, so a search
+    One reply in a thousand failed. Texts are `words` (a range) of a small vocabulary, so a search
     for a word outside it (a test's needle) matches only where a test put it. Conversations go
     in with bulk_create; messages with one executemany, as bulk_create would spend some 8 s of
     Python preparing 100,000 rows' values field by field, and the database itself needs 1.
@@ -99,7 +104,7 @@ def seed_history(
             role, status, finish, tokens_in, tokens_out, error, code, ttft, duration = (
                 reply if assistant else ("user", "complete", None, None, None, None, None, None, None)
             )
-            content = " ".join(rnd.choices(WORDS, k=rnd.randrange(10, 40)))
+            content = " ".join(rnd.choices(WORDS, k=rnd.randrange(*words)))
             rows.append(
                 (db_uuid(uuid.uuid4()), db_uuid(conversation.id), role, content, status, conversation.model)
                 + (at, at, finish, tokens_in, tokens_out, error, code, ttft, duration, False)

@@ -1,7 +1,21 @@
 """The conversation sent to a model fits CHAT_CONTEXT_CHARS: oldest turns dropped first."""
 
-from chat.context import fit
-from chat.providers import Turn
+import itertools
+import random
+import re
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from chat import services
+from chat.context import FIRST_READ, fit, fit_newest, turns_newest_first
+from chat.models import Conversation, Message
+from chat.providers import Turn, registry
+from tests.fakes import PROMPTS, script
+from tests.seed import seed_history
 
 
 def turns(*texts: str) -> list[Turn]:
@@ -41,3 +55,168 @@ def test_the_budget_reaches_the_model(tab, openai_vendor, settings):
         {"role": "assistant", "content": "answer to second"},
         {"role": "user", "content": "third"},
     ]
+
+
+# --- a long conversation: read newest first, only as far as the budget reaches ----------------
+
+
+def test_fit_of_the_newest_first_equals_fit_of_the_whole_history():
+    rnd = random.Random(3)
+    for _ in range(300):
+        history = [
+            Turn(rnd.choice(["user", "assistant"]), "x" * rnd.choice([1, 5, 40, 300, 5000]))
+            for _ in range(rnd.randrange(1, 40))
+        ]
+        system = "s" * rnd.choice([0, 10, 200])
+        budget = rnd.choice([0, 1, 50, 400, 2000, 10**9, len(system) + sum(len(t.content) for t in history)])
+        assert fit_newest(system, reversed(history), budget) == fit(system, history, budget)
+    assert fit_newest("s", [], 10) == ()
+
+
+def test_fit_of_the_newest_first_stops_reading_at_the_first_turn_over_the_budget():
+    read: list[Turn] = []
+
+    def newest_first():
+        for i in range(10_000):
+            read.append(Turn("assistant" if i % 2 else "user", "x" * 10))
+            yield read[-1]
+
+    assert len(fit_newest("", newest_first(), 95)) == 9
+    assert len(read) == 10  # the ninth fits, the tenth does not: nothing older is read
+
+
+def seed_turns(conversation_id: str, count: int, *, same_time: int = 1, huge_at: int | None = None) -> None:
+    """Questions and answers of random lengths, some answers empty (a failed reply); `same_time`
+    messages in a row share their time, so that reads must also order and resume by id."""
+    rnd = random.Random(count)
+    start = timezone.now() - timedelta(days=1)
+    rows = []
+    for i in range(count):
+        role = "user" if i % 2 == 0 else "assistant"
+        empty = role == "assistant" and rnd.random() < 0.05
+        content = "" if empty else f"{role} {i}: " + "x" * rnd.randrange(0, 400)
+        if i == huge_at:
+            content = "h" * 30_000
+        at = start + timedelta(seconds=i // same_time)
+        rows.append(
+            Message(
+                conversation_id=conversation_id,
+                role=role,
+                content=content,
+                status="error" if empty else "complete",
+                created_at=at,
+                updated_at=at,
+            )
+        )
+    Message.objects.bulk_create(rows)
+
+
+def stored_history(conversation_id) -> list[Turn]:
+    """Every turn with text, oldest first: what the prompt was built from before it was bounded."""
+    rows = (
+        Message.objects.filter(conversation_id=conversation_id, role__in=["user", "assistant"])
+        .exclude(content="")
+        .order_by("created_at", "pk")
+        .values_list("role", "content")
+    )
+    return [Turn(role, content) for role, content in rows]
+
+
+def edge_budgets(system: str, turns: list[Turn]) -> dict[str, int]:
+    """Budgets that end exactly on a user turn, one short of it, and on a reply (so that the
+    user turn before it does not fit and the reply is dropped as well)."""
+    newest_first = turns[::-1]
+    used = len(system) + len(newest_first[0].content)
+    ends: dict[str, int] = {}
+    for k, turn in enumerate(newest_first[1:], 1):
+        used += len(turn.content)
+        if k > 20 and turn.role == "user" and "on a question" not in ends:
+            ends["on a question"] = used
+            ends["one short of a question"] = used - 1
+        if k > 40 and turn.role == "assistant" and newest_first[k + 1].role == "user":
+            ends["between a question and its answer"] = used
+            break
+    return ends
+
+
+@pytest.mark.parametrize("same_time", [1, 3])
+def test_a_long_conversation_sends_the_model_exactly_the_newest_turns_that_fit(tab, settings, same_time):
+    system = "Answer in one line."
+    conversation = tab.conversation(system_prompt=system, model="script:fake")
+    seed_turns(conversation["id"], 400, same_time=same_time, huge_at=150)
+    question = script({"say": "ok"})
+    cases = [
+        "only the new message",
+        "everything",
+        "on a question",
+        "one short of a question",
+        "between a question and its answer",
+        "up to the huge message",
+        "the huge message too",
+    ]
+    for case in cases:
+        history = stored_history(conversation["id"])
+        turns = [*history, Turn("user", question)]
+        huge = next(i for i, t in enumerate(turns) if len(t.content) == 30_000)
+        after_huge = sum(len(t.content) for t in turns[huge + 1 :])
+        budget = {
+            "only the new message": 1,
+            "everything": 10**9,
+            "up to the huge message": len(system) + after_huge + 29_999,
+            "the huge message too": len(system) + after_huge + 30_000,
+            **edge_budgets(system, turns),
+        }[case]
+        settings.CHAT_CONTEXT_CHARS = budget
+        expected = fit(system, turns, budget)
+        sent = tab.send(question, conversation["id"])
+        tab.wait_finished(sent["assistant_message"]["id"], conversation["id"])
+        assert PROMPTS[-1].turns == expected, case
+        assert PROMPTS[-1].system == system
+        assert expected[0].role == "user" and all(t.content for t in expected), case
+        if case == "between a question and its answer":
+            assert len(system) + sum(len(t.content) for t in expected) < budget  # the answer was dropped
+        if case == "everything":
+            assert len(expected) == len(turns) > 300
+
+
+def test_answering_again_and_editing_send_the_newest_turns_that_fit(tab, settings):
+    conversation = tab.conversation(model="script:fake")
+    seed_turns(conversation["id"], 300)
+    sent = tab.send(script({"say": "ok"}), conversation["id"])
+    tab.wait_finished(sent["assistant_message"]["id"], conversation["id"])
+    settings.CHAT_CONTEXT_CHARS = 5_000
+
+    history = stored_history(conversation["id"])[:-1]  # without the reply answered again
+    again = tab.post(f"/api/conversations/{conversation['id']}/regenerate", json={})
+    assert again.status_code == 201, again.text
+    tab.wait_finished(again.json()["assistant_message"]["id"], conversation["id"])
+    assert PROMPTS[-1].turns == fit("", history, 5_000)
+
+    history = stored_history(conversation["id"])[:-2]  # without the question edited and its reply
+    edited = script({"say": "edited"})
+    body = {"content": edited, "edit": sent["user_message"]["id"]}
+    response = tab.post(f"/api/conversations/{conversation['id']}/messages", json=body)
+    assert response.status_code == 201, response.text
+    tab.wait_finished(response.json()["assistant_message"]["id"], conversation["id"])
+    assert PROMPTS[-1].turns == fit("", [*history, Turn("user", edited)], 5_000)
+
+
+def test_the_history_is_read_in_a_few_limited_reads_whatever_its_length(db):
+    [conversation] = seed_history(conversations=1, messages=3_000)
+    history = stored_history(conversation.pk)
+    new = Turn("user", "And now?")
+    with CaptureQueriesContext(connection) as captured:
+        kept = fit_newest("", itertools.chain([new], turns_newest_first(conversation.pk)), 20_000)
+    assert kept == fit("", [*history, new], 20_000)
+    limits = [int(re.search(r"\bLIMIT (\d+)", q["sql"]).group(1)) for q in captured]
+    # Each read asks for twice the rows of the one before: at most twice the rows kept, and one.
+    assert sum(limits) <= 2 * (len(kept) + 1) + FIRST_READ < len(history) / 4
+
+
+def test_the_writer_thread_only_writes_a_send(db):
+    conversation = Conversation.objects.create(visitor="v", model="demo")
+    seed_turns(conversation.pk, 200)
+    with CaptureQueriesContext(connection) as captured:
+        services._store_turn(conversation=conversation, content="Hello", info=registry.resolve("demo"))
+    statements = [q["sql"].split()[0] for q in captured]
+    assert statements.count("INSERT") == 2 and "SELECT" not in statements, statements
