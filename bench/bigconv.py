@@ -18,8 +18,10 @@ Results: a table on stdout and bench/results/bigconv.json (`--out`).
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -97,11 +99,15 @@ def seed(messages: int, words: tuple[int, int]) -> dict:
 
     django.setup()
     from django.contrib.sessions.backends.db import SessionStore
+    from django.db import connection
 
     from chat.views import VISITOR_KEY
     from tests.seed import seed_history
 
     [conversation] = seed_history(conversations=1, messages=messages, words=words)
+    if connection.vendor == "postgresql":  # statistics, as autovacuum keeps them on a live database
+        with connection.cursor() as cursor:
+            cursor.execute("ANALYZE")
     session = SessionStore()
     session[VISITOR_KEY] = conversation.visitor
     session.create()
@@ -244,6 +250,30 @@ def table(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def summary(files: list[Path]) -> str:
+    """Runs saved by several invocations (say, before and after a change, taken in turns), by
+    code version: the median over runs of each figure, and its range."""
+    by_code: dict[str, list[dict]] = {}
+    for path in files:
+        saved = json.loads(path.read_text())
+        by_code.setdefault(f"{saved['code']} ({saved['database']})", []).extend(saved["runs"])
+    lines = [
+        "| code | phase | runs | other's send p50 (ms) | p95 | p99 | RSS growth, peak − start (MB) |",
+        "| --- | --- | --: | --: | --: | --: | --: |",
+    ]
+
+    def cell(values: list[float]) -> str:
+        return f"{statistics.median(values):.1f} ({min(values):.1f}–{max(values):.1f})"
+
+    for code, runs in by_code.items():
+        for name in PHASES:
+            phases = [run[name] for run in runs]
+            growth = [(p["rss_peak_kib"] - p["rss_start_kib"]) / 1024 for p in phases]
+            figures = [cell([p[key] for p in phases]) for key in ("p50_ms", "p95_ms", "p99_ms")]
+            lines.append(f"| {code} | {name} | {len(runs)} | " + " | ".join(figures) + f" | {cell(growth)} |")
+    return "\n".join(lines) + "\n"
+
+
 def code_version() -> str:
     done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
     dirty = subprocess.run(["git", "status", "--porcelain", "chat"], cwd=ROOT, capture_output=True, text=True)
@@ -256,14 +286,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--database", choices=("sqlite", "postgres"), default="sqlite")
     parser.add_argument("--quick", action="store_true", help="600 messages, 20 sends: a smoke test")
     parser.add_argument("--out", type=Path, default=report.RESULTS / "bigconv.json")
+    parser.add_argument("--summary", type=Path, nargs="+", help="print the runs saved in these files")
     parser.add_argument("--seed", type=int, help=argparse.SUPPRESS)  # internal: seed, print ids
-    parser.add_argument("--words", default="10,300", help=argparse.SUPPRESS)
+    parser.add_argument("--words", default="10,300", help="words per message, a range (6.5 characters each)")
     args = parser.parse_args(argv)
+    if args.summary:
+        print(summary(args.summary))
+        return 0
+    low, high = (int(x) for x in args.words.split(","))
     if args.seed is not None:
-        low, high = (int(x) for x in args.words.split(","))
         print(json.dumps(seed(args.seed, (low, high))))
         return 0
-    sizes = QUICK if args.quick else Sizes()
+    sizes = dataclasses.replace(QUICK if args.quick else Sizes(), words=(low, high))
     if os.cpu_count() and os.cpu_count() > 1:
         os.sched_setaffinity(0, {CLIENT_CPU})
     results: dict = {"machine": report.machine(), "database": args.database, "code": code_version()}
