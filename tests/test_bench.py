@@ -49,3 +49,27 @@ def test_the_quick_benchmark_runs_end_to_end_and_reports_every_metric(tmp_path):
     assert r["writes"]["flat"]["mean"] >= 2 and r["writes"]["flat"]["replies"] > 0
     assert r["writes"]["paced"]["mean"] >= 2
     assert set(r["paced"]["held"]) == {"app", "baseline"}
+
+
+@pytest.mark.timeout(120)
+def test_the_big_conversation_benchmark_runs_end_to_end(tmp_path):
+    out = tmp_path / "bigconv.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.bigconv", "--quick", "--runs", "1", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=110,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    r = json.loads(out.read_text())
+    [run] = r["runs"]
+    assert r["seed_chars"] > 0 and (run["tracebacks"], run["locked"]) == (0, 0)
+    for name in ("quiet", "busy, small", "busy, big"):
+        phase = run[name]
+        assert phase["sends"] == r["sizes"]["sends"] and phase["errors"] == 0, phase
+        assert 0 < phase["p50_ms"] <= phase["p99_ms"] <= phase["max_ms"]
+        assert phase["rss_start_kib"] > 0 and phase["rss_peak_kib"] >= phase["rss_start_kib"]
+        if name != "quiet":
+            assert phase["heavy_sends"] > 0 and phase["heavy_errors"] == 0, phase
+    assert "| run | phase |" in result.stdout
