@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 ADDRPORT ?= 127.0.0.1:8000
 
-.PHONY: install run test lint clean bench bench-quick
+.PHONY: install run test lint clean bench bench-quick bench-bigconv
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,3 +34,7 @@ bench: install
 
 bench-quick: install
 	$(BIN)/python -m bench.run --quick $(BENCH_ARGS)
+
+# One 6,000-message conversation beside another visitor's sends (issue 9; bench/bigconv.py).
+bench-bigconv: install
+	$(BIN)/python -m bench.bigconv $(BENCH_ARGS)

@@ -10,11 +10,15 @@ time to its 201 is recorded, in three phases:
 - busy, small: a second visitor sends 10 messages a second (a script, or several tabs; a
   send starts every 100 ms whether the last one is answered or not, at most 8 at once) to a
   small conversation of its own;
-- busy, big: the second visitor does the same to the 6,000-message conversation.
+- busy, medium: the same, to a conversation of 300 messages, whose newest turns already fill
+  the model's budget (CHAT_CONTEXT_CHARS, 100,000 characters);
+- busy, big: the same, to the 6,000-message conversation.
 
-The same load is offered in both busy phases, so "busy, big" against "busy, small" is the
-price of the conversation's size. The server's resident memory (VmRSS) is sampled every
-20 ms; each phase reports its peak over its start.
+The same load is offered in every busy phase, so "busy, big" against "busy, medium" is the
+price of a conversation's size beyond what the model is sent (nothing, if a send reads only
+what fits), and against "busy, small" the price of sending the model a full budget. The
+server's resident memory (VmRSS) is sampled every 20 ms; each phase reports its peak over
+its start.
 Results: a table on stdout and bench/results/bigconv.json (`--out`).
 """
 
@@ -41,12 +45,13 @@ from bench.servers import ROOT, Server, base_env
 
 CLIENT_CPU = 1
 SERVER_ENV = {"CHAT_DEMO_RATE": "0", "CHAT_DEMO_TOKENS": "20"}
-PHASES = ("quiet", "busy, small", "busy, big")
+PHASES = ("quiet", "busy, small", "busy, medium", "busy, big")
 
 
 @dataclass(frozen=True)
 class Sizes:
     messages: int = 6000
+    medium: int = 300  # messages of the conversation that just fills the budget
     words: tuple[int, int] = (10, 300)  # per message: about 1 KB on average
     sends: int = 150  # the other visitor's sends per phase
     interval: float = 0.025  # seconds between them
@@ -54,7 +59,7 @@ class Sizes:
     heavy_cap: int = 8  # ... and at most this many unanswered at once (more are skipped)
 
 
-QUICK = Sizes(messages=600, sends=20)
+QUICK = Sizes(messages=600, medium=60, sends=20)
 
 
 # --- databases ------------------------------------------------------------------------------
@@ -90,24 +95,28 @@ def prepare(env: dict[str, str], sizes: Sizes) -> dict:
     """Migrate, then seed the big conversation: its id and a session cookie of its owner."""
     run = {"cwd": ROOT, "env": env, "check": True, "timeout": 300}
     subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v0"], **run)
-    words = f"{sizes.words[0]},{sizes.words[1]}"
-    args = [sys.executable, "-m", "bench.bigconv", "--seed", str(sizes.messages), "--words", words]
+    words, counts = f"{sizes.words[0]},{sizes.words[1]}", f"{sizes.messages},{sizes.medium}"
+    args = [sys.executable, "-m", "bench.bigconv", "--seed", counts, "--words", words]
     out = subprocess.run(args, capture_output=True, text=True, **run).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
-def seed(messages: int, words: tuple[int, int]) -> dict:
-    """In a process configured as the server: the conversation, owned by a visitor's session."""
+def seed(messages: int, medium: int, words: tuple[int, int]) -> dict:
+    """In a process configured as the server: the big and the medium conversation, owned by
+    one visitor's session."""
     import django
 
     django.setup()
     from django.contrib.sessions.backends.db import SessionStore
     from django.db import connection
 
+    from chat.models import Conversation
     from chat.views import VISITOR_KEY
     from tests.seed import seed_history
 
     [conversation] = seed_history(conversations=1, messages=messages, words=words)
+    [middle] = seed_history(conversations=1, messages=medium, words=words, seed=2)
+    Conversation.objects.filter(pk=middle.pk).update(visitor=conversation.visitor)
     if connection.vendor == "postgresql":  # statistics, as autovacuum keeps them on a live database
         with connection.cursor() as cursor:
             cursor.execute("ANALYZE")
@@ -115,7 +124,12 @@ def seed(messages: int, words: tuple[int, int]) -> dict:
     session[VISITOR_KEY] = conversation.visitor
     session.create()
     chars = sum(len(c) for c in conversation.messages.values_list("content", flat=True))
-    return {"conversation": str(conversation.pk), "session": session.session_key, "chars": chars}
+    return {
+        "conversation": str(conversation.pk),
+        "medium": str(middle.pk),
+        "session": session.session_key,
+        "chars": chars,
+    }
 
 
 # --- the load -------------------------------------------------------------------------------
@@ -195,6 +209,7 @@ async def phase(server: Server, other: Visitor, heavy: Visitor | None, sizes: Si
         "max_ms": max(times),
         "errors": other.errors,
         "server_busy": cpu / wall,
+        "server_cpu_ms_per_send": cpu * 1000 / (len(times) + len(heavy.times_ms if heavy else [])),
         "rss_start_kib": rss[0],
         "rss_peak_kib": max(rss),
         "rss_end_kib": rss[-1],
@@ -221,6 +236,8 @@ async def one_run(env: dict[str, str], prepared: dict, sizes: Sizes) -> dict:
             await heavy.send("Warming up.")
         result = {"quiet": await phase(server, other, None, sizes)}
         result["busy, small"] = await phase(server, other, heavy, sizes)
+        heavy.conversation = prepared["medium"]
+        result["busy, medium"] = await phase(server, other, heavy, sizes)
         heavy.conversation = prepared["conversation"]
         result["busy, big"] = await phase(server, other, heavy, sizes)
     finally:
@@ -275,8 +292,9 @@ def summary(files: list[Path]) -> str:
         saved = json.loads(path.read_text())
         by_code.setdefault(f"{saved['code']} ({saved['database']})", []).extend(saved["runs"])
     lines = [
-        "| code | phase | runs | other's send p50 (ms) | p95 | p99 | RSS growth, peak − start (MB) |",
-        "| --- | --- | --: | --: | --: | --: | --: |",
+        "| code | phase | runs | other's send p50 (ms) | p95 | p99 | heavy send p50 (ms) "
+        "| RSS growth, peak − start (MB) |",
+        "| --- | --- | --: | --: | --: | --: | --: | --: |",
     ]
 
     def cell(values: list[float]) -> str:
@@ -287,7 +305,12 @@ def summary(files: list[Path]) -> str:
             phases = [run[name] for run in runs]
             growth = [(p["rss_peak_kib"] - p["rss_start_kib"]) / 1024 for p in phases]
             figures = [cell([p[key] for p in phases]) for key in ("p50_ms", "p95_ms", "p99_ms")]
+            figures.append(cell([p["heavy_p50_ms"] for p in phases]) if name != "quiet" else "–")
             lines.append(f"| {code} | {name} | {len(runs)} | " + " | ".join(figures) + f" | {cell(growth)} |")
+    lines += ["", "The price of size, run by run: the other's p95 in `busy, big` over `busy, medium`:", ""]
+    for code, runs in by_code.items():
+        ratios = [run["busy, big"]["p95_ms"] / run["busy, medium"]["p95_ms"] for run in runs]
+        lines.append(f"- {code}: {cell(ratios)}x; each run: " + ", ".join(f"{r:.2f}" for r in ratios))
     return "\n".join(lines) + "\n"
 
 
@@ -304,9 +327,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="600 messages, 20 sends: a smoke test")
     parser.add_argument("--out", type=Path, default=report.RESULTS / "bigconv.json")
     parser.add_argument("--summary", type=Path, nargs="+", help="print the runs saved in these files")
-    parser.add_argument("--seed", type=int, help=argparse.SUPPRESS)  # internal: seed, print ids
+    parser.add_argument("--seed", help=argparse.SUPPRESS)  # internal: seed, print ids
     parser.add_argument("--messages", type=int, help="messages in the big conversation (6,000)")
     parser.add_argument("--sends", type=int, help="the other visitor's sends per phase (150)")
+    parser.add_argument("--heavy-rate", type=float, help="the heavy visitor's sends per second (10)")
     parser.add_argument("--words", default="10,300", help="words per message, a range (6.5 characters each)")
     args = parser.parse_args(argv)
     if args.summary:
@@ -314,13 +338,16 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     low, high = (int(x) for x in args.words.split(","))
     if args.seed is not None:
-        print(json.dumps(seed(args.seed, (low, high))))
+        big, medium = (int(x) for x in args.seed.split(","))
+        print(json.dumps(seed(big, medium, (low, high))))
         return 0
     sizes = dataclasses.replace(QUICK if args.quick else Sizes(), words=(low, high))
     if args.messages:
         sizes = dataclasses.replace(sizes, messages=args.messages)
     if args.sends:
         sizes = dataclasses.replace(sizes, sends=args.sends)
+    if args.heavy_rate:
+        sizes = dataclasses.replace(sizes, heavy_rate=args.heavy_rate)
     if os.cpu_count() and os.cpu_count() > 1:
         os.sched_setaffinity(0, {CLIENT_CPU})
     results: dict = {"machine": report.machine(), "database": args.database, "code": code_version()}

@@ -65,7 +65,7 @@ def test_the_big_conversation_benchmark_runs_end_to_end(tmp_path):
     r = json.loads(out.read_text())
     [run] = r["runs"]
     assert r["seed_chars"] > 0 and (run["tracebacks"], run["locked"]) == (0, 0)
-    for name in ("quiet", "busy, small", "busy, big"):
+    for name in ("quiet", "busy, small", "busy, medium", "busy, big"):
         phase = run[name]
         assert phase["sends"] == r["sizes"]["sends"] and phase["errors"] == 0, phase
         assert 0 < phase["p50_ms"] <= phase["p99_ms"] <= phase["max_ms"]
