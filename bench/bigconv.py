@@ -167,8 +167,12 @@ async def sample_rss(server: Server, samples: list[int], stop: asyncio.Event) ->
 
 
 async def phase(server: Server, other: Visitor, heavy: Visitor | None, sizes: Sizes) -> dict:
-    """The other visitor's sends, one at a time, while `heavy` (if any) sends at its rate."""
+    """The other visitor's sends, one at a time, while `heavy` (if any) sends at its rate.
+
+    The other visitor starts a conversation of its own each phase: its own history, read by
+    each of its sends, is the same in every phase."""
     other.times_ms = []
+    await other.new_conversation()
     stop, rss = asyncio.Event(), []
     sampler = asyncio.create_task(sample_rss(server, rss, stop))
 
