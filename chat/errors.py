@@ -15,6 +15,10 @@ class Invalid(ChatError):
     status, code = 400, "invalid"
 
 
+class CrossSite(ChatError):
+    status, code = 403, "csrf"
+
+
 class NotFound(ChatError):
     status, code = 404, "not_found"
 

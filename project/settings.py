@@ -115,6 +115,8 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 CSRF_FAILURE_VIEW = "chat.views.csrf_failure"
 
 CORS_ALLOWED_ORIGINS = env_list("CHAT_CORS_ORIGINS", [])
+# An origin allowed to call the API with credentials passes Django's CSRF origin check too.
+CSRF_TRUSTED_ORIGINS = [*env_list("CSRF_TRUSTED_ORIGINS", []), *CORS_ALLOWED_ORIGINS]
 CORS_ALLOW_CREDENTIALS = True
 CORS_EXPOSE_HEADERS = ["Retry-After"]
 

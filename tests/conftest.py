@@ -5,9 +5,12 @@ import os
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Iterator
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
+import psycopg
 import pytest
 import uvicorn
 
@@ -28,6 +31,21 @@ def need_service(name: str) -> str:
             pytest.fail(message)
         pytest.skip(message)
     return url
+
+
+@pytest.fixture
+def postgres_database():
+    """A database of its own on the PostgreSQL server of DATABASE_URL, dropped afterwards."""
+    url = need_service("DATABASE_URL")
+    if not url.startswith(("postgres://", "postgresql://")):
+        pytest.skip("DATABASE_URL is not a PostgreSQL URL")
+    name = f"chat_test_{uuid.uuid4().hex[:10]}"
+    admin = psycopg.connect(url.replace("postgres://", "postgresql://", 1), autocommit=True)
+    admin.execute(f'CREATE DATABASE "{name}"')
+    parts = urlsplit(url)
+    yield urlunsplit(parts._replace(path=f"/{name}")), name, admin
+    admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    admin.close()
 
 
 def free_port() -> int:
