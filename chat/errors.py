@@ -15,6 +15,10 @@ class Invalid(ChatError):
     status, code = 400, "invalid"
 
 
+class LoginRequired(ChatError):
+    status, code = 401, "login_required"
+
+
 class CrossSite(ChatError):
     status, code = 403, "csrf"
 

@@ -116,10 +116,14 @@ def _model_info(conversation: Conversation, model: str | None) -> ModelInfo:
 def _conversation_new(*, owner: Owner, data: dict) -> Conversation:
     """A valid conversation, not saved yet."""
     info = registry.resolve(_model_field(data))
+    if data.get("system_prompt") is None:
+        system_prompt = conf.get("CHAT_SYSTEM_PROMPT")
+    else:
+        system_prompt = _optional_text(data, "system_prompt", int(conf.get("CHAT_MAX_CONTENT_CHARS")))
     return Conversation(
         **owner.fields(),
         title=_optional_text(data, "title", 200).strip(),
-        system_prompt=_optional_text(data, "system_prompt", int(conf.get("CHAT_MAX_CONTENT_CHARS"))),
+        system_prompt=system_prompt,
         model=info.id,
     )
 
@@ -138,6 +142,16 @@ async def conversation_start(*, owner: Owner, data: dict) -> tuple[Conversation,
         owner=owner, conversation=conversation, data={"content": data["content"]}
     )
     return conversation, user, assistant
+
+
+def conversations_claim(*, user_id: int, visitor: str) -> int:
+    """A visitor who signs in: the conversations it had as a visitor become the user's.
+
+    One statement, so two tabs signing in at once both end with every conversation claimed.
+    """
+    if not visitor:
+        return 0
+    return Conversation.objects.filter(user__isnull=True, visitor=visitor).update(user_id=user_id, visitor="")
 
 
 def conversation_list(*, owner: Owner) -> list[Conversation]:

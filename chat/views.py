@@ -8,22 +8,23 @@ from functools import wraps
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware
 from django.shortcuts import render
+from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt, ensure_csrf_cookie
-from django.views.defaults import page_not_found
 
 from chat import conf, db, services
-from chat.errors import ChatError, CrossSite, Invalid, MethodNotAllowed, NotFound, TooLarge
+from chat.errors import ChatError, CrossSite, Invalid, LoginRequired, MethodNotAllowed, NotFound, TooLarge
 from chat.providers import registry
 from chat.serializers import conversation_json, message_json
 from chat.services import Owner
+from chat.signals import VISITOR_KEY
 from chat.sse import sse_response
 from chat.streams import reply_stream
 
-VISITOR_KEY = "chat_visitor"
 _OFFSET = re.compile(r"[0-9]{1,15}")
 _csrf = CsrfViewMiddleware(lambda request: HttpResponse())
 
@@ -96,6 +97,8 @@ def api(*methods: str) -> Callable[[View], View]:
                         f"{request.method} is not allowed here; use {' or '.join(methods)}.",
                         headers={"Allow": ", ".join(methods)},
                     )
+                if conf.get("CHAT_LOGIN_REQUIRED") and not (await request.auser()).is_authenticated:
+                    raise LoginRequired("Sign in to use the chat: this server is for its users only.")
                 if request.method not in _SAFE_METHODS:
                     refused = _refuse_forgery(request)
                     if refused is not None:
@@ -188,7 +191,7 @@ async def _sent(
         **(extra or {}),
         "user_message": message_json(user_message),
         "assistant_message": message_json(assistant_message),
-        "stream_url": f"/api/messages/{assistant_message.pk}/stream",
+        "stream_url": reverse("chat:stream", args=[assistant_message.pk]),
     }
     return JsonResponse(body, status=201)
 
@@ -281,11 +284,15 @@ async def stop_view(request: HttpRequest, message_id: str) -> HttpResponse:
 
 @ensure_csrf_cookie
 def page_view(request: HttpRequest, conversation_id: str | None = None) -> HttpResponse:
-    # The visitor's identity now, not at its first send: the page's first requests, even
-    # several at once from two tabs, then all act as this one visitor.
-    if not request.user.is_authenticated and not request.session.get(VISITOR_KEY):
-        request.session[VISITOR_KEY] = uuid.uuid4().hex
+    if not request.user.is_authenticated:
+        if conf.get("CHAT_LOGIN_REQUIRED"):
+            return redirect_to_login(request.get_full_path())
+        # The visitor's identity now, not at its first send: the page's first requests, even
+        # several at once from two tabs, then all act as this one visitor.
+        if not request.session.get(VISITOR_KEY):
+            request.session[VISITOR_KEY] = uuid.uuid4().hex
     context = {
+        "page_title": conf.get("CHAT_PAGE_TITLE"),
         "conversation_id": conversation_id or "",
         "models": [m.as_dict() for m in registry.available_models()],
         "default_model": registry.default_model(),
@@ -297,10 +304,9 @@ def page_view(request: HttpRequest, conversation_id: str | None = None) -> HttpR
     return response
 
 
-def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
-    if request.path.startswith("/api/"):
-        return error_response(NotFound(f"Nothing here: {request.path}"))
-    return page_not_found(request, exception)
+@api("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+async def api_not_found(request: HttpRequest) -> HttpResponse:
+    raise NotFound(f"Nothing here: {request.path}")
 
 
 def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:

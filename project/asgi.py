@@ -8,6 +8,6 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
 
 django_application = get_asgi_application()
 
-from chat.asgi import ChatLifespan  # noqa: E402  (needs the app registry loaded)
+from chat.asgi import with_chat  # noqa: E402  (needs the app registry loaded)
 
-application = ChatLifespan(django_application)
+application = with_chat(django_application)

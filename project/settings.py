@@ -23,11 +23,6 @@ def env_list(name: str, default: list[str]) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
-def env_float(name: str, default: float | None) -> float | None:
-    value = os.environ.get(name)
-    return float(value) if value not in (None, "") else default
-
-
 DEBUG = env_bool("DEBUG", True)
 # A development default only; production sets SECRET_KEY (checked by `manage.py check --deploy`).
 SECRET_KEY = os.environ.get("SECRET_KEY") or (
@@ -114,6 +109,9 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 
 CSRF_FAILURE_VIEW = "chat.views.csrf_failure"
 
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = LOGOUT_REDIRECT_URL = "chat:page"
+
 CORS_ALLOWED_ORIGINS = env_list("CHAT_CORS_ORIGINS", [])
 # An origin allowed to call the API with credentials passes Django's CSRF origin check too.
 CSRF_TRUSTED_ORIGINS = [*env_list("CSRF_TRUSTED_ORIGINS", []), *CORS_ALLOWED_ORIGINS]
@@ -127,27 +125,8 @@ LOGGING = {
     "loggers": {"chat": {"handlers": ["console"], "level": os.environ.get("CHAT_LOG_LEVEL", "INFO")}},
 }
 
-# --- the chat app (defaults live in chat/conf.py) -----------------------------------------
-# No CHAT_MODELS: `demo` plus what the keys and base URLs below make available.
-CHAT_MODELS = env_list("CHAT_MODELS", [])
-CHAT_MODEL = os.environ.get("CHAT_MODEL", "")
-# Keys stay here and in the vendor SDKs: Django's error pages hide settings named *KEY*.
-OPENAI_API_KEY = os.environ.get("OPENAI_API_KEY") or None
-OPENAI_BASE_URL = os.environ.get("OPENAI_BASE_URL") or None
-ANTHROPIC_API_KEY = os.environ.get("ANTHROPIC_API_KEY") or None
-ANTHROPIC_BASE_URL = os.environ.get("ANTHROPIC_BASE_URL") or None
-CHAT_UPSTREAM_TIMEOUT = env_float("CHAT_UPSTREAM_TIMEOUT", 120.0)
-CHAT_DISCOVERY_TIMEOUT = env_float("CHAT_DISCOVERY_TIMEOUT", 3.0)
-CHAT_CONTEXT_CHARS = int(os.environ.get("CHAT_CONTEXT_CHARS") or 100_000)
-CHAT_MAX_OUTPUT_TOKENS = int(os.environ.get("CHAT_MAX_OUTPUT_TOKENS") or 8192)
-CHAT_DEMO_RATE = env_float("CHAT_DEMO_RATE", 30.0)
-CHAT_DEMO_TOKENS = int(os.environ["CHAT_DEMO_TOKENS"]) if os.environ.get("CHAT_DEMO_TOKENS") else None
-CHAT_CHECKPOINT_INTERVAL = env_float("CHAT_CHECKPOINT_INTERVAL", 1.0)
-CHAT_HEARTBEAT_INTERVAL = env_float("CHAT_HEARTBEAT_INTERVAL", 15.0)
-CHAT_STALE_INTERVALS = int(os.environ.get("CHAT_STALE_INTERVALS") or 10)
-CHAT_MERGE_WINDOW = env_float("CHAT_MERGE_WINDOW", 0.016)
-CHAT_RETRY_MS = int(os.environ.get("CHAT_RETRY_MS") or 2000)
-CHAT_DB_THREADS = int(os.environ["CHAT_DB_THREADS"]) if os.environ.get("CHAT_DB_THREADS") else None
-CHAT_MAX_BODY_BYTES = int(os.environ.get("CHAT_MAX_BODY_BYTES") or 256 * 1024)
-CHAT_MAX_CONTENT_CHARS = int(os.environ.get("CHAT_MAX_CONTENT_CHARS") or 32_000)
-DATA_UPLOAD_MAX_MEMORY_SIZE = max(CHAT_MAX_BODY_BYTES, 2_621_440)
+# --- the chat app ---------------------------------------------------------------------------
+# Every CHAT_* setting, and the vendors' keys and base URLs, is read from the environment by
+# chat/conf.py, which holds the defaults: nothing to repeat here. (A host project may set any
+# of them in its settings instead.)
+DATA_UPLOAD_MAX_MEMORY_SIZE = max(int(os.environ.get("CHAT_MAX_BODY_BYTES") or 256 * 1024), 2_621_440)

@@ -26,6 +26,7 @@ from django.utils import autoreload
 from django.utils.module_loading import import_string
 
 from chat import generation
+from chat.asgi import with_chat
 
 LOG_CONFIG = {
     "version": 1,
@@ -77,7 +78,11 @@ class Command(StaticRunserver):
     server: "LoopServer | None" = None
 
     def get_handler(self, *args, **options):
-        app = import_string(settings.ASGI_APPLICATION)
+        # A project without ASGI_APPLICATION (startproject sets none) gets Django's, with ours.
+        if getattr(settings, "ASGI_APPLICATION", None):
+            app = import_string(settings.ASGI_APPLICATION)
+        else:
+            app = with_chat(get_asgi_application())
         if options["use_static_handler"] and (settings.DEBUG or options["insecure_serving"]):
             return WithStaticFiles(app)
         return app
