@@ -38,8 +38,8 @@ def port_open(port: int) -> bool:
 
 
 class ServerProcess:
-    def __init__(self, args: list[str], env: dict[str, str], port: int) -> None:
-        self.args, self.env, self.port = args, env, port
+    def __init__(self, args: list[str], env: dict[str, str], port: int, cwd: Path = ROOT) -> None:
+        self.args, self.env, self.port, self.cwd = args, env, port, cwd
         self.url = f"http://127.0.0.1:{port}"
         self.lines: list[str] = []
         self.proc: subprocess.Popen | None = None
@@ -47,7 +47,7 @@ class ServerProcess:
     def start(self, timeout: float = 30) -> "ServerProcess":
         self.proc = subprocess.Popen(
             self.args,
-            cwd=ROOT,
+            cwd=self.cwd,
             env=self.env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
