@@ -14,6 +14,7 @@ from django.middleware.csrf import CsrfViewMiddleware
 from django.shortcuts import render
 from django.views.decorators.csrf import csrf_exempt, ensure_csrf_cookie
 from django.views.defaults import page_not_found
+from django.views.defaults import server_error as server_error_page
 
 from chat import conf, db, services
 from chat.errors import ChatError, Invalid, MethodNotAllowed, NotFound, TooLarge
@@ -252,6 +253,17 @@ def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpR
     if request.path.startswith("/api/"):
         return error_response(NotFound(f"Nothing here: {request.path}"))
     return page_not_found(request, exception)
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    """A 500 with DEBUG off (django.request logs the traceback; the answer never shows it)."""
+    if request.path.startswith("/api/"):
+        body = {
+            "error": "Something went wrong on the server; its log has the details.",
+            "code": "internal_error",
+        }
+        return JsonResponse(body, status=500)
+    return server_error_page(request)
 
 
 def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:

@@ -7,3 +7,4 @@ urlpatterns = [
 ]
 
 handler404 = "chat.views.not_found"
+handler500 = "chat.views.server_error"

@@ -2,8 +2,9 @@
 
 Django's own runserver is WSGI, which collects an async StreamingHttpResponse into a list
 before sending anything, so a reply arrives all at once at its end. This keeps what people
-rely on (addrport, --noreload, autoreload, static files while DEBUG, the banner) and serves
-the project's ASGI application instead.
+rely on (addrport, --noreload, autoreload, the banner) and serves the project's ASGI
+application instead. That application serves its static files itself, as in production
+(project/static_files.py, WhiteNoise), so --nostatic and --insecure change nothing.
 """
 
 import asyncio
@@ -18,9 +19,7 @@ import threading
 
 import uvicorn
 from django.conf import settings
-from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
 from django.contrib.staticfiles.management.commands.runserver import Command as StaticRunserver
-from django.core.asgi import get_asgi_application
 from django.db import connections
 from django.utils import autoreload
 from django.utils.module_loading import import_string
@@ -45,19 +44,6 @@ LOG_CONFIG = {
 }
 
 
-class WithStaticFiles:
-    """Serves STATIC_URL from the finders (as Django's runserver does) and passes the rest on."""
-
-    def __init__(self, app) -> None:
-        self.app = app
-        self.static = ASGIStaticFilesHandler(get_asgi_application())
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] == "http" and self.static._should_handle(scope["path"]):
-            return await self.static(scope, receive, send)
-        return await self.app(scope, receive, send)
-
-
 class LoopServer(uvicorn.Server):
     """A uvicorn server that keeps its event loop, for work sent from other threads."""
 
@@ -72,15 +58,12 @@ class LoopServer(uvicorn.Server):
 
 
 class Command(StaticRunserver):
-    help = "Starts a development server that streams (ASGI through uvicorn), serving static files."
+    help = "Starts a development server that streams (ASGI through uvicorn)."
 
     server: "LoopServer | None" = None
 
     def get_handler(self, *args, **options):
-        app = import_string(settings.ASGI_APPLICATION)
-        if options["use_static_handler"] and (settings.DEBUG or options["insecure_serving"]):
-            return WithStaticFiles(app)
-        return app
+        return import_string(settings.ASGI_APPLICATION)
 
     def run(self, **options) -> None:
         if not options["use_reloader"]:
