@@ -15,6 +15,7 @@ from django.middleware.csrf import CsrfViewMiddleware
 from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt, ensure_csrf_cookie
+from django.views.defaults import server_error as server_error_page
 
 from chat import conf, db, services
 from chat.errors import ChatError, CrossSite, Invalid, LoginRequired, MethodNotAllowed, NotFound, TooLarge
@@ -307,6 +308,17 @@ def page_view(request: HttpRequest, conversation_id: str | None = None) -> HttpR
 @api("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 async def api_not_found(request: HttpRequest) -> HttpResponse:
     raise NotFound(f"Nothing here: {request.path}")
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    """A 500 with DEBUG off (django.request logs the traceback; the answer never shows it)."""
+    if request.path.startswith(reverse("chat:api")):
+        body = {
+            "error": "Something went wrong on the server; its log has the details.",
+            "code": "internal_error",
+        }
+        return JsonResponse(body, status=500)
+    return server_error_page(request)
 
 
 def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:

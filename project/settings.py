@@ -4,7 +4,7 @@ import os
 from pathlib import Path
 
 import dj_database_url
-from django.core.management.utils import get_random_secret_key
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -23,12 +23,38 @@ def env_list(name: str, default: list[str]) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
-DEBUG = env_bool("DEBUG", True)
-# A development default only; production sets SECRET_KEY (checked by `manage.py check --deploy`).
-SECRET_KEY = os.environ.get("SECRET_KEY") or (
-    "dev-insecure-key-change-me" if DEBUG else get_random_secret_key()
-)
+# Off unless the environment turns it on; manage.py turns it on for its commands (`make run`),
+# so the production entry point, `uvicorn project.asgi:application`, runs with DEBUG off.
+DEBUG = env_bool("DEBUG", False)
+SECRET_KEY = os.environ.get("SECRET_KEY", "")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "SECRET_KEY is not set; with DEBUG off, set SECRET_KEY to a long random string, the same "
+            "in every process (python -c 'import secrets; print(secrets.token_urlsafe(50))' makes one), "
+            "or DEBUG=1 for development."
+        )
+    SECRET_KEY = "django-insecure-development-key-only-while-debug-is-on"
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"] if DEBUG else [])
+
+# HTTPS=1: the site is served over HTTPS, by uvicorn itself or behind a proxy that says so in
+# X-Forwarded-Proto (believed only from CHAT_TRUSTED_PROXIES: chat/proxies.py drops it from
+# anyone else). HSTS tells browsers to come back over HTTPS only, for SECURE_HSTS_SECONDS.
+HTTPS = env_bool("HTTPS", False)
+if HTTPS:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = True
+    SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = int(os.environ.get("SECURE_HSTS_SECONDS") or 365 * 24 * 3600)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
+    SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+    # `check --deploy` asks for both; each is the operator's choice, made in the environment
+    # (README: Deploying), so the check stays quiet about the one left off. Preload is off by
+    # default: browsers' preload list is a commitment that takes months to undo.
+    SILENCED_SYSTEM_CHECKS = [
+        *([] if SECURE_HSTS_INCLUDE_SUBDOMAINS else ["security.W005"]),
+        *([] if SECURE_HSTS_PRELOAD else ["security.W021"]),
+    ]
 
 INSTALLED_APPS = [
     # `chat` comes before staticfiles so that its streaming `runserver` wins.
@@ -45,6 +71,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "corsheaders.middleware.CorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Static files, DEBUG on or off, with no collectstatic step (after the HTTPS redirect).
+    "project.static_files.StaticFilesMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -106,6 +134,8 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
+# WhiteNoise serves the apps' static files where they are (and STATIC_ROOT's, if collected).
+WHITENOISE_USE_FINDERS = True
 
 CSRF_FAILURE_VIEW = "chat.views.csrf_failure"
 
@@ -121,8 +151,17 @@ CORS_EXPOSE_HEADERS = ["Retry-After"]
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "loggers": {"chat": {"handlers": ["console"], "level": os.environ.get("CHAT_LOG_LEVEL", "INFO")}},
+    "filters": {"require_debug_false": {"()": "django.utils.log.RequireDebugFalse"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler"},
+        # Django's own console handler speaks only while DEBUG is on: this one takes over the
+        # errors (500s with their traceback) when it is off.
+        "errors": {"class": "logging.StreamHandler", "level": "ERROR", "filters": ["require_debug_false"]},
+    },
+    "loggers": {
+        "chat": {"handlers": ["console"], "level": os.environ.get("CHAT_LOG_LEVEL", "INFO")},
+        "django.request": {"handlers": ["errors"]},
+    },
 }
 
 # --- the chat app ---------------------------------------------------------------------------

@@ -7,3 +7,5 @@ urlpatterns = [
     path("accounts/", include("django.contrib.auth.urls")),
     path("", include("chat.urls")),
 ]
+
+handler500 = "chat.views.server_error"

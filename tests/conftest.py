@@ -58,17 +58,15 @@ class LiveServer:
     """The project's ASGI application under uvicorn, in a thread of this process."""
 
     def __init__(self) -> None:
-        from chat.management.commands.runserver import LoopServer, WithStaticFiles
+        from chat.management.commands.runserver import LoopServer
         from project.asgi import application
 
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        # Static files as `manage.py runserver` serves them: the page's tests load its modules.
-        config = uvicorn.Config(
-            WithStaticFiles(application), lifespan="on", log_level="warning", timeout_graceful_shutdown=2
-        )
+        # The application serves its static files itself: the page's tests load its modules.
+        config = uvicorn.Config(application, lifespan="on", log_level="warning", timeout_graceful_shutdown=2)
         self.server = LoopServer(config)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
 

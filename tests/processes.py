@@ -13,11 +13,24 @@ ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 
 
+# Set by server_env, never passed on from the shell running the tests.
+DEPLOYMENT = ("DEBUG", "SECRET_KEY", "ALLOWED_HOSTS", "HTTPS")
+TEST_SECRET_KEY = "tests-only-not-secret-" + "x" * 40
+
+
 def server_env(database: str, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CHAT_", "DJANGO_"))}
+    """DEBUG as each entry point decides (on under manage.py, off under uvicorn); a key and
+    the loopback host, so that a server with DEBUG off starts and answers."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("CHAT_", "DJANGO_", "SECURE_")) and k not in DEPLOYMENT
+    }
     env.update(
         DJANGO_SETTINGS_MODULE="project.settings",
         DATABASE_URL=database,
+        SECRET_KEY=TEST_SECRET_KEY,
+        ALLOWED_HOSTS="127.0.0.1,localhost",
         PYTHONUNBUFFERED="1",
         DJANGO_RUNSERVER_HIDE_WARNING="true",
     )

@@ -3,7 +3,8 @@
 Django's own runserver is WSGI, which collects an async StreamingHttpResponse into a list
 before sending anything, so a reply arrives all at once at its end. This keeps what people
 rely on (addrport, --noreload, autoreload, static files while DEBUG, the banner) and serves
-the project's ASGI application instead.
+the project's ASGI application instead. (The bundled project also serves its static files
+itself, as in production: project/static_files.py; a host project may not.)
 """
 
 import asyncio
