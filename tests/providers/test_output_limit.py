@@ -1,8 +1,10 @@
 """CHAT_MAX_OUTPUT_TOKENS bounds every reply of every provider: page client -> app -> SDK -> fake vendor."""
 
+import httpx2
+import openai
 import pytest
 
-from chat.providers.openai import limit_name
+from chat.providers.openai import limit_name, refuses
 from tests import fakes
 from tests.fakes import script
 from tests.sse_client import text_of
@@ -108,3 +110,61 @@ def test_any_registered_provider_is_cut_at_the_limit(tab, settings):
     assert text_of(received) == "0 1 2 "
     assert (stored["status"], stored["finish_reason"]) == ("complete", "length")
     assert endless in fakes.CLOSED  # its stream was closed, not read to its end
+
+
+def status_error(status: int, body: dict) -> Exception:
+    response = httpx2.Response(status, request=httpx2.Request("POST", "http://127.0.0.1/v1/chat/completions"))
+    cls = openai.BadRequestError if status == 400 else openai.UnprocessableEntityError
+    return cls(f"Error code: {status}", response=response, body=body.get("error", body))
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "name", "refused"),
+    [
+        (
+            400,
+            {
+                "error": {
+                    "message": "Unsupported parameter: 'max_tokens' is not supported with this model. "
+                    "Use 'max_completion_tokens' instead.",
+                    "type": "invalid_request_error",
+                    "param": "max_tokens",
+                    "code": "unsupported_parameter",
+                }
+            },
+            "max_tokens",
+            True,
+        ),
+        (  # a server with strict request checks (pydantic's answer, as FastAPI sends it)
+            422,
+            {
+                "detail": [
+                    {
+                        "type": "extra_forbidden",
+                        "loc": ["body", "max_completion_tokens"],
+                        "msg": "Extra inputs are not permitted",
+                    }
+                ]
+            },
+            "max_completion_tokens",
+            True,
+        ),
+        (  # the limit is known but too large for this model: retrying under another name is no cure
+            400,
+            {
+                "error": {
+                    "message": "max_tokens is too large: 8192. This model supports at most 4096 "
+                    "completion tokens, whereas you provided 8192.",
+                    "type": "invalid_request_error",
+                    "param": "max_tokens",
+                    "code": "invalid_value",
+                }
+            },
+            "max_tokens",
+            False,
+        ),
+        (400, {"error": {"message": "Unknown model 'x'.", "param": "model"}}, "max_tokens", False),
+    ],
+)
+def test_only_a_refused_parameter_name_is_retried(status, body, name, refused):
+    assert refuses(status_error(status, body), name) is refused
