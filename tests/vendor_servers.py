@@ -181,6 +181,8 @@ class VendorServer:
         finally:
             if not hangup.done():
                 hangup.cancel()
+                # Wait for it to let go of the reader: the next request reads from it.
+                await asyncio.wait([hangup])
 
 
 class Wire:
