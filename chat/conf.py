@@ -30,7 +30,8 @@ DEFAULTS: dict[str, Any] = {
     # The most characters of a conversation sent to a model (about 4 per token): the oldest
     # turns are dropped first, never the system prompt or the new message.
     "CHAT_CONTEXT_CHARS": 100_000,
-    # The longest reply asked for, in tokens (Anthropic requires a limit; others use their own).
+    # The longest reply, in tokens, for every provider: sent to the model in the parameter its
+    # server takes, and enforced here (counting deltas) for a server that ignores it.
     "CHAT_MAX_OUTPUT_TOKENS": 8192,
     # Extra providers by name, as dotted paths to Provider classes.
     "CHAT_PROVIDERS": {},
