@@ -168,8 +168,9 @@ def test_https_redirects_sets_hsts_and_secure_cookies(start, database):
         page = http.get("/", headers=https)
         assert page.status_code == 200
         assert page.headers["strict-transport-security"] == "max-age=31536000; includeSubDomains"
-        [csrf] = page.headers.get_list("set-cookie")
-        assert csrf.startswith("csrftoken=") and "; Secure" in csrf
+        cookies = sorted(page.headers.get_list("set-cookie"))  # the visitor's identity comes at once
+        assert [c.split("=", 1)[0] for c in cookies] == ["csrftoken", "sessionid"]
+        assert all("; Secure" in cookie for cookie in cookies)
 
         created = httpx.post(f"{server.url}/api/conversations", json={}, headers=https)
         assert created.status_code == 201
