@@ -10,7 +10,7 @@ import signal
 import threading
 from typing import Any
 
-from chat import generation
+from chat.replies import generation
 
 log = logging.getLogger("chat.asgi")
 
@@ -39,7 +39,7 @@ def _chain_shutdown_signals(loop: asyncio.AbstractEventLoop) -> None:
 
 async def startup() -> None:
     from chat import db
-    from chat.services import replies_recover_stale
+    from chat.replies.stale import replies_recover_stale
 
     try:
         count = await db.run(replies_recover_stale, running=generation.running_ids())

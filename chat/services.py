@@ -5,7 +5,6 @@ import contextvars
 import logging
 import re
 import uuid
-from collections.abc import Container
 from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import timedelta
@@ -15,11 +14,12 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from chat import conf, context, db, generation
+from chat import conf, context, db
 from chat.errors import Invalid, NotFound, TooLarge
 from chat.models import Conversation, Message
 from chat.providers import Prompt, Turn, registry
 from chat.providers.registry import ModelInfo
+from chat.replies import generation
 from chat.text import unstorable
 
 log = logging.getLogger("chat.services")
@@ -292,21 +292,6 @@ async def reply_stop(*, owner: Owner, message_id: str) -> Message:
             await asyncio.sleep(min(interval / 4, 0.1))
     await message.arefresh_from_db()
     return message
-
-
-def replies_recover_stale(*, running: Container[str] = ()) -> int:
-    """Mark `interrupted` the replies whose process died: no checkpoint for several intervals.
-
-    `running` holds this process's live replies; it is asked at the moment of writing (a
-    reply may start while this waits for the database), and a live reply that was marked
-    anyway puts itself back at its next checkpoint.
-    """
-    cutoff = timezone.now() - timedelta(seconds=conf.stale_after())
-    stale = Message.objects.filter(status=Message.Status.STREAMING, updated_at__lt=cutoff)
-    ids = [pk for pk in stale.values_list("pk", flat=True) if str(pk) not in running]
-    if not ids:
-        return 0
-    return stale.filter(pk__in=ids).update(status=Message.Status.INTERRUPTED, updated_at=timezone.now())
 
 
 # --- the page: rename, answer again, edit and resend, titles by the model -----------------

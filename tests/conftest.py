@@ -14,7 +14,7 @@ import psycopg
 import pytest
 import uvicorn
 
-from chat import generation
+from chat.replies import generation
 from tests import fakes
 from tests.sse_client import SSE, events
 from tests.vendor_servers import VendorServer

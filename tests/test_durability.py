@@ -12,10 +12,11 @@ from django.conf import settings as django_settings
 from django.db import connection
 from django.utils import timezone
 
-from chat import db, generation
+from chat import db
 from chat.models import Conversation, Message
 from chat.providers.demo import demo_tokens
-from chat.services import replies_recover_stale
+from chat.replies import generation
+from chat.replies.stale import replies_recover_stale
 from tests.sse_client import events, stream_new_replies, text_of
 
 

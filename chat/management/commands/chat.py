@@ -13,11 +13,12 @@ import sys
 from asgiref.sync import sync_to_async
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from chat import generation, services
+from chat import services
 from chat.errors import ChatError
 from chat.eventlog import End, Text, get_event_log
 from chat.models import Conversation
 from chat.providers import registry
+from chat.replies import generation
 from chat.services import Owner
 
 CLI_VISITOR = "cli"

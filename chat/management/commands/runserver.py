@@ -26,8 +26,8 @@ from django.db import connections
 from django.utils import autoreload
 from django.utils.module_loading import import_string
 
-from chat import generation
 from chat.asgi import with_chat
+from chat.replies import generation
 
 LOG_CONFIG = {
     "version": 1,

@@ -24,6 +24,7 @@ from chat import conf, db
 from chat.eventlog import End, get_event_log
 from chat.models import Message
 from chat.providers import Finish, Prompt, Provider, ProviderError
+from chat.replies.stale import replies_recover_stale
 from chat.text import clean_model_text
 
 log = logging.getLogger("chat.generation")
@@ -312,8 +313,6 @@ async def _checkpoint_forever() -> None:
 
 
 async def _sweep_forever() -> None:
-    from chat.services import replies_recover_stale
-
     while True:
         try:
             count = await db.run(replies_recover_stale, running=running_ids())
