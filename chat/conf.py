@@ -52,8 +52,9 @@ DEFAULTS: dict[str, Any] = {
     # Limits on request bodies (bytes) and message content (characters).
     "CHAT_MAX_BODY_BYTES": 256 * 1024,
     "CHAT_MAX_CONTENT_CHARS": 32_000,
-    # The event log backend, a dotted path to an EventLog class.
-    "CHAT_EVENT_LOG": "chat.eventlog.memory.MemoryEventLog",
+    # The event log backend, a dotted path to an EventLog class; empty: Redis Streams when
+    # REDIS_URL is set, else this process's memory.
+    "CHAT_EVENT_LOG": "",
     # How long a finished reply stays in the in-process event log (seconds).
     "CHAT_LOG_GRACE": 30.0,
     # With a real model, ask it for a short title after the first message (in the background).
@@ -68,6 +69,15 @@ DEFAULTS: dict[str, Any] = {
     # The page's title, and the system prompt of a conversation created without one.
     "CHAT_PAGE_TITLE": "Chat",
     "CHAT_SYSTEM_PROMPT": "",
+    # Redis (redis://...): replies go through Redis Streams, so that every process and machine
+    # serves every reply live (chat/eventlog/redis.py); None: each process has its own log.
+    "REDIS_URL": None,
+    # The prefix of the event log's Redis keys (one stream per reply, the stop channel).
+    "CHAT_REDIS_PREFIX": "chat:",
+    # A reply's stream is capped at about this many entries (deltas are merged per frame).
+    "CHAT_REDIS_MAXLEN": 20_000,
+    # Seconds to wait for Redis before a reply goes on without it (then: the database).
+    "CHAT_REDIS_TIMEOUT": 2.0,
 }
 
 # The type of an environment value whose default is None.
@@ -103,5 +113,18 @@ def _from_env(name: str, raw: str) -> Any:
         raise ValueError(f"The environment variable {name}={raw!r} is not a valid {kind.__name__}") from exc
 
 
+def get_float(name: str) -> float:
+    return float(get(name))
+
+
+def get_int(name: str) -> int:
+    return int(get(name))
+
+
+def get_str(name: str) -> str:
+    value = get(name)
+    return "" if value is None else str(value)
+
+
 def stale_after() -> float:
-    return float(get("CHAT_CHECKPOINT_INTERVAL")) * int(get("CHAT_STALE_INTERVALS"))
+    return get_float("CHAT_CHECKPOINT_INTERVAL") * get_int("CHAT_STALE_INTERVALS")

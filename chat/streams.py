@@ -3,13 +3,11 @@
 import asyncio
 from collections.abc import AsyncIterator
 
-from asgiref.sync import SyncToAsync, sync_to_async
-from django.db import connections
-
 from chat import conf
 from chat.eventlog import End, Event, Status, Text, get_event_log
 from chat.models import Message
 from chat.replies.follower import DatabaseFollower
+from chat.request_thread import release_request_thread
 from chat.sse import PING, ServerSentEvent, event, text_event
 
 
@@ -33,29 +31,11 @@ def encode(item: Event, message: Message) -> bytes:
     )
 
 
-async def release_request_thread() -> None:
-    """Give back the thread and database connection that Django holds for this request.
-
-    Under ASGI each request gets a thread of its own (asgiref's ThreadSensitiveContext) for
-    its sync work, and keeps it, with its database connection, until the response ends. A
-    stream can stay open for minutes: a thousand open streams would hold a thousand threads
-    and connections (PostgreSQL's default limit is 100). Runs when the body starts, after
-    the middleware; a later sync call in this request simply gets a new thread.
-    """
-    context = SyncToAsync.thread_sensitive_context.get(None)
-    executor = SyncToAsync.context_to_thread_executor.get(context) if context is not None else None
-    if executor is None:
-        return
-    await sync_to_async(connections.close_all)()
-    SyncToAsync.context_to_thread_executor.pop(context, None)
-    executor.shutdown(wait=False)
-
-
 async def reply_stream(message: Message, offset: int) -> AsyncIterator[bytes]:
     """retry, start, the text after `offset` (live or stored), then done or error."""
     await release_request_thread()
-    heartbeat = float(conf.get("CHAT_HEARTBEAT_INTERVAL"))
-    yield ServerSentEvent(retry=int(conf.get("CHAT_RETRY_MS"))).encode()
+    heartbeat = conf.get_float("CHAT_HEARTBEAT_INTERVAL")
+    yield ServerSentEvent(retry=conf.get_int("CHAT_RETRY_MS")).encode()
     yield event(
         "start",
         {
@@ -70,7 +50,7 @@ async def reply_stream(message: Message, offset: int) -> AsyncIterator[bytes]:
     if subscription is None:
         subscription = DatabaseFollower(message, offset)
     loop = asyncio.get_running_loop()
-    window = float(conf.get("CHAT_MERGE_WINDOW"))
+    window = conf.get_float("CHAT_MERGE_WINDOW")
     last_text = -window
     held: Event | None = None
     try:

@@ -141,7 +141,7 @@ async def get_owner(request: HttpRequest, *, create: bool = False) -> Owner:
 
 
 def read_json(request: HttpRequest, *, required: bool) -> dict:
-    limit = int(conf.get("CHAT_MAX_BODY_BYTES"))
+    limit = conf.get_int("CHAT_MAX_BODY_BYTES")
     too_large = TooLarge(f"The request body is over the limit of {limit:,} bytes.")
     try:
         if int(request.META.get("CONTENT_LENGTH") or 0) > limit:

@@ -1,6 +1,7 @@
 """What an event log stores for a reply, and the interface every backend implements."""
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 
@@ -25,6 +26,15 @@ class End:
 
 
 Event = Text | Status | End
+
+
+class LogUnavailable(Exception):
+    """The log can no longer serve this subscription (Redis went away): follow the reply from
+    the database from `offset`, the length of the text already delivered."""
+
+    def __init__(self, offset: int) -> None:
+        super().__init__(f"the event log is unavailable after offset {offset}")
+        self.offset = offset
 
 
 class Subscription(ABC):
@@ -58,3 +68,18 @@ class EventLog(ABC):
     @abstractmethod
     async def subscribe(self, reply_id: str, offset: int) -> Subscription | None:
         """Follow a reply from `offset`; None if this log does not hold the reply."""
+
+    # Optional hooks, for logs shared by several processes (Redis); no-ops in one process.
+
+    def start(self, on_stop: Callable[[str], None]) -> None:  # noqa: B027 - optional hook
+        """Start the log's tasks on the running loop (once per loop); `on_stop(reply_id)` is
+        called when another process asks for a stop."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """End the log's tasks and connections (server shutdown)."""
+
+    async def keep(self, reply_ids: Iterable[str]) -> None:  # noqa: B027 - optional hook
+        """The replies were checkpointed: their logs stay at least until the next checkpoint."""
+
+    async def request_stop(self, reply_id: str) -> None:  # noqa: B027 - optional hook
+        """Tell the process generating the reply, wherever it is, to stop it now."""

@@ -151,7 +151,7 @@ class MemoryEventLog(EventLog):
         reply.end = end
         reply.notify()
         loop = asyncio.get_running_loop()
-        loop.call_later(float(conf.get("CHAT_LOG_GRACE")), self._forget, reply_id, reply)
+        loop.call_later(conf.get_float("CHAT_LOG_GRACE"), self._forget, reply_id, reply)
 
     def _forget(self, reply_id: str, reply: _Reply) -> None:
         if self._replies.get(reply_id) is reply:

@@ -43,7 +43,7 @@ class AnthropicProvider(Provider):
         )
         params = {
             "model": prompt.model,
-            "max_tokens": int(conf.get("CHAT_MAX_OUTPUT_TOKENS")),
+            "max_tokens": conf.get_int("CHAT_MAX_OUTPUT_TOKENS"),
             "messages": [{"role": turn.role, "content": turn.content} for turn in prompt.turns],
         }
         if prompt.system:

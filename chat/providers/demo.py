@@ -79,7 +79,7 @@ class DemoProvider(Provider):
     async def stream(self, prompt: Prompt) -> AsyncIterator[str | Finish]:
         question = prompt.turns[-1].content if prompt.turns else ""
         rate = float(conf.get("CHAT_DEMO_RATE") or 0)
-        limit = int(conf.get("CHAT_MAX_OUTPUT_TOKENS"))
+        limit = conf.get_int("CHAT_MAX_OUTPUT_TOKENS")
         start = time.monotonic()
         count, cut = 0, False
         for i, token in enumerate(iter_demo_tokens(question, conf.get("CHAT_DEMO_TOKENS"))):

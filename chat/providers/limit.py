@@ -20,7 +20,7 @@ LENGTH = "length"
 
 
 def max_output_tokens() -> int:
-    return int(conf.get("CHAT_MAX_OUTPUT_TOKENS"))
+    return conf.get_int("CHAT_MAX_OUTPUT_TOKENS")
 
 
 class OutputLimit(Provider):

@@ -57,7 +57,7 @@ class DatabaseFollower(Subscription):
             left = deadline - loop.time()
             if left <= 0:
                 return None
-            await asyncio.sleep(min(float(conf.get("CHAT_CHECKPOINT_INTERVAL")), left))
+            await asyncio.sleep(min(conf.get_float("CHAT_CHECKPOINT_INTERVAL"), left))
             await db.run(message.refresh_from_db, fields=_REFRESH)
             if message.is_finished:
                 continue

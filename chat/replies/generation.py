@@ -1,37 +1,33 @@
 """Runs replies in the background: provider -> event log -> database.
 
 A reply is a task on the server's event loop, not part of any HTTP response: clients come
-and go, the reply goes on. The database sees a bounded number of writes per reply: the
-insert, a checkpoint of the partial text at most once per CHAT_CHECKPOINT_INTERVAL while it
-changes, a touch now and then while it does not (so that other processes see it is alive),
-and the final save, once. One checkpointer per process writes them for every reply at once,
-in one transaction.
+and go, the reply goes on. The database sees the insert, the checkpoints (checkpoints.py)
+and the final save, once. One Engine per process owns the replies it generates and the
+background tasks that serve them; the ASGI lifespan (chat/asgi.py) starts and stops it.
 """
 
 import asyncio
 import contextvars
 import logging
 import time
-import uuid
 from collections.abc import Container
 from contextlib import aclosing
 from dataclasses import dataclass, field
 
-from django.db import DatabaseError, OperationalError, connection, transaction
+from django.db import DatabaseError, OperationalError
 from django.utils import timezone
 
-from chat import conf, db
+from chat import db
 from chat.eventlog import End, get_event_log
 from chat.models import Message
 from chat.providers import Finish, Prompt, Provider, ProviderError
-from chat.replies.stale import replies_recover_stale
+from chat.replies.checkpoints import checkpoint_forever
+from chat.replies.stale import replies_recover_stale, sweep_forever
 from chat.text import clean_model_text
 
 log = logging.getLogger("chat.generation")
 
 STOPPED, INTERRUPTED = Message.Status.STOPPED.value, Message.Status.INTERRUPTED.value
-STREAMING = Message.Status.STREAMING.value
-_BATCH = 500  # ids per statement: far below SQLite's limit on query parameters
 
 
 class _Text:
@@ -65,13 +61,84 @@ class _Live:
     reason: str | None = None  # why it was cancelled: STOPPED or INTERRUPTED
 
 
-_live: dict[str, _Live] = {}
-_background: dict[str, asyncio.Task] = {}
+class Engine:
+    """What this process runs: the replies it generates and the tasks that serve them all.
+
+    The checkpointer, the sweeper of replies left by dead processes, and the event log's own
+    tasks (Redis: its reader and its writer) run once per event loop; stop() saves the
+    replies in flight as `interrupted` and ends every task it started.
+    """
+
+    def __init__(self) -> None:
+        self.live: dict[str, _Live] = {}
+        self.tasks: dict[tuple[asyncio.AbstractEventLoop, str], asyncio.Task] = {}
+
+    def running_ids(self) -> Container[str]:
+        """The ids of the replies this process is generating (a live view)."""
+        return self.live.keys()
+
+    async def start(self) -> None:
+        """Server start: mark the replies a dead process left, then start the background."""
+        try:
+            count = await db.run(replies_recover_stale, running=self.running_ids())
+            if count:
+                log.warning("Marked %d reply(ies) left streaming by a stopped server as interrupted", count)
+        except Exception as exc:  # an unmigrated database must not keep the server from starting
+            log.warning("Could not check for interrupted replies: %s", exc)
+        self.ensure_running()
+
+    def ensure_running(self) -> None:
+        """Start, once per event loop, the checkpointer, the sweeper and the event log's tasks."""
+        loop = asyncio.get_running_loop()
+        for name, run in (("chat-checkpointer", checkpoint_forever), ("chat-sweeper", sweep_forever)):
+            task = self.tasks.get((loop, name))
+            if task is None or task.done():
+                self.tasks[loop, name] = loop.create_task(run(self), name=name, context=contextvars.Context())
+        get_event_log().start(on_stop=self.stop_requested)
+
+    def background(self) -> list[asyncio.Task]:
+        """The background tasks running on this event loop."""
+        loop = asyncio.get_running_loop()
+        return [task for (owner, _), task in self.tasks.items() if owner is loop and not task.done()]
+
+    async def stop(self) -> None:
+        """Server shutdown: save the replies in flight, then end every background task."""
+        await self.interrupt_all()
+        loop = asyncio.get_running_loop()
+        tasks = [self.tasks.pop(key) for key in [key for key in self.tasks if key[0] is loop]]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=5)
+        await get_event_log().close()
+
+    def cancel(self, reply_id: str, reason: str) -> asyncio.Task | None:
+        live = self.live.get(reply_id)
+        if live is None or live.task is None or live.task.done():
+            return None
+        live.reason = live.reason or reason
+        live.task.cancel()
+        return live.task
+
+    def stop_requested(self, reply_id: str) -> None:
+        """A stop sent to another process (through the event log): ends the reply if it is ours."""
+        self.cancel(reply_id, STOPPED)
+
+    async def interrupt_all(self, timeout: float = 10.0) -> int:
+        """Every reply in flight is saved with its text as `interrupted`."""
+        tasks = [t for rid in list(self.live) if (t := self.cancel(rid, INTERRUPTED)) is not None]
+        if tasks:
+            log.info("Saving %d reply(ies) in flight as interrupted", len(tasks))
+            await asyncio.wait(tasks, timeout=timeout)
+        return len(tasks)
+
+
+engine = Engine()
 
 
 def running_ids() -> Container[str]:
     """The ids of the replies this process is generating (a live view)."""
-    return _live.keys()
+    return engine.running_ids()
 
 
 async def reply_start(*, reply_id: str, provider: Provider, prompt: Prompt) -> asyncio.Task:
@@ -79,42 +146,35 @@ async def reply_start(*, reply_id: str, provider: Provider, prompt: Prompt) -> a
 
     The log is opened before the task runs, so a stream asked for at once finds it live.
     """
+    engine.ensure_running()
     events = get_event_log()
     await events.open(reply_id)
     await events.set_status(reply_id, "thinking")
-    live = _live[reply_id] = _Live()
+    live = engine.live[reply_id] = _Live()
     live.task = asyncio.get_running_loop().create_task(
         _run(reply_id, live, provider, prompt), name=f"reply-{reply_id}", context=contextvars.Context()
     )
-    ensure_background()
-    return live.task
-
-
-def _cancel(reply_id: str, reason: str) -> asyncio.Task | None:
-    live = _live.get(reply_id)
-    if live is None or live.task is None or live.task.done():
-        return None
-    live.reason = live.reason or reason
-    live.task.cancel()
     return live.task
 
 
 async def reply_cancel(reply_id: str, reason: str = STOPPED) -> bool:
     """Cancel a reply running in this process and wait until it is saved; False if none."""
-    task = _cancel(reply_id, reason)
+    task = engine.cancel(reply_id, reason)
     if task is None:
         return False
     await asyncio.wait([task])
     return True
 
 
+async def reply_stop_elsewhere(reply_id: str) -> None:
+    """Ask the process generating a reply to stop it now (Redis); the database flag, set by
+    the caller, reaches it at its next checkpoint in any case."""
+    await get_event_log().request_stop(reply_id)
+
+
 async def interrupt_all(timeout: float = 10.0) -> int:
-    """Server shutdown: every reply in flight is saved with its text as `interrupted`."""
-    tasks = [t for rid in list(_live) if (t := _cancel(rid, INTERRUPTED)) is not None]
-    if tasks:
-        log.info("Saving %d reply(ies) in flight as interrupted", len(tasks))
-        await asyncio.wait(tasks, timeout=timeout)
-    return len(tasks)
+    """Every reply in flight in this process is saved with its text as `interrupted`."""
+    return await engine.interrupt_all(timeout)
 
 
 async def _run(reply_id: str, live: _Live, provider: Provider, prompt: Prompt) -> None:
@@ -145,7 +205,7 @@ async def _run(reply_id: str, live: _Live, provider: Provider, prompt: Prompt) -
             "The model failed unexpectedly; the server log has the details.",
             "internal_error",
         )
-    _live.pop(reply_id, None)
+    engine.live.pop(reply_id, None)
     if live.inflight is not None:  # the final save must come after a checkpoint under way
         await asyncio.wait([live.inflight])
     usage = finish.usage
@@ -196,137 +256,3 @@ def _save_final(reply_id: str, content: str, end: End, timings: dict) -> None:
                 raise
             log.error("Reply %s: its text could not be saved (%s); its text: %r", reply_id, exc, content)
             del fields["content"]
-
-
-# --- the checkpointer and the sweeper: one of each per process ---------------------------------
-
-
-async def checkpoint_once() -> None:
-    """Save the text of every reply that changed; touch the idle ones now and then."""
-    interval = float(conf.get("CHAT_CHECKPOINT_INTERVAL"))
-    touch_every = min(3 * interval, conf.stale_after() / 3)
-    now = time.monotonic()
-    changed: dict[str, str] = {}
-    idle: list[str] = []
-    batch: dict[str, _Live] = {}
-    for reply_id, live in _live.items():
-        if live.text.length != live.saved:
-            changed[reply_id] = live.text.value()
-        elif now - live.touched >= touch_every:
-            idle.append(reply_id)
-        else:
-            continue
-        batch[reply_id] = live
-    if not batch:
-        return
-    future = asyncio.ensure_future(db.run_to_end(_save_batch, changed, idle))
-    for live in batch.values():
-        live.inflight = future
-    try:
-        gone, failed = await future
-    except OperationalError as exc:  # a busy database: try again at the next interval
-        log.warning("Checkpoint of %d reply(ies) failed: %s", len(batch), exc)
-        return
-    finally:
-        for live in batch.values():
-            live.inflight = None
-    for reply_id, live in batch.items():
-        if reply_id in failed:  # tried again at the next interval
-            continue
-        live.touched = now
-        if reply_id in changed:
-            live.saved = len(changed[reply_id])
-        if reply_id in gone:  # stop requested from another process, or the reply was deleted
-            _cancel(reply_id, STOPPED)
-
-
-def _save_batch(changed: dict[str, str], idle: list[str]) -> tuple[set[str], set[str]]:
-    """All replies in one transaction; if the database refuses one of them, one by one, so
-    that one reply that cannot be saved never holds up the others. Returns the replies to
-    stop and the replies that failed."""
-    try:
-        return _save_checkpoints(changed, idle), set()
-    except OperationalError:
-        raise
-    except DatabaseError as exc:
-        log.warning(
-            "Checkpoint of %d reply(ies) refused (%s): saving them one by one", len(changed) + len(idle), exc
-        )
-    gone: set[str] = set()
-    failed: set[str] = set()
-    for reply_id in [*changed, *idle]:
-        one = {reply_id: changed[reply_id]} if reply_id in changed else {}
-        try:
-            gone |= _save_checkpoints(one, [] if one else [reply_id])
-        except OperationalError:
-            raise
-        except DatabaseError as exc:
-            log.error("Checkpoint of reply %s failed: %s", reply_id, exc)
-            failed.add(reply_id)
-    return gone, failed
-
-
-def _save_checkpoints(changed: dict[str, str], idle: list[str]) -> set[str]:
-    """One transaction; returns the replies to stop. `status` is set too: a sweeper that took
-    a live reply for dead (its checkpoints held up behind a busy database) is corrected."""
-    ids = [*changed, *idle]
-    now = timezone.now()
-    alive: set[str] = set()
-    with transaction.atomic():
-        for start in range(0, len(ids), _BATCH):
-            rows = Message.objects.filter(pk__in=ids[start : start + _BATCH], stop_requested=False)
-            alive.update(str(pk) for pk in rows.values_list("pk", flat=True))
-        texts = [(content, reply_id) for reply_id, content in changed.items() if reply_id in alive]
-        if texts:  # one statement for all: an ORM update per reply costs more than the write
-            _update_texts(texts, now)
-        touch = [reply_id for reply_id in idle if reply_id in alive]
-        for start in range(0, len(touch), _BATCH):
-            Message.objects.filter(pk__in=touch[start : start + _BATCH]).update(
-                updated_at=now, status=STREAMING
-            )
-    return set(ids) - alive
-
-
-def _update_texts(texts: list[tuple[str, str]], now) -> None:
-    quote, meta = connection.ops.quote_name, Message._meta
-    sql = "UPDATE {} SET {} = %s, {} = %s, {} = %s WHERE {} = %s".format(
-        quote(meta.db_table),
-        *(quote(meta.get_field(name).column) for name in ("content", "updated_at", "status", "id")),
-    )
-    when = connection.ops.adapt_datetimefield_value(now)
-    pk = meta.pk
-    params = [
-        (content, when, STREAMING, pk.get_db_prep_value(uuid.UUID(reply_id), connection))
-        for content, reply_id in texts
-    ]
-    with connection.cursor() as cursor:
-        cursor.executemany(sql, params)
-
-
-async def _checkpoint_forever() -> None:
-    while True:
-        await asyncio.sleep(float(conf.get("CHAT_CHECKPOINT_INTERVAL")))
-        try:
-            await checkpoint_once()
-        except Exception:  # never let the checkpointer die: the next pass may succeed
-            log.exception("Checkpoint failed")
-
-
-async def _sweep_forever() -> None:
-    while True:
-        try:
-            count = await db.run(replies_recover_stale, running=running_ids())
-            if count:
-                log.warning("Marked %d reply(ies) left streaming by a stopped process as interrupted", count)
-        except Exception as exc:  # never let the sweeper die: a later pass may succeed
-            log.debug("Stale reply sweep failed: %s", exc)
-        await asyncio.sleep(max(conf.stale_after() / 2, 0.05))
-
-
-def ensure_background() -> None:
-    """Start, once per event loop, the checkpointer and the sweeper of dead replies."""
-    loop = asyncio.get_running_loop()
-    for name, run in (("chat-checkpointer", _checkpoint_forever), ("chat-sweeper", _sweep_forever)):
-        task = _background.get(name)
-        if task is None or task.done() or task.get_loop() is not loop:
-            _background[name] = loop.create_task(run(), name=name, context=contextvars.Context())

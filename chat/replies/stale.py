@@ -1,12 +1,20 @@
 """Replies left `streaming` by a process that died: found by their silence, marked `interrupted`."""
 
+import asyncio
+import logging
 from collections.abc import Container
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from django.utils import timezone
 
-from chat import conf
+from chat import conf, db
 from chat.models import Message
+
+if TYPE_CHECKING:
+    from chat.replies.generation import Engine
+
+log = logging.getLogger("chat.generation")
 
 
 def replies_recover_stale(*, running: Container[str] = ()) -> int:
@@ -22,3 +30,14 @@ def replies_recover_stale(*, running: Container[str] = ()) -> int:
     if not ids:
         return 0
     return stale.filter(pk__in=ids).update(status=Message.Status.INTERRUPTED, updated_at=timezone.now())
+
+
+async def sweep_forever(engine: "Engine") -> None:
+    while True:
+        try:
+            count = await db.run(replies_recover_stale, running=engine.running_ids())
+            if count:
+                log.warning("Marked %d reply(ies) left streaming by a stopped process as interrupted", count)
+        except Exception as exc:  # never let the sweeper die: a later pass may succeed
+            log.debug("Stale reply sweep failed: %s", exc)
+        await asyncio.sleep(max(conf.stale_after() / 2, 0.05))
