@@ -4,7 +4,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 from chat import conf
-from chat.eventlog import End, Event, Status, Text, get_event_log
+from chat.eventlog import End, Event, LogUnavailable, Status, Subscription, Text, get_event_log
 from chat.models import Message
 from chat.replies.follower import DatabaseFollower
 from chat.request_thread import release_request_thread
@@ -31,6 +31,11 @@ def encode(item: Event, message: Message) -> bytes:
     )
 
 
+async def _follow_database(subscription: Subscription, message: Message, offset: int) -> Subscription:
+    await subscription.close()
+    return DatabaseFollower(message, offset, status=False)
+
+
 async def reply_stream(message: Message, offset: int) -> AsyncIterator[bytes]:
     """retry, start, the text after `offset` (live or stored), then done or error."""
     await release_request_thread()
@@ -55,7 +60,11 @@ async def reply_stream(message: Message, offset: int) -> AsyncIterator[bytes]:
     held: Event | None = None
     try:
         while True:
-            item, held = held or await subscription.next(heartbeat), None
+            try:
+                item, held = held or await subscription.next(heartbeat), None
+            except LogUnavailable as gone:  # Redis went away: the database has the rest
+                subscription = await _follow_database(subscription, message, gone.offset)
+                continue
             if item is None:
                 yield PING
                 continue
@@ -63,7 +72,10 @@ async def reply_stream(message: Message, offset: int) -> AsyncIterator[bytes]:
                 wait = last_text + window - loop.time()
                 if wait > 0:  # a busy stream: what arrives within this frame goes out as one event
                     await asyncio.sleep(wait)
-                    more = await subscription.next(0)
+                    try:
+                        more = await subscription.next(0)
+                    except LogUnavailable:
+                        more = None  # seen at the next turn
                     if isinstance(more, Text):
                         item = Text(more.offset, item.text + more.text)
                     else:

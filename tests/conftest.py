@@ -211,3 +211,20 @@ def anthropic_vendor(settings) -> Iterator[VendorServer]:
         settings.ANTHROPIC_API_KEY = ANTHROPIC_TEST_KEY
         settings.CHAT_MODELS = [*settings.CHAT_MODELS, "anthropic:claude-test"]
         yield vendor
+
+
+@pytest.fixture
+def redis_settings(settings) -> Iterator[str]:
+    """The machine's Redis with keys of this test's own (other engineers share the server)."""
+    import redis as redis_sync
+
+    url = need_service("REDIS_URL")
+    prefix = f"test:{uuid.uuid4().hex[:12]}:"
+    settings.REDIS_URL = url
+    settings.CHAT_REDIS_PREFIX = prefix
+    yield prefix
+    client = redis_sync.Redis.from_url(url)
+    keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()

@@ -14,7 +14,7 @@ PYTHON = sys.executable
 
 
 # Set by server_env, never passed on from the shell running the tests.
-DEPLOYMENT = ("DEBUG", "SECRET_KEY", "ALLOWED_HOSTS", "HTTPS")
+DEPLOYMENT = ("DEBUG", "SECRET_KEY", "ALLOWED_HOSTS", "HTTPS", "REDIS_URL")
 TEST_SECRET_KEY = "tests-only-not-secret-" + "x" * 40
 
 

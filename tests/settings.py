@@ -52,3 +52,6 @@ CHAT_DISCOVERY_TIMEOUT = 1.0
 # A model-written title is one more upstream request after a first reply; tests that count
 # upstream requests stay exact without it. tests/test_page_api.py turns it on.
 CHAT_TITLE_BY_MODEL = False
+# The in-process event log, whatever the shell exports: tests of Redis turn it on with the
+# `redis_settings` fixture (keys of their own) or give it to the servers they start.
+REDIS_URL = None

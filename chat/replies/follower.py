@@ -2,10 +2,11 @@
 
 import asyncio
 
+from django.core.exceptions import ValidationError
 from django.utils import timezone
 
 from chat import conf, db
-from chat.eventlog import End, Event, Status, Subscription, Text
+from chat.eventlog import End, Event, EventLog, Status, Subscription, Text
 from chat.models import Message
 from chat.replies import generation
 from chat.replies.stale import replies_recover_stale
@@ -35,10 +36,10 @@ def end_of(message: Message) -> End:
 class DatabaseFollower(Subscription):
     """Replays a finished reply; follows by its checkpoints one that no local log holds."""
 
-    def __init__(self, message: Message, offset: int) -> None:
+    def __init__(self, message: Message, offset: int, status: bool = True) -> None:
         self.message = message
         self.offset = offset
-        self.thinking = not message.is_finished and offset == 0
+        self.thinking = status and not message.is_finished and offset == 0
 
     async def next(self, timeout: float) -> Event | None:
         loop = asyncio.get_running_loop()
@@ -64,3 +65,48 @@ class DatabaseFollower(Subscription):
             if (timezone.now() - message.updated_at).total_seconds() > conf.stale_after():
                 await db.run(replies_recover_stale, running=generation.running_ids())
                 await db.run(message.refresh_from_db, fields=_REFRESH)
+
+
+class DatabaseEventLog(EventLog):
+    """The database as an event log: what every process without the reply in its own log
+    follows (DatabaseFollower). As a configured backend (CHAT_EVENT_LOG) it writes each event
+    through, one UPDATE per delta: it serves several processes without Redis at checkpoint
+    pace, and lets the event log contract run against the follower."""
+
+    def __init__(self) -> None:
+        self.texts: dict[str, str] = {}
+
+    async def open(self, reply_id: str) -> None:
+        self.texts.setdefault(reply_id, "")
+
+    async def append(self, reply_id: str, text: str) -> int:
+        content = self.texts[reply_id] = self.texts.get(reply_id, "") + text
+        await db.run(
+            lambda: Message.objects.filter(pk=reply_id).update(content=content, updated_at=timezone.now())
+        )
+        return len(content)
+
+    async def set_status(self, reply_id: str, state: str) -> None:
+        """The database keeps no progress state: a follower with no text yet hears `thinking`."""
+
+    async def end(self, reply_id: str, end: End) -> None:
+        usage = end.usage or {}
+        await db.run(
+            lambda: Message.objects.filter(pk=reply_id).update(
+                status=end.status,
+                finish_reason=end.finish_reason,
+                input_tokens=usage.get("input_tokens"),
+                output_tokens=usage.get("output_tokens"),
+                error=end.error,
+                error_code=end.error_code,
+                updated_at=timezone.now(),
+            )
+        )
+        self.texts.pop(reply_id, None)
+
+    async def subscribe(self, reply_id: str, offset: int) -> Subscription | None:
+        try:
+            message = await db.run(Message.objects.filter(pk=reply_id, role=Message.Role.ASSISTANT).first)
+        except (ValueError, ValidationError):  # not a message id
+            return None
+        return None if message is None else DatabaseFollower(message, offset)

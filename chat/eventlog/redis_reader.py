@@ -1,0 +1,215 @@
+"""Following replies through Redis: one reader per process, many subscriptions.
+
+One blocking XREAD per viewer would cost a connection each, and redis-py returns a cancelled
+blocked read's connection to the pool still busy; so one task per process reads every
+followed stream with one XREAD and feeds the local subscribers. A new subscriber first reads
+what it missed (the catch-up, in RedisEventLog.subscribe), then the reader carries it on;
+entries are told apart by id, so one seen twice is dropped.
+"""
+
+import asyncio
+import contextvars
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+
+import redis.asyncio as redis
+from redis.exceptions import RedisError
+
+from chat.eventlog import codec
+from chat.eventlog.base import Event, LogUnavailable, Status, Subscription, Text
+
+log = logging.getLogger("chat.eventlog")
+
+Entry = tuple[bytes | str, dict]
+FAILURES = (RedisError, OSError, TimeoutError)
+
+
+def parse_id(entry_id: bytes | str) -> tuple[int, int]:
+    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    ms, _, seq = text.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def _field(fields: dict, name: str) -> str:
+    value = fields.get(name.encode(), fields.get(name))
+    return value.decode() if isinstance(value, bytes) else (value or "")
+
+
+class RedisSubscription(Subscription):
+    """One follower of one reply's stream, fed by the catch-up read and then by the reader."""
+
+    def __init__(self, key: str, offset: int, alive: Callable[[str], Awaitable[bool]], check_every: float):
+        self.key = key
+        self.offset = offset  # the text delivered so far
+        self.queued = offset  # ... and queued
+        self.last = (0, 0)  # the id of the last entry taken
+        self.queue: deque[Event] = deque()
+        self.failed = False
+        self.waiter: asyncio.Future | None = None
+        self.alive, self.check_every = alive, check_every
+        self.reader: Reader | None = None
+
+    def feed(self, entries: list[Entry]) -> None:
+        for entry_id, fields in entries:
+            seen = parse_id(entry_id)
+            if seen <= self.last or self.failed:
+                continue
+            self.last = seen
+            self._take(seen[0], _field(fields, "k"), _field(fields, "d"))
+        self._wake()
+
+    def _take(self, offset: int, kind: str, data: str) -> None:
+        if kind == "moved":  # the writer could not go on through Redis: the database has the rest
+            self.failed = True
+        elif kind == "text":
+            event = codec.decode(kind, data, offset)
+            start = offset - len(event.text)
+            if offset <= self.queued:
+                return
+            if start > self.queued:  # the head of the stream was trimmed: a gap
+                self.failed = True
+                return
+            self.queue.append(Text(offset, event.text[self.queued - start :]))
+            self.queued = offset
+        elif kind != "open":
+            event = codec.decode(kind, data, offset)
+            if isinstance(event, Status) and self.queued != 0:
+                return  # a client with text already needs no progress state
+            if event is not None:
+                self.queue.append(event)
+
+    def fail(self) -> None:
+        self.failed = True
+        self._wake()
+
+    def _wake(self) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    def _pop(self) -> Event:
+        item = self.queue.popleft()
+        if isinstance(item, Text):
+            parts = [item.text]
+            while self.queue and isinstance(self.queue[0], Text):
+                item = self.queue.popleft()
+                parts.append(item.text)
+            item = Text(item.offset, "".join(parts))
+            self.offset = item.offset
+        return item
+
+    async def next(self, timeout: float) -> Event | None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            if self.queue:
+                return self._pop()
+            if self.failed:
+                raise LogUnavailable(self.offset)
+            left = deadline - loop.time()
+            if left <= 0:
+                return None
+            self.waiter = loop.create_future()
+            try:
+                await asyncio.wait_for(asyncio.shield(self.waiter), min(left, self.check_every))
+            except TimeoutError:
+                # Silence: is the writer still there? Its checkpoints keep the stream's TTL up.
+                if not self.queue and not await self.alive(self.key):
+                    self.failed = True
+            finally:
+                self.waiter = None
+
+    async def close(self) -> None:
+        if self.reader is not None:
+            self.reader.remove(self)
+            self.reader = None
+
+
+class Reader:
+    """The process's one XREAD loop over every stream a local subscriber follows."""
+
+    def __init__(self, client: redis.Redis, wake_key: str, block_ms: int) -> None:
+        self.client, self.wake_key, self.block_ms = client, wake_key, block_ms
+        self.subs: dict[str, set[RedisSubscription]] = {}
+        self.cursors: dict[str, tuple[int, int]] = {}
+        self.changed = asyncio.Event()
+        self.reading = False
+        self.task = asyncio.get_running_loop().create_task(
+            self._run(), name="chat-redis-reader", context=contextvars.Context()
+        )
+
+    async def add(self, sub: RedisSubscription) -> None:
+        sub.reader = self
+        self.subs.setdefault(sub.key, set()).add(sub)
+        cursor = self.cursors.get(sub.key)
+        if cursor is None or sub.last < cursor:  # the others drop what they have seen twice
+            self.cursors[sub.key] = sub.last
+            self.changed.set()
+            if self.reading:  # the blocked XREAD does not know this key yet: wake it
+                async with self.client.pipeline(transaction=False) as pipe:
+                    pipe.xadd(self.wake_key, {"w": 1}, maxlen=1, approximate=False)
+                    pipe.expire(self.wake_key, 60)
+                    await pipe.execute()
+
+    def remove(self, sub: RedisSubscription) -> None:
+        subs = self.subs.get(sub.key)
+        if subs is None:
+            return
+        subs.discard(sub)
+        if not subs:
+            del self.subs[sub.key]
+            self.cursors.pop(sub.key, None)
+
+    async def _run(self) -> None:
+        backoff = 0.1
+        while True:
+            if not self.cursors:
+                self.changed.clear()
+                await self.changed.wait()
+            self.changed.clear()
+            used = dict(self.cursors)
+            streams = {self.wake_key: "$", **{k: f"{ms}-{seq}" for k, (ms, seq) in used.items()}}
+            self.reading = True
+            try:
+                result = await self.client.xread(streams, count=1000, block=self.block_ms)
+                backoff = 0.1
+            except FAILURES as exc:
+                if asyncio.current_task().cancelling():  # a cancel redis-py took for a timeout
+                    raise asyncio.CancelledError from exc
+                self._fail_all(exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+                continue
+            finally:
+                self.reading = False
+            for key, entries in result or []:
+                key = key.decode() if isinstance(key, bytes) else key
+                if key in used and entries:
+                    self._deliver(key, used[key], entries)
+
+    def _deliver(self, key: str, used: tuple[int, int], entries: list[Entry]) -> None:
+        """Entries read after `used`: to each subscriber that had read up to there. One that
+        joined further back meanwhile lowered the cursor: the next read brings it its part."""
+        cursor = self.cursors.get(key)
+        if cursor is None:
+            return
+        if cursor >= used:
+            self.cursors[key] = max(cursor, parse_id(entries[-1][0]))
+        for sub in list(self.subs.get(key, ())):
+            if sub.last >= used:
+                sub.feed(entries)
+
+    def _fail_all(self, exc: Exception) -> None:
+        """Redis went away: every subscription goes on from the database."""
+        if self.subs:
+            log.warning("Redis unavailable (%s): %d stream(s) follow the database", exc, len(self.subs))
+        for subs in self.subs.values():
+            for sub in subs:
+                sub.reader = None
+                sub.fail()
+        self.subs.clear()
+        self.cursors.clear()
+
+    async def close(self) -> None:
+        self.task.cancel()
+        await asyncio.wait([self.task])
