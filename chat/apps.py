@@ -7,4 +7,4 @@ class ChatConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from chat import signals  # noqa: F401  (connects the sign-in receiver)
+        from chat import checks, signals  # noqa: F401  (registers the checks, connects the sign-in receiver)

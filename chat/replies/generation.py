@@ -18,6 +18,7 @@ from django.db import DatabaseError, OperationalError
 from django.utils import timezone
 
 from chat import db
+from chat.checks import check_workers_without_redis, worker_count
 from chat.eventlog import End, get_event_log
 from chat.models import Message
 from chat.providers import Finish, Prompt, Provider, ProviderError
@@ -85,6 +86,8 @@ class Engine:
                 log.warning("Marked %d reply(ies) left streaming by a stopped server as interrupted", count)
         except Exception as exc:  # an unmigrated database must not keep the server from starting
             log.warning("Could not check for interrupted replies: %s", exc)
+        for warning in check_workers_without_redis() if worker_count() > 1 else []:
+            log.warning("%s (%s)", warning.msg, warning.id)
         self.ensure_running()
 
     def ensure_running(self) -> None:
