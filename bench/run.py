@@ -18,6 +18,7 @@ from datetime import datetime
 from pathlib import Path
 
 from bench import report, scenarios
+from bench.followed import followed
 from bench.load import new_loop
 from bench.scenarios import FULL, QUICK, Sizes
 from bench.servers import Server, base_env, copy_database, prepare_database
@@ -97,6 +98,8 @@ class Bench:
         print("4. first status and first text under load", flush=True)
         env = scenarios.paced_env(60 + s.probes * 0.2)
         first = await self.both("first", env, lambda srv: scenarios.first_events(srv, s))
+        print("5. a reply followed from another process: in-process log, then Redis", flush=True)
+        followed_result = await followed(self.template, self.workdir, s)
         writes = {
             "flat": writes_per_reply(self.databases["flat"]),
             "paced": writes_per_reply(self.databases[f"paced-{paced['levels'][0]['streams']}"]),
@@ -106,6 +109,7 @@ class Bench:
             "paced": paced,
             "idle": idle,
             "first": first,
+            "followed": followed_result,
             "writes": writes,
             "locked": self.locked,
             "client_busy": self.client_busy,

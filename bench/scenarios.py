@@ -26,6 +26,7 @@ class Sizes:
     idle_streams: int = 2000
     probe_background: int = 100
     probes: int = 150
+    followed_streams: int = 500  # 5. replies followed from another process (Redis)
 
 
 FULL = Sizes()
@@ -38,6 +39,7 @@ QUICK = Sizes(
     idle_streams=200,
     probe_background=50,
     probes=20,
+    followed_streams=50,
 )
 
 

@@ -26,10 +26,9 @@ register("end", End)
 
 
 def encode(event: Event) -> tuple[str, str]:
-    payload = asdict(event)
-    if isinstance(event, Text):
-        del payload["offset"]
-    return _KIND_OF[type(event)], json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+    if type(event) is Text:  # the common case, once per delta: no asdict()
+        return "text", json.dumps({"text": event.text}, separators=(",", ":"), ensure_ascii=False)
+    return _KIND_OF[type(event)], json.dumps(asdict(event), separators=(",", ":"), ensure_ascii=False)
 
 
 def decode(kind: str, data: str | bytes, offset: int) -> Event | None:

@@ -31,9 +31,14 @@ def parse_id(entry_id: bytes | str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
-def _field(fields: dict, name: str) -> str:
-    value = fields.get(name.encode(), fields.get(name))
-    return value.decode() if isinstance(value, bytes) else (value or "")
+def _field(fields: dict, name: bytes) -> str:
+    value = fields.get(name)  # the client reads bytes (decode_responses off)
+    return value.decode() if value is not None else ""
+
+
+def _expire(future: asyncio.Future) -> None:
+    if not future.done():
+        future.set_result(False)
 
 
 class RedisSubscription(Subscription):
@@ -56,7 +61,7 @@ class RedisSubscription(Subscription):
             if seen <= self.last or self.failed:
                 continue
             self.last = seen
-            self._take(seen[0], _field(fields, "k"), _field(fields, "d"))
+            self._take(seen[0], _field(fields, b"k"), _field(fields, b"d"))
         self._wake()
 
     def _take(self, offset: int, kind: str, data: str) -> None:
@@ -85,7 +90,7 @@ class RedisSubscription(Subscription):
 
     def _wake(self) -> None:
         if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_result(None)
+            self.waiter.set_result(True)
 
     def _pop(self) -> Event:
         item = self.queue.popleft()
@@ -109,15 +114,17 @@ class RedisSubscription(Subscription):
             left = deadline - loop.time()
             if left <= 0:
                 return None
-            self.waiter = loop.create_future()
+            # A timer per wait, not asyncio.wait_for (a task and a shield per delta).
+            self.waiter = waiter = loop.create_future()
+            timer = loop.call_later(min(left, self.check_every), _expire, waiter)
             try:
-                await asyncio.wait_for(asyncio.shield(self.waiter), min(left, self.check_every))
-            except TimeoutError:
-                # Silence: is the writer still there? Its checkpoints keep the stream's TTL up.
-                if not self.queue and not await self.alive(self.key):
-                    self.failed = True
+                woken = await waiter
             finally:
+                timer.cancel()
                 self.waiter = None
+            # Silence: is the writer still there? Its checkpoints keep the stream's TTL up.
+            if not woken and not self.queue and not self.failed and not await self.alive(self.key):
+                self.failed = True
 
     async def close(self) -> None:
         if self.reader is not None:
