@@ -122,6 +122,8 @@ async def measure(generator: Server, follower: Server, others: list, sizes: Size
     return {
         "streams": n,
         "all_streaming": texted and streaming and bool(late),
+        "all_texted": texted,
+        "none_ended": streaming,
         "tokens_measured": len(late),
         "p50_ms": percentile(late, 50) * 1000 if late else math.inf,
         "p99_ms": percentile(late, 99) * 1000 if late else math.inf,

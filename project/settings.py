@@ -106,7 +106,19 @@ DATABASES = {
         conn_max_age=0,
     )
 }
-if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # A pool per process (Django's, psycopg_pool): requests borrow a connection and give it
+    # back when they end (a stream at once: chat/request_thread.py), the replies' writer
+    # threads (CHAT_DB_THREADS) keep one each. So a process never holds more than
+    # DATABASE_POOL_SIZE connections however many requests arrive at once; a request that
+    # finds none free waits up to 10 s. Persistent connections (CONN_MAX_AGE) would not bound
+    # anything under ASGI: each request runs on a thread of its own, with a connection of its
+    # own. DATABASE_POOL_SIZE=0: no pool, a connection per request.
+    _pool = int(os.environ.get("DATABASE_POOL_SIZE") or 10)
+    if _pool:
+        _options = DATABASES["default"].setdefault("OPTIONS", {})
+        _options["pool"] = {"min_size": 2, "max_size": _pool, "timeout": 10}
+elif DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Many replies save at once: WAL lets readers run beside the writer, IMMEDIATE takes the
     # write lock when a transaction starts (a deferred one that upgrades fails at once with
     # "database is locked", whatever the timeout), and the busy timeout makes writers queue.

@@ -110,8 +110,10 @@ def connections_to(admin, name: str) -> int:
 def test_postgres_with_two_workers_streams_stops_and_keeps_connections_flat(postgres_database):
     database, name, admin = postgres_database
     migrate(server_env(database))
-    workers, threads = 2, 2
-    server = uvicorn(database, "--workers", str(workers), CHAT_DB_THREADS=str(threads))
+    workers, threads, pool = 2, 2, 6
+    server = uvicorn(
+        database, "--workers", str(workers), CHAT_DB_THREADS=str(threads), DATABASE_POOL_SIZE=str(pool)
+    )
     try:
         browser = Browser(server.url)
         # Replies from both workers, streamed at once; each one saved with exactly what was sent.
@@ -120,12 +122,13 @@ def test_postgres_with_two_workers_streams_stops_and_keeps_connections_flat(post
         )
         for received in results:
             assert received[-1].event == "done" and received[-1].json["status"] == "complete"
-        # Requests close their connections; the replies' writer threads keep one each.
-        assert connections_to(admin, name) <= workers * threads
+        # Each worker's pool bounds its connections: requests borrow one, the replies' writer
+        # threads keep one each.
+        assert connections_to(admin, name) <= workers * pool
         results = asyncio.run(
             stream_new_replies(server.url, 40, browser.http.cookies, browser.headers["X-CSRFToken"])
         )
-        assert connections_to(admin, name) <= workers * threads
+        assert connections_to(admin, name) <= workers * pool
         for received in results:
             message = {
                 "id": received[1].json["message_id"],
