@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from chat.providers.demo import demo_tokens
-from tests.conftest import Tab, free_port
+from tests.conftest import REQUIRE_SERVICES, Tab, free_port
 from tests.fakes import gate, script
 from tests.processes import ROOT, port_open
 from tests.sse_client import events, text_of
@@ -41,7 +41,8 @@ http {{
 class Nginx:
     def __init__(self, workdir: Path, upstream: str, **replace: str) -> None:
         if not Path(NGINX).exists() and shutil.which("nginx") is None:
-            pytest.skip("nginx is not installed (.ci/run installs it)")
+            message = "nginx is not installed (.ci/run installs it)"
+            pytest.fail(message) if REQUIRE_SERVICES else pytest.skip(message)
         self.dir, self.port = workdir, free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         site = (ROOT / "deploy" / "nginx.conf").read_text()

@@ -235,3 +235,38 @@ def test_redis_killed_mid_reply_the_reply_completes_and_new_replies_use_it_again
     finally:
         a.stop()
         b.stop()
+
+
+def test_four_uvicorn_workers_serve_every_reply_live_whichever_worker_answers(
+    database, redis_settings, settings
+):
+    """`uvicorn --workers 4`: the POST and the GET of one reply land on any two workers."""
+    port = free_port()
+    command = [PYTHON, "-m", "uvicorn", "project.asgi:application", "--port", str(port), "--workers", "4"]
+    extra = {
+        **PACE,
+        "CHAT_DEMO_TOKENS": "30",
+        "REDIS_URL": settings.REDIS_URL,
+        "CHAT_REDIS_PREFIX": redis_settings,
+    }
+    server = ServerProcess(command, server_env(database, **extra), port).start()
+    try:
+        client = Client(server.url)
+        for i in range(6):
+            content = f"worker question {i}"
+            message = client.send(server.url, content)
+            received = client.follow(server.url, message["id"])
+            assert received[-1].json["status"] == "complete"
+            assert (
+                text_of(received)
+                == "".join(demo_tokens(content, 30))
+                == client.stored(server.url, message)["content"]
+            )
+            assert len(text_events(received)) >= 20  # live, whichever worker generates it
+        message = client.send(server.url, "stop me, any worker")
+        stopped = client.http.post(
+            f"{server.url}/api/messages/{message['id']}/stop", headers=client.headers
+        ).json()
+        assert stopped["status"] == "stopped"
+    finally:
+        server.stop()
