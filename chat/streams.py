@@ -3,10 +3,11 @@
 import asyncio
 from collections.abc import AsyncIterator
 
-from chat import conf
+from chat import conf, db
 from chat.eventlog import End, Event, LogUnavailable, Status, Subscription, Text, get_event_log
 from chat.models import Message
 from chat.replies.follower import DatabaseFollower
+from chat.replies.stale import reply_rescue_text
 from chat.request_thread import release_request_thread
 from chat.sse import PING, ServerSentEvent, event, text_event
 
@@ -31,9 +32,18 @@ def encode(item: Event, message: Message) -> bytes:
     )
 
 
-async def _follow_database(subscription: Subscription, message: Message, offset: int) -> Subscription:
+async def _follow_database(
+    subscription: Subscription, message: Message, gone: LogUnavailable
+) -> Subscription:
+    """The rest from the database. If the generating process died, the text its streams
+    showed past its last checkpoint is still in Redis: it is kept (the reply then ends
+    `interrupted` with exactly the text every viewer saw)."""
     await subscription.close()
-    return DatabaseFollower(message, offset, status=False)
+    if gone.writer_gone:
+        text = await get_event_log().text_of(str(message.pk))
+        if text:
+            await db.run(reply_rescue_text, reply_id=str(message.pk), text=text)
+    return DatabaseFollower(message, gone.offset, status=False)
 
 
 async def reply_stream(message: Message, offset: int) -> AsyncIterator[bytes]:
@@ -63,7 +73,7 @@ async def reply_stream(message: Message, offset: int) -> AsyncIterator[bytes]:
             try:
                 item, held = held or await subscription.next(heartbeat), None
             except LogUnavailable as gone:  # Redis went away: the database has the rest
-                subscription = await _follow_database(subscription, message, gone.offset)
+                subscription = await _follow_database(subscription, message, gone)
                 continue
             if item is None:
                 yield PING

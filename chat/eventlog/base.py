@@ -32,9 +32,10 @@ class LogUnavailable(Exception):
     """The log can no longer serve this subscription (Redis went away): follow the reply from
     the database from `offset`, the length of the text already delivered."""
 
-    def __init__(self, offset: int) -> None:
+    def __init__(self, offset: int, writer_gone: bool = False) -> None:
         super().__init__(f"the event log is unavailable after offset {offset}")
         self.offset = offset
+        self.writer_gone = writer_gone  # the generating process died (not Redis)
 
 
 class Subscription(ABC):
@@ -83,3 +84,7 @@ class EventLog(ABC):
 
     async def request_stop(self, reply_id: str) -> None:  # noqa: B027 - optional hook
         """Tell the process generating the reply, wherever it is, to stop it now."""
+
+    async def text_of(self, reply_id: str) -> str | None:
+        """The reply's whole text as this log holds it, if it does (a dead writer's rescue)."""
+        return None

@@ -29,7 +29,7 @@ from chat import conf
 from chat.eventlog import codec
 from chat.eventlog.base import End, Event, EventLog, Status, Subscription, Text
 from chat.eventlog.memory import MemoryEventLog
-from chat.eventlog.redis_reader import FAILURES, Reader, RedisSubscription
+from chat.eventlog.redis_reader import FAILURES, Reader, RedisSubscription, parse_id
 
 log = logging.getLogger("chat.eventlog")
 RETRY_AFTER = 1.0  # seconds without trying Redis after it failed
@@ -351,6 +351,24 @@ class RedisEventLog(EventLog):
                 self._failed("read", exc)
                 return None
         return sub
+
+    async def text_of(self, reply_id: str) -> str | None:
+        """The text of a reply's stream, whole and contiguous, or None."""
+        try:
+            entries = await self._connection().client.xrange(self._key(reply_id))
+        except FAILURES:
+            return None
+        parts, length = [], 0
+        for entry_id, fields in entries:
+            if fields.get(b"k") != b"text":
+                continue
+            end = parse_id(entry_id)[0]
+            text = codec.decode("text", fields[b"d"], end).text
+            if end - len(text) != length:  # trimmed or torn: not the whole text
+                return None
+            parts.append(text)
+            length = end
+        return "".join(parts)
 
     async def _exists(self, key: str) -> bool:
         try:

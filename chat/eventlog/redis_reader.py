@@ -51,6 +51,7 @@ class RedisSubscription(Subscription):
         self.last = (0, 0)  # the id of the last entry taken
         self.queue: deque[Event] = deque()
         self.failed = False
+        self.writer_gone = False
         self.waiter: asyncio.Future | None = None
         self.alive, self.check_every = alive, check_every
         self.reader: Reader | None = None
@@ -110,7 +111,7 @@ class RedisSubscription(Subscription):
             if self.queue:
                 return self._pop()
             if self.failed:
-                raise LogUnavailable(self.offset)
+                raise LogUnavailable(self.offset, self.writer_gone)
             left = deadline - loop.time()
             if left <= 0:
                 return None
@@ -124,7 +125,7 @@ class RedisSubscription(Subscription):
                 self.waiter = None
             # Silence: is the writer still there? Its checkpoints keep the stream's TTL up.
             if not woken and not self.queue and not self.failed and not await self.alive(self.key):
-                self.failed = True
+                self.failed = self.writer_gone = True
 
     async def close(self) -> None:
         if self.reader is not None:

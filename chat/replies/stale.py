@@ -6,6 +6,7 @@ from collections.abc import Container
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
+from django.db.models.functions import Length
 from django.utils import timezone
 
 from chat import conf, db
@@ -41,3 +42,17 @@ async def sweep_forever(engine: "Engine") -> None:
         except Exception as exc:  # never let the sweeper die: a later pass may succeed
             log.debug("Stale reply sweep failed: %s", exc)
         await asyncio.sleep(max(conf.stale_after() / 2, 0.05))
+
+
+def reply_rescue_text(*, reply_id: str, text: str) -> bool:
+    """A reply whose process died: keep the text its streams showed (from Redis) when it is
+    longer than its last checkpoint. It may be marked `interrupted` already (a sweeper came
+    first). `updated_at` stays, so that it is still found stale; a process still alive
+    overwrites it at its next checkpoint with its own, longer text."""
+    rows = (
+        Message.objects.filter(pk=reply_id, status__in=[Message.Status.STREAMING, Message.Status.INTERRUPTED])
+        .annotate(length=Length("content"))
+        .filter(length__lt=len(text))
+        .update(content=text)
+    )
+    return bool(rows)
