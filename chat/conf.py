@@ -53,6 +53,25 @@ DEFAULTS: dict[str, Any] = {
     "CHAT_TITLE_TIMEOUT": 30.0,
     # Threads that run the background replies' database writes (None: 1 on SQLite, else 4).
     "CHAT_DB_THREADS": None,
+    # Redis, shared by every process and machine (limits, answer cache); None: in-process.
+    "REDIS_URL": None,
+    # Limits and quotas (chat/ratelimit/): rates as N/second|minute|hour|day, counts at once;
+    # 0 or "" turns one off.
+    "CHAT_LIMIT_MESSAGES": "30/minute",
+    "CHAT_LIMIT_MESSAGES_IP": "120/minute",
+    "CHAT_LIMIT_REPLIES": 3,
+    "CHAT_QUOTA_TOKENS": "",
+    "CHAT_LIMIT_STREAMS_IP": 200,
+    # Proxies whose X-Forwarded-For and X-Forwarded-Proto are believed (addresses or networks).
+    "CHAT_TRUSTED_PROXIES": [],
+    # The prefix of the limits' Redis keys.
+    "CHAT_LIMITS_PREFIX": "chat:limits",
+    # Cached answers (chat/answercache.py): seconds kept (0: off), `owner` or `global`, the
+    # Django cache used, and the pause between the pieces of a cached answer (seconds).
+    "CHAT_CACHE_TTL": 0,
+    "CHAT_CACHE_SCOPE": "owner",
+    "CHAT_CACHE_ALIAS": "default",
+    "CHAT_CACHE_PIECE_INTERVAL": 0.02,
 }
 
 

@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Container
 from contextlib import aclosing
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from django.db import OperationalError, connection, transaction
 from django.utils import timezone
@@ -24,6 +25,9 @@ from chat import conf, db
 from chat.eventlog import End, get_event_log
 from chat.models import Message
 from chat.providers import Finish, Prompt, Provider, ProviderError
+
+if TYPE_CHECKING:
+    from chat.admission import Admission
 
 log = logging.getLogger("chat.generation")
 
@@ -61,6 +65,7 @@ class _Live:
     touched: float = field(default_factory=time.monotonic)
     inflight: asyncio.Future | None = None  # a checkpoint being written
     reason: str | None = None  # why it was cancelled: STOPPED or INTERRUPTED
+    admission: "Admission | None" = None  # the limits it holds and the cache (chat/admission.py)
 
 
 _live: dict[str, _Live] = {}
@@ -72,15 +77,20 @@ def running_ids() -> Container[str]:
     return _live.keys()
 
 
-async def reply_start(*, reply_id: str, provider: Provider, prompt: Prompt) -> asyncio.Task:
+async def reply_start(
+    *, reply_id: str, provider: Provider, prompt: Prompt, admission: "Admission | None" = None
+) -> asyncio.Task:
     """Start generating on this event loop, in a context of its own (not the request's).
 
     The log is opened before the task runs, so a stream asked for at once finds it live.
     """
+    if admission is not None:  # a cached answer, if any, replaces the model
+        provider = await admission.started(reply_id, provider, prompt)
+    cached = admission is not None and admission.cached
     events = get_event_log()
     await events.open(reply_id)
-    await events.set_status(reply_id, "thinking")
-    live = _live[reply_id] = _Live()
+    await events.set_status(reply_id, "cached" if cached else "thinking")
+    live = _live[reply_id] = _Live(admission=admission)
     live.task = asyncio.get_running_loop().create_task(
         _run(reply_id, live, provider, prompt), name=f"reply-{reply_id}", context=contextvars.Context()
     )
@@ -155,7 +165,10 @@ async def _run(reply_id: str, live: _Live, provider: Provider, prompt: Prompt) -
         else {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens},
         error=error,
         error_code=code,
+        cached=live.admission is not None and live.admission.cached,
     )
+    if live.admission is not None:  # every reply ends here: its limits are given back first
+        await live.admission.ended(end=end, text=live.text.value())
     timings = {
         "time_to_first_token_ms": None if first_token is None else round((first_token - started) * 1000),
         "duration_ms": round((time.monotonic() - started) * 1000),

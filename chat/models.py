@@ -72,6 +72,8 @@ class Message(models.Model):
     duration_ms = models.PositiveIntegerField(null=True, blank=True)
     # Set by a stop request that reaches a process other than the one generating the reply.
     stop_requested = models.BooleanField(default=False)
+    # Told again from the answer cache (CHAT_CACHE_TTL) rather than generated: it cost nothing.
+    cached = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["created_at"]

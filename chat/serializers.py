@@ -17,6 +17,7 @@ def message_json(message: Message) -> dict[str, Any]:
         "finish_reason": message.finish_reason,
         "usage": message.usage,
         "error": message.error,
+        "cached": message.cached,
     }
 
 

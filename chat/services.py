@@ -9,6 +9,7 @@ from collections.abc import Container
 from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from asgiref.sync import sync_to_async
 from django.db import transaction
@@ -20,6 +21,9 @@ from chat.errors import Invalid, NotFound, TooLarge
 from chat.models import Conversation, Message
 from chat.providers import Prompt, Turn, registry
 from chat.providers.registry import ModelInfo
+
+if TYPE_CHECKING:
+    from chat.admission import Admission
 
 log = logging.getLogger("chat.services")
 
@@ -199,9 +203,17 @@ def _store_turn(
 
 
 async def message_send(
-    *, owner: Owner, conversation_id: str | None = None, conversation: Conversation | None = None, data: dict
+    *,
+    owner: Owner,
+    conversation_id: str | None = None,
+    conversation: Conversation | None = None,
+    data: dict,
+    admission: "Admission | None" = None,
 ) -> tuple[Message, Message]:
-    """Store the user's message and a `streaming` reply, and start generating it."""
+    """Store the user's message and a `streaming` reply, and start generating it.
+
+    `admission` (the limits and the answer cache) is checked before anything is stored.
+    """
     content = validate_content(data.get("content"))
     model = _model_field(data)
     if conversation is None:
@@ -209,10 +221,15 @@ async def message_send(
     info = _model_info(conversation, model)
     provider = registry.get_provider(info)
     untitled = not conversation.title
+    if admission is not None:
+        await admission.admit()
     # On the replies' writer thread(s): on SQLite one writer means writes queue instead of
     # meeting in SQLite's lock, whose busy handler sleeps in steps of up to 100 ms.
     user, assistant, prompt = await db.run(_store_turn, conversation=conversation, content=content, info=info)
-    reply = await generation.reply_start(reply_id=str(assistant.id), provider=provider, prompt=prompt)
+    reply = await generation.reply_start(
+        reply_id=str(assistant.id), provider=provider, prompt=prompt, admission=admission
+    )
+    assistant.cached = admission is not None and admission.cached
     if untitled:
         conversation_title_improve_later(
             conversation=conversation, info=info, content=content, reply_id=str(assistant.id), reply=reply
@@ -310,21 +327,29 @@ def _store_reply(*, conversation: Conversation, info: ModelInfo) -> tuple[Messag
         return _add_reply(conversation, info, now=timezone.now())
 
 
-async def reply_regenerate(*, owner: Owner, conversation_id: str, data: dict) -> tuple[Message, Message]:
+async def reply_regenerate(
+    *, owner: Owner, conversation_id: str, data: dict, admission: "Admission | None" = None
+) -> tuple[Message, Message]:
     """Answer the last user message again: the replies after it are replaced (stopped first)."""
     conversation = await sync_to_async(conversation_get)(owner=owner, conversation_id=conversation_id)
     info = _model_info(conversation, _model_field(data))
     user, replies = await sync_to_async(_last_exchange)(conversation)
     if user is None:
         raise Invalid("This conversation has no message to answer again.")
+    if admission is not None:
+        await admission.admit()
     await _messages_discard(replies)
     assistant, prompt = await db.run(_store_reply, conversation=conversation, info=info)
     provider = registry.get_provider(info)
-    await generation.reply_start(reply_id=str(assistant.id), provider=provider, prompt=prompt)
+    await generation.reply_start(
+        reply_id=str(assistant.id), provider=provider, prompt=prompt, admission=admission
+    )
     return user, assistant
 
 
-async def message_edit(*, owner: Owner, conversation_id: str, data: dict) -> tuple[Message, Message]:
+async def message_edit(
+    *, owner: Owner, conversation_id: str, data: dict, admission: "Admission | None" = None
+) -> tuple[Message, Message]:
     """Replace the last user message (and its reply) with `content`, and answer it."""
     validate_content(data.get("content"))
     conversation = await sync_to_async(conversation_get)(owner=owner, conversation_id=conversation_id)
@@ -332,9 +357,11 @@ async def message_edit(*, owner: Owner, conversation_id: str, data: dict) -> tup
     user, replies = await sync_to_async(_last_exchange)(conversation)
     if user is None or str(user.pk) != str(data.get("edit")):
         raise Invalid("Only the last message you sent can be edited: 'edit' must be its id.")
+    if admission is not None:
+        await admission.admit()
     await _messages_discard([user, *replies])
     send = {key: data[key] for key in ("content", "model") if key in data}
-    return await message_send(owner=owner, conversation=conversation, data=send)
+    return await message_send(owner=owner, conversation=conversation, data=send, admission=admission)
 
 
 TITLE_INSTRUCTIONS = (

@@ -22,6 +22,7 @@ _REFRESH = [
     "error",
     "error_code",
     "updated_at",
+    "cached",
 ]
 
 
@@ -32,7 +33,15 @@ def end_of(message: Message) -> End:
         usage=message.usage,
         error=message.error,
         error_code=message.error_code,
+        cached=message.cached,
     )
+
+
+def _first_state(message: Message) -> str | None:
+    """A cached answer says so, even replayed once finished; a reply under way is thinking."""
+    if message.cached:
+        return "cached"
+    return None if message.is_finished else "thinking"
 
 
 class DatabaseFollower(Subscription):
@@ -41,14 +50,14 @@ class DatabaseFollower(Subscription):
     def __init__(self, message: Message, offset: int) -> None:
         self.message = message
         self.offset = offset
-        self.thinking = not message.is_finished and offset == 0
+        self.state = _first_state(message) if offset == 0 else None  # a client with no text yet
 
     async def next(self, timeout: float) -> Event | None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        if self.thinking:
-            self.thinking = False
-            return Status("thinking")
+        if self.state is not None:
+            state, self.state = self.state, None
+            return Status(state)
         while True:
             message = self.message
             if len(message.content) > self.offset:
@@ -78,15 +87,15 @@ def encode(item: Event, message: Message) -> bytes:
         return event(
             "error", {"error": item.error or "The model failed.", "code": item.error_code or "upstream_error"}
         )
-    return event(
-        "done",
-        {
-            "message_id": str(message.pk),
-            "status": item.status,
-            "finish_reason": item.finish_reason,
-            "usage": item.usage,
-        },
-    )
+    done = {
+        "message_id": str(message.pk),
+        "status": item.status,
+        "finish_reason": item.finish_reason,
+        "usage": item.usage,
+    }
+    if item.cached:
+        done["cached"] = True
+    return event("done", done)
 
 
 async def release_request_thread() -> None:

@@ -16,8 +16,11 @@ from django.views.decorators.csrf import csrf_exempt, ensure_csrf_cookie
 from django.views.defaults import page_not_found
 
 from chat import conf, db, services
+from chat.admission import Admission
 from chat.errors import ChatError, Invalid, MethodNotAllowed, NotFound, TooLarge
 from chat.providers import registry
+from chat.proxies import client_ip
+from chat.ratelimit import get_limiter
 from chat.serializers import conversation_json, message_json
 from chat.services import Owner
 from chat.sse import sse_response
@@ -36,7 +39,7 @@ View = Callable[..., Awaitable[HttpResponse]]
 
 
 def error_response(exc: ChatError) -> JsonResponse:
-    response = JsonResponse({"error": exc.message, "code": exc.code}, status=exc.status)
+    response = JsonResponse({"error": exc.message, "code": exc.code, **exc.extra}, status=exc.status)
     for name, value in exc.headers.items():
         response[name] = value
     return response
@@ -90,6 +93,12 @@ async def get_owner(request: HttpRequest, *, create: bool = False) -> Owner:
     return Owner(visitor=visitor)
 
 
+def admission_for(request: HttpRequest, owner: Owner, *, cache: bool = True) -> Admission:
+    """The limits (and the answer cache) of a request that would start a reply."""
+    who = f"user:{owner.user_id}" if owner.user_id is not None else f"visitor:{owner.visitor or ''}"
+    return Admission(owner=who, ip=client_ip(request), stream=wants_stream(request), cache=cache)
+
+
 def read_json(request: HttpRequest, *, required: bool) -> dict:
     limit = int(conf.get("CHAT_MAX_BODY_BYTES"))
     too_large = TooLarge(f"The request body is over the limit of {limit:,} bytes.")
@@ -132,10 +141,10 @@ def parse_offset(request: HttpRequest) -> int:
 
 
 async def _sent(
-    request: HttpRequest, user_message, assistant_message, extra: dict | None = None
+    request: HttpRequest, user_message, assistant_message, admission: Admission, extra: dict | None = None
 ) -> HttpResponse:
     if wants_stream(request):
-        return sse_response(reply_stream(assistant_message, 0))
+        return sse_response(admission.hold_stream(reply_stream(assistant_message, 0)))
     body = {
         **(extra or {}),
         "user_message": message_json(user_message),
@@ -164,13 +173,18 @@ async def conversations_view(request: HttpRequest) -> HttpResponse:
     if "content" in data:  # an extension: create and send the first message in one request
         services.validate_content(data["content"])
     owner = await get_owner(request, create=True)
-    conversation = await db.run(services.conversation_create, owner=owner, data=data)
     if "content" not in data:
+        conversation = await db.run(services.conversation_create, owner=owner, data=data)
         return JsonResponse(conversation_json(conversation), status=201)
-    user_message, assistant_message = await services.message_send(
-        owner=owner, conversation=conversation, data={"content": data["content"]}
+    async with admission_for(request, owner) as admission:
+        await admission.admit()  # a refused request creates no conversation either
+        conversation = await db.run(services.conversation_create, owner=owner, data=data)
+        user_message, assistant_message = await services.message_send(
+            owner=owner, conversation=conversation, data={"content": data["content"]}, admission=admission
+        )
+    return await _sent(
+        request, user_message, assistant_message, admission, extra=conversation_json(conversation)
     )
-    return await _sent(request, user_message, assistant_message, extra=conversation_json(conversation))
 
 
 @api("GET", "PATCH", "DELETE")
@@ -197,8 +211,11 @@ async def messages_view(request: HttpRequest, conversation_id: str) -> HttpRespo
     owner = await get_owner(request)
     # `edit`, an extension: replace the last message you sent (docs/API-extensions.md).
     send = services.message_edit if data.get("edit") is not None else services.message_send
-    user_message, assistant_message = await send(owner=owner, conversation_id=conversation_id, data=data)
-    return await _sent(request, user_message, assistant_message)
+    async with admission_for(request, owner) as admission:
+        user_message, assistant_message = await send(
+            owner=owner, conversation_id=conversation_id, data=data, admission=admission
+        )
+    return await _sent(request, user_message, assistant_message, admission)
 
 
 @api("POST")
@@ -206,10 +223,11 @@ async def regenerate_view(request: HttpRequest, conversation_id: str) -> HttpRes
     """An extension: answer the last message again (docs/API-extensions.md)."""
     data = read_json(request, required=False)
     owner = await get_owner(request)
-    user_message, assistant_message = await services.reply_regenerate(
-        owner=owner, conversation_id=conversation_id, data=data
-    )
-    return await _sent(request, user_message, assistant_message)
+    async with admission_for(request, owner, cache=False) as admission:  # regenerate never reuses
+        user_message, assistant_message = await services.reply_regenerate(
+            owner=owner, conversation_id=conversation_id, data=data, admission=admission
+        )
+    return await _sent(request, user_message, assistant_message, admission)
 
 
 @api("GET")
@@ -221,7 +239,10 @@ async def stream_view(request: HttpRequest, message_id: str) -> HttpResponse:
         raise Invalid(
             f"Last-Event-ID {offset} is past the end of this reply ({len(message.content)} characters)."
         )
-    return sse_response(reply_stream(message, offset))
+    limiter = get_limiter()
+    lease = await limiter.open_stream(ip=client_ip(request))
+    stream = reply_stream(message, offset)
+    return sse_response(stream if lease is None else limiter.holding(lease, stream))
 
 
 @api("POST")

@@ -48,6 +48,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: X-Forwarded-* from a peer that is not in CHAT_TRUSTED_PROXIES are dropped here.
+    "chat.proxies.ForwardedHeadersMiddleware",
     "corsheaders.middleware.CorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -114,6 +116,14 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 
 CSRF_FAILURE_VIEW = "chat.views.csrf_failure"
 
+# Shared by every process through Redis when REDIS_URL is set (Django's own Redis backend);
+# otherwise each process has its own.
+REDIS_URL = os.environ.get("REDIS_URL") or None
+if REDIS_URL:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
 CORS_ALLOWED_ORIGINS = env_list("CHAT_CORS_ORIGINS", [])
 CORS_ALLOW_CREDENTIALS = True
 CORS_EXPOSE_HEADERS = ["Retry-After"]
@@ -149,3 +159,22 @@ CHAT_DB_THREADS = int(os.environ["CHAT_DB_THREADS"]) if os.environ.get("CHAT_DB_
 CHAT_MAX_BODY_BYTES = int(os.environ.get("CHAT_MAX_BODY_BYTES") or 256 * 1024)
 CHAT_MAX_CONTENT_CHARS = int(os.environ.get("CHAT_MAX_CONTENT_CHARS") or 32_000)
 DATA_UPLOAD_MAX_MEMORY_SIZE = max(CHAT_MAX_BODY_BYTES, 2_621_440)
+# Limits and quotas, and cached answers (README: Limits and quotas). Only what the environment
+# sets is passed on; the defaults live in chat/conf.py.
+for _name in (
+    "CHAT_LIMIT_MESSAGES",
+    "CHAT_LIMIT_MESSAGES_IP",
+    "CHAT_LIMIT_REPLIES",
+    "CHAT_QUOTA_TOKENS",
+    "CHAT_LIMIT_STREAMS_IP",
+    "CHAT_CACHE_SCOPE",
+    "CHAT_LIMITS_PREFIX",
+):
+    if _name in os.environ:
+        globals()[_name] = os.environ[_name].strip()
+if "CHAT_TRUSTED_PROXIES" in os.environ:
+    CHAT_TRUSTED_PROXIES = env_list("CHAT_TRUSTED_PROXIES", [])
+if os.environ.get("CHAT_CACHE_TTL"):
+    CHAT_CACHE_TTL = int(os.environ["CHAT_CACHE_TTL"])
+if os.environ.get("CHAT_CACHE_PIECE_INTERVAL"):
+    CHAT_CACHE_PIECE_INTERVAL = float(os.environ["CHAT_CACHE_PIECE_INTERVAL"])

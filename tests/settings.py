@@ -29,3 +29,9 @@ CHAT_DISCOVERY_TIMEOUT = 1.0
 # A model-written title is one more upstream request after a first reply; tests that count
 # upstream requests stay exact without it. tests/test_page_api.py turns it on.
 CHAT_TITLE_BY_MODEL = False
+# Every test drives load from one address: limits are off here, turned on by the tests of
+# limits (tests/test_limits.py) with the `settings` fixture. The answer cache is off too.
+CHAT_LIMIT_MESSAGES = CHAT_LIMIT_MESSAGES_IP = CHAT_QUOTA_TOKENS = "0"
+CHAT_LIMIT_REPLIES = CHAT_LIMIT_STREAMS_IP = 0
+CHAT_TRUSTED_PROXIES = []
+CHAT_CACHE_TTL = 0

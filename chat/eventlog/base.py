@@ -22,6 +22,7 @@ class End:
     usage: dict[str, int] | None = None
     error: str | None = None
     error_code: str | None = None
+    cached: bool = False  # told again from the answer cache (chat/answercache.py)
 
 
 Event = Text | Status | End
