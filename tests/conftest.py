@@ -48,8 +48,13 @@ class LiveServer:
         self.sock.bind(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
         # Static files as `manage.py runserver` serves them: the page's tests load its modules.
+        # proxy_headers off: the app alone decides whom to believe (chat/proxies.py).
         config = uvicorn.Config(
-            WithStaticFiles(application), lifespan="on", log_level="warning", timeout_graceful_shutdown=2
+            WithStaticFiles(application),
+            lifespan="on",
+            log_level="warning",
+            timeout_graceful_shutdown=2,
+            proxy_headers=False,
         )
         self.server = LoopServer(config)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
