@@ -231,3 +231,31 @@ def test_limits_on_by_default_allow_an_ordinary_conversation(tab, settings):
         tab.send(held, cid)
     refused(send(tab, cid, held), "replies")
     gate("default-hold").set()
+
+
+def admin_session(server, django_user_model) -> httpx.Client:
+    django_user_model.objects.create_user("operator", password="pw", is_staff=True, is_superuser=True)
+    client = httpx.Client(base_url=server.url, timeout=10)
+    client.get("/admin/login/")
+    form = {"username": "operator", "password": "pw", "csrfmiddlewaretoken": client.cookies["csrftoken"]}
+    assert client.post("/admin/login/?next=/admin/", data=form).status_code == 302
+    return client
+
+
+def test_the_admin_shows_an_owners_usage_and_who_is_refused(tab, server, lim, django_user_model):
+    lim.CHAT_LIMIT_MESSAGES, lim.CHAT_QUOTA_TOKENS, lim.CHAT_LIMIT_REPLIES = "2/day", "100/day", 3
+    cid = tab.conversation(model=FAKE)["id"]
+    for _ in range(2):
+        tab.stream(tab.send(QUICK, cid)["assistant_message"]["id"])  # 1 output token each
+    refused(send(tab, cid), "messages")
+    admin = admin_session(server, django_user_model)
+    try:
+        page = admin.get(f"/admin/chat/conversation/{cid}/change/").text
+        assert "Messages: 2 of 2 per day" in page
+        assert "Output tokens: 2 of 100 per day, renews in" in page
+        assert "Replies generating: 0 of 3 at once" in page
+        refusals = admin.get("/admin/chat/conversation/limits/").text
+        assert "anonymous visitor" in refusals and "messages per person" in refusals
+        assert "Limits: who is refused" in admin.get("/admin/chat/conversation/").text
+    finally:
+        admin.close()
