@@ -8,7 +8,12 @@ import { ApiError, streamUrl } from "./api.js";
 import { MarkdownView } from "./markdown.js";
 
 const FRAME_BUDGET_MS = 6; // drawing work per animation frame, when much text waits
-const STATES = { thinking: "Thinking…", queued: "Waiting for the model…", reconnecting: "Reconnecting…" };
+const STATES = {
+  thinking: "Thinking…",
+  queued: "Waiting for the model…",
+  reconnecting: "Reconnecting…",
+  cached: "Answered before: from the cache…",
+};
 const stateLabel = (state) => STATES[state] || `${state.charAt(0).toUpperCase()}${state.slice(1)}…`;
 
 function button(className, text, label) {
@@ -50,7 +55,14 @@ export class Reply {
     this.note.hidden = true;
     this.actions = document.createElement("div");
     this.actions.className = "actions";
+    // A small mark on an answer told again from the answer cache (docs/API-extensions.md).
+    this.cachedMark = document.createElement("span");
+    this.cachedMark.className = "cached-mark";
+    this.cachedMark.textContent = "cached";
+    this.cachedMark.title = "The same question was answered before: this answer came from the cache.";
+    this.cachedMark.hidden = true;
     this.actions.append(
+      this.cachedMark,
       button("copy-reply", "Copy", "Copy the reply"),
       button("regenerate", "Regenerate", "Answer the last message again"),
     );
@@ -206,6 +218,7 @@ export class Reply {
   showEnd(end) {
     const status = end.status;
     this.el.dataset.status = status;
+    this.cachedMark.hidden = !end.cached;
     this.el.classList.toggle("failed", status === "error");
     let text = "";
     if (status === "stopped") text = "Stopped.";
