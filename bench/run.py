@@ -17,10 +17,10 @@ from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
 
-from bench import report, scenarios
+from bench import limits, report, scenarios
 from bench.load import new_loop
 from bench.scenarios import FULL, QUICK, Sizes
-from bench.servers import Server, base_env, copy_database, prepare_database
+from bench.servers import SERVER_CPU, Server, base_env, copy_database, prepare_database
 
 CLIENT_CPU = 1
 LOCKED = "database is locked"
@@ -97,6 +97,11 @@ class Bench:
         print("4. first status and first text under load", flush=True)
         env = scenarios.paced_env(60 + s.probes * 0.2)
         first = await self.both("first", env, lambda srv: scenarios.first_events(srv, s))
+        print("5. server CPU a limit check adds to a send (in-process, memory and Redis)", flush=True)
+        limit_check = {
+            backend: await asyncio.to_thread(limits.measure, backend, s.limit_sends, SERVER_CPU)
+            for backend in ("memory", "redis")
+        }
         writes = {
             "flat": writes_per_reply(self.databases["flat"]),
             "paced": writes_per_reply(self.databases[f"paced-{paced['levels'][0]['streams']}"]),
@@ -107,6 +112,7 @@ class Bench:
             "idle": idle,
             "first": first,
             "writes": writes,
+            "limits": limit_check,
             "locked": self.locked,
             "client_busy": self.client_busy,
         }

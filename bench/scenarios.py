@@ -26,6 +26,7 @@ class Sizes:
     idle_streams: int = 2000
     probe_background: int = 100
     probes: int = 150
+    limit_sends: int = 20_000  # sends through the limit check (bench/limits.py), per backend
 
 
 FULL = Sizes()
@@ -38,6 +39,7 @@ QUICK = Sizes(
     idle_streams=200,
     probe_background=50,
     probes=20,
+    limit_sends=2_000,
 )
 
 
