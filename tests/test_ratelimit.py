@@ -72,3 +72,12 @@ def test_memory_leases_lapse_unless_refreshed():
         return results
 
     assert asyncio.run(scenario()) == [True, True, False, 1, True, 1]
+
+
+def test_a_limit_written_wrong_fails_the_system_check(settings):
+    from django.core.management import call_command
+    from django.core.management.base import SystemCheckError
+
+    settings.CHAT_LIMIT_MESSAGES = "thirty a minute"
+    with pytest.raises(SystemCheckError, match="CHAT_LIMIT_MESSAGES: 'thirty a minute'"):
+        call_command("check")

@@ -69,8 +69,3 @@ def describe(item: RateLimitItem) -> str:
     unit = item.GRANULARITY.name
     per = unit if item.multiples == 1 else f"{item.multiples} {unit}s"
     return f"{item.amount:,} per {per}"
-
-
-def check_settings() -> None:
-    """Fail at start, with the variable's name, rather than at the first request."""
-    rules()
