@@ -5,13 +5,13 @@ Each send is what the server does for limits on POST .../messages with the contr
 (30 messages a minute per owner, 120 per address, 3 replies at once): `Limiter.admit` (the
 windows counted by the `limits` library, the reply's lease taken), then, when the reply ends,
 the lease released; with `--tokens`, also the quota checked and the reply's tokens charged.
-Owners and addresses rotate so that nothing is refused (the happy path). CPU is this process's
+Owners and addresses rotate so that nothing is refused (the happy path). The event loop is
+uvloop's, as under uvicorn[standard]. CPU is this process's
 (all threads: `time.process_time`), so with Redis it is our side of the round trips, not
 Redis's own. Run pinned to one CPU by bench.run, like the servers.
 """
 
 import argparse
-import asyncio
 import json
 import os
 import subprocess
@@ -99,9 +99,13 @@ def main() -> None:
     import django
 
     django.setup()
+    from bench.load import new_loop  # uvloop, as uvicorn[standard] serves the app
+
+    loop = new_loop()
     try:
-        result = asyncio.run(run(args.sends, args.tokens))
+        result = loop.run_until_complete(run(args.sends, args.tokens))
     finally:
+        loop.close()
         if args.backend == "redis":
             import redis
 

@@ -100,3 +100,44 @@ def test_the_answer_cache_is_shared_by_two_processes(start):
     assert received[-1].json.get("cached") is True
     assert text_of(received) == browser.stored(a.url, first)["content"]
     assert [e.json["state"] for e in received if e.event == "status"] == ["cached"]
+
+
+def test_the_pipelined_checks_count_as_the_limits_library_does(redis_prefix):
+    """chat/ratelimit/redis.py queues the library's own script on its own keys: the counts it
+    leaves must read back through the library's public API, and refuse where the library would."""
+    import asyncio
+
+    from limits import parse
+
+    from chat.ratelimit.backends import Checks
+    from chat.ratelimit.redis import RedisBackend
+
+    url, prefix = redis_prefix
+    item = parse("3/day")
+
+    async def scenario() -> tuple:
+        backend = RedisBackend(url, prefix)
+        try:
+            checks = Checks(
+                quota=None, leases=(("replies/x", "lease-1", 1),), hits=((item, ("m", "x")),), ttl=5
+            )
+            first = await backend.check(checks)
+            again = Checks(
+                quota=(parse("5/day"), ("tokens", "x")), leases=(), hits=((item, ("m", "x")),), ttl=5
+            )
+            outcomes = [await backend.check(again) for _ in range(3)]
+            window = await backend.storage.get_sliding_window(item.key_for("m", "x"), item.get_expiry())
+            public = await backend.window.hit(item, "m", "x")  # the library's own call agrees: full
+            await backend.quota.hit(parse("5/day"), "tokens", "x", cost=5)
+            spent = await backend.check(again)
+            held = await backend.held("replies/x")
+            return first, outcomes, window, public, spent, held
+        finally:
+            await backend.close()
+
+    first, outcomes, window, public, spent, held = asyncio.run(scenario())
+    assert first.leases == (True,) and first.hits == (True,) and held == 1
+    assert [o.hits for o in outcomes] == [(True,), (True,), (False,)]
+    assert all(o.quota for o in outcomes)
+    assert window[2] == 3 and public is False
+    assert spent.quota is False

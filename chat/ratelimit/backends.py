@@ -11,14 +11,45 @@ import time
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Sequence
+from dataclasses import dataclass
 
+from limits import RateLimitItem
 from limits.aio.storage import MemoryStorage, Storage
+from limits.aio.strategies import FixedWindowRateLimiter, SlidingWindowCounterRateLimiter
 
 REFUSALS_KEPT = 200
 
 
+@dataclass(frozen=True)
+class Checks:
+    """Everything one request asks for at once: a quota to test, leases to take, windows to hit."""
+
+    quota: tuple[RateLimitItem, tuple[str, ...]] | None  # (item, identifiers)
+    leases: tuple[tuple[str, str, int], ...]  # (key, lease id, limit)
+    hits: tuple[tuple[RateLimitItem, tuple[str, ...]], ...]
+    ttl: float  # of the leases
+
+
+@dataclass(frozen=True)
+class Outcome:
+    quota: bool
+    leases: tuple[bool, ...]
+    hits: tuple[bool, ...]
+
+
 class Backend(ABC):
     storage: Storage  # the `limits` storage for windows
+
+    def strategies(self) -> None:
+        self.window = SlidingWindowCounterRateLimiter(self.storage)
+        self.quota = FixedWindowRateLimiter(self.storage)
+
+    async def check(self, checks: Checks) -> Outcome:
+        """Run every check (none depends on another's result); Redis does it in one round trip."""
+        quota = True if checks.quota is None else await self.quota.test(checks.quota[0], *checks.quota[1])
+        leases = [await self.acquire(key, lease, limit, checks.ttl) for key, lease, limit in checks.leases]
+        hits = [await self.window.hit(item, *identifiers) for item, identifiers in checks.hits]
+        return Outcome(quota, tuple(leases), tuple(hits))
 
     @abstractmethod
     async def acquire(self, key: str, lease: str, limit: int, ttl: float) -> bool:
@@ -52,6 +83,7 @@ class MemoryBackend(Backend):
 
     def __init__(self) -> None:
         self.storage = MemoryStorage()
+        self.strategies()
         self.leases: dict[str, dict[str, float]] = {}
         self.recent: deque[str] = deque(maxlen=REFUSALS_KEPT)
 

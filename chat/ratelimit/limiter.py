@@ -11,11 +11,10 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from limits import RateLimitItem
-from limits.aio.strategies import FixedWindowRateLimiter, SlidingWindowCounterRateLimiter
 
 from chat import conf
 from chat.errors import RateLimited
-from chat.ratelimit.backends import Backend
+from chat.ratelimit.backends import Backend, Checks
 from chat.ratelimit.rules import Rules, describe, rules
 
 log = logging.getLogger("chat.ratelimit")
@@ -72,8 +71,8 @@ class Limiter:
 
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
-        self.window = SlidingWindowCounterRateLimiter(backend.storage)
-        self.quota = FixedWindowRateLimiter(backend.storage)
+        self.window = backend.window
+        self.quota = backend.quota
         self.held: weakref.WeakSet[Lease] = weakref.WeakSet()
         self.refresher: asyncio.Task | None = None
         self._warned = 0.0
@@ -83,39 +82,68 @@ class Limiter:
     async def admit(self, *, owner: str, ip: str, reply: bool = True, stream: bool = False) -> list[Lease]:
         """Check every limit for a request that would start a reply (and open its stream).
 
-        Nothing is counted for a refused request, except what an earlier check already took
-        when a later one refuses (a message counted for the address, then refused for the
-        owner). Raises RateLimited; returns the leases to release when the work ends.
+        The checks run together (with Redis, in one round trip): a request refused by one limit
+        is still counted by the message windows that had room (an attempt is an attempt), and
+        gives back the slots it took. Raises RateLimited; returns the leases to release when
+        the work ends.
         """
         current = rules()
         if not current.any:
             return []
-        leases: list[Lease] = []
+        wanted = []  # (name, lease, limit, who), in the order refusals are reported
+        if reply and current.replies:
+            wanted.append(("replies", Lease(f"replies/{owner}"), current.replies, owner))
+        if stream and current.streams_ip:
+            wanted.append(("streams_ip", Lease(f"streams/{ip}"), current.streams_ip, ip))
+        hits = [
+            (name, item, who)
+            for name, item, who in (
+                ("messages_ip", current.messages_ip, ip),
+                ("messages", current.messages, owner),
+            )
+            if item is not None
+        ]
+        checks = Checks(
+            quota=None if current.tokens is None else (current.tokens, ("tokens", owner)),
+            leases=tuple((lease.key, lease.id, limit) for _, lease, limit, _ in wanted),
+            hits=tuple((item, (name, who)) for name, item, who in hits),
+            ttl=conf.stale_after(),
+        )
+        outcome = await self._safely(self.backend.check(checks), None)
+        if outcome is None:  # the storage failed: let the request through
+            return []
+        taken = [lease for (_, lease, _, _), ok in zip(wanted, outcome.leases, strict=True) if ok]
+        self._hold(taken)
         try:
-            if current.tokens is not None:
-                await self._check_quota(current.tokens, owner)
-            if reply and current.replies:
-                leases.append(await self._lease(f"replies/{owner}", current.replies, "replies", owner))
-            if stream and current.streams_ip:
-                leases.append(await self._lease(f"streams/{ip}", current.streams_ip, "streams_ip", ip))
-            if current.messages_ip is not None:
-                await self._hit(current.messages_ip, "messages_ip", ip)
-            if current.messages is not None:
-                await self._hit(current.messages, "messages", owner)
+            if not outcome.quota:
+                await self._refuse_quota(current.tokens, owner)
+            for (name, _, limit, who), ok in zip(wanted, outcome.leases, strict=True):
+                if not ok:
+                    await self._refuse_busy(name, limit, who)
+            for (name, item, who), ok in zip(hits, outcome.hits, strict=True):
+                if not ok:
+                    await self._refuse_window(item, name, who)
         except BaseException:
-            await self.release(leases)
+            await self.release(taken)
             raise
-        return leases
+        return taken
 
     async def open_stream(self, *, ip: str) -> Lease | None:
         limit = rules().streams_ip
         if not limit:
             return None
-        return await self._lease(f"streams/{ip}", limit, "streams_ip", ip)
+        lease = Lease(f"streams/{ip}")
+        if not await self._safely(self.backend.acquire(lease.key, lease.id, limit, conf.stale_after()), True):
+            await self._refuse_busy("streams_ip", limit, ip)
+        self._hold([lease])
+        return lease
 
-    async def _check_quota(self, item: RateLimitItem, owner: str) -> None:
-        if await self._safely(self.quota.test(item, "tokens", owner), True):
-            return
+    def _hold(self, leases: list[Lease]) -> None:
+        if leases:
+            self.held.update(leases)
+            self._ensure_refresher()
+
+    async def _refuse_quota(self, item: RateLimitItem, owner: str) -> None:
         stats = await self.quota.get_window_stats(item, "tokens", owner)
         wait = stats.reset_time - time.time()
         await self._refuse(
@@ -125,9 +153,7 @@ class Limiter:
             f"You have used your quota of {describe(item)} output tokens; it renews in {in_words(wait)}.",
         )
 
-    async def _hit(self, item: RateLimitItem, limit: str, who: str) -> None:
-        if await self._safely(self.window.hit(item, limit, who), True):
-            return
+    async def _refuse_window(self, item: RateLimitItem, limit: str, who: str) -> None:
         window = await self.backend.storage.get_sliding_window(item.key_for(limit, who), item.get_expiry())
         wait = sliding_wait(item, *window)
         whose = "from your network address" if limit == "messages_ip" else "from you"
@@ -138,12 +164,7 @@ class Limiter:
             f"Too many messages {whose}: the limit is {describe(item)}. Try again in {in_words(wait)}.",
         )
 
-    async def _lease(self, key: str, limit: int, name: str, who: str) -> Lease:
-        lease = Lease(key)
-        if await self._safely(self.backend.acquire(key, lease.id, limit, conf.stale_after()), True):
-            self.held.add(lease)
-            self._ensure_refresher()
-            return lease
+    async def _refuse_busy(self, name: str, limit: int, who: str) -> None:
         if name == "replies":
             sentence = (
                 f"You already have {limit} replies being written, the most at once: wait for one "
@@ -154,9 +175,7 @@ class Limiter:
                 f"Too many streams open from your network address (the limit is {limit}): close "
                 f"some, then try again."
             )
-        lease.released = True
         await self._refuse(name, who, BUSY_RETRY, sentence)
-        raise AssertionError("unreachable")  # _refuse raises
 
     async def _refuse(self, limit: str, who: str, wait: float, sentence: str) -> None:
         error = RateLimited(sentence, limit=limit, retry_after=wait)
