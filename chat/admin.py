@@ -342,7 +342,7 @@ class ConversationAdmin(admin.ModelAdmin):
             "transcript": transcript,
             "streaming": any(m.status == Message.Status.STREAMING for m in transcript),
             "shown_at": timezone.now(),
-            "chat_url": reverse("chat-conversation-page", args=[pk]) if pk else "",
+            "chat_url": reverse("chat:conversation-page", args=[pk]) if pk else "",
             "export_url": f"{reverse('admin:chat_conversation_export', args=[pk])}" if pk else "",
             "messages_url": f"{reverse('admin:chat_message_changelist')}?conversation__id__exact={pk}",
             **(extra_context or {}),
@@ -490,7 +490,7 @@ class MessageAdmin(admin.ModelAdmin):
             '<a href="{}">{}</a> · <a href="{}" target="_blank" rel="noopener">chat page</a>',
             reverse("admin:chat_conversation_change", args=[obj.conversation_id]),
             str(obj.conversation)[:40],
-            reverse("chat-conversation-page", args=[obj.conversation_id]),
+            reverse("chat:conversation-page", args=[obj.conversation_id]),
         )
 
     @admin.display(description="conversation")

@@ -7,4 +7,4 @@ class ChatConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from chat import checks  # noqa: F401 - registers the system checks
+        from chat import checks, signals  # noqa: F401  (the system checks, the sign-in receiver)

@@ -1,6 +1,7 @@
 """ASGI lifespan for the chat app: recover dead replies at start, save live ones at stop.
 
-Django's ASGIHandler serves only HTTP, so this wraps it and answers `lifespan` itself.
+Django's ASGIHandler serves only HTTP, so this wraps it and answers `lifespan` itself. In a
+project's asgi.py: `application = with_chat(get_asgi_application())`.
 """
 
 import asyncio
@@ -72,3 +73,8 @@ class ChatLifespan:
                 await generation.interrupt_all()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+def with_chat(application: Any) -> ChatLifespan:
+    """A project's ASGI application with the chat app's lifespan (see README: Add to your project)."""
+    return ChatLifespan(application)

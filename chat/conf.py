@@ -1,5 +1,13 @@
-"""The chat app's settings and their defaults; each is read from Django settings when used."""
+"""The chat app's settings and their defaults, in one place.
 
+Each is read when used: from Django settings when the project sets it there, else from the
+environment variable of the same name, else the default below. So a host project can
+configure the app in `settings.py`, in the environment, or not at all.
+"""
+
+import json
+import os
+from functools import lru_cache
 from typing import Any
 
 from django.conf import settings
@@ -22,7 +30,8 @@ DEFAULTS: dict[str, Any] = {
     # The most characters of a conversation sent to a model (about 4 per token): the oldest
     # turns are dropped first, never the system prompt or the new message.
     "CHAT_CONTEXT_CHARS": 100_000,
-    # The longest reply asked for, in tokens (Anthropic requires a limit; others use their own).
+    # The longest reply, in tokens, for every provider: sent to the model in the parameter its
+    # server takes, and enforced here (counting deltas) for a server that ignores it.
     "CHAT_MAX_OUTPUT_TOKENS": 8192,
     # Extra providers by name, as dotted paths to Provider classes.
     "CHAT_PROVIDERS": {},
@@ -53,6 +62,12 @@ DEFAULTS: dict[str, Any] = {
     "CHAT_TITLE_TIMEOUT": 30.0,
     # Threads that run the background replies' database writes (None: 1 on SQLite, else 4).
     "CHAT_DB_THREADS": None,
+    # The page and the API only for signed-in users: the page redirects to LOGIN_URL, the
+    # API answers 401 `login_required`.
+    "CHAT_LOGIN_REQUIRED": False,
+    # The page's title, and the system prompt of a conversation created without one.
+    "CHAT_PAGE_TITLE": "Chat",
+    "CHAT_SYSTEM_PROMPT": "",
     # Redis, shared by every process and machine (limits, answer cache); None: in-process.
     "REDIS_URL": None,
     # Limits and quotas (chat/ratelimit/): rates as N/second|minute|hour|day, counts at once;
@@ -74,9 +89,37 @@ DEFAULTS: dict[str, Any] = {
     "CHAT_CACHE_PIECE_INTERVAL": 0.02,
 }
 
+# The type of an environment value whose default is None.
+_ENV_TYPES: dict[str, type] = {"CHAT_DEMO_TOKENS": int, "CHAT_DB_THREADS": int}
+_TRUE = {"1", "true", "yes", "on"}
+_UNSET = object()
+
 
 def get(name: str) -> Any:
-    return getattr(settings, name, DEFAULTS[name])
+    value = getattr(settings, name, _UNSET)
+    if value is not _UNSET:
+        return value
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return DEFAULTS[name]
+    return _from_env(name, raw)
+
+
+@lru_cache(maxsize=256)
+def _from_env(name: str, raw: str) -> Any:
+    """An environment string as the type of the setting's default."""
+    default = DEFAULTS[name]
+    kind = _ENV_TYPES.get(name, type(default) if default is not None else str)
+    try:
+        if kind is bool:
+            return raw.strip().lower() in _TRUE
+        if kind is list:
+            return [item.strip() for item in raw.split(",") if item.strip()]
+        if kind is dict:
+            return json.loads(raw)
+        return kind(raw.strip())
+    except ValueError as exc:
+        raise ValueError(f"The environment variable {name}={raw!r} is not a valid {kind.__name__}") from exc
 
 
 def stale_after() -> float:

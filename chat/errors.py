@@ -21,6 +21,14 @@ class Invalid(ChatError):
     status, code = 400, "invalid"
 
 
+class LoginRequired(ChatError):
+    status, code = 401, "login_required"
+
+
+class CrossSite(ChatError):
+    status, code = 403, "csrf"
+
+
 class NotFound(ChatError):
     status, code = 404, "not_found"
 

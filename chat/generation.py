@@ -18,13 +18,14 @@ from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from django.db import OperationalError, connection, transaction
+from django.db import DatabaseError, OperationalError, connection, transaction
 from django.utils import timezone
 
 from chat import conf, db
 from chat.eventlog import End, get_event_log
 from chat.models import Message
 from chat.providers import Finish, Prompt, Provider, ProviderError
+from chat.text import clean_model_text
 
 if TYPE_CHECKING:
     from chat.admission import Admission
@@ -136,7 +137,7 @@ async def _run(reply_id: str, live: _Live, provider: Provider, prompt: Prompt) -
             async for item in stream:
                 if isinstance(item, Finish):
                     finish = item
-                elif item:
+                elif item := clean_model_text(item):
                     if first_token is None:
                         first_token = time.monotonic()
                     live.text.append(item)
@@ -181,25 +182,32 @@ async def _run(reply_id: str, live: _Live, provider: Provider, prompt: Prompt) -
 
 
 def _save_final(reply_id: str, content: str, end: End, timings: dict) -> None:
+    """The reply's one final save. A busy database is retried; a row the database refuses
+    (a trigger, a constraint) still gets its end, with the text of its last checkpoint."""
     usage = end.usage or {}
+    fields = {
+        "content": content,
+        "status": end.status,
+        "finish_reason": end.finish_reason,
+        "input_tokens": usage.get("input_tokens"),
+        "output_tokens": usage.get("output_tokens"),
+        "error": end.error,
+        "error_code": end.error_code,
+        **timings,
+    }
     for attempt in range(5):
         try:
-            Message.objects.filter(pk=reply_id).update(
-                content=content,
-                status=end.status,
-                finish_reason=end.finish_reason,
-                input_tokens=usage.get("input_tokens"),
-                output_tokens=usage.get("output_tokens"),
-                error=end.error,
-                error_code=end.error_code,
-                updated_at=timezone.now(),
-                **timings,
-            )
+            Message.objects.filter(pk=reply_id).update(**fields, updated_at=timezone.now())
             return
         except OperationalError:
             if attempt == 4:
                 raise
             time.sleep(0.1 * 2**attempt)
+        except DatabaseError as exc:
+            if "content" not in fields:
+                raise
+            log.error("Reply %s: its text could not be saved (%s); its text: %r", reply_id, exc, content)
+            del fields["content"]
 
 
 # --- the checkpointer and the sweeper: one of each per process ---------------------------------
@@ -223,11 +231,11 @@ async def checkpoint_once() -> None:
         batch[reply_id] = live
     if not batch:
         return
-    future = asyncio.ensure_future(db.run_to_end(_save_checkpoints, changed, idle))
+    future = asyncio.ensure_future(db.run_to_end(_save_batch, changed, idle))
     for live in batch.values():
         live.inflight = future
     try:
-        gone = await future
+        gone, failed = await future
     except OperationalError as exc:  # a busy database: try again at the next interval
         log.warning("Checkpoint of %d reply(ies) failed: %s", len(batch), exc)
         return
@@ -235,11 +243,39 @@ async def checkpoint_once() -> None:
         for live in batch.values():
             live.inflight = None
     for reply_id, live in batch.items():
+        if reply_id in failed:  # tried again at the next interval
+            continue
         live.touched = now
         if reply_id in changed:
             live.saved = len(changed[reply_id])
         if reply_id in gone:  # stop requested from another process, or the reply was deleted
             _cancel(reply_id, STOPPED)
+
+
+def _save_batch(changed: dict[str, str], idle: list[str]) -> tuple[set[str], set[str]]:
+    """All replies in one transaction; if the database refuses one of them, one by one, so
+    that one reply that cannot be saved never holds up the others. Returns the replies to
+    stop and the replies that failed."""
+    try:
+        return _save_checkpoints(changed, idle), set()
+    except OperationalError:
+        raise
+    except DatabaseError as exc:
+        log.warning(
+            "Checkpoint of %d reply(ies) refused (%s): saving them one by one", len(changed) + len(idle), exc
+        )
+    gone: set[str] = set()
+    failed: set[str] = set()
+    for reply_id in [*changed, *idle]:
+        one = {reply_id: changed[reply_id]} if reply_id in changed else {}
+        try:
+            gone |= _save_checkpoints(one, [] if one else [reply_id])
+        except OperationalError:
+            raise
+        except DatabaseError as exc:
+            log.error("Checkpoint of reply %s failed: %s", reply_id, exc)
+            failed.add(reply_id)
+    return gone, failed
 
 
 def _save_checkpoints(changed: dict[str, str], idle: list[str]) -> set[str]:

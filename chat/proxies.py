@@ -79,6 +79,8 @@ def client_ip(request: HttpRequest) -> str:
 class ForwardedHeadersMiddleware:
     """First in MIDDLEWARE: forwarded headers from a peer that is not a trusted proxy are dropped."""
 
+    sync_capable = async_capable = True  # never a thread hop for an async chain
+
     def __init__(self, get_response: Callable) -> None:
         self.get_response = get_response
         self.is_async = iscoroutinefunction(get_response)

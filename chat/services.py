@@ -21,6 +21,7 @@ from chat.errors import Invalid, NotFound, TooLarge
 from chat.models import Conversation, Message
 from chat.providers import Prompt, Turn, registry
 from chat.providers.registry import ModelInfo
+from chat.text import unstorable
 
 if TYPE_CHECKING:
     from chat.admission import Admission
@@ -65,11 +66,20 @@ def title_from(content: str) -> str:
     return cut.rstrip(" ,.;:") + "…"
 
 
+def check_text(key: str, value: str) -> str:
+    """Refuse text that no database can store, naming the field."""
+    problem = unstorable(value)
+    if problem:
+        raise Invalid(f"'{key}' {problem}; remove it and send again.")
+    return value
+
+
 def validate_content(content: object) -> str:
     if content is None:
         raise Invalid("The message needs a 'content' field with the text to send.")
     if not isinstance(content, str):
         raise Invalid("'content' must be a string.")
+    check_text("content", content)
     if not content.strip():
         raise Invalid("The message is empty: write something to send.")
     limit = int(conf.get("CHAT_MAX_CONTENT_CHARS"))
@@ -86,7 +96,7 @@ def _optional_text(data: dict, key: str, limit: int | None = None) -> str:
         raise Invalid(f"'{key}' must be a string.")
     if limit is not None and len(value) > limit:
         raise Invalid(f"'{key}' is longer than {limit} characters.")
-    return value
+    return check_text(key, value)
 
 
 # --- conversations ------------------------------------------------------------------------
@@ -96,7 +106,7 @@ def _model_field(data: dict) -> str | None:
     model = data.get("model")
     if model is not None and not isinstance(model, str):
         raise Invalid("'model' must be a string.")
-    return model
+    return model if model is None else check_text("model", model)
 
 
 def _model_info(conversation: Conversation, model: str | None) -> ModelInfo:
@@ -107,14 +117,47 @@ def _model_info(conversation: Conversation, model: str | None) -> ModelInfo:
     return registry.resolve(model)
 
 
-def conversation_create(*, owner: Owner, data: dict) -> Conversation:
+def _conversation_new(*, owner: Owner, data: dict) -> Conversation:
+    """A valid conversation, not saved yet."""
     info = registry.resolve(_model_field(data))
-    return Conversation.objects.create(
+    if data.get("system_prompt") is None:
+        system_prompt = conf.get("CHAT_SYSTEM_PROMPT")
+    else:
+        system_prompt = _optional_text(data, "system_prompt", int(conf.get("CHAT_MAX_CONTENT_CHARS")))
+    return Conversation(
         **owner.fields(),
         title=_optional_text(data, "title", 200).strip(),
-        system_prompt=_optional_text(data, "system_prompt", int(conf.get("CHAT_MAX_CONTENT_CHARS"))),
+        system_prompt=system_prompt,
         model=info.id,
     )
+
+
+def conversation_create(*, owner: Owner, data: dict) -> Conversation:
+    conversation = _conversation_new(owner=owner, data=data)
+    conversation.save(force_insert=True)
+    return conversation
+
+
+async def conversation_start(
+    *, owner: Owner, data: dict, admission: "Admission | None" = None
+) -> tuple[Conversation, Message, Message]:
+    """Create a conversation and send its first message (`content`): both, or nothing."""
+    validate_content(data.get("content"))
+    conversation = _conversation_new(owner=owner, data=data)
+    user, assistant = await message_send(
+        owner=owner, conversation=conversation, data={"content": data["content"]}, admission=admission
+    )
+    return conversation, user, assistant
+
+
+def conversations_claim(*, user_id: int, visitor: str) -> int:
+    """A visitor who signs in: the conversations it had as a visitor become the user's.
+
+    One statement, so two tabs signing in at once both end with every conversation claimed.
+    """
+    if not visitor:
+        return 0
+    return Conversation.objects.filter(user__isnull=True, visitor=visitor).update(user_id=user_id, visitor="")
 
 
 def conversation_list(*, owner: Owner) -> list[Conversation]:
@@ -188,6 +231,8 @@ def _store_turn(
 ) -> tuple[Message, Message, Prompt]:
     now = timezone.now()
     with transaction.atomic():
+        if conversation._state.adding:  # a new conversation is stored with its first message
+            conversation.save(force_insert=True)
         user = Message.objects.create(
             conversation=conversation, role=Message.Role.USER, content=content, model=info.id, created_at=now
         )

@@ -8,25 +8,27 @@ from functools import wraps
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware
 from django.shortcuts import render
+from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt, ensure_csrf_cookie
-from django.views.defaults import page_not_found
+from django.views.defaults import server_error as server_error_page
 
 from chat import conf, db, services
 from chat.admission import Admission
-from chat.errors import ChatError, Invalid, MethodNotAllowed, NotFound, TooLarge
+from chat.errors import ChatError, CrossSite, Invalid, LoginRequired, MethodNotAllowed, NotFound, TooLarge
 from chat.providers import registry
 from chat.proxies import client_ip
 from chat.ratelimit import get_limiter
 from chat.serializers import conversation_json, message_json
 from chat.services import Owner
+from chat.signals import VISITOR_KEY
 from chat.sse import sse_response
 from chat.streams import reply_stream
 
-VISITOR_KEY = "chat_visitor"
 _OFFSET = re.compile(r"[0-9]{1,15}")
 _csrf = CsrfViewMiddleware(lambda request: HttpResponse())
 
@@ -49,12 +51,45 @@ def _csrf_protected(request: HttpRequest) -> HttpResponse:  # what CSRF checks a
     return HttpResponse()
 
 
+_SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+
+
+def _origin_allowed(origin: str) -> bool:
+    """An origin the site accepts writes from: CORS's allowed origins, or Django's trusted ones."""
+    if origin in getattr(settings, "CORS_ALLOWED_ORIGINS", ()):
+        return True
+    for trusted in settings.CSRF_TRUSTED_ORIGINS:  # Django's syntax: `https://*.example.com`
+        scheme, _, host = trusted.partition("://")
+        if origin == trusted:
+            return True
+        if host.startswith("*.") and origin.startswith(f"{scheme}://") and origin.endswith(host[1:]):
+            return True
+    return False
+
+
+def cross_site(request: HttpRequest) -> str | None:
+    """What shows that an unsafe request was sent by a page of another site, or None.
+
+    Browsers say where a request comes from (`Origin`, `Sec-Fetch-Site`); a form on another
+    site that posts here carries no cookies under SameSite=Lax, so the CSRF token check alone
+    would let it act as a new visitor and replace the real one's session cookie.
+    """
+    origin = request.headers.get("Origin")
+    if origin is not None and origin != f"{request.scheme}://{request.get_host()}":
+        return None if _origin_allowed(origin) else f"its origin is {origin}"
+    site = request.headers.get("Sec-Fetch-Site")
+    if site is not None and site not in ("same-origin", "none"):
+        return f"the browser marks it {site}"
+    return None
+
+
 def api(*methods: str) -> Callable[[View], View]:
-    """JSON errors for every failure; CSRF for unsafe methods from a client with our cookies.
+    """JSON errors for every failure; cross-site writes refused; CSRF as Django does it.
 
     A request with neither the session nor the CSRF cookie carries no authority to forge (it
     acts as a new anonymous visitor), so `curl` needs no token for its first request; a
-    browser that has loaded a page always sends the token.
+    browser that has loaded a page always sends the token. A new visitor made by a request
+    is kept in the session only if the request succeeds: a failed one leaves nothing.
     """
 
     def decorate(view: View) -> View:
@@ -66,30 +101,45 @@ def api(*methods: str) -> Callable[[View], View]:
                         f"{request.method} is not allowed here; use {' or '.join(methods)}.",
                         headers={"Allow": ", ".join(methods)},
                     )
-                if request.method not in ("GET", "HEAD", "OPTIONS") and (
-                    settings.SESSION_COOKIE_NAME in request.COOKIES
-                    or settings.CSRF_COOKIE_NAME in request.COOKIES
-                ):
-                    rejected = _csrf.process_view(request, _csrf_protected, (), {})
-                    if rejected is not None:
-                        return rejected
-                return await view(request, *args, **kwargs)
+                if conf.get("CHAT_LOGIN_REQUIRED") and not (await request.auser()).is_authenticated:
+                    raise LoginRequired("Sign in to use the chat: this server is for its users only.")
+                if request.method not in _SAFE_METHODS:
+                    refused = _refuse_forgery(request)
+                    if refused is not None:
+                        return refused
+                response = await view(request, *args, **kwargs)
             except ChatError as exc:
                 return error_response(exc)
+            visitor = getattr(request, "chat_new_visitor", None)
+            if visitor is not None:
+                await request.session.aset(VISITOR_KEY, visitor)
+            return response
 
         return csrf_exempt(wrapper)
 
     return decorate
 
 
+def _refuse_forgery(request: HttpRequest) -> HttpResponse | None:
+    reason = cross_site(request)
+    if reason is not None:
+        raise CrossSite(
+            f"This server does not accept this request from another site ({reason}); "
+            "only its own pages and the origins it allows may send it."
+        )
+    if settings.SESSION_COOKIE_NAME in request.COOKIES or settings.CSRF_COOKIE_NAME in request.COOKIES:
+        return _csrf.process_view(request, _csrf_protected, (), {})
+    return None
+
+
 async def get_owner(request: HttpRequest, *, create: bool = False) -> Owner:
+    """Who asks. With `create`, a client without a visitor gets one (kept if the request succeeds)."""
     user = await request.auser()
     if user.is_authenticated:
         return Owner(user_id=user.pk)
     visitor = await request.session.aget(VISITOR_KEY)
     if not visitor and create:
-        visitor = uuid.uuid4().hex
-        await request.session.aset(VISITOR_KEY, visitor)
+        visitor = request.chat_new_visitor = uuid.uuid4().hex
     return Owner(visitor=visitor)
 
 
@@ -118,6 +168,8 @@ def read_json(request: HttpRequest, *, required: bool) -> dict:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise Invalid(f"The request body is not valid JSON ({exc}).") from None
+    except RecursionError:
+        raise Invalid("The request body is JSON nested too deeply.") from None
     if not isinstance(data, dict):
         raise Invalid("The request body must be a JSON object.")
     return data
@@ -149,7 +201,7 @@ async def _sent(
         **(extra or {}),
         "user_message": message_json(user_message),
         "assistant_message": message_json(assistant_message),
-        "stream_url": f"/api/messages/{assistant_message.pk}/stream",
+        "stream_url": reverse("chat:stream", args=[assistant_message.pk]),
     }
     return JsonResponse(body, status=201)
 
@@ -170,17 +222,14 @@ async def conversations_view(request: HttpRequest) -> HttpResponse:
         conversations = await sync_to_async(services.conversation_list)(owner=owner)
         return JsonResponse({"conversations": [conversation_json(c) for c in conversations]})
     data = read_json(request, required=False)
-    if "content" in data:  # an extension: create and send the first message in one request
-        services.validate_content(data["content"])
     owner = await get_owner(request, create=True)
     if "content" not in data:
         conversation = await db.run(services.conversation_create, owner=owner, data=data)
         return JsonResponse(conversation_json(conversation), status=201)
+    # An extension: create and send the first message in one request (all or nothing).
     async with admission_for(request, owner) as admission:
-        await admission.admit()  # a refused request creates no conversation either
-        conversation = await db.run(services.conversation_create, owner=owner, data=data)
-        user_message, assistant_message = await services.message_send(
-            owner=owner, conversation=conversation, data={"content": data["content"]}, admission=admission
+        conversation, user_message, assistant_message = await services.conversation_start(
+            owner=owner, data=data, admission=admission
         )
     return await _sent(
         request, user_message, assistant_message, admission, extra=conversation_json(conversation)
@@ -257,7 +306,15 @@ async def stop_view(request: HttpRequest, message_id: str) -> HttpResponse:
 
 @ensure_csrf_cookie
 def page_view(request: HttpRequest, conversation_id: str | None = None) -> HttpResponse:
+    if not request.user.is_authenticated:
+        if conf.get("CHAT_LOGIN_REQUIRED"):
+            return redirect_to_login(request.get_full_path())
+        # The visitor's identity now, not at its first send: the page's first requests, even
+        # several at once from two tabs, then all act as this one visitor.
+        if not request.session.get(VISITOR_KEY):
+            request.session[VISITOR_KEY] = uuid.uuid4().hex
     context = {
+        "page_title": conf.get("CHAT_PAGE_TITLE"),
         "conversation_id": conversation_id or "",
         "models": [m.as_dict() for m in registry.available_models()],
         "default_model": registry.default_model(),
@@ -269,10 +326,20 @@ def page_view(request: HttpRequest, conversation_id: str | None = None) -> HttpR
     return response
 
 
-def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
-    if request.path.startswith("/api/"):
-        return error_response(NotFound(f"Nothing here: {request.path}"))
-    return page_not_found(request, exception)
+@api("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+async def api_not_found(request: HttpRequest) -> HttpResponse:
+    raise NotFound(f"Nothing here: {request.path}")
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    """A 500 with DEBUG off (django.request logs the traceback; the answer never shows it)."""
+    if request.path.startswith(reverse("chat:api")):
+        body = {
+            "error": "Something went wrong on the server; its log has the details.",
+            "code": "internal_error",
+        }
+        return JsonResponse(body, status=500)
+    return server_error_page(request)
 
 
 def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:

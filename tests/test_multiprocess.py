@@ -6,13 +6,11 @@ generating process through the database.
 """
 
 import asyncio
-import uuid
-from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import pytest
 
-from tests.conftest import free_port, need_service
+from tests.conftest import free_port
 from tests.processes import PYTHON, ServerProcess, migrate, server_env
 from tests.sse_client import events, stream_new_replies, text_of
 
@@ -103,23 +101,6 @@ def test_a_reply_is_stopped_from_another_process_and_keeps_its_text(two_servers)
     assert stored["status"] == "stopped"
     assert text_of(received) == stored["content"] == stopped["content"]
     assert 0 < len(stored["content"]) < 400
-
-
-@pytest.fixture
-def postgres_database():
-    """A database of its own on the PostgreSQL server of DATABASE_URL, dropped afterwards."""
-    import psycopg
-
-    url = need_service("DATABASE_URL")
-    if not url.startswith(("postgres://", "postgresql://")):
-        pytest.skip("DATABASE_URL is not a PostgreSQL URL")
-    name = f"chat_test_{uuid.uuid4().hex[:10]}"
-    admin = psycopg.connect(url.replace("postgres://", "postgresql://", 1), autocommit=True)
-    admin.execute(f'CREATE DATABASE "{name}"')
-    parts = urlsplit(url)
-    yield urlunsplit(parts._replace(path=f"/{name}")), name, admin
-    admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-    admin.close()
 
 
 def connections_to(admin, name: str) -> int:

@@ -5,11 +5,17 @@ SDK clients talk to as to the vendor. It records every request, notices a client
 up mid-reply, and plays one script per request (the next one queued with `play`, else a
 short default reply). Steps, as in tests/fakes.py:
   {"say": "text"}               one text delta (`sent` keeps the time it was written)
+  {"repeat": "text"}            that delta again and again, until the client hangs up (a model
+                                stuck in a loop)
   {"status": 429}               answer that HTTP status with the vendor's error body (first step)
   {"gate": "name"}              send nothing until the test opens it: gate("name").set()
   {"drop": True}                close the connection mid-reply
   {"error": "overloaded"}       the vendor's error event inside the stream
   {"finish": "stop", "usage": [3, 5]}   the end (added with defaults if a script has none)
+Like the vendors, it ends a reply at the output limit the request names (`max_tokens`, or
+OpenAI's `max_completion_tokens`) with its length reason, unless `honours_limit` is False (a
+server that ignores it); a parameter named in `refuses` is answered as OpenAI answers
+`max_tokens` for its newer models: HTTP 400, "Unsupported parameter".
 """
 
 import asyncio
@@ -17,6 +23,7 @@ import json
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 ERROR_TYPES = {
@@ -40,6 +47,8 @@ class VendorServer:
         self.vendor = vendor
         self.models = list(models)
         self.models_status = 200
+        self.honours_limit = True
+        self.refuses: set[str] = set()
         self.requests: list[Request] = []
         self.sent: list[tuple[str, float]] = []  # (text, time.monotonic() as it is written)
         self.gates: dict[str, threading.Event] = {}
@@ -122,11 +131,15 @@ class VendorServer:
         self, request: Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> bool:
         """Play the next script; False if the connection must close."""
+        refused = next((name for name in sorted(self.refuses) if name in (request.body or {})), None)
+        if refused is not None:  # before the script: the request never reached the model
+            await _send_json(writer, 400, _unsupported_body(refused))
+            return True
         steps = self._scripts.popleft() if self._scripts else [{"say": "Hello"}, {"say": " there"}]
         if "status" in steps[0]:
             await _send_json(writer, steps[0]["status"], _error_body(self, steps[0]["status"]))
             return True
-        if not any("finish" in s or "drop" in s or "error" in s for s in steps):
+        if not any("finish" in s or "drop" in s or "error" in s or "repeat" in s for s in steps):
             steps = [*steps, {"finish": "stop"}]
         hangup = asyncio.ensure_future(reader.read(1))  # b"" once the client closes
         writer.write(
@@ -134,9 +147,13 @@ class VendorServer:
         )
         usage = next((s.get("usage") for s in steps if "finish" in s), None)
         wire = (OpenAIWire if self.vendor == "openai" else AnthropicWire)(request, usage)
+        limit = _output_limit(request) if self.honours_limit else None
         try:
             await _chunk(writer, wire.begin())
-            for step in steps:
+            for step in _played(steps):
+                if "say" in step and limit is not None and wire.parts >= limit:
+                    await _chunk(writer, wire.end(wire.LENGTH, None))
+                    break
                 if "say" in step:
                     self.sent.append((step["say"], time.monotonic()))
                     await _chunk(writer, wire.text(step["say"]))
@@ -151,6 +168,7 @@ class VendorServer:
                     await _chunk(writer, wire.error(step["error"]))
                 elif "finish" in step:
                     await _chunk(writer, wire.end(step["finish"], step.get("usage")))
+                await asyncio.sleep(0)  # lets a hang-up be noticed, even by an endless reply
                 if hangup.done():
                     request.closed_early.set()
                     return False
@@ -163,6 +181,8 @@ class VendorServer:
         finally:
             if not hangup.done():
                 hangup.cancel()
+                # Wait for it to let go of the reader: the next request reads from it.
+                await asyncio.wait([hangup])
 
 
 class Wire:
@@ -176,6 +196,8 @@ class Wire:
 
 class OpenAIWire(Wire):
     """Chat Completions chunks: `data: {...}` lines, a usage chunk, then `data: [DONE]`."""
+
+    LENGTH = "length"
 
     def _chunk(self, delta: dict, finish: str | None = None, choices: bool = True) -> bytes:
         data = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 0, "model": self.model}
@@ -205,6 +227,8 @@ class OpenAIWire(Wire):
 
 class AnthropicWire(Wire):
     """Messages API events: message_start, content_block_*, message_delta, message_stop."""
+
+    LENGTH = "max_tokens"
 
     @staticmethod
     def _event(name: str, data: dict) -> bytes:
@@ -244,6 +268,33 @@ class AnthropicWire(Wire):
             )
             + self._event("message_stop", {})
         )
+
+
+def _played(steps: list[dict]) -> Iterator[dict]:
+    for step in steps:
+        if "repeat" in step:
+            while True:
+                yield {"say": step["repeat"]}
+        yield step
+
+
+def _output_limit(request: Request) -> int | None:
+    body = request.body or {}
+    return next((body[k] for k in ("max_tokens", "max_completion_tokens") if k in body), None)
+
+
+def _unsupported_body(name: str) -> dict:
+    """OpenAI's answer to `max_tokens` for its newer models, word for word but the names."""
+    other = "max_completion_tokens" if name == "max_tokens" else "max_tokens"
+    return {
+        "error": {
+            "message": f"Unsupported parameter: '{name}' is not supported with this model. "
+            f"Use '{other}' instead.",
+            "type": "invalid_request_error",
+            "param": name,
+            "code": "unsupported_parameter",
+        }
+    }
 
 
 def _error_body(server: VendorServer, status: int) -> dict:

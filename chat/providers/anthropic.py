@@ -11,7 +11,13 @@ from chat.providers import upstream
 from chat.providers.base import Finish, Prompt, Provider, Usage
 
 # Anthropic's stop reasons in the words the demo and OpenAI use, so clients see one vocabulary.
-REASONS = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length"}
+# Its limit is `max_tokens` (CHAT_MAX_OUTPUT_TOKENS), and it ends the reply there itself.
+REASONS = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+}
 
 
 def configured() -> bool:

@@ -1,7 +1,8 @@
 """The `demo` model: offline and deterministic, the embedded default.
 
 Its reply shows what a page must render (a paragraph, a list, a fenced code block) and says
-how to connect a real model. CHAT_DEMO_RATE sets its pace, CHAT_DEMO_TOKENS its length.
+how to connect a real model. CHAT_DEMO_RATE sets its pace, CHAT_DEMO_TOKENS its length;
+CHAT_MAX_OUTPUT_TOKENS cuts it as it cuts a real model (finish_reason `length`).
 """
 
 import asyncio
@@ -78,13 +79,17 @@ class DemoProvider(Provider):
     async def stream(self, prompt: Prompt) -> AsyncIterator[str | Finish]:
         question = prompt.turns[-1].content if prompt.turns else ""
         rate = float(conf.get("CHAT_DEMO_RATE") or 0)
+        limit = int(conf.get("CHAT_MAX_OUTPUT_TOKENS"))
         start = time.monotonic()
-        count = 0
+        count, cut = 0, False
         for i, token in enumerate(iter_demo_tokens(question, conf.get("CHAT_DEMO_TOKENS"))):
+            if i == limit:  # a token past the limit: the reply reached it, as a model's would
+                cut = True
+                break
             count += 1
             # Pace from the start, not from the last token, so a busy loop does not slow it.
             delay = start + (i + 1) / rate - time.monotonic() if rate > 0 else 0
             await asyncio.sleep(max(delay, 0))
             yield token
         words = sum(len(t.content.split()) for t in prompt.turns) + len(prompt.system.split())
-        yield Finish(reason="stop", usage=Usage(input_tokens=words, output_tokens=count))
+        yield Finish(reason="length" if cut else "stop", usage=Usage(input_tokens=words, output_tokens=count))

@@ -219,7 +219,7 @@ function newChat({ push }) {
   state.loading += 1;
   clearLog();
   setConversation(null);
-  if (push && location.pathname !== "/") history.pushState(null, "", "/");
+  if (push && location.pathname !== API.pageUrl()) history.pushState(null, "", API.pageUrl());
   refreshControls();
   closeSidebar();
   prompt.focus();
@@ -229,7 +229,7 @@ async function openConversation(id, { push }) {
   const ticket = ++state.loading;
   clearLog();
   closeSidebar();
-  if (push) history.pushState(null, "", `/c/${id}/`);
+  if (push) history.pushState(null, "", API.pageUrl(id));
   sidebar.setActive(id);
   let conversation;
   try {
@@ -277,7 +277,7 @@ async function send(text) {
       sent = await API.createConversation(body);
       const { user_message: _u, assistant_message: _a, stream_url: _s, ...conversation } = sent;
       setConversation(conversation);
-      history.pushState(null, "", `/c/${conversation.id}/`);
+      history.pushState(null, "", API.pageUrl(conversation.id));
     }
   } catch (error) {
     pending.remove();
@@ -464,8 +464,8 @@ $("close-sidebar").addEventListener("click", closeSidebar);
 $("scrim").addEventListener("click", closeSidebar);
 
 window.addEventListener("popstate", () => {
-  const match = location.pathname.match(/^\/c\/([0-9a-f-]{36})\/$/);
-  if (match) openConversation(match[1], { push: false });
+  const id = API.conversationIdIn(location.pathname);
+  if (id) openConversation(id, { push: false });
   else newChat({ push: false });
 });
 
