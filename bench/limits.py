@@ -56,6 +56,7 @@ def measure(backend: str, sends: int, cpu: str) -> dict:
     if backend == "redis" and not os.environ.get("REDIS_URL"):
         return {"backend": backend, "skipped": "REDIS_URL is not set"}
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CHAT_", "DJANGO_"))}
+    env.update(DEBUG="0", SECRET_KEY="bench-only-not-secret")  # production-like, as bench/servers.py
     result = subprocess.run(
         [
             "taskset",
