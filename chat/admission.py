@@ -14,7 +14,7 @@ from chat.eventlog import End
 from chat.models import Message
 from chat.providers import Prompt, Provider
 from chat.providers.replay import ReplayProvider
-from chat.ratelimit import Lease, get_limiter
+from chat.ratelimit import Lease, Limiter, get_limiter
 
 log = logging.getLogger("chat.admission")
 
@@ -37,12 +37,18 @@ class Admission:
         self.stream_lease: Lease | None = None
         self.cache_key: str | None = None
         self.cached = False
+        self.limiter: Limiter | None = None  # the one that counted it, which gives back its leases
+
+    def _limiter(self) -> Limiter:
+        if self.limiter is None:
+            self.limiter = get_limiter()
+        return self.limiter
 
     async def admit(self) -> None:
         """Check and count the limits; raises RateLimited. Once only (edit calls send)."""
         if self.admitted:
             return
-        leases = await get_limiter().admit(owner=self.owner, ip=self.ip, stream=self.stream)
+        leases = await self._limiter().admit(owner=self.owner, ip=self.ip, stream=self.stream)
         self.admitted = True
         for lease in leases:
             if lease.key.startswith("streams/"):
@@ -57,7 +63,7 @@ class Admission:
         if exc_type is not None:  # the request failed before its reply ran: give everything back
             leases = [*([] if self.started_reply else self.reply_leases), self.stream_lease]
             self.stream_lease = None
-            await get_limiter().release([lease for lease in leases if lease is not None])
+            await self._limiter().release([lease for lease in leases if lease is not None])
 
     async def started(self, reply_id: str, provider: Provider, prompt: Prompt) -> Provider:
         """The reply takes over the leases; a cached answer, if there is one, replaces the model."""
@@ -78,7 +84,7 @@ class Admission:
         Never raises: the reply must still be saved.
         """
         try:
-            limiter = get_limiter()
+            limiter = self._limiter()
             await limiter.release(self.reply_leases)
             if not self.cached:
                 reported = (end.usage or {}).get("output_tokens")
@@ -93,4 +99,4 @@ class Admission:
     def hold_stream(self, stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         """The reply's stream, giving back its stream lease when it closes."""
         lease, self.stream_lease = self.stream_lease, None
-        return stream if lease is None else get_limiter().holding(lease, stream)
+        return stream if lease is None else self._limiter().holding(lease, stream)
