@@ -144,8 +144,8 @@ class Limiter:
             self._ensure_refresher()
 
     async def _refuse_quota(self, item: RateLimitItem, owner: str) -> None:
-        stats = await self.quota.get_window_stats(item, "tokens", owner)
-        wait = stats.reset_time - time.time()
+        stats = await self._safely(self.quota.get_window_stats(item, "tokens", owner), None)
+        wait = item.get_expiry() if stats is None else stats.reset_time - time.time()
         await self._refuse(
             "tokens",
             owner,
@@ -154,8 +154,9 @@ class Limiter:
         )
 
     async def _refuse_window(self, item: RateLimitItem, limit: str, who: str) -> None:
-        window = await self.backend.storage.get_sliding_window(item.key_for(limit, who), item.get_expiry())
-        wait = sliding_wait(item, *window)
+        key, expiry = item.key_for(limit, who), item.get_expiry()
+        window = await self._safely(self.backend.storage.get_sliding_window(key, expiry), None)
+        wait = expiry if window is None else sliding_wait(item, *window)
         whose = "from your network address" if limit == "messages_ip" else "from you"
         await self._refuse(
             limit,
