@@ -93,6 +93,13 @@ DEFAULTS: dict[str, Any] = {
 _ENV_TYPES: dict[str, type] = {"CHAT_DEMO_TOKENS": int, "CHAT_DB_THREADS": int}
 _TRUE = {"1", "true", "yes", "on"}
 _UNSET = object()
+_EMPTY_IS_OFF = {
+    "CHAT_LIMIT_MESSAGES",
+    "CHAT_LIMIT_MESSAGES_IP",
+    "CHAT_LIMIT_REPLIES",
+    "CHAT_QUOTA_TOKENS",
+    "CHAT_LIMIT_STREAMS_IP",
+}
 
 
 def get(name: str) -> Any:
@@ -100,6 +107,8 @@ def get(name: str) -> Any:
     if value is not _UNSET:
         return value
     raw = os.environ.get(name)
+    if raw is not None and raw.strip() == "" and name in _EMPTY_IS_OFF:
+        return _from_env(name, "0")  # the contract: `0` or an empty value turns a limit off
     if raw is None or raw.strip() == "":
         return DEFAULTS[name]
     return _from_env(name, raw)

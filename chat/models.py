@@ -73,7 +73,7 @@ class Message(models.Model):
     # Set by a stop request that reaches a process other than the one generating the reply.
     stop_requested = models.BooleanField(default=False)
     # Told again from the answer cache (CHAT_CACHE_TTL) rather than generated: it cost nothing.
-    cached = models.BooleanField(default=False)
+    cached = models.BooleanField(default=False, db_default=False)
 
     class Meta:
         ordering = ["created_at"]

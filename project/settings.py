@@ -179,14 +179,3 @@ LOGGING = {
 # chat/conf.py, which holds the defaults: nothing to repeat here. (A host project may set any
 # of them in its settings instead.)
 DATA_UPLOAD_MAX_MEMORY_SIZE = max(int(os.environ.get("CHAT_MAX_BODY_BYTES") or 256 * 1024), 2_621_440)
-# An empty CHAT_LIMIT_* or CHAT_QUOTA_TOKENS turns that limit off, as the contract says
-# (chat/conf.py reads an empty value as unset, that is the default).
-for _name in (
-    "CHAT_LIMIT_MESSAGES",
-    "CHAT_LIMIT_MESSAGES_IP",
-    "CHAT_LIMIT_REPLIES",
-    "CHAT_QUOTA_TOKENS",
-    "CHAT_LIMIT_STREAMS_IP",
-):
-    if _name in os.environ and not os.environ[_name].strip():
-        globals()[_name] = "0"
