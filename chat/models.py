@@ -70,6 +70,11 @@ class Message(models.Model):
     error_code = models.CharField(max_length=64, null=True, blank=True)
     time_to_first_token_ms = models.PositiveIntegerField(null=True, blank=True)
     duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    # Reasoning and tool steps (issue 12; chat/steps.py): all the reasoning text, how long the
+    # model reasoned, and the reasoning runs (slices of `reasoning`) and tool calls in order.
+    reasoning = models.TextField(blank=True, default="")
+    reasoning_ms = models.PositiveIntegerField(null=True, blank=True)
+    steps = models.JSONField(default=list, blank=True)
     # Set by a stop request that reaches a process other than the one generating the reply.
     stop_requested = models.BooleanField(default=False)
 

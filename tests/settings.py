@@ -52,3 +52,6 @@ CHAT_DISCOVERY_TIMEOUT = 1.0
 # A model-written title is one more upstream request after a first reply; tests that count
 # upstream requests stay exact without it. tests/test_page_api.py turns it on.
 CHAT_TITLE_BY_MODEL = False
+# The demo model's reasoning and tool call (issue 12) change its replies' events and text;
+# the suite's demo replies stay plain, and tests/test_tools.py turns them on.
+CHAT_DEMO_STEPS = False
