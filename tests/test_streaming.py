@@ -94,7 +94,7 @@ def test_resuming_a_finished_reply_replays_exactly_the_rest(tab):
 
 
 # "1.5" is a step id since issue 12 (`<text offset>.<steps offset>`); these are not.
-@pytest.mark.parametrize("value", ["-1", "abc", "1.5.2", "1.", ".5", "1,5", "1e3", "²", "99999999999999999999"])
+@pytest.mark.parametrize("value", ["-1", "abc", "1.5.2", "1.", ".5", "1,5", "1e3", "²", "9" * 20])
 def test_bad_last_event_id_answers_400(tab, value):
     sent = tab.send("x")
     mid = sent["assistant_message"]["id"]
