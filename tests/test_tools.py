@@ -96,3 +96,17 @@ def test_reasoning_counts_toward_the_output_limit(tab, steps):
     assert received[-1].json["finish_reason"] == "length"
     message = tab.wait_finished(mid, cid)
     assert len(message["reasoning"].split()) == 5 and message["content"] == "" and message["usage"] is None
+
+
+def test_the_admin_transcript_shows_the_steps_folded_and_escaped(tab, steps, client, django_user_model):
+    mid, cid = _reply(tab, "<b>what time</b>")
+    message = tab.wait_finished(mid, cid)
+    client.force_login(
+        django_user_model.objects.create_user("op", password="pw", is_staff=True, is_superuser=True)
+    )
+    html = client.get(f"/admin/chat/conversation/{cid}/change/").content.decode()
+    assert html.count('<details class="chat-step chat-step-reasoning">') == 1
+    assert html.count('<details class="chat-step chat-step-tool">') == 1
+    assert "<summary>tool current_time, " in html and "result: {" in html and "&quot;weekday&quot;" in html
+    assert "&lt;b&gt;what time&lt;/b&gt;" in html and "<b>what time</b>" not in html
+    assert f"reasoning, {message['reasoning_ms']} ms" in html
