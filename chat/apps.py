@@ -8,3 +8,4 @@ class ChatConfig(AppConfig):
 
     def ready(self) -> None:
         from chat import signals  # noqa: F401  (connects the sign-in receiver)
+        from chat.tools import checks  # noqa: F401  (CHAT_TOOLS checked by `manage.py check`)

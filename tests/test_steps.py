@@ -150,3 +150,13 @@ def test_the_memory_log_and_the_database_replay_resume_alike_from_every_id(seed)
         expected = _flat(whole[i + 1 :])
         assert _flat(replay(text, stored["reasoning"], stored["steps"], event.offset, side)) == expected
         assert _flat(_drain(log, event.offset, side)) == expected
+
+
+def test_manage_check_names_a_tool_that_cannot_be_offered(settings):
+    from chat.tools.checks import check_tools
+
+    settings.CHAT_TOOLS = "chat.tools.examples.current_time, tests.test_steps._varargs"
+    [error] = check_tools()
+    assert error.id == "chat.E012" and "tests.test_steps._varargs" in error.msg
+    settings.CHAT_TOOLS = "chat.tools.examples.current_time,chat.tools.examples.search_my_conversations"
+    assert check_tools() == []
