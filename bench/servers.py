@@ -50,6 +50,9 @@ def base_env(database: Path, **chat: str) -> dict[str, str]:
         SECRET_KEY="bench-only-not-secret",
         ALLOWED_HOSTS="127.0.0.1",
         PYTHONUNBUFFERED="1",
+        # The demo's plain answer, token for token as the baseline streams it (issue 12's
+        # reasoning and tool round are measured by bench/tool_turn.py).
+        CHAT_DEMO_STEPS="0",
     )
     env.update(chat)
     return env
