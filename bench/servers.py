@@ -57,6 +57,9 @@ def base_env(database: Path, **chat: str) -> dict[str, str]:
         CHAT_LIMIT_REPLIES="0",
         CHAT_QUOTA_TOKENS="0",
         CHAT_LIMIT_STREAMS_IP="0",
+        # The demo's plain answer, token for token as the baseline streams it (issue 12's
+        # reasoning and tool round are measured by bench/tool_turn.py).
+        CHAT_DEMO_STEPS="0",
     )
     env.update(chat)
     return env

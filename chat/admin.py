@@ -30,6 +30,7 @@ from django.utils.text import smart_split, unescape_string_literal
 
 from chat import history, limits_admin
 from chat.models import Conversation, Message
+from chat.steps import steps_json
 
 FAILED = [Message.Status.ERROR, Message.Status.INTERRUPTED]
 
@@ -142,6 +143,16 @@ def status_badge(message: Message) -> str:
 
 def milliseconds(value: int | None) -> str:
     return "—" if value is None else f"{value:,} ms"
+
+
+def step_views(message: Message) -> list[dict]:
+    """A message's steps for the transcript: JSON shown indented, as text."""
+    views = steps_json(message.reasoning, message.steps)
+    for view in views:
+        if view["type"] == "tool":
+            view["arguments_json"] = json.dumps(view.get("arguments"), ensure_ascii=False, indent=1)
+            view["result_json"] = json.dumps(view.get("result"), ensure_ascii=False, indent=1)
+    return views
 
 
 def stop_and_report(request: HttpRequest, stopped: int) -> None:
@@ -338,6 +349,8 @@ class ConversationAdmin(admin.ModelAdmin):
     def change_view(self, request, object_id, form_url="", extra_context=None):
         pk = as_uuid(object_id)
         transcript = list(Message.objects.filter(conversation_id=pk)) if pk else []
+        for message in transcript:  # reasoning and tool steps, folded in the transcript (issue 12)
+            message.step_views = step_views(message)
         context = {
             "transcript": transcript,
             "streaming": any(m.status == Message.Status.STREAMING for m in transcript),

@@ -8,3 +8,4 @@ class ChatConfig(AppConfig):
 
     def ready(self) -> None:
         from chat import checks, signals  # noqa: F401  (the system checks, the sign-in receiver)
+        from chat.tools import checks as tool_checks  # noqa: F401  (CHAT_TOOLS checked by `manage.py check`)

@@ -87,6 +87,17 @@ DEFAULTS: dict[str, Any] = {
     "CHAT_CACHE_SCOPE": "owner",
     "CHAT_CACHE_ALIAS": "default",
     "CHAT_CACHE_PIECE_INTERVAL": 0.02,
+    # --- reasoning and tools (issue 12) ---
+    # Tools a model may call: dotted paths to functions of the host project (chat/tools/).
+    "CHAT_TOOLS": [],
+    # Seconds a tool call may take; past them the model is told it timed out.
+    "CHAT_TOOL_TIMEOUT": 30.0,
+    # The most model requests in one reply (each tool round is one); the last gets tool choice none.
+    "CHAT_TOOL_ROUNDS": 5,
+    # Anthropic's extended thinking: its budget in tokens (0: off; at least 1024 when on).
+    "CHAT_ANTHROPIC_THINKING": 0,
+    # The demo model reasons briefly and calls its example tool (current_time) before answering.
+    "CHAT_DEMO_STEPS": True,
 }
 
 # The type of an environment value whose default is None.

@@ -25,7 +25,9 @@ from chat import conf, db
 from chat.eventlog import End, get_event_log
 from chat.models import Message
 from chat.providers import Finish, Prompt, Provider, ProviderError
+from chat.steps import Steps, record_step
 from chat.text import clean_model_text
+from chat.tools.rounds import reply_items
 
 if TYPE_CHECKING:
     from chat.admission import Admission
@@ -67,6 +69,8 @@ class _Live:
     inflight: asyncio.Future | None = None  # a checkpoint being written
     reason: str | None = None  # why it was cancelled: STOPPED or INTERRUPTED
     admission: "Admission | None" = None  # the limits it holds and the cache (chat/admission.py)
+    steps: Steps = field(default_factory=Steps)  # reasoning and tool steps (issue 12)
+    steps_saved: int = 0  # steps.version in the database
 
 
 _live: dict[str, _Live] = {}
@@ -133,15 +137,22 @@ async def _run(reply_id: str, live: _Live, provider: Provider, prompt: Prompt) -
     finish = Finish()
     end_status, error, code = Message.Status.COMPLETE.value, None, None
     try:
-        async with aclosing(provider.stream(prompt)) as stream:
+        # reply_items: the provider's rounds, tool calls run between them (issue 12).
+        async with aclosing(reply_items(provider, prompt, reply_id=reply_id)) as stream:
             async for item in stream:
                 if isinstance(item, Finish):
                     finish = item
-                elif item := clean_model_text(item):
+                elif isinstance(item, str):
+                    if item := clean_model_text(item):
+                        if first_token is None:
+                            first_token = time.monotonic()
+                        live.steps.close_run()
+                        live.text.append(item)
+                        await events.append(reply_id, item)
+                elif step := record_step(live.steps, item, live.text.length):  # issue 12
                     if first_token is None:
                         first_token = time.monotonic()
-                    live.text.append(item)
-                    await events.append(reply_id, item)
+                    await events.append_step(reply_id, step)
     except asyncio.CancelledError:
         asyncio.current_task().uncancel()  # the reply ends here, by design: it is saved below
         end_status = live.reason or INTERRUPTED
@@ -154,6 +165,9 @@ async def _run(reply_id: str, live: _Live, provider: Provider, prompt: Prompt) -
             "The model failed unexpectedly; the server log has the details.",
             "internal_error",
         )
+    # issue 12: a tool stopped while it ran gets an outcome, so that replays match the stream.
+    if step := live.steps.end(end_status):
+        await events.append_step(reply_id, step)
     _live.pop(reply_id, None)
     if live.inflight is not None:  # the final save must come after a checkpoint under way
         await asyncio.wait([live.inflight])
@@ -173,6 +187,7 @@ async def _run(reply_id: str, live: _Live, provider: Provider, prompt: Prompt) -
     timings = {
         "time_to_first_token_ms": None if first_token is None else round((first_token - started) * 1000),
         "duration_ms": round((time.monotonic() - started) * 1000),
+        **live.steps.stored(),  # reasoning, reasoning_ms, steps (issue 12)
     }
     try:
         await db.run_to_end(_save_final, reply_id, live.text.value(), end, timings)
@@ -219,10 +234,13 @@ async def checkpoint_once() -> None:
     touch_every = min(3 * interval, conf.stale_after() / 3)
     now = time.monotonic()
     changed: dict[str, str] = {}
+    stepped: dict[str, tuple[int, dict]] = {}  # issue 12: replies whose steps changed
     idle: list[str] = []
     batch: dict[str, _Live] = {}
     for reply_id, live in _live.items():
-        if live.text.length != live.saved:
+        if live.steps.version != live.steps_saved:
+            stepped[reply_id] = (live.steps.version, live.steps.stored())
+        if live.text.length != live.saved or reply_id in stepped:
             changed[reply_id] = live.text.value()
         elif now - live.touched >= touch_every:
             idle.append(reply_id)
@@ -231,7 +249,8 @@ async def checkpoint_once() -> None:
         batch[reply_id] = live
     if not batch:
         return
-    future = asyncio.ensure_future(db.run_to_end(_save_batch, changed, idle))
+    steps = {reply_id: fields for reply_id, (_, fields) in stepped.items()}
+    future = asyncio.ensure_future(db.run_to_end(_save_batch, changed, idle, steps))
     for live in batch.values():
         live.inflight = future
     try:
@@ -248,16 +267,20 @@ async def checkpoint_once() -> None:
         live.touched = now
         if reply_id in changed:
             live.saved = len(changed[reply_id])
+        if reply_id in stepped:
+            live.steps_saved = stepped[reply_id][0]
         if reply_id in gone:  # stop requested from another process, or the reply was deleted
             _cancel(reply_id, STOPPED)
 
 
-def _save_batch(changed: dict[str, str], idle: list[str]) -> tuple[set[str], set[str]]:
+def _save_batch(
+    changed: dict[str, str], idle: list[str], steps: dict[str, dict]
+) -> tuple[set[str], set[str]]:
     """All replies in one transaction; if the database refuses one of them, one by one, so
     that one reply that cannot be saved never holds up the others. Returns the replies to
     stop and the replies that failed."""
     try:
-        return _save_checkpoints(changed, idle), set()
+        return _save_checkpoints(changed, idle, steps), set()
     except OperationalError:
         raise
     except DatabaseError as exc:
@@ -269,7 +292,7 @@ def _save_batch(changed: dict[str, str], idle: list[str]) -> tuple[set[str], set
     for reply_id in [*changed, *idle]:
         one = {reply_id: changed[reply_id]} if reply_id in changed else {}
         try:
-            gone |= _save_checkpoints(one, [] if one else [reply_id])
+            gone |= _save_checkpoints(one, [] if one else [reply_id], steps)
         except OperationalError:
             raise
         except DatabaseError as exc:
@@ -278,7 +301,7 @@ def _save_batch(changed: dict[str, str], idle: list[str]) -> tuple[set[str], set
     return gone, failed
 
 
-def _save_checkpoints(changed: dict[str, str], idle: list[str]) -> set[str]:
+def _save_checkpoints(changed: dict[str, str], idle: list[str], steps: dict[str, dict]) -> set[str]:
     """One transaction; returns the replies to stop. `status` is set too: a sweeper that took
     a live reply for dead (its checkpoints held up behind a busy database) is corrected."""
     ids = [*changed, *idle]
@@ -291,6 +314,9 @@ def _save_checkpoints(changed: dict[str, str], idle: list[str]) -> set[str]:
         texts = [(content, reply_id) for reply_id, content in changed.items() if reply_id in alive]
         if texts:  # one statement for all: an ORM update per reply costs more than the write
             _update_texts(texts, now)
+        for reply_id, _ in texts:  # issue 12: reasoning and tool steps, with the text
+            if reply_id in steps:
+                Message.objects.filter(pk=reply_id).update(**steps[reply_id])
         touch = [reply_id for reply_id in idle if reply_id in alive]
         for start in range(0, len(touch), _BATCH):
             Message.objects.filter(pk__in=touch[start : start + _BATCH]).update(

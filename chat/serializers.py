@@ -3,6 +3,7 @@
 from typing import Any
 
 from chat.models import Conversation, Message
+from chat.steps import steps_json
 
 
 def message_json(message: Message) -> dict[str, Any]:
@@ -18,6 +19,10 @@ def message_json(message: Message) -> dict[str, Any]:
         "usage": message.usage,
         "error": message.error,
         "cached": message.cached,
+        # issue 12 (docs/API-extensions.md, "Reasoning and tools")
+        "reasoning": message.reasoning,
+        "reasoning_ms": message.reasoning_ms,
+        "steps": steps_json(message.reasoning, message.steps),
     }
 
 

@@ -17,6 +17,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from chat import conf, context, db, generation
+from chat import tools as tools_module
 from chat.errors import Invalid, NotFound, TooLarge
 from chat.models import Conversation, Message
 from chat.providers import Prompt, Turn, registry
@@ -189,7 +190,7 @@ async def conversation_delete(*, owner: Owner, conversation_id: str) -> None:
 # --- messages -----------------------------------------------------------------------------
 
 
-def _prompt(conversation: Conversation, model_name: str) -> Prompt:
+def _prompt(conversation: Conversation, info: ModelInfo) -> Prompt:
     """The system prompt and the conversation's turns, oldest dropped first to fit the budget."""
     rows = (
         conversation.messages.filter(role__in=[Message.Role.USER, Message.Role.ASSISTANT])
@@ -202,7 +203,9 @@ def _prompt(conversation: Conversation, model_name: str) -> Prompt:
         [Turn(role, text) for role, text in rows],
         int(conf.get("CHAT_CONTEXT_CHARS")),
     )
-    return Prompt(model=model_name, system=conversation.system_prompt, turns=turns)
+    # The tools this model may call (issue 12): CHAT_TOOLS, and the demo's own example.
+    tools = tools_module.specs_for(info.provider)
+    return Prompt(model=info.name, system=conversation.system_prompt, turns=turns, tools=tools)
 
 
 def _add_reply(
@@ -223,7 +226,7 @@ def _add_reply(
     Conversation.objects.filter(pk=conversation.pk).update(**changes)
     for key, value in changes.items():
         setattr(conversation, key, value)
-    return assistant, _prompt(conversation, info.name)
+    return assistant, _prompt(conversation, info)
 
 
 def _store_turn(

@@ -29,7 +29,7 @@ from chat.signals import VISITOR_KEY
 from chat.sse import sse_response
 from chat.streams import reply_stream
 
-_OFFSET = re.compile(r"[0-9]{1,15}")
+_OFFSET = re.compile(r"([0-9]{1,15})(?:\.([0-9]{1,15}))?")  # `T`, or `T.S` after a step (issue 12)
 _csrf = CsrfViewMiddleware(lambda request: HttpResponse())
 
 PAGE_CSP = (
@@ -179,17 +179,22 @@ def wants_stream(request: HttpRequest) -> bool:
     return "text/event-stream" in request.headers.get("Accept", "")
 
 
-def parse_offset(request: HttpRequest) -> int:
+def parse_offset(request: HttpRequest) -> tuple[int, int | None]:
+    """The place to resume from: a text offset `T`, or `T.S` after a reasoning or tool step
+    (issue 12); S is None for a plain offset."""
     raw = request.headers.get("Last-Event-ID")
     if raw is None:
         raw = request.GET.get("last_event_id")
     if raw is None or not raw.strip():
-        return 0
-    if not _OFFSET.fullmatch(raw.strip()):
+        return 0, None
+    match = _OFFSET.fullmatch(raw.strip())
+    if match is None:
         raise Invalid(
-            f"Last-Event-ID must be a non-negative integer (the offset of the text received), not {raw!r}."
+            f"Last-Event-ID must be a non-negative integer (the offset of the text received), "
+            f"or the id of a reasoning or tool event, not {raw!r}."
         )
-    return int(raw)
+    offset, side = match.groups()
+    return int(offset), None if side is None else int(side)
 
 
 async def _sent(
@@ -281,7 +286,7 @@ async def regenerate_view(request: HttpRequest, conversation_id: str) -> HttpRes
 
 @api("GET")
 async def stream_view(request: HttpRequest, message_id: str) -> HttpResponse:
-    offset = parse_offset(request)
+    offset, side = parse_offset(request)
     owner = await get_owner(request)
     message = await sync_to_async(services.reply_get)(owner=owner, message_id=message_id)
     if message.is_finished and offset > len(message.content):
@@ -290,7 +295,7 @@ async def stream_view(request: HttpRequest, message_id: str) -> HttpResponse:
         )
     limiter = get_limiter()
     lease = await limiter.open_stream(ip=client_ip(request))
-    stream = reply_stream(message, offset)
+    stream = reply_stream(message, offset, side)
     return sse_response(stream if lease is None else limiter.holding(lease, stream))
 
 

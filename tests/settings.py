@@ -58,3 +58,6 @@ CHAT_LIMIT_MESSAGES = CHAT_LIMIT_MESSAGES_IP = CHAT_QUOTA_TOKENS = "0"
 CHAT_LIMIT_REPLIES = CHAT_LIMIT_STREAMS_IP = 0
 CHAT_TRUSTED_PROXIES = []
 CHAT_CACHE_TTL = 0
+# The demo model's reasoning and tool call (issue 12) change its replies' events and text;
+# the suite's demo replies stay plain, and tests/test_tools.py turns them on.
+CHAT_DEMO_STEPS = False

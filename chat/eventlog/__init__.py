@@ -5,7 +5,18 @@ from functools import lru_cache
 from django.utils.module_loading import import_string
 
 from chat import conf
-from chat.eventlog.base import End, Event, EventLog, Status, Subscription, Text
+from chat.eventlog.base import (
+    End,
+    Event,
+    EventLog,
+    ReasoningText,
+    Status,
+    Step,
+    Subscription,
+    Text,
+    ToolCallStep,
+    ToolResultStep,
+)
 
 
 @lru_cache(maxsize=4)
@@ -17,4 +28,16 @@ def get_event_log() -> EventLog:
     return _load(conf.get("CHAT_EVENT_LOG"))
 
 
-__all__ = ["End", "Event", "EventLog", "Status", "Subscription", "Text", "get_event_log"]
+__all__ = [
+    "End",
+    "Event",
+    "EventLog",
+    "ReasoningText",
+    "Status",
+    "Step",
+    "Subscription",
+    "Text",
+    "ToolCallStep",
+    "ToolResultStep",
+    "get_event_log",
+]

@@ -6,6 +6,7 @@
 // an error status), this reconnects itself with ?last_event_id= and a growing delay.
 import { ApiError, streamUrl } from "./api.js";
 import { MarkdownView } from "./markdown.js";
+import { StepsView } from "./steps.js";
 
 const FRAME_BUDGET_MS = 6; // drawing work per animation frame, when much text waits
 const STATES = {
@@ -13,8 +14,13 @@ const STATES = {
   queued: "Waiting for the model…",
   reconnecting: "Reconnecting…",
   cached: "Answered before: from the cache…",
+  reasoning: "Reasoning…",
+  writing: "Writing…",
 };
-const stateLabel = (state) => STATES[state] || `${state.charAt(0).toUpperCase()}${state.slice(1)}…`;
+const stateLabel = (state, name) =>
+  state === "tool" && name
+    ? `Using ${name}…`
+    : STATES[state] || `${state.charAt(0).toUpperCase()}${state.slice(1)}…`;
 
 function button(className, text, label) {
   const el = document.createElement("button");
@@ -66,11 +72,13 @@ export class Reply {
       button("copy-reply", "Copy", "Copy the reply"),
       button("regenerate", "Regenerate", "Answer the last message again"),
     );
-    this.el.append(this.progress, body, this.note, this.actions);
+    this.steps = new StepsView(); // reasoning and tool steps, folded (issue 12)
+    this.el.append(this.progress, this.steps.el, body, this.note, this.actions);
   }
 
   // A finished reply, shown at once.
   show() {
+    this.steps.show(this.message.steps);
     this.view.append(this.message.content || "");
     this.view.render(true);
     this.showEnd(this.message);
@@ -87,6 +95,7 @@ export class Reply {
     this.checkpoint = this.message.content || "";
     this.replayed = "";
     this.caughtUp = this.checkpoint === "";
+    this.steps.reset(); // the stream replays them from its start
     if (!this.caughtUp) {
       this.view.append(this.checkpoint);
       this.view.render();
@@ -105,11 +114,25 @@ export class Reply {
       if (this.progress.textContent === STATES.reconnecting) this.setProgress("");
     });
     source.addEventListener("status", (event) => {
-      if (this.view.length === 0) this.setProgress(stateLabel(JSON.parse(event.data).state));
+      const status = JSON.parse(event.data);
+      if (this.view.length === 0) this.setProgress(stateLabel(status.state, status.name));
     });
     source.addEventListener("message", (event) => {
       this.lastEventId = event.lastEventId;
+      this.steps.endRun();
       this.receive(JSON.parse(event.data).text);
+    });
+    source.addEventListener("reasoning", (event) => {
+      this.lastEventId = event.lastEventId;
+      this.steps.reasoning(JSON.parse(event.data).text);
+    });
+    source.addEventListener("tool_call", (event) => {
+      this.lastEventId = event.lastEventId;
+      this.steps.toolCall(JSON.parse(event.data));
+    });
+    source.addEventListener("tool_result", (event) => {
+      this.lastEventId = event.lastEventId;
+      this.steps.toolResult(JSON.parse(event.data));
     });
     source.addEventListener("done", (event) => this.finish(JSON.parse(event.data)));
     source.addEventListener("error", (event) => {
@@ -199,6 +222,7 @@ export class Reply {
       this.view.append(this.replayed);
     }
     this.setProgress("");
+    this.steps.endRun();
     this.ending = end;
     this.hooks.onFinish?.(this);
     this.schedule();
