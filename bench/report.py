@@ -204,6 +204,18 @@ def rows(r: dict) -> list[tuple[str, str, str, str, str, str]]:
             "",
         )
     )
+    for backend, measured in r.get("limits", {}).items():
+        cpu = measured.get("cpu_us_per_send")
+        out.append(
+            (
+                f"server CPU a limit check adds per send, {backend} backend (µs, in-process)",
+                _num(cpu) if cpu is not None else f"not run: {measured.get('skipped', '?')}",
+                "–",
+                "",
+                "< 300 µs",
+                _verdict(None if cpu is None else cpu < 300),
+            )
+        )
     out.append(
         (
             "`database is locked` in the log + `error` events, whole run",

@@ -27,6 +27,7 @@ class Sizes:
     probe_background: int = 100
     probes: int = 150
     followed_streams: int = 500  # 5. replies followed from another process (Redis)
+    limit_sends: int = 20_000  # sends through the limit check (bench/limits.py), per backend
 
 
 FULL = Sizes()
@@ -40,6 +41,7 @@ QUICK = Sizes(
     probe_background=50,
     probes=20,
     followed_streams=50,
+    limit_sends=2_000,
 )
 
 

@@ -7,4 +7,5 @@ class ChatConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from chat import checks, signals  # noqa: F401  (registers the checks, connects the sign-in receiver)
+        from chat import checks, signals  # noqa: F401  (the system checks, the sign-in receiver)
+        from chat.tools import checks as tool_checks  # noqa: F401  (CHAT_TOOLS checked by `manage.py check`)

@@ -5,7 +5,8 @@ import sys
 from collections.abc import Iterable
 
 from django.conf import settings
-from django.core.checks import Tags, Warning, register
+from django.core.checks import Error, Tags, Warning, register
+from django.core.exceptions import ImproperlyConfigured
 
 from chat import conf
 from chat.eventlog import REDIS, backend_path
@@ -84,3 +85,18 @@ def check_workers_without_redis(app_configs: Iterable | None = None, **kwargs) -
             id="chat.W003",
         )
     ]
+
+
+@register()
+def limits_settings(app_configs, **kwargs) -> list[Error]:
+    """A limit or proxy written wrong is named at start, not at the first send."""
+    from chat.proxies import trusted_networks
+    from chat.ratelimit import rules
+
+    errors = []
+    for read in (rules, trusted_networks):
+        try:
+            read()
+        except ImproperlyConfigured as exc:
+            errors.append(Error(str(exc), id="chat.E001"))
+    return errors

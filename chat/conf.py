@@ -69,9 +69,36 @@ DEFAULTS: dict[str, Any] = {
     # The page's title, and the system prompt of a conversation created without one.
     "CHAT_PAGE_TITLE": "Chat",
     "CHAT_SYSTEM_PROMPT": "",
-    # Redis (redis://...): replies go through Redis Streams, so that every process and machine
-    # serves every reply live (chat/eventlog/redis.py); None: each process has its own log.
+    # Redis, shared by every process and machine (limits, answer cache); None: in-process.
     "REDIS_URL": None,
+    # Limits and quotas (chat/ratelimit/): rates as N/second|minute|hour|day, counts at once;
+    # 0 or "" turns one off.
+    "CHAT_LIMIT_MESSAGES": "30/minute",
+    "CHAT_LIMIT_MESSAGES_IP": "120/minute",
+    "CHAT_LIMIT_REPLIES": 3,
+    "CHAT_QUOTA_TOKENS": "",
+    "CHAT_LIMIT_STREAMS_IP": 200,
+    # Proxies whose X-Forwarded-For and X-Forwarded-Proto are believed (addresses or networks).
+    "CHAT_TRUSTED_PROXIES": [],
+    # The prefix of the limits' Redis keys.
+    "CHAT_LIMITS_PREFIX": "chat:limits",
+    # Cached answers (chat/answercache.py): seconds kept (0: off), `owner` or `global`, the
+    # Django cache used, and the pause between the pieces of a cached answer (seconds).
+    "CHAT_CACHE_TTL": 0,
+    "CHAT_CACHE_SCOPE": "owner",
+    "CHAT_CACHE_ALIAS": "default",
+    "CHAT_CACHE_PIECE_INTERVAL": 0.02,
+    # --- reasoning and tools (issue 12) ---
+    # Tools a model may call: dotted paths to functions of the host project (chat/tools/).
+    "CHAT_TOOLS": [],
+    # Seconds a tool call may take; past them the model is told it timed out.
+    "CHAT_TOOL_TIMEOUT": 30.0,
+    # The most model requests in one reply (each tool round is one); the last gets tool choice none.
+    "CHAT_TOOL_ROUNDS": 5,
+    # Anthropic's extended thinking: its budget in tokens (0: off; at least 1024 when on).
+    "CHAT_ANTHROPIC_THINKING": 0,
+    # The demo model reasons briefly and calls its example tool (current_time) before answering.
+    "CHAT_DEMO_STEPS": True,
     # The prefix of the event log's Redis keys (one stream per reply, the stop channel).
     "CHAT_REDIS_PREFIX": "chat:",
     # A reply's stream is capped at about this many entries (deltas are merged per frame).
@@ -84,6 +111,13 @@ DEFAULTS: dict[str, Any] = {
 _ENV_TYPES: dict[str, type] = {"CHAT_DEMO_TOKENS": int, "CHAT_DB_THREADS": int}
 _TRUE = {"1", "true", "yes", "on"}
 _UNSET = object()
+_EMPTY_IS_OFF = {
+    "CHAT_LIMIT_MESSAGES",
+    "CHAT_LIMIT_MESSAGES_IP",
+    "CHAT_LIMIT_REPLIES",
+    "CHAT_QUOTA_TOKENS",
+    "CHAT_LIMIT_STREAMS_IP",
+}
 
 
 def get(name: str) -> Any:
@@ -91,6 +125,8 @@ def get(name: str) -> Any:
     if value is not _UNSET:
         return value
     raw = os.environ.get(name)
+    if raw is not None and raw.strip() == "" and name in _EMPTY_IS_OFF:
+        return _from_env(name, "0")  # the contract: `0` or an empty value turns a limit off
     if raw is None or raw.strip() == "":
         return DEFAULTS[name]
     return _from_env(name, raw)

@@ -8,6 +8,7 @@ import uuid
 from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from asgiref.sync import sync_to_async
 from django.db import transaction
@@ -15,12 +16,16 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from chat import conf, context, db
+from chat import tools as tools_module
 from chat.errors import Invalid, NotFound, TooLarge
 from chat.models import Conversation, Message
 from chat.providers import Prompt, Turn, registry
 from chat.providers.registry import ModelInfo
 from chat.replies import generation
 from chat.text import unstorable
+
+if TYPE_CHECKING:
+    from chat.admission import Admission
 
 log = logging.getLogger("chat.services")
 
@@ -134,12 +139,14 @@ def conversation_create(*, owner: Owner, data: dict) -> Conversation:
     return conversation
 
 
-async def conversation_start(*, owner: Owner, data: dict) -> tuple[Conversation, Message, Message]:
+async def conversation_start(
+    *, owner: Owner, data: dict, admission: "Admission | None" = None
+) -> tuple[Conversation, Message, Message]:
     """Create a conversation and send its first message (`content`): both, or nothing."""
     validate_content(data.get("content"))
     conversation = _conversation_new(owner=owner, data=data)
     user, assistant = await message_send(
-        owner=owner, conversation=conversation, data={"content": data["content"]}
+        owner=owner, conversation=conversation, data={"content": data["content"]}, admission=admission
     )
     return conversation, user, assistant
 
@@ -184,7 +191,7 @@ async def conversation_delete(*, owner: Owner, conversation_id: str) -> None:
 # --- messages -----------------------------------------------------------------------------
 
 
-def _prompt(conversation: Conversation, model_name: str) -> Prompt:
+def _prompt(conversation: Conversation, info: ModelInfo) -> Prompt:
     """The system prompt and the conversation's turns, oldest dropped first to fit the budget."""
     rows = (
         conversation.messages.filter(role__in=[Message.Role.USER, Message.Role.ASSISTANT])
@@ -197,7 +204,9 @@ def _prompt(conversation: Conversation, model_name: str) -> Prompt:
         [Turn(role, text) for role, text in rows],
         conf.get_int("CHAT_CONTEXT_CHARS"),
     )
-    return Prompt(model=model_name, system=conversation.system_prompt, turns=turns)
+    # The tools this model may call (issue 12): CHAT_TOOLS, and the demo's own example.
+    tools = tools_module.specs_for(info.provider)
+    return Prompt(model=info.name, system=conversation.system_prompt, turns=turns, tools=tools)
 
 
 def _add_reply(
@@ -218,7 +227,7 @@ def _add_reply(
     Conversation.objects.filter(pk=conversation.pk).update(**changes)
     for key, value in changes.items():
         setattr(conversation, key, value)
-    return assistant, _prompt(conversation, info.name)
+    return assistant, _prompt(conversation, info)
 
 
 def _store_turn(
@@ -243,9 +252,17 @@ def _store_turn(
 
 
 async def message_send(
-    *, owner: Owner, conversation_id: str | None = None, conversation: Conversation | None = None, data: dict
+    *,
+    owner: Owner,
+    conversation_id: str | None = None,
+    conversation: Conversation | None = None,
+    data: dict,
+    admission: "Admission | None" = None,
 ) -> tuple[Message, Message]:
-    """Store the user's message and a `streaming` reply, and start generating it."""
+    """Store the user's message and a `streaming` reply, and start generating it.
+
+    `admission` (the limits and the answer cache) is checked before anything is stored.
+    """
     content = validate_content(data.get("content"))
     model = _model_field(data)
     if conversation is None:
@@ -253,10 +270,15 @@ async def message_send(
     info = _model_info(conversation, model)
     provider = registry.get_provider(info)
     untitled = not conversation.title
+    if admission is not None:
+        await admission.admit()
     # On the replies' writer thread(s): on SQLite one writer means writes queue instead of
     # meeting in SQLite's lock, whose busy handler sleeps in steps of up to 100 ms.
     user, assistant, prompt = await db.run(_store_turn, conversation=conversation, content=content, info=info)
-    reply = await generation.reply_start(reply_id=str(assistant.id), provider=provider, prompt=prompt)
+    reply = await generation.reply_start(
+        reply_id=str(assistant.id), provider=provider, prompt=prompt, admission=admission
+    )
+    assistant.cached = admission is not None and admission.cached
     if untitled:
         conversation_title_improve_later(
             conversation=conversation, info=info, content=content, reply_id=str(assistant.id), reply=reply
@@ -341,21 +363,29 @@ def _store_reply(*, conversation: Conversation, info: ModelInfo) -> tuple[Messag
         return _add_reply(conversation, info, now=timezone.now())
 
 
-async def reply_regenerate(*, owner: Owner, conversation_id: str, data: dict) -> tuple[Message, Message]:
+async def reply_regenerate(
+    *, owner: Owner, conversation_id: str, data: dict, admission: "Admission | None" = None
+) -> tuple[Message, Message]:
     """Answer the last user message again: the replies after it are replaced (stopped first)."""
     conversation = await sync_to_async(conversation_get)(owner=owner, conversation_id=conversation_id)
     info = _model_info(conversation, _model_field(data))
     user, replies = await sync_to_async(_last_exchange)(conversation)
     if user is None:
         raise Invalid("This conversation has no message to answer again.")
+    if admission is not None:
+        await admission.admit()
     await _messages_discard(replies)
     assistant, prompt = await db.run(_store_reply, conversation=conversation, info=info)
     provider = registry.get_provider(info)
-    await generation.reply_start(reply_id=str(assistant.id), provider=provider, prompt=prompt)
+    await generation.reply_start(
+        reply_id=str(assistant.id), provider=provider, prompt=prompt, admission=admission
+    )
     return user, assistant
 
 
-async def message_edit(*, owner: Owner, conversation_id: str, data: dict) -> tuple[Message, Message]:
+async def message_edit(
+    *, owner: Owner, conversation_id: str, data: dict, admission: "Admission | None" = None
+) -> tuple[Message, Message]:
     """Replace the last user message (and its reply) with `content`, and answer it."""
     validate_content(data.get("content"))
     conversation = await sync_to_async(conversation_get)(owner=owner, conversation_id=conversation_id)
@@ -363,9 +393,11 @@ async def message_edit(*, owner: Owner, conversation_id: str, data: dict) -> tup
     user, replies = await sync_to_async(_last_exchange)(conversation)
     if user is None or str(user.pk) != str(data.get("edit")):
         raise Invalid("Only the last message you sent can be edited: 'edit' must be its id.")
+    if admission is not None:
+        await admission.admit()
     await _messages_discard([user, *replies])
     send = {key: data[key] for key in ("content", "model") if key in data}
-    return await message_send(owner=owner, conversation=conversation, data=send)
+    return await message_send(owner=owner, conversation=conversation, data=send, admission=admission)
 
 
 TITLE_INSTRUCTIONS = (

@@ -4,7 +4,19 @@ import asyncio
 from collections.abc import AsyncIterator
 
 from chat import conf, db
-from chat.eventlog import End, Event, LogUnavailable, Status, Subscription, Text, get_event_log
+from chat.eventlog import (
+    End,
+    Event,
+    LogUnavailable,
+    ReasoningText,
+    Status,
+    Step,
+    Subscription,
+    Text,
+    ToolCallStep,
+    ToolResultStep,
+    get_event_log,
+)
 from chat.models import Message
 from chat.replies.follower import DatabaseFollower
 from chat.replies.stale import reply_rescue_text
@@ -12,28 +24,76 @@ from chat.request_thread import release_request_thread
 from chat.sse import PING, ServerSentEvent, event, text_event
 
 
+def encode_step(item: Step) -> bytes:
+    """A reasoning delta or a tool step, with its `<offset>.<side>` id (issue 12)."""
+    place = f"{item.offset}.{item.side}"
+    if isinstance(item, ReasoningText):
+        return event("reasoning", {"text": item.text}, id=place)
+    if isinstance(item, ToolCallStep):
+        data = {"id": item.call_id, "name": item.name, "arguments": item.arguments}
+        return event("tool_call", data, id=place)
+    data = {
+        "id": item.call_id,
+        "name": item.name,
+        "result": item.result,
+        "error": item.error,
+        "duration_ms": item.duration_ms,
+    }
+    return event("tool_result", data, id=place)
+
+
+class Progress:
+    """The `status` events that say what a reply is doing, derived from the events around them
+    (issue 12): `reasoning`, `tool` (with its name), `writing`, and `thinking` after a result."""
+
+    def __init__(self, offset: int, side: int | None) -> None:
+        # After a text id the client was writing; after a step id, it is not known.
+        self.kind = "text" if side is None and offset > 0 else None
+
+    def before(self, item: Event) -> bytes:
+        kind = type(item).__name__
+        if isinstance(item, Status):
+            self.kind = None
+            return b""
+        if isinstance(item, ToolCallStep):
+            self.kind = kind
+            return event("status", {"state": "tool", "name": item.name})
+        if kind == self.kind or isinstance(item, End | ToolResultStep):
+            return b""
+        self.kind = kind
+        return event("status", {"state": "writing" if isinstance(item, Text) else "reasoning"})
+
+    def after(self, item: Event) -> bytes:
+        if isinstance(item, ToolResultStep):
+            self.kind = None
+            return event("status", {"state": "thinking"})
+        return b""
+
+
 def encode(item: Event, message: Message) -> bytes:
     if isinstance(item, Text):
         return text_event(item.offset, item.text)
     if isinstance(item, Status):
         return event("status", {"state": item.state})
+    if isinstance(item, ReasoningText | ToolCallStep | ToolResultStep):
+        return encode_step(item)
     if item.status == Message.Status.ERROR:
         return event(
             "error", {"error": item.error or "The model failed.", "code": item.error_code or "upstream_error"}
         )
-    return event(
-        "done",
-        {
-            "message_id": str(message.pk),
-            "status": item.status,
-            "finish_reason": item.finish_reason,
-            "usage": item.usage,
-        },
-    )
+    done = {
+        "message_id": str(message.pk),
+        "status": item.status,
+        "finish_reason": item.finish_reason,
+        "usage": item.usage,
+    }
+    if item.cached:
+        done["cached"] = True
+    return event("done", done)
 
 
 async def _follow_database(
-    subscription: Subscription, message: Message, gone: LogUnavailable
+    subscription: Subscription, message: Message, gone: LogUnavailable, side: int | None
 ) -> Subscription:
     """The rest from the database. If the generating process died, the text its streams
     showed past its last checkpoint is still in Redis: it is kept (the reply then ends
@@ -43,11 +103,12 @@ async def _follow_database(
         text = await get_event_log().text_of(str(message.pk))
         if text:
             await db.run(reply_rescue_text, reply_id=str(message.pk), text=text)
-    return DatabaseFollower(message, gone.offset, status=False)
+    return DatabaseFollower(message, gone.offset, gone.side if gone.side is not None else side, status=False)
 
 
-async def reply_stream(message: Message, offset: int) -> AsyncIterator[bytes]:
-    """retry, start, the text after `offset` (live or stored), then done or error."""
+async def reply_stream(message: Message, offset: int, side: int | None = None) -> AsyncIterator[bytes]:
+    """retry, start, what came after the place (`offset`, and `side` for a step id; live or
+    stored), then done or error."""
     await release_request_thread()
     heartbeat = conf.get_float("CHAT_HEARTBEAT_INTERVAL")
     yield ServerSentEvent(retry=conf.get_int("CHAT_RETRY_MS")).encode()
@@ -61,9 +122,10 @@ async def reply_stream(message: Message, offset: int) -> AsyncIterator[bytes]:
     )
     subscription = None
     if not message.is_finished:
-        subscription = await get_event_log().subscribe(str(message.pk), offset)
+        subscription = await get_event_log().subscribe(str(message.pk), offset, side)
     if subscription is None:
-        subscription = DatabaseFollower(message, offset)
+        subscription = DatabaseFollower(message, offset, side)
+    progress = Progress(offset, side)
     loop = asyncio.get_running_loop()
     window = conf.get_float("CHAT_MERGE_WINDOW")
     last_text = -window
@@ -73,12 +135,12 @@ async def reply_stream(message: Message, offset: int) -> AsyncIterator[bytes]:
             try:
                 item, held = held or await subscription.next(heartbeat), None
             except LogUnavailable as gone:  # Redis went away: the database has the rest
-                subscription = await _follow_database(subscription, message, gone)
+                subscription = await _follow_database(subscription, message, gone, side)
                 continue
             if item is None:
                 yield PING
                 continue
-            if isinstance(item, Text):
+            if isinstance(item, Text | ReasoningText):
                 wait = last_text + window - loop.time()
                 if wait > 0:  # a busy stream: what arrives within this frame goes out as one event
                     await asyncio.sleep(wait)
@@ -86,12 +148,14 @@ async def reply_stream(message: Message, offset: int) -> AsyncIterator[bytes]:
                         more = await subscription.next(0)
                     except LogUnavailable:
                         more = None  # seen at the next turn
-                    if isinstance(more, Text):
+                    if isinstance(item, Text) and isinstance(more, Text):
                         item = Text(more.offset, item.text + more.text)
+                    elif isinstance(item, ReasoningText) and isinstance(more, ReasoningText):
+                        item = ReasoningText(more.offset, more.side, item.text + more.text)
                     else:
                         held = more
                 last_text = loop.time()
-            yield encode(item, message)
+            yield progress.before(item) + encode(item, message) + progress.after(item)
             if isinstance(item, End):
                 return
     finally:

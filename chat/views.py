@@ -18,15 +18,18 @@ from django.views.decorators.csrf import csrf_exempt, ensure_csrf_cookie
 from django.views.defaults import server_error as server_error_page
 
 from chat import conf, db, services
+from chat.admission import Admission
 from chat.errors import ChatError, CrossSite, Invalid, LoginRequired, MethodNotAllowed, NotFound, TooLarge
 from chat.providers import registry
+from chat.proxies import client_ip
+from chat.ratelimit import get_limiter
 from chat.serializers import conversation_json, message_json
 from chat.services import Owner
 from chat.signals import VISITOR_KEY
 from chat.sse import sse_response
 from chat.streams import reply_stream
 
-_OFFSET = re.compile(r"[0-9]{1,15}")
+_OFFSET = re.compile(r"([0-9]{1,15})(?:\.([0-9]{1,15}))?")  # `T`, or `T.S` after a step (issue 12)
 _csrf = CsrfViewMiddleware(lambda request: HttpResponse())
 
 PAGE_CSP = (
@@ -38,7 +41,7 @@ View = Callable[..., Awaitable[HttpResponse]]
 
 
 def error_response(exc: ChatError) -> JsonResponse:
-    response = JsonResponse({"error": exc.message, "code": exc.code}, status=exc.status)
+    response = JsonResponse({"error": exc.message, "code": exc.code, **exc.extra}, status=exc.status)
     for name, value in exc.headers.items():
         response[name] = value
     return response
@@ -140,6 +143,12 @@ async def get_owner(request: HttpRequest, *, create: bool = False) -> Owner:
     return Owner(visitor=visitor)
 
 
+def admission_for(request: HttpRequest, owner: Owner, *, cache: bool = True) -> Admission:
+    """The limits (and the answer cache) of a request that would start a reply."""
+    who = f"user:{owner.user_id}" if owner.user_id is not None else f"visitor:{owner.visitor or ''}"
+    return Admission(owner=who, ip=client_ip(request), stream=wants_stream(request), cache=cache)
+
+
 def read_json(request: HttpRequest, *, required: bool) -> dict:
     limit = conf.get_int("CHAT_MAX_BODY_BYTES")
     too_large = TooLarge(f"The request body is over the limit of {limit:,} bytes.")
@@ -170,24 +179,29 @@ def wants_stream(request: HttpRequest) -> bool:
     return "text/event-stream" in request.headers.get("Accept", "")
 
 
-def parse_offset(request: HttpRequest) -> int:
+def parse_offset(request: HttpRequest) -> tuple[int, int | None]:
+    """The place to resume from: a text offset `T`, or `T.S` after a reasoning or tool step
+    (issue 12); S is None for a plain offset."""
     raw = request.headers.get("Last-Event-ID")
     if raw is None:
         raw = request.GET.get("last_event_id")
     if raw is None or not raw.strip():
-        return 0
-    if not _OFFSET.fullmatch(raw.strip()):
+        return 0, None
+    match = _OFFSET.fullmatch(raw.strip())
+    if match is None:
         raise Invalid(
-            f"Last-Event-ID must be a non-negative integer (the offset of the text received), not {raw!r}."
+            f"Last-Event-ID must be a non-negative integer (the offset of the text received), "
+            f"or the id of a reasoning or tool event, not {raw!r}."
         )
-    return int(raw)
+    offset, side = match.groups()
+    return int(offset), None if side is None else int(side)
 
 
 async def _sent(
-    request: HttpRequest, user_message, assistant_message, extra: dict | None = None
+    request: HttpRequest, user_message, assistant_message, admission: Admission, extra: dict | None = None
 ) -> HttpResponse:
     if wants_stream(request):
-        return sse_response(reply_stream(assistant_message, 0))
+        return sse_response(admission.hold_stream(reply_stream(assistant_message, 0)))
     body = {
         **(extra or {}),
         "user_message": message_json(user_message),
@@ -218,8 +232,13 @@ async def conversations_view(request: HttpRequest) -> HttpResponse:
         conversation = await db.run(services.conversation_create, owner=owner, data=data)
         return JsonResponse(conversation_json(conversation), status=201)
     # An extension: create and send the first message in one request (all or nothing).
-    conversation, user_message, assistant_message = await services.conversation_start(owner=owner, data=data)
-    return await _sent(request, user_message, assistant_message, extra=conversation_json(conversation))
+    async with admission_for(request, owner) as admission:
+        conversation, user_message, assistant_message = await services.conversation_start(
+            owner=owner, data=data, admission=admission
+        )
+    return await _sent(
+        request, user_message, assistant_message, admission, extra=conversation_json(conversation)
+    )
 
 
 @api("GET", "PATCH", "DELETE")
@@ -246,8 +265,11 @@ async def messages_view(request: HttpRequest, conversation_id: str) -> HttpRespo
     owner = await get_owner(request)
     # `edit`, an extension: replace the last message you sent (docs/API-extensions.md).
     send = services.message_edit if data.get("edit") is not None else services.message_send
-    user_message, assistant_message = await send(owner=owner, conversation_id=conversation_id, data=data)
-    return await _sent(request, user_message, assistant_message)
+    async with admission_for(request, owner) as admission:
+        user_message, assistant_message = await send(
+            owner=owner, conversation_id=conversation_id, data=data, admission=admission
+        )
+    return await _sent(request, user_message, assistant_message, admission)
 
 
 @api("POST")
@@ -255,22 +277,26 @@ async def regenerate_view(request: HttpRequest, conversation_id: str) -> HttpRes
     """An extension: answer the last message again (docs/API-extensions.md)."""
     data = read_json(request, required=False)
     owner = await get_owner(request)
-    user_message, assistant_message = await services.reply_regenerate(
-        owner=owner, conversation_id=conversation_id, data=data
-    )
-    return await _sent(request, user_message, assistant_message)
+    async with admission_for(request, owner, cache=False) as admission:  # regenerate never reuses
+        user_message, assistant_message = await services.reply_regenerate(
+            owner=owner, conversation_id=conversation_id, data=data, admission=admission
+        )
+    return await _sent(request, user_message, assistant_message, admission)
 
 
 @api("GET")
 async def stream_view(request: HttpRequest, message_id: str) -> HttpResponse:
-    offset = parse_offset(request)
+    offset, side = parse_offset(request)
     owner = await get_owner(request)
     message = await sync_to_async(services.reply_get)(owner=owner, message_id=message_id)
     if message.is_finished and offset > len(message.content):
         raise Invalid(
             f"Last-Event-ID {offset} is past the end of this reply ({len(message.content)} characters)."
         )
-    return sse_response(reply_stream(message, offset))
+    limiter = get_limiter()
+    lease = await limiter.open_stream(ip=client_ip(request))
+    stream = reply_stream(message, offset, side)
+    return sse_response(stream if lease is None else limiter.holding(lease, stream))
 
 
 @api("POST")

@@ -69,6 +69,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: X-Forwarded-* from a peer that is not in CHAT_TRUSTED_PROXIES are dropped here.
+    "chat.proxies.ForwardedHeadersMiddleware",
     "corsheaders.middleware.CorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Static files, DEBUG on or off, with no collectstatic step (after the HTTPS redirect).
@@ -150,6 +152,14 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 WHITENOISE_USE_FINDERS = True
 
 CSRF_FAILURE_VIEW = "chat.views.csrf_failure"
+
+# Shared by every process through Redis when REDIS_URL is set (Django's own Redis backend);
+# otherwise each process has its own.
+REDIS_URL = os.environ.get("REDIS_URL") or None
+if REDIS_URL:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = LOGOUT_REDIRECT_URL = "chat:page"

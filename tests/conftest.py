@@ -66,7 +66,10 @@ class LiveServer:
         self.sock.bind(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
         # The application serves its static files itself: the page's tests load its modules.
-        config = uvicorn.Config(application, lifespan="on", log_level="warning", timeout_graceful_shutdown=2)
+        # proxy_headers off: the app alone decides whom to believe (chat/proxies.py).
+        config = uvicorn.Config(
+            application, lifespan="on", log_level="warning", timeout_graceful_shutdown=2, proxy_headers=False
+        )
         self.server = LoopServer(config)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
 

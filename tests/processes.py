@@ -11,6 +11,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
+# Tests drive every server from one address: limits off, unless a test turns one on.
+NO_LIMITS = {
+    "CHAT_LIMIT_MESSAGES": "0",
+    "CHAT_LIMIT_MESSAGES_IP": "0",
+    "CHAT_LIMIT_REPLIES": "0",
+    "CHAT_QUOTA_TOKENS": "0",
+    "CHAT_LIMIT_STREAMS_IP": "0",
+}
 
 
 # Set by server_env, never passed on from the shell running the tests.
@@ -34,6 +42,7 @@ def server_env(database: str, **extra: str) -> dict[str, str]:
         PYTHONUNBUFFERED="1",
         DJANGO_RUNSERVER_HIDE_WARNING="true",
     )
+    env.update(NO_LIMITS)
     env.update(extra)
     return env
 

@@ -55,3 +55,12 @@ CHAT_TITLE_BY_MODEL = False
 # The in-process event log, whatever the shell exports: tests of Redis turn it on with the
 # `redis_settings` fixture (keys of their own) or give it to the servers they start.
 REDIS_URL = None
+# Every test drives load from one address: limits are off here, turned on by the tests of
+# limits (tests/test_limits.py) with the `settings` fixture. The answer cache is off too.
+CHAT_LIMIT_MESSAGES = CHAT_LIMIT_MESSAGES_IP = CHAT_QUOTA_TOKENS = "0"
+CHAT_LIMIT_REPLIES = CHAT_LIMIT_STREAMS_IP = 0
+CHAT_TRUSTED_PROXIES = []
+CHAT_CACHE_TTL = 0
+# The demo model's reasoning and tool call (issue 12) change its replies' events and text;
+# the suite's demo replies stay plain, and tests/test_tools.py turns them on.
+CHAT_DEMO_STEPS = False

@@ -48,4 +48,6 @@ def test_the_quick_benchmark_runs_end_to_end_and_reports_every_metric(tmp_path):
     assert r["idle"]["app"]["kib_per_stream"] > 0
     assert r["writes"]["flat"]["mean"] >= 2 and r["writes"]["flat"]["replies"] > 0
     assert r["writes"]["paced"]["mean"] >= 2
+    assert r["limits"]["memory"]["cpu_us_per_send"] > 0 and r["limits"]["memory"]["sends"] > 0
+    assert "limit check adds per send, memory backend" in table
     assert set(r["paced"]["held"]) == {"app", "baseline"}

@@ -12,6 +12,13 @@ short default reply). Steps, as in tests/fakes.py:
   {"drop": True}                close the connection mid-reply
   {"error": "overloaded"}       the vendor's error event inside the stream
   {"finish": "stop", "usage": [3, 5]}   the end (added with defaults if a script has none)
+  {"reason": "text"}            a reasoning delta: OpenAI-compatible `reasoning_content` (or the
+                                field named by "field", e.g. "reasoning"), Anthropic a `thinking`
+                                block (with its `signature_delta` before it closes)
+  {"call": "name", "id": "call_1", "args": ["{\"q", "\": 1}"]}   a tool call whose arguments
+                                stream in those fragments: OpenAI `tool_calls` deltas by index,
+                                Anthropic a `tool_use` block with `input_json_delta`s
+                                (end the round with {"finish": "tool_calls"} / {"finish": "tool_use"})
 Like the vendors, it ends a reply at the output limit the request names (`max_tokens`, or
 OpenAI's `max_completion_tokens`) with its length reason, unless `honours_limit` is False (a
 server that ignores it); a parameter named in `refuses` is answered as OpenAI answers
@@ -157,6 +164,14 @@ class VendorServer:
                 if "say" in step:
                     self.sent.append((step["say"], time.monotonic()))
                     await _chunk(writer, wire.text(step["say"]))
+                elif "reason" in step:
+                    self.sent.append((step["reason"], time.monotonic()))
+                    await _chunk(
+                        writer, wire.reasoning(step["reason"], step.get("field", "reasoning_content"))
+                    )
+                elif "call" in step:
+                    for data in wire.call(step["call"], step.get("id", "call_1"), step.get("args", ["{}"])):
+                        await _chunk(writer, data)
                 elif "gate" in step:
                     gate = self.gate(step["gate"])
                     while not gate.is_set() and not hangup.done():  # noqa: ASYNC110 - a threading.Event
@@ -192,6 +207,7 @@ class Wire:
         words = sum(len(str(m.get("content", "")).split()) for m in body.get("messages", []))
         self.words = usage[0] if usage else words
         self.parts = 0
+        self.calls = 0
 
 
 class OpenAIWire(Wire):
@@ -210,6 +226,23 @@ class OpenAIWire(Wire):
     def text(self, text: str) -> bytes:
         self.parts += 1
         return self._chunk({"content": text})
+
+    def reasoning(self, text: str, field: str) -> bytes:
+        self.parts += 1
+        return self._chunk({field: text})
+
+    def call(self, name: str, call_id: str, fragments: list[str]) -> Iterator[bytes]:
+        index = self.calls
+        self.calls += 1
+        head = {
+            "index": index,
+            "id": call_id,
+            "type": "function",
+            "function": {"name": name, "arguments": ""},
+        }
+        yield self._chunk({"tool_calls": [head]})
+        for fragment in fragments:
+            yield self._chunk({"tool_calls": [{"index": index, "function": {"arguments": fragment}}]})
 
     def error(self, kind: str) -> bytes:
         return f"data: {json.dumps({'error': {'message': kind, 'type': 'server_error'}})}\n\n".encode()
@@ -245,15 +278,49 @@ class AnthropicWire(Wire):
             "stop_sequence": None,
             "usage": {"input_tokens": self.words, "output_tokens": 1},
         }
+        self.index, self.open = -1, None
         return (
-            self._event("message_start", {"message": message})
-            + self._event("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}})
-            + self._event("ping", {})
+            self._event("message_start", {"message": message}) + self._block("text") + self._event("ping", {})
         )
+
+    def _close(self) -> bytes:
+        if self.open is None:
+            return b""
+        out = b""
+        if self.open == "thinking":  # its signature comes just before the block closes
+            signature = {"type": "signature_delta", "signature": f"sig-{self.index}"}
+            out = self._event("content_block_delta", {"index": self.index, "delta": signature})
+        self.open = None
+        return out + self._event("content_block_stop", {"index": self.index})
+
+    def _block(self, kind: str, **fields) -> bytes:
+        """Open a block of this kind unless one is open (a tool_use block always opens)."""
+        if self.open == kind and kind != "tool_use":
+            return b""
+        out = self._close()
+        self.index += 1
+        self.open = kind
+        empty = {"text": {"text": ""}, "thinking": {"thinking": ""}, "tool_use": {"input": {}}}[kind]
+        block = {"type": kind, **empty, **fields}
+        return out + self._event("content_block_start", {"index": self.index, "content_block": block})
 
     def text(self, text: str) -> bytes:
         self.parts += 1
-        return self._event("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": text}})
+        delta = {"type": "text_delta", "text": text}
+        return self._block("text") + self._event("content_block_delta", {"index": self.index, "delta": delta})
+
+    def reasoning(self, text: str, field: str) -> bytes:
+        self.parts += 1
+        delta = {"type": "thinking_delta", "thinking": text}
+        return self._block("thinking") + self._event(
+            "content_block_delta", {"index": self.index, "delta": delta}
+        )
+
+    def call(self, name: str, call_id: str, fragments: list[str]) -> Iterator[bytes]:
+        yield self._block("tool_use", id=call_id, name=name)
+        for fragment in fragments:
+            delta = {"type": "input_json_delta", "partial_json": fragment}
+            yield self._event("content_block_delta", {"index": self.index, "delta": delta})
 
     def error(self, kind: str) -> bytes:
         return self._event("error", {"error": {"type": f"{kind}_error", "message": kind}})
@@ -261,7 +328,7 @@ class AnthropicWire(Wire):
     def end(self, reason: str, usage: list[int] | None) -> bytes:
         output = usage[1] if usage else self.parts
         return (
-            self._event("content_block_stop", {"index": 0})
+            self._close()
             + self._event(
                 "message_delta",
                 {"delta": {"stop_reason": reason, "stop_sequence": None}, "usage": {"output_tokens": output}},

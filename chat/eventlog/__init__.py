@@ -5,7 +5,19 @@ from functools import lru_cache
 from django.utils.module_loading import import_string
 
 from chat import conf
-from chat.eventlog.base import End, Event, EventLog, LogUnavailable, Status, Subscription, Text
+from chat.eventlog.base import (
+    End,
+    Event,
+    EventLog,
+    LogUnavailable,
+    ReasoningText,
+    Status,
+    Step,
+    Subscription,
+    Text,
+    ToolCallStep,
+    ToolResultStep,
+)
 
 MEMORY = "chat.eventlog.memory.MemoryEventLog"
 REDIS = "chat.eventlog.redis.RedisEventLog"
@@ -30,9 +42,13 @@ __all__ = [
     "Event",
     "EventLog",
     "LogUnavailable",
+    "ReasoningText",
     "Status",
+    "Step",
     "Subscription",
     "Text",
+    "ToolCallStep",
+    "ToolResultStep",
     "backend_path",
     "get_event_log",
 ]

@@ -3,6 +3,7 @@
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,19 +24,55 @@ class End:
     usage: dict[str, int] | None = None
     error: str | None = None
     error_code: str | None = None
+    cached: bool = False  # told again from the answer cache (chat/answercache.py)
 
 
-Event = Text | Status | End
+# --- reasoning and tool steps (issue 12) ------------------------------------------------------
+# Each carries its place: `offset`, the text's length where it came, and `side`, the steps'
+# length once it is appended (one per reasoning code point, one per tool call, one per result).
+# Their SSE id is `<offset>.<side>` (docs/API-extensions.md, "Reasoning and tools").
+
+
+@dataclass(frozen=True, slots=True)
+class ReasoningText:
+    offset: int
+    side: int
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallStep:
+    offset: int
+    side: int
+    call_id: str
+    name: str
+    arguments: dict
+
+
+@dataclass(frozen=True, slots=True)
+class ToolResultStep:
+    offset: int
+    side: int
+    call_id: str
+    name: str
+    result: Any
+    error: str | None
+    duration_ms: int
+
+
+Step = ReasoningText | ToolCallStep | ToolResultStep
+Event = Text | Status | End | Step
 
 
 class LogUnavailable(Exception):
     """The log can no longer serve this subscription (Redis went away): follow the reply from
     the database from `offset`, the length of the text already delivered."""
 
-    def __init__(self, offset: int, writer_gone: bool = False) -> None:
+    def __init__(self, offset: int, writer_gone: bool = False, side: int | None = None) -> None:
         super().__init__(f"the event log is unavailable after offset {offset}")
         self.offset = offset
         self.writer_gone = writer_gone  # the generating process died (not Redis)
+        self.side = side  # the steps delivered (None: those before the text reached `offset`)
 
 
 class Subscription(ABC):
@@ -60,6 +97,10 @@ class EventLog(ABC):
         """Append a delta; return the text's new length."""
 
     @abstractmethod
+    async def append_step(self, reply_id: str, step: Step) -> None:
+        """Append a reasoning delta or a tool step, its place already set by the generator."""
+
+    @abstractmethod
     async def set_status(self, reply_id: str, state: str) -> None: ...
 
     @abstractmethod
@@ -67,8 +108,9 @@ class EventLog(ABC):
         """Record the end; the log forgets the reply some time later (then: the database)."""
 
     @abstractmethod
-    async def subscribe(self, reply_id: str, offset: int) -> Subscription | None:
-        """Follow a reply from `offset`; None if this log does not hold the reply."""
+    async def subscribe(self, reply_id: str, offset: int, side: int | None = None) -> Subscription | None:
+        """Follow a reply from `offset` (and `side`: after that step; None: after the text
+        reached `offset`); None if this log does not hold the reply."""
 
     # Optional hooks, for logs shared by several processes (Redis); no-ops in one process.
 

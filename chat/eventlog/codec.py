@@ -8,7 +8,7 @@ in its payload.
 import json
 from dataclasses import asdict, fields
 
-from chat.eventlog.base import End, Event, Status, Text
+from chat.eventlog.base import End, Event, ReasoningText, Status, Text, ToolCallStep, ToolResultStep
 
 KINDS: dict[str, type] = {}
 _KIND_OF: dict[type, str] = {}
@@ -23,6 +23,9 @@ def register(kind: str, cls: type) -> None:
 register("text", Text)
 register("status", Status)
 register("end", End)
+register("reasoning", ReasoningText)  # issue 12's steps carry their own place (offset, side)
+register("tool_call", ToolCallStep)
+register("tool_result", ToolResultStep)
 
 
 def encode(event: Event) -> tuple[str, str]:

@@ -27,7 +27,7 @@ import redis.asyncio as redis
 
 from chat import conf
 from chat.eventlog import codec
-from chat.eventlog.base import End, Event, EventLog, Status, Subscription, Text
+from chat.eventlog.base import End, Event, EventLog, ReasoningText, Status, Step, Subscription, Text
 from chat.eventlog.memory import MemoryEventLog
 from chat.eventlog.redis_reader import FAILURES, Reader, RedisSubscription, parse_id
 
@@ -56,6 +56,10 @@ return out
 """
 
 
+def _last_is_reasoning(pending: list[list]) -> bool:
+    return bool(pending) and isinstance(pending[-1][2], ReasoningText)
+
+
 @dataclass(eq=False)
 class _Outgoing:
     """A reply this process writes to Redis: what is still to be written, and its ids."""
@@ -74,6 +78,13 @@ class _Outgoing:
                 last[0], last[2] = f"{event.offset}-0", Text(event.offset, last[2].text + event.text)
                 return
             self.pending.append([f"{event.offset}-0", "text", event])
+        elif (
+            isinstance(event, ReasoningText)
+            and self.pending
+            and isinstance(self.pending[-1][2], ReasoningText)
+        ):
+            last = self.pending[-1]  # reasoning is merged per frame too, under its first id
+            last[2] = ReasoningText(event.offset, event.side, last[2].text + event.text)
         else:
             self.seq += 1
             self.pending.append([f"{self.offset}-{self.seq}", "event", event])
@@ -213,6 +224,10 @@ class RedisEventLog(EventLog):
         self._put(reply_id, Text(length, text))
         return length
 
+    async def append_step(self, reply_id: str, step: Step) -> None:
+        await self.local.append_step(reply_id, step)
+        self._put(reply_id, step)
+
     async def set_status(self, reply_id: str, state: str) -> None:
         await self.local.set_status(reply_id, state)
         self._put(reply_id, Status(state))
@@ -324,10 +339,11 @@ class RedisEventLog(EventLog):
 
     # --- following -------------------------------------------------------------------------
 
-    async def subscribe(self, reply_id: str, offset: int) -> Subscription | None:
+    async def subscribe(self, reply_id: str, offset: int, side: int | None = None) -> Subscription | None:
         """This process's own replies from memory; others' from Redis: what was written after
-        `offset` (the catch-up), then live from the reader. None: follow the database."""
-        local = await self.local.subscribe(reply_id, offset)
+        the place (`offset`, `side`: the catch-up), then live from the reader. None: follow
+        the database."""
+        local = await self.local.subscribe(reply_id, offset, side)
         if local is not None or not self._available():
             return local
         conn, key = self._connection(), self._key(reply_id)
@@ -340,7 +356,7 @@ class RedisEventLog(EventLog):
         if not entries and (offset == 0 or not await self._exists(key)):
             return None
         check_every = max(conf.stale_after() / 2, 0.05)
-        sub = RedisSubscription(key, offset, self._alive, check_every)
+        sub = RedisSubscription(key, offset, self._alive, check_every, side)
         sub.feed(entries)
         if sub.failed:  # trimmed, or moved to the database
             return None

@@ -17,12 +17,22 @@ import redis.asyncio as redis
 from redis.exceptions import RedisError
 
 from chat.eventlog import codec
-from chat.eventlog.base import Event, LogUnavailable, Status, Subscription, Text
+from chat.eventlog.base import (
+    Event,
+    LogUnavailable,
+    ReasoningText,
+    Status,
+    Subscription,
+    Text,
+    ToolCallStep,
+    ToolResultStep,
+)
 
 log = logging.getLogger("chat.eventlog")
 
 Entry = tuple[bytes | str, dict]
 FAILURES = (RedisError, OSError, TimeoutError)
+STEPS = (ReasoningText, ToolCallStep, ToolResultStep)
 
 
 def parse_id(entry_id: bytes | str) -> tuple[int, int]:
@@ -44,10 +54,20 @@ def _expire(future: asyncio.Future) -> None:
 class RedisSubscription(Subscription):
     """One follower of one reply's stream, fed by the catch-up read and then by the reader."""
 
-    def __init__(self, key: str, offset: int, alive: Callable[[str], Awaitable[bool]], check_every: float):
+    def __init__(
+        self,
+        key: str,
+        offset: int,
+        alive: Callable[[str], Awaitable[bool]],
+        check_every: float,
+        side: int | None = None,
+    ):
         self.key = key
         self.offset = offset  # the text delivered so far
         self.queued = offset  # ... and queued
+        # Steps (issue 12): resumed after step `side`, or (None) after those that came before
+        # the text reached `offset`; `side` then follows the steps delivered.
+        self.start, self.from_side, self.side = offset, side, side
         self.last = (0, 0)  # the id of the last entry taken
         self.queue: deque[Event] = deque()
         self.failed = False
@@ -82,6 +102,10 @@ class RedisSubscription(Subscription):
             event = codec.decode(kind, data, offset)
             if isinstance(event, Status) and self.queued != 0:
                 return  # a client with text already needs no progress state
+            if isinstance(event, STEPS) and (
+                event.side <= self.from_side if self.from_side is not None else event.offset < self.start
+            ):
+                return  # delivered before this subscription's place
             if event is not None:
                 self.queue.append(event)
 
@@ -102,6 +126,8 @@ class RedisSubscription(Subscription):
                 parts.append(item.text)
             item = Text(item.offset, "".join(parts))
             self.offset = item.offset
+        elif isinstance(item, STEPS):
+            self.side = item.side
         return item
 
     async def next(self, timeout: float) -> Event | None:
@@ -111,7 +137,7 @@ class RedisSubscription(Subscription):
             if self.queue:
                 return self._pop()
             if self.failed:
-                raise LogUnavailable(self.offset, self.writer_gone)
+                raise LogUnavailable(self.offset, self.writer_gone, self.side)
             left = deadline - loop.time()
             if left <= 0:
                 return None

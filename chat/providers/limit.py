@@ -5,6 +5,10 @@ usage. This net is for a server that ignores the parameter, or a provider that h
 small local model stuck in a loop would otherwise stream until its context is full, minutes
 later. It counts text deltas, which these servers send about one token at a time and never
 less than one token, so a server that honours the limit ends first and is never cut short.
+
+Reasoning deltas count too (issue 12): reasoning tokens are output tokens, which both vendors
+count in their own limits. The count runs over the whole reply, across its tool rounds (one
+provider object serves one reply).
 """
 
 import logging
@@ -12,7 +16,7 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 
 from chat import conf
-from chat.providers.base import Finish, Prompt, Provider
+from chat.providers.base import Finish, Prompt, Provider, Reasoning
 
 log = logging.getLogger("chat.providers")
 
@@ -30,16 +34,17 @@ class OutputLimit(Provider):
         super().__init__(inner.model)
         self.inner = inner
         self.name = inner.name
+        self.deltas = 0  # over every round of the reply
 
     async def stream(self, prompt: Prompt) -> AsyncIterator[str | Finish]:
         limit = max_output_tokens()
-        deltas, cut = 0, False
+        cut = False
         # aclosing: leaving early closes the provider's stream, and with it the upstream response.
         async with aclosing(self.inner.stream(prompt)) as stream:
             async for item in stream:
-                if isinstance(item, str) and item:
-                    deltas += 1
-                    if deltas > limit:
+                if isinstance(item, str) and item or isinstance(item, Reasoning) and item.text:
+                    self.deltas += 1
+                    if self.deltas > limit:
                         cut = True
                         break
                 yield item

@@ -13,8 +13,9 @@ import openai
 from chat import conf
 from chat.errors import Unavailable
 from chat.providers import upstream
-from chat.providers.base import Finish, Prompt, Provider, Usage
+from chat.providers.base import Finish, Prompt, Provider, Reasoning, Usage
 from chat.providers.limit import max_output_tokens
+from chat.providers.wire import CallFragments, openai_messages, openai_reasoning, openai_tools
 
 NO_KEY = "not-needed"  # local servers ignore the key, but the SDK insists on one
 
@@ -42,20 +43,20 @@ class OpenAIProvider(Provider):
                 "should set OPENAI_API_KEY or OPENAI_BASE_URL."
             )
 
-    async def stream(self, prompt: Prompt) -> AsyncIterator[str | Finish]:
+    async def stream(self, prompt: Prompt) -> AsyncIterator[str | Reasoning | Finish]:
         base_url = conf.get("OPENAI_BASE_URL")
         client = upstream.client_for(
             openai.AsyncOpenAI, api_key=conf.get("OPENAI_API_KEY") or NO_KEY, base_url=base_url
         )
-        messages = [{"role": "system", "content": prompt.system}] if prompt.system else []
-        messages += [{"role": turn.role, "content": turn.content} for turn in prompt.turns]
         params = {
             "model": prompt.model,
-            "messages": messages,
+            "messages": openai_messages(prompt),
             "stream": True,
             "stream_options": {"include_usage": True},
+            **openai_tools(prompt),  # issue 12
         }
         reason, usage, started = None, None, False
+        calls = CallFragments()
         try:
             stream = await _open(client, params, base_url)
             async with stream:  # a stop closes the generator here: the response is closed at once
@@ -63,9 +64,18 @@ class OpenAIProvider(Provider):
                     if chunk.usage:
                         usage = Usage(chunk.usage.prompt_tokens or 0, chunk.usage.completion_tokens or 0)
                     for choice in chunk.choices:
-                        if choice.delta and choice.delta.content:
+                        delta = choice.delta
+                        if delta and (reasoning := openai_reasoning(delta)):  # issue 12
                             started = True
-                            yield choice.delta.content
+                            yield Reasoning(reasoning)
+                        if delta and delta.content:
+                            started = True
+                            yield delta.content
+                        for call in (delta.tool_calls if delta else None) or ():  # issue 12
+                            started = True
+                            function = call.function
+                            calls.start(call.index, call.id, function.name if function else None)
+                            calls.add(call.index, function.arguments if function else None)
                         reason = choice.finish_reason or reason
         except (openai.OpenAIError, httpx2.HTTPError) as exc:
             error = upstream.failure(
@@ -74,7 +84,7 @@ class OpenAIProvider(Provider):
             if error is None:
                 raise
             raise error from None
-        yield Finish(reason=reason, usage=usage)
+        yield Finish(reason=reason, usage=usage, tool_calls=calls.done())
 
 
 def limit_name(base_url: str | None) -> str:

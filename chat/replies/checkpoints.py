@@ -34,10 +34,13 @@ async def checkpoint_once(engine: "Engine") -> None:
     touch_every = min(3 * interval, conf.stale_after() / 3)
     now = time.monotonic()
     changed: dict[str, str] = {}
+    stepped: dict[str, tuple[int, dict]] = {}  # issue 12: replies whose steps changed
     idle: list[str] = []
     batch: dict[str, _Live] = {}
     for reply_id, live in engine.live.items():
-        if live.text.length != live.saved:
+        if live.steps.version != live.steps_saved:
+            stepped[reply_id] = (live.steps.version, live.steps.stored())
+        if live.text.length != live.saved or reply_id in stepped:
             changed[reply_id] = live.text.value()
         elif now - live.touched >= touch_every:
             idle.append(reply_id)
@@ -46,7 +49,8 @@ async def checkpoint_once(engine: "Engine") -> None:
         batch[reply_id] = live
     if not batch:
         return
-    future = asyncio.ensure_future(db.run_to_end(_save_batch, changed, idle))
+    steps = {reply_id: fields for reply_id, (_, fields) in stepped.items()}
+    future = asyncio.ensure_future(db.run_to_end(_save_batch, changed, idle, steps))
     for live in batch.values():
         live.inflight = future
     try:
@@ -65,17 +69,21 @@ async def checkpoint_once(engine: "Engine") -> None:
         saved.append(reply_id)
         if reply_id in changed:
             live.saved = len(changed[reply_id])
+        if reply_id in stepped:
+            live.steps_saved = stepped[reply_id][0]
         if reply_id in gone:  # stop requested from another process, or the reply was deleted
             engine.cancel(reply_id, STOPPED)
     await get_event_log().keep(saved)
 
 
-def _save_batch(changed: dict[str, str], idle: list[str]) -> tuple[set[str], set[str]]:
+def _save_batch(
+    changed: dict[str, str], idle: list[str], steps: dict[str, dict]
+) -> tuple[set[str], set[str]]:
     """All replies in one transaction; if the database refuses one of them, one by one, so
     that one reply that cannot be saved never holds up the others. Returns the replies to
     stop and the replies that failed."""
     try:
-        return _save_checkpoints(changed, idle), set()
+        return _save_checkpoints(changed, idle, steps), set()
     except OperationalError:
         raise
     except DatabaseError as exc:
@@ -87,7 +95,7 @@ def _save_batch(changed: dict[str, str], idle: list[str]) -> tuple[set[str], set
     for reply_id in [*changed, *idle]:
         one = {reply_id: changed[reply_id]} if reply_id in changed else {}
         try:
-            gone |= _save_checkpoints(one, [] if one else [reply_id])
+            gone |= _save_checkpoints(one, [] if one else [reply_id], steps)
         except OperationalError:
             raise
         except DatabaseError as exc:
@@ -96,7 +104,7 @@ def _save_batch(changed: dict[str, str], idle: list[str]) -> tuple[set[str], set
     return gone, failed
 
 
-def _save_checkpoints(changed: dict[str, str], idle: list[str]) -> set[str]:
+def _save_checkpoints(changed: dict[str, str], idle: list[str], steps: dict[str, dict]) -> set[str]:
     """One transaction; returns the replies to stop. `status` is set too: a sweeper that took
     a live reply for dead (its checkpoints held up behind a busy database) is corrected."""
     ids = [*changed, *idle]
@@ -109,6 +117,9 @@ def _save_checkpoints(changed: dict[str, str], idle: list[str]) -> set[str]:
         texts = [(content, reply_id) for reply_id, content in changed.items() if reply_id in alive]
         if texts:  # one statement for all: an ORM update per reply costs more than the write
             _update_texts(texts, now)
+        for _, reply_id in texts:  # issue 12: reasoning and tool steps, with the text
+            if reply_id in steps:
+                Message.objects.filter(pk=reply_id).update(**steps[reply_id])
         touch = [reply_id for reply_id in idle if reply_id in alive]
         for start in range(0, len(touch), _BATCH):
             Message.objects.filter(pk__in=touch[start : start + _BATCH]).update(

@@ -6,10 +6,11 @@ from django.core.exceptions import ValidationError
 from django.utils import timezone
 
 from chat import conf, db
-from chat.eventlog import End, Event, EventLog, Status, Subscription, Text
+from chat.eventlog import End, Event, EventLog, Status, Step, Subscription, Text
 from chat.models import Message
 from chat.replies import generation
 from chat.replies.stale import replies_recover_stale
+from chat.steps import replay, side_before
 
 _REFRESH = [
     "content",
@@ -20,6 +21,9 @@ _REFRESH = [
     "error",
     "error_code",
     "updated_at",
+    "cached",
+    "reasoning",  # issue 12
+    "steps",
 ]
 
 
@@ -30,29 +34,57 @@ def end_of(message: Message) -> End:
         usage=message.usage,
         error=message.error,
         error_code=message.error_code,
+        cached=message.cached,
     )
+
+
+def _first_state(message: Message) -> str | None:
+    """A cached answer says so, even replayed once finished; a reply under way is thinking."""
+    if message.cached:
+        return "cached"
+    return None if message.is_finished else "thinking"
 
 
 class DatabaseFollower(Subscription):
     """Replays a finished reply; follows by its checkpoints one that no local log holds."""
 
-    def __init__(self, message: Message, offset: int, status: bool = True) -> None:
+    def __init__(self, message: Message, offset: int, side: int | None = None, status: bool = True) -> None:
         self.message = message
         self.offset = offset
-        self.thinking = status and not message.is_finished and offset == 0
+        self.side = side_before(message.steps, offset) if side is None else side
+        # A client with nothing yet: a cached answer says so, a reply under way is thinking.
+        # (`status` False: taking over from a log that already said it.)
+        first = status and offset == 0 and self.side == 0
+        self.state = _first_state(message) if first else None
+        self.pending: list[Event] = []
+
+    def _advance(self) -> Event | None:
+        """The next stored event after the place reached, reasoning and tool steps included."""
+        message = self.message
+        if not self.pending and not message.steps:  # a reply without steps: its text at once
+            if len(message.content) > self.offset:
+                self.pending = [Text(len(message.content), message.content[self.offset :])]
+        elif not self.pending:
+            self.pending = replay(message.content, message.reasoning, message.steps, self.offset, self.side)
+        if not self.pending:
+            return None
+        item = self.pending.pop(0)
+        if isinstance(item, Text):
+            self.offset = item.offset
+        else:
+            self.side = item.side
+        return item
 
     async def next(self, timeout: float) -> Event | None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        if self.thinking:
-            self.thinking = False
-            return Status("thinking")
+        if self.state is not None:
+            state, self.state = self.state, None
+            return Status(state)
         while True:
             message = self.message
-            if len(message.content) > self.offset:
-                text = message.content[self.offset :]
-                self.offset = len(message.content)
-                return Text(self.offset, text)
+            if (item := self._advance()) is not None:
+                return item
             if message.is_finished:
                 return end_of(message)
             left = deadline - loop.time()
@@ -104,9 +136,13 @@ class DatabaseEventLog(EventLog):
         )
         self.texts.pop(reply_id, None)
 
-    async def subscribe(self, reply_id: str, offset: int) -> Subscription | None:
+    async def append_step(self, reply_id: str, step: Step) -> None:
+        """Reasoning and tool steps reach the database with the generator's checkpoints and
+        final save (Message.reasoning, Message.steps), which the follower replays."""
+
+    async def subscribe(self, reply_id: str, offset: int, side: int | None = None) -> Subscription | None:
         try:
             message = await db.run(Message.objects.filter(pk=reply_id, role=Message.Role.ASSISTANT).first)
         except (ValueError, ValidationError):  # not a message id
             return None
-        return None if message is None else DatabaseFollower(message, offset)
+        return None if message is None else DatabaseFollower(message, offset, side)

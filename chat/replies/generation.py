@@ -13,6 +13,7 @@ import time
 from collections.abc import Container
 from contextlib import aclosing
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from django.db import DatabaseError, OperationalError
 from django.utils import timezone
@@ -24,7 +25,12 @@ from chat.models import Message
 from chat.providers import Finish, Prompt, Provider, ProviderError
 from chat.replies.checkpoints import checkpoint_forever
 from chat.replies.stale import replies_recover_stale, sweep_forever
+from chat.steps import Steps, record_step
 from chat.text import clean_model_text
+from chat.tools.rounds import reply_items
+
+if TYPE_CHECKING:
+    from chat.admission import Admission
 
 log = logging.getLogger("chat.generation")
 
@@ -60,6 +66,9 @@ class _Live:
     touched: float = field(default_factory=time.monotonic)
     inflight: asyncio.Future | None = None  # a checkpoint being written
     reason: str | None = None  # why it was cancelled: STOPPED or INTERRUPTED
+    admission: "Admission | None" = None  # the limits it holds and the cache (chat/admission.py)
+    steps: Steps = field(default_factory=Steps)  # reasoning and tool steps (issue 12)
+    steps_saved: int = 0  # steps.version in the database
 
 
 class Engine:
@@ -144,16 +153,21 @@ def running_ids() -> Container[str]:
     return engine.running_ids()
 
 
-async def reply_start(*, reply_id: str, provider: Provider, prompt: Prompt) -> asyncio.Task:
+async def reply_start(
+    *, reply_id: str, provider: Provider, prompt: Prompt, admission: "Admission | None" = None
+) -> asyncio.Task:
     """Start generating on this event loop, in a context of its own (not the request's).
 
     The log is opened before the task runs, so a stream asked for at once finds it live.
     """
     engine.ensure_running()
+    if admission is not None:  # a cached answer, if any, replaces the model
+        provider = await admission.started(reply_id, provider, prompt)
+    cached = admission is not None and admission.cached
     events = get_event_log()
     await events.open(reply_id)
-    await events.set_status(reply_id, "thinking")
-    live = engine.live[reply_id] = _Live()
+    await events.set_status(reply_id, "cached" if cached else "thinking")
+    live = engine.live[reply_id] = _Live(admission=admission)
     live.task = asyncio.get_running_loop().create_task(
         _run(reply_id, live, provider, prompt), name=f"reply-{reply_id}", context=contextvars.Context()
     )
@@ -187,15 +201,22 @@ async def _run(reply_id: str, live: _Live, provider: Provider, prompt: Prompt) -
     finish = Finish()
     end_status, error, code = Message.Status.COMPLETE.value, None, None
     try:
-        async with aclosing(provider.stream(prompt)) as stream:
+        # reply_items: the provider's rounds, tool calls run between them (issue 12).
+        async with aclosing(reply_items(provider, prompt, reply_id=reply_id)) as stream:
             async for item in stream:
                 if isinstance(item, Finish):
                     finish = item
-                elif item := clean_model_text(item):
+                elif isinstance(item, str):
+                    if item := clean_model_text(item):
+                        if first_token is None:
+                            first_token = time.monotonic()
+                        live.steps.close_run()
+                        live.text.append(item)
+                        await events.append(reply_id, item)
+                elif step := record_step(live.steps, item, live.text.length):  # issue 12
                     if first_token is None:
                         first_token = time.monotonic()
-                    live.text.append(item)
-                    await events.append(reply_id, item)
+                    await events.append_step(reply_id, step)
     except asyncio.CancelledError:
         asyncio.current_task().uncancel()  # the reply ends here, by design: it is saved below
         end_status = live.reason or INTERRUPTED
@@ -208,6 +229,9 @@ async def _run(reply_id: str, live: _Live, provider: Provider, prompt: Prompt) -
             "The model failed unexpectedly; the server log has the details.",
             "internal_error",
         )
+    # issue 12: a tool stopped while it ran gets an outcome, so that replays match the stream.
+    if step := live.steps.end(end_status):
+        await events.append_step(reply_id, step)
     engine.live.pop(reply_id, None)
     if live.inflight is not None:  # the final save must come after a checkpoint under way
         await asyncio.wait([live.inflight])
@@ -220,10 +244,14 @@ async def _run(reply_id: str, live: _Live, provider: Provider, prompt: Prompt) -
         else {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens},
         error=error,
         error_code=code,
+        cached=live.admission is not None and live.admission.cached,
     )
+    if live.admission is not None:  # every reply ends here: its limits are given back first
+        await live.admission.ended(end=end, text=live.text.value())
     timings = {
         "time_to_first_token_ms": None if first_token is None else round((first_token - started) * 1000),
         "duration_ms": round((time.monotonic() - started) * 1000),
+        **live.steps.stored(),  # reasoning, reasoning_ms, steps (issue 12)
     }
     try:
         await db.run_to_end(_save_final, reply_id, live.text.value(), end, timings)

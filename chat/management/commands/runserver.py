@@ -163,6 +163,9 @@ class Command(StaticRunserver):
             log_config=LOG_CONFIG,
             server_header=False,
             timeout_graceful_shutdown=10,
+            # Who the client is behind a proxy is the app's decision (CHAT_TRUSTED_PROXIES,
+            # chat/proxies.py), not uvicorn's, which believes any local peer by default.
+            proxy_headers=False,
         )
         self.server = LoopServer(config)
         self.on_bind(sock.getsockname()[1])
