@@ -314,7 +314,7 @@ def _save_checkpoints(changed: dict[str, str], idle: list[str], steps: dict[str,
         texts = [(content, reply_id) for reply_id, content in changed.items() if reply_id in alive]
         if texts:  # one statement for all: an ORM update per reply costs more than the write
             _update_texts(texts, now)
-        for reply_id, _ in texts:  # issue 12: reasoning and tool steps, with the text
+        for _, reply_id in texts:  # issue 12: reasoning and tool steps, with the text
             if reply_id in steps:
                 Message.objects.filter(pk=reply_id).update(**steps[reply_id])
         touch = [reply_id for reply_id in idle if reply_id in alive]
