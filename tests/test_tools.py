@@ -110,3 +110,18 @@ def test_the_admin_transcript_shows_the_steps_folded_and_escaped(tab, steps, cli
     assert "<summary>tool current_time, " in html and "result: {" in html and "&quot;weekday&quot;" in html
     assert "&lt;b&gt;what time&lt;/b&gt;" in html and "<b>what time</b>" not in html
     assert f"reasoning, {message['reasoning_ms']} ms" in html
+
+
+def test_a_checkpoint_saves_the_steps_while_the_reply_goes_on(tab, steps):
+    """Another process follows a reply from its checkpoints: they must carry its steps too."""
+    from chat.models import Message
+    from tests.test_public import wait_until
+
+    steps.CHAT_DEMO_RATE = 20
+    steps.CHAT_DEMO_TOKENS = 60  # three seconds: several checkpoints (0.2 s here) mid-text
+    mid, cid = _reply(tab)
+    wait_until(lambda: Message.objects.filter(pk=mid, status="streaming").exclude(content="").exists())
+    during = Message.objects.get(pk=mid)
+    assert during.status == "streaming"
+    assert [step["type"] for step in during.steps] == ["reasoning", "tool"] and during.reasoning
+    assert tab.wait_finished(mid, cid)["status"] == "complete"
