@@ -310,9 +310,9 @@ class RedisEventLog(EventLog):
             self._failed("stop", exc)
 
     async def _listen_forever(self, conn: _Connection) -> None:
-        """One pub/sub connection per process hears every stop. redis-py may turn a cancel that
-        meets its read timeout into a TimeoutError (asyncio.timeout's known race), so the loop
-        also checks whether it is being cancelled."""
+        """One pub/sub connection per process hears every stop. It blocks without a timeout:
+        with one, a cancel that meets the read timeout can be taken for the timeout
+        (asyncio.timeout's race) and the task would not end; the loop checks anyway."""
         channel = f"{conn.prefix}stop"
         task = asyncio.current_task()
         while not task.cancelling():
@@ -320,7 +320,7 @@ class RedisEventLog(EventLog):
             try:
                 await pubsub.subscribe(channel)
                 while not task.cancelling():
-                    message = await pubsub.get_message(timeout=1.0)
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
                     if message is not None and self.on_stop is not None:
                         data = message["data"]
                         self.on_stop(data.decode() if isinstance(data, bytes) else str(data))
