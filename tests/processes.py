@@ -43,6 +43,9 @@ def server_env(database: str, **extra: str) -> dict[str, str]:
         DJANGO_RUNSERVER_HIDE_WARNING="true",
     )
     env.update(NO_LIMITS)
+    # The demo's plain answer, as the in-process suite has it (tests/test_tools.py turns the
+    # reasoning and tool step on where it tests them).
+    env.update(CHAT_DEMO_STEPS="0")
     env.update(extra)
     return env
 

@@ -29,7 +29,14 @@ from chat import conf
 from chat.eventlog import codec
 from chat.eventlog.base import End, Event, EventLog, ReasoningText, Status, Step, Subscription, Text
 from chat.eventlog.memory import MemoryEventLog
-from chat.eventlog.redis_reader import FAILURES, Reader, RedisSubscription, parse_id
+from chat.eventlog.redis_reader import (
+    FAILURES,
+    Reader,
+    RedisSubscription,
+    kind_and_data,
+    parse_id,
+    raw_entries,
+)
 
 log = logging.getLogger("chat.eventlog")
 RETRY_AFTER = 1.0  # seconds without trying Redis after it failed
@@ -106,6 +113,7 @@ class _Connection:
             socket_connect_timeout=timeout,
             client_name=f"chat-{os.getpid()}",
         )
+        raw_entries(self.client)
         self.prefix, self.timeout = prefix, timeout
         self.reader: Reader | None = None
         self.tasks: list[asyncio.Task] = []
@@ -317,9 +325,9 @@ class RedisEventLog(EventLog):
             self._failed("stop", exc)
 
     async def _listen_forever(self, conn: _Connection) -> None:
-        """One pub/sub connection per process hears every stop. redis-py may turn a cancel that
-        meets its read timeout into a TimeoutError (asyncio.timeout's known race), so the loop
-        also checks whether it is being cancelled."""
+        """One pub/sub connection per process hears every stop. It blocks without a timeout:
+        with one, a cancel that meets the read timeout can be taken for the timeout
+        (asyncio.timeout's race) and the task would not end; the loop checks anyway."""
         channel = f"{conn.prefix}stop"
         task = asyncio.current_task()
         while not task.cancelling():
@@ -327,7 +335,7 @@ class RedisEventLog(EventLog):
             try:
                 await pubsub.subscribe(channel)
                 while not task.cancelling():
-                    message = await pubsub.get_message(timeout=1.0)
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
                     if message is not None and self.on_stop is not None:
                         data = message["data"]
                         self.on_stop(data.decode() if isinstance(data, bytes) else str(data))
@@ -348,7 +356,7 @@ class RedisEventLog(EventLog):
             return local
         conn, key = self._connection(), self._key(reply_id)
         try:
-            entries = await conn.client.xrange(key, min=f"{offset}-0" if offset else "-")
+            entries = await conn.client.execute_command("XRANGE", key, f"{offset}-0" if offset else "-", "+")
         except FAILURES as exc:
             self._failed("read", exc)
             return None
@@ -371,15 +379,16 @@ class RedisEventLog(EventLog):
     async def text_of(self, reply_id: str) -> str | None:
         """The text of a reply's stream, whole and contiguous, or None."""
         try:
-            entries = await self._connection().client.xrange(self._key(reply_id))
+            entries = await self._connection().client.execute_command("XRANGE", self._key(reply_id), "-", "+")
         except FAILURES:
             return None
         parts, length = [], 0
         for entry_id, fields in entries:
-            if fields.get(b"k") != b"text":
+            kind, data = kind_and_data(fields)
+            if kind != "text":
                 continue
             end = parse_id(entry_id)[0]
-            text = codec.decode("text", fields[b"d"], end).text
+            text = codec.decode("text", data, end).text
             if end - len(text) != length:  # trimmed or torn: not the whole text
                 return None
             parts.append(text)
