@@ -204,6 +204,18 @@ def rows(r: dict) -> list[tuple[str, str, str, str, str, str]]:
             "",
         )
     )
+    for backend, measured in r.get("limits", {}).items():
+        cpu = measured.get("cpu_us_per_send")
+        out.append(
+            (
+                f"server CPU a limit check adds per send, {backend} backend (µs, in-process)",
+                _num(cpu) if cpu is not None else f"not run: {measured.get('skipped', '?')}",
+                "–",
+                "",
+                "< 300 µs",
+                _verdict(None if cpu is None else cpu < 300),
+            )
+        )
     out.append(
         (
             "`database is locked` in the log + `error` events, whole run",
@@ -252,7 +264,33 @@ def table(r: dict) -> str:
         "| --- | --: | --: | --: | --- | --- |",
     ]
     lines += ["| " + " | ".join(row) + " |" for row in rows(r)]
-    return head + "\n".join(lines) + "\n"
+    return head + "\n".join(lines) + "\n" + followed_table(r.get("followed"))
+
+
+def followed_table(f: dict | None) -> str:
+    """5. replies followed from another process (bench/followed.py)."""
+    if not f:
+        return "\nReplies followed from another process: not run (no redis-server on this machine).\n"
+    mem, red = f["memory"], f["redis"]
+    ratio = _ratio(red["cpu_us_per_token"], mem["cpu_us_per_token"])
+    late_ok = red["all_streaming"] and red["p99_ms"] < 50
+    lines = [
+        "",
+        f"Replies followed from another process: {f['streams']:,} streams at {f['rate']:g} tokens/s, "
+        "each reply created on one server and its stream read from another (Redis: two uvicorn "
+        "processes and a redis-server, all on CPU 0); in-process: one server does both.",
+        "",
+        "| what | in-process log | Redis, another process | Redis/in-process | target | verdict |",
+        "| --- | --: | --: | --: | --- | --- |",
+        f"| app CPU per token (µs) | {_num(mem['cpu_us_per_token'])} | {_num(red['cpu_us_per_token'])} "
+        f"| {_num(ratio, 2)}x | ≤ 1.3x | {_verdict(None if ratio is None else ratio <= 1.3)} |",
+        f"| redis-server CPU per token (µs) | – | {_num(red['redis_cpu_us_per_token'])} |  |  |  |",
+        f"| p50 / p99 lateness (ms) | {_num(mem['p50_ms'])} / {_num(mem['p99_ms'])} "
+        f"| {_num(red['p50_ms'])} / {_num(red['p99_ms'])} |  | p99 < 50 ms | {_verdict(late_ok)} |",
+        f"| text events per token | {_num(mem['events_per_token'], 2)} | {_num(red['events_per_token'], 2)} "
+        "|  |  |  |",
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def _finite(value):

@@ -17,10 +17,11 @@ from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
 
-from bench import report, scenarios
+from bench import limits, report, scenarios
+from bench.followed import followed
 from bench.load import new_loop
 from bench.scenarios import FULL, QUICK, Sizes
-from bench.servers import Server, base_env, copy_database, prepare_database
+from bench.servers import SERVER_CPU, Server, base_env, copy_database, prepare_database
 
 CLIENT_CPU = 1
 LOCKED = "database is locked"
@@ -97,6 +98,13 @@ class Bench:
         print("4. first status and first text under load", flush=True)
         env = scenarios.paced_env(60 + s.probes * 0.2)
         first = await self.both("first", env, lambda srv: scenarios.first_events(srv, s))
+        print("5. a reply followed from another process: in-process log, then Redis", flush=True)
+        followed_result = await followed(self.template, self.workdir, s)
+        print("6. server CPU a limit check adds to a send (in-process, memory and Redis)", flush=True)
+        limit_check = {
+            backend: await asyncio.to_thread(limits.measure, backend, s.limit_sends, SERVER_CPU)
+            for backend in ("memory", "redis")
+        }
         writes = {
             "flat": writes_per_reply(self.databases["flat"]),
             "paced": writes_per_reply(self.databases[f"paced-{paced['levels'][0]['streams']}"]),
@@ -106,7 +114,9 @@ class Bench:
             "paced": paced,
             "idle": idle,
             "first": first,
+            "followed": followed_result,
             "writes": writes,
+            "limits": limit_check,
             "locked": self.locked,
             "client_busy": self.client_busy,
         }

@@ -26,6 +26,8 @@ class Sizes:
     idle_streams: int = 2000
     probe_background: int = 100
     probes: int = 150
+    followed_streams: int = 500  # 5. replies followed from another process (Redis)
+    limit_sends: int = 20_000  # sends through the limit check (bench/limits.py), per backend
 
 
 FULL = Sizes()
@@ -38,6 +40,8 @@ QUICK = Sizes(
     idle_streams=200,
     probe_background=50,
     probes=20,
+    followed_streams=50,
+    limit_sends=2_000,
 )
 
 

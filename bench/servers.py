@@ -50,6 +50,16 @@ def base_env(database: Path, **chat: str) -> dict[str, str]:
         SECRET_KEY="bench-only-not-secret",
         ALLOWED_HOSTS="127.0.0.1",
         PYTHONUNBUFFERED="1",
+        # The load comes from one address: the limits (on by default) are measured apart
+        # (bench/limits.py), not in the way of the throughput scenarios.
+        CHAT_LIMIT_MESSAGES="0",
+        CHAT_LIMIT_MESSAGES_IP="0",
+        CHAT_LIMIT_REPLIES="0",
+        CHAT_QUOTA_TOKENS="0",
+        CHAT_LIMIT_STREAMS_IP="0",
+        # The demo's plain answer, token for token as the baseline streams it (issue 12's
+        # reasoning and tool round are measured by bench/tool_turn.py).
+        CHAT_DEMO_STEPS="0",
     )
     env.update(chat)
     return env

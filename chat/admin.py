@@ -28,8 +28,9 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.text import smart_split, unescape_string_literal
 
-from chat import history
+from chat import history, limits_admin
 from chat.models import Conversation, Message
+from chat.steps import steps_json
 
 FAILED = [Message.Status.ERROR, Message.Status.INTERRUPTED]
 
@@ -132,11 +133,26 @@ def as_uuid(term: str) -> uuid.UUID | None:
 
 
 def status_badge(message: Message) -> str:
-    return format_html('<span class="chat-status chat-status-{}">{}</span>', message.status, message.status)
+    badge = format_html('<span class="chat-status chat-status-{}">{}</span>', message.status, message.status)
+    if message.cached:  # told again from the answer cache: it cost nothing
+        return format_html(
+            '{} <span class="chat-status chat-cached" title="from the answer cache">cached</span>', badge
+        )
+    return badge
 
 
 def milliseconds(value: int | None) -> str:
     return "—" if value is None else f"{value:,} ms"
+
+
+def step_views(message: Message) -> list[dict]:
+    """A message's steps for the transcript: JSON shown indented, as text."""
+    views = steps_json(message.reasoning, message.steps)
+    for view in views:
+        if view["type"] == "tool":
+            view["arguments_json"] = json.dumps(view.get("arguments"), ensure_ascii=False, indent=1)
+            view["result_json"] = json.dumps(view.get("result"), ensure_ascii=False, indent=1)
+    return views
 
 
 def stop_and_report(request: HttpRequest, stopped: int) -> None:
@@ -252,6 +268,7 @@ class ConversationAdmin(admin.ModelAdmin):
     fieldsets = [
         (None, {"fields": ("title", "owner", "model", "system_prompt")}),
         ("Activity", {"fields": ("id", "created_at", "updated_at", "message_count", "total_tokens")}),
+        ("Owner's usage, current windows", {"fields": ("limits_usage",)}),
     ]
     readonly_fields = (
         "id",
@@ -262,6 +279,7 @@ class ConversationAdmin(admin.ModelAdmin):
         "updated_at",
         "message_count",
         "total_tokens",
+        "limits_usage",
     )
     inlines = [MessageInline]
     actions = ["export_json"]
@@ -320,6 +338,10 @@ class ConversationAdmin(admin.ModelAdmin):
     def total_tokens(self, obj: Conversation) -> str:
         return f"{obj.n_tokens:,}"
 
+    @admin.display(description="limits")
+    def limits_usage(self, obj: Conversation) -> str:
+        return limits_admin.usage_html(obj)
+
     @admin.display(description="last activity", ordering="updated_at")
     def last_activity(self, obj: Conversation):
         return obj.updated_at
@@ -327,11 +349,13 @@ class ConversationAdmin(admin.ModelAdmin):
     def change_view(self, request, object_id, form_url="", extra_context=None):
         pk = as_uuid(object_id)
         transcript = list(Message.objects.filter(conversation_id=pk)) if pk else []
+        for message in transcript:  # reasoning and tool steps, folded in the transcript (issue 12)
+            message.step_views = step_views(message)
         context = {
             "transcript": transcript,
             "streaming": any(m.status == Message.Status.STREAMING for m in transcript),
             "shown_at": timezone.now(),
-            "chat_url": reverse("chat-conversation-page", args=[pk]) if pk else "",
+            "chat_url": reverse("chat:conversation-page", args=[pk]) if pk else "",
             "export_url": f"{reverse('admin:chat_conversation_export', args=[pk])}" if pk else "",
             "messages_url": f"{reverse('admin:chat_message_changelist')}?conversation__id__exact={pk}",
             **(extra_context or {}),
@@ -340,7 +364,12 @@ class ConversationAdmin(admin.ModelAdmin):
 
     def get_urls(self):
         export = self.admin_site.admin_view(self.export_one_view)
-        return [path("<uuid:pk>/export/", export, name="chat_conversation_export"), *super().get_urls()]
+        refusals = self.admin_site.admin_view(limits_admin.refusals_view)
+        return [
+            path("<uuid:pk>/export/", export, name="chat_conversation_export"),
+            path("limits/", refusals, name="chat_conversation_limits"),
+            *super().get_urls(),
+        ]
 
     def export_one_view(self, request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
         conversation = get_object_or_404(self.get_queryset(request), pk=pk)
@@ -391,7 +420,7 @@ class MessageAdmin(admin.ModelAdmin):
     )
     list_display_links = ("created_at", "preview")
     list_select_related = ("conversation",)
-    list_filter = ("status", "role", "model", ("created_at", admin.DateFieldListFilter))
+    list_filter = ("status", "role", "model", "cached", ("created_at", admin.DateFieldListFilter))
     search_fields = ("content",)  # the box; get_search_results() does the searching
     search_help_text = "Finds messages whose text, error or error code contains every word; an id finds it."
     date_hierarchy = "created_at"
@@ -414,6 +443,7 @@ class MessageAdmin(admin.ModelAdmin):
         "error",
         "error_code",
         "stop_requested",
+        "cached",
     )
     readonly_fields = fields
 
@@ -473,7 +503,7 @@ class MessageAdmin(admin.ModelAdmin):
             '<a href="{}">{}</a> · <a href="{}" target="_blank" rel="noopener">chat page</a>',
             reverse("admin:chat_conversation_change", args=[obj.conversation_id]),
             str(obj.conversation)[:40],
-            reverse("chat-conversation-page", args=[obj.conversation_id]),
+            reverse("chat:conversation-page", args=[obj.conversation_id]),
         )
 
     @admin.display(description="conversation")

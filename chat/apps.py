@@ -5,3 +5,7 @@ class ChatConfig(AppConfig):
     name = "chat"
     verbose_name = "Chat"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from chat import checks, signals  # noqa: F401  (the system checks, the sign-in receiver)
+        from chat.tools import checks as tool_checks  # noqa: F401  (CHAT_TOOLS checked by `manage.py check`)

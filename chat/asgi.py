@@ -1,6 +1,7 @@
-"""ASGI lifespan for the chat app: recover dead replies at start, save live ones at stop.
+"""ASGI lifespan for the chat app: the reply engine starts with the server and stops with it.
 
-Django's ASGIHandler serves only HTTP, so this wraps it and answers `lifespan` itself.
+Django's ASGIHandler serves only HTTP, so this wraps it and answers `lifespan` itself. In a
+project's asgi.py: `application = with_chat(get_asgi_application())`.
 """
 
 import asyncio
@@ -9,7 +10,8 @@ import signal
 import threading
 from typing import Any
 
-from chat import generation
+from chat.providers import registry
+from chat.replies.generation import engine
 
 log = logging.getLogger("chat.asgi")
 
@@ -27,7 +29,7 @@ def _chain_shutdown_signals(loop: asyncio.AbstractEventLoop) -> None:
         previous = signal.getsignal(sig)
 
         def handler(signum: int, frame: Any, previous: Any = previous) -> None:
-            loop.call_soon_threadsafe(lambda: asyncio.ensure_future(generation.interrupt_all()))
+            loop.call_soon_threadsafe(lambda: asyncio.ensure_future(engine.interrupt_all()))
             if callable(previous):
                 previous(signum, frame)
             elif previous == signal.SIG_DFL and signum == signal.SIGINT:
@@ -37,18 +39,7 @@ def _chain_shutdown_signals(loop: asyncio.AbstractEventLoop) -> None:
 
 
 async def startup() -> None:
-    from chat import db
-    from chat.services import replies_recover_stale
-
-    try:
-        count = await db.run(replies_recover_stale, running=generation.running_ids())
-        if count:
-            log.warning("Marked %d reply(ies) left streaming by a stopped server as interrupted", count)
-    except Exception as exc:  # an unmigrated database must not keep the server from starting
-        log.warning("Could not check for interrupted replies: %s", exc)
-    generation.ensure_background()
-    from chat.providers import registry
-
+    await engine.start()
     try:  # in a thread: listing a local server's models may wait for CHAT_DISCOVERY_TIMEOUT
         await asyncio.to_thread(registry.warm_up)
     except Exception:  # a broken provider must not keep the server from starting
@@ -69,6 +60,11 @@ class ChatLifespan:
                 _chain_shutdown_signals(asyncio.get_running_loop())
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                await generation.interrupt_all()
+                await engine.stop()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+def with_chat(application: Any) -> ChatLifespan:
+    """A project's ASGI application with the chat app's lifespan (see README: Add to your project)."""
+    return ChatLifespan(application)

@@ -1,5 +1,13 @@
-"""The chat app's settings and their defaults; each is read from Django settings when used."""
+"""The chat app's settings and their defaults, in one place.
 
+Each is read when used: from Django settings when the project sets it there, else from the
+environment variable of the same name, else the default below. So a host project can
+configure the app in `settings.py`, in the environment, or not at all.
+"""
+
+import json
+import os
+from functools import lru_cache
 from typing import Any
 
 from django.conf import settings
@@ -22,7 +30,8 @@ DEFAULTS: dict[str, Any] = {
     # The most characters of a conversation sent to a model (about 4 per token): the oldest
     # turns are dropped first, never the system prompt or the new message.
     "CHAT_CONTEXT_CHARS": 100_000,
-    # The longest reply asked for, in tokens (Anthropic requires a limit; others use their own).
+    # The longest reply, in tokens, for every provider: sent to the model in the parameter its
+    # server takes, and enforced here (counting deltas) for a server that ignores it.
     "CHAT_MAX_OUTPUT_TOKENS": 8192,
     # Extra providers by name, as dotted paths to Provider classes.
     "CHAT_PROVIDERS": {},
@@ -43,8 +52,9 @@ DEFAULTS: dict[str, Any] = {
     # Limits on request bodies (bytes) and message content (characters).
     "CHAT_MAX_BODY_BYTES": 256 * 1024,
     "CHAT_MAX_CONTENT_CHARS": 32_000,
-    # The event log backend, a dotted path to an EventLog class.
-    "CHAT_EVENT_LOG": "chat.eventlog.memory.MemoryEventLog",
+    # The event log backend, a dotted path to an EventLog class; empty: Redis Streams when
+    # REDIS_URL is set, else this process's memory.
+    "CHAT_EVENT_LOG": "",
     # How long a finished reply stays in the in-process event log (seconds).
     "CHAT_LOG_GRACE": 30.0,
     # With a real model, ask it for a short title after the first message (in the background).
@@ -53,12 +63,104 @@ DEFAULTS: dict[str, Any] = {
     "CHAT_TITLE_TIMEOUT": 30.0,
     # Threads that run the background replies' database writes (None: 1 on SQLite, else 4).
     "CHAT_DB_THREADS": None,
+    # The page and the API only for signed-in users: the page redirects to LOGIN_URL, the
+    # API answers 401 `login_required`.
+    "CHAT_LOGIN_REQUIRED": False,
+    # The page's title, and the system prompt of a conversation created without one.
+    "CHAT_PAGE_TITLE": "Chat",
+    "CHAT_SYSTEM_PROMPT": "",
+    # Redis, shared by every process and machine (limits, answer cache); None: in-process.
+    "REDIS_URL": None,
+    # Limits and quotas (chat/ratelimit/): rates as N/second|minute|hour|day, counts at once;
+    # 0 or "" turns one off.
+    "CHAT_LIMIT_MESSAGES": "30/minute",
+    "CHAT_LIMIT_MESSAGES_IP": "120/minute",
+    "CHAT_LIMIT_REPLIES": 3,
+    "CHAT_QUOTA_TOKENS": "",
+    "CHAT_LIMIT_STREAMS_IP": 200,
+    # Proxies whose X-Forwarded-For and X-Forwarded-Proto are believed (addresses or networks).
+    "CHAT_TRUSTED_PROXIES": [],
+    # The prefix of the limits' Redis keys.
+    "CHAT_LIMITS_PREFIX": "chat:limits",
+    # Cached answers (chat/answercache.py): seconds kept (0: off), `owner` or `global`, the
+    # Django cache used, and the pause between the pieces of a cached answer (seconds).
+    "CHAT_CACHE_TTL": 0,
+    "CHAT_CACHE_SCOPE": "owner",
+    "CHAT_CACHE_ALIAS": "default",
+    "CHAT_CACHE_PIECE_INTERVAL": 0.02,
+    # --- reasoning and tools (issue 12) ---
+    # Tools a model may call: dotted paths to functions of the host project (chat/tools/).
+    "CHAT_TOOLS": [],
+    # Seconds a tool call may take; past them the model is told it timed out.
+    "CHAT_TOOL_TIMEOUT": 30.0,
+    # The most model requests in one reply (each tool round is one); the last gets tool choice none.
+    "CHAT_TOOL_ROUNDS": 5,
+    # Anthropic's extended thinking: its budget in tokens (0: off; at least 1024 when on).
+    "CHAT_ANTHROPIC_THINKING": 0,
+    # The demo model reasons briefly and calls its example tool (current_time) before answering.
+    "CHAT_DEMO_STEPS": True,
+    # The prefix of the event log's Redis keys (one stream per reply, the stop channel).
+    "CHAT_REDIS_PREFIX": "chat:",
+    # A reply's stream is capped at about this many entries (deltas are merged per frame).
+    "CHAT_REDIS_MAXLEN": 20_000,
+    # Seconds to wait for Redis before a reply goes on without it (then: the database).
+    "CHAT_REDIS_TIMEOUT": 2.0,
+}
+
+# The type of an environment value whose default is None.
+_ENV_TYPES: dict[str, type] = {"CHAT_DEMO_TOKENS": int, "CHAT_DB_THREADS": int}
+_TRUE = {"1", "true", "yes", "on"}
+_UNSET = object()
+_EMPTY_IS_OFF = {
+    "CHAT_LIMIT_MESSAGES",
+    "CHAT_LIMIT_MESSAGES_IP",
+    "CHAT_LIMIT_REPLIES",
+    "CHAT_QUOTA_TOKENS",
+    "CHAT_LIMIT_STREAMS_IP",
 }
 
 
 def get(name: str) -> Any:
-    return getattr(settings, name, DEFAULTS[name])
+    value = getattr(settings, name, _UNSET)
+    if value is not _UNSET:
+        return value
+    raw = os.environ.get(name)
+    if raw is not None and raw.strip() == "" and name in _EMPTY_IS_OFF:
+        return _from_env(name, "0")  # the contract: `0` or an empty value turns a limit off
+    if raw is None or raw.strip() == "":
+        return DEFAULTS[name]
+    return _from_env(name, raw)
+
+
+@lru_cache(maxsize=256)
+def _from_env(name: str, raw: str) -> Any:
+    """An environment string as the type of the setting's default."""
+    default = DEFAULTS[name]
+    kind = _ENV_TYPES.get(name, type(default) if default is not None else str)
+    try:
+        if kind is bool:
+            return raw.strip().lower() in _TRUE
+        if kind is list:
+            return [item.strip() for item in raw.split(",") if item.strip()]
+        if kind is dict:
+            return json.loads(raw)
+        return kind(raw.strip())
+    except ValueError as exc:
+        raise ValueError(f"The environment variable {name}={raw!r} is not a valid {kind.__name__}") from exc
+
+
+def get_float(name: str) -> float:
+    return float(get(name))
+
+
+def get_int(name: str) -> int:
+    return int(get(name))
+
+
+def get_str(name: str) -> str:
+    value = get(name)
+    return "" if value is None else str(value)
 
 
 def stale_after() -> float:
-    return float(get("CHAT_CHECKPOINT_INTERVAL")) * int(get("CHAT_STALE_INTERVALS"))
+    return get_float("CHAT_CHECKPOINT_INTERVAL") * get_int("CHAT_STALE_INTERVALS")

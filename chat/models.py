@@ -70,8 +70,16 @@ class Message(models.Model):
     error_code = models.CharField(max_length=64, null=True, blank=True)
     time_to_first_token_ms = models.PositiveIntegerField(null=True, blank=True)
     duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    # Reasoning and tool steps (issue 12; chat/steps.py): all the reasoning text, how long the
+    # model reasoned, and the reasoning runs (slices of `reasoning`) and tool calls in order.
+    # Database defaults too: rows written by raw SQL (seeding, bulk tools) need not name them.
+    reasoning = models.TextField(blank=True, default="", db_default="")
+    reasoning_ms = models.PositiveIntegerField(null=True, blank=True)
+    steps = models.JSONField(default=list, blank=True, db_default=models.Value([], models.JSONField()))
     # Set by a stop request that reaches a process other than the one generating the reply.
     stop_requested = models.BooleanField(default=False)
+    # Told again from the answer cache (CHAT_CACHE_TTL) rather than generated: it cost nothing.
+    cached = models.BooleanField(default=False, db_default=False)
 
     class Meta:
         ordering = ["created_at"]

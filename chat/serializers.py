@@ -3,6 +3,7 @@
 from typing import Any
 
 from chat.models import Conversation, Message
+from chat.steps import steps_json
 
 
 def message_json(message: Message) -> dict[str, Any]:
@@ -17,6 +18,11 @@ def message_json(message: Message) -> dict[str, Any]:
         "finish_reason": message.finish_reason,
         "usage": message.usage,
         "error": message.error,
+        "cached": message.cached,
+        # issue 12 (docs/API-extensions.md, "Reasoning and tools")
+        "reasoning": message.reasoning,
+        "reasoning_ms": message.reasoning_ms,
+        "steps": steps_json(message.reasoning, message.steps),
     }
 
 

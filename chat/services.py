@@ -6,21 +6,27 @@ import itertools
 import logging
 import re
 import uuid
-from collections.abc import Container
 from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from asgiref.sync import sync_to_async
 from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from chat import conf, context, db, generation
+from chat import conf, context, db
+from chat import tools as tools_module
 from chat.errors import Invalid, NotFound, TooLarge
 from chat.models import Conversation, Message
 from chat.providers import Prompt, Turn, registry
 from chat.providers.registry import ModelInfo
+from chat.replies import generation
+from chat.text import unstorable
+
+if TYPE_CHECKING:
+    from chat.admission import Admission
 
 log = logging.getLogger("chat.services")
 
@@ -62,14 +68,23 @@ def title_from(content: str) -> str:
     return cut.rstrip(" ,.;:") + "…"
 
 
+def check_text(key: str, value: str) -> str:
+    """Refuse text that no database can store, naming the field."""
+    problem = unstorable(value)
+    if problem:
+        raise Invalid(f"'{key}' {problem}; remove it and send again.")
+    return value
+
+
 def validate_content(content: object) -> str:
     if content is None:
         raise Invalid("The message needs a 'content' field with the text to send.")
     if not isinstance(content, str):
         raise Invalid("'content' must be a string.")
+    check_text("content", content)
     if not content.strip():
         raise Invalid("The message is empty: write something to send.")
-    limit = int(conf.get("CHAT_MAX_CONTENT_CHARS"))
+    limit = conf.get_int("CHAT_MAX_CONTENT_CHARS")
     if len(content) > limit:
         raise TooLarge(f"The message is {len(content):,} characters long; the limit is {limit:,}.")
     return content
@@ -83,7 +98,7 @@ def _optional_text(data: dict, key: str, limit: int | None = None) -> str:
         raise Invalid(f"'{key}' must be a string.")
     if limit is not None and len(value) > limit:
         raise Invalid(f"'{key}' is longer than {limit} characters.")
-    return value
+    return check_text(key, value)
 
 
 # --- conversations ------------------------------------------------------------------------
@@ -93,7 +108,7 @@ def _model_field(data: dict) -> str | None:
     model = data.get("model")
     if model is not None and not isinstance(model, str):
         raise Invalid("'model' must be a string.")
-    return model
+    return model if model is None else check_text("model", model)
 
 
 def _model_info(conversation: Conversation, model: str | None) -> ModelInfo:
@@ -104,14 +119,47 @@ def _model_info(conversation: Conversation, model: str | None) -> ModelInfo:
     return registry.resolve(model)
 
 
-def conversation_create(*, owner: Owner, data: dict) -> Conversation:
+def _conversation_new(*, owner: Owner, data: dict) -> Conversation:
+    """A valid conversation, not saved yet."""
     info = registry.resolve(_model_field(data))
-    return Conversation.objects.create(
+    if data.get("system_prompt") is None:
+        system_prompt = conf.get("CHAT_SYSTEM_PROMPT")
+    else:
+        system_prompt = _optional_text(data, "system_prompt", conf.get_int("CHAT_MAX_CONTENT_CHARS"))
+    return Conversation(
         **owner.fields(),
         title=_optional_text(data, "title", 200).strip(),
-        system_prompt=_optional_text(data, "system_prompt", int(conf.get("CHAT_MAX_CONTENT_CHARS"))),
+        system_prompt=system_prompt,
         model=info.id,
     )
+
+
+def conversation_create(*, owner: Owner, data: dict) -> Conversation:
+    conversation = _conversation_new(owner=owner, data=data)
+    conversation.save(force_insert=True)
+    return conversation
+
+
+async def conversation_start(
+    *, owner: Owner, data: dict, admission: "Admission | None" = None
+) -> tuple[Conversation, Message, Message]:
+    """Create a conversation and send its first message (`content`): both, or nothing."""
+    validate_content(data.get("content"))
+    conversation = _conversation_new(owner=owner, data=data)
+    user, assistant = await message_send(
+        owner=owner, conversation=conversation, data={"content": data["content"]}, admission=admission
+    )
+    return conversation, user, assistant
+
+
+def conversations_claim(*, user_id: int, visitor: str) -> int:
+    """A visitor who signs in: the conversations it had as a visitor become the user's.
+
+    One statement, so two tabs signing in at once both end with every conversation claimed.
+    """
+    if not visitor:
+        return 0
+    return Conversation.objects.filter(user__isnull=True, visitor=visitor).update(user_id=user_id, visitor="")
 
 
 def conversation_list(*, owner: Owner) -> list[Conversation]:
@@ -134,7 +182,8 @@ async def conversation_delete(*, owner: Owner, conversation_id: str) -> None:
     conversation = await sync_to_async(conversation_get)(owner=owner, conversation_id=conversation_id)
     running = conversation.messages.filter(status=Message.Status.STREAMING)
     async for reply_id in running.values_list("id", flat=True):
-        await generation.reply_cancel(str(reply_id))
+        if not await generation.reply_cancel(str(reply_id)):
+            await generation.reply_stop_elsewhere(str(reply_id))
     # The writes go to the writer thread(s), as every write of the app (see message_send).
     await db.run(running.update, stop_requested=True)  # replies generated by other processes
     await db.run(conversation.delete)
@@ -143,7 +192,7 @@ async def conversation_delete(*, owner: Owner, conversation_id: str) -> None:
 # --- messages -----------------------------------------------------------------------------
 
 
-def _prompt(conversation: Conversation, model_name: str, new: str | None = None) -> Prompt:
+def _prompt(conversation: Conversation, info: ModelInfo, new: str | None = None) -> Prompt:
     """The system prompt, then the newest turns (and `new`) that fit the budget, oldest dropped first.
 
     Read before the write, off the writer thread: the writer only inserts, and a long
@@ -152,8 +201,10 @@ def _prompt(conversation: Conversation, model_name: str, new: str | None = None)
     turns = context.turns_newest_first(conversation.pk)
     if new is not None:
         turns = itertools.chain([Turn("user", new)], turns)
-    kept = context.fit_newest(conversation.system_prompt, turns, int(conf.get("CHAT_CONTEXT_CHARS")))
-    return Prompt(model=model_name, system=conversation.system_prompt, turns=kept)
+    kept = context.fit_newest(conversation.system_prompt, turns, conf.get_int("CHAT_CONTEXT_CHARS"))
+    # The tools this model may call (issue 12): CHAT_TOOLS, and the demo's own example.
+    tools = tools_module.specs_for(info.provider)
+    return Prompt(model=info.name, system=conversation.system_prompt, turns=kept, tools=tools)
 
 
 def _add_reply(
@@ -180,6 +231,8 @@ def _add_reply(
 def _store_turn(*, conversation: Conversation, content: str, info: ModelInfo) -> tuple[Message, Message]:
     now = timezone.now()
     with transaction.atomic():
+        if conversation._state.adding:  # a new conversation is stored with its first message
+            conversation.save(force_insert=True)
         user = Message.objects.create(
             conversation=conversation, role=Message.Role.USER, content=content, model=info.id, created_at=now
         )
@@ -195,9 +248,17 @@ def _store_turn(*, conversation: Conversation, content: str, info: ModelInfo) ->
 
 
 async def message_send(
-    *, owner: Owner, conversation_id: str | None = None, conversation: Conversation | None = None, data: dict
+    *,
+    owner: Owner,
+    conversation_id: str | None = None,
+    conversation: Conversation | None = None,
+    data: dict,
+    admission: "Admission | None" = None,
 ) -> tuple[Message, Message]:
-    """Store the user's message and a `streaming` reply, and start generating it."""
+    """Store the user's message and a `streaming` reply, and start generating it.
+
+    `admission` (the limits and the answer cache) is checked before anything is stored.
+    """
     content = validate_content(data.get("content"))
     model = _model_field(data)
     if conversation is None:
@@ -205,11 +266,16 @@ async def message_send(
     info = _model_info(conversation, model)
     provider = registry.get_provider(info)
     untitled = not conversation.title
-    prompt = await sync_to_async(_prompt)(conversation, info.name, new=content)
+    if admission is not None:
+        await admission.admit()
+    prompt = await sync_to_async(_prompt)(conversation, info, new=content)
     # On the replies' writer thread(s): on SQLite one writer means writes queue instead of
     # meeting in SQLite's lock, whose busy handler sleeps in steps of up to 100 ms.
     user, assistant = await db.run(_store_turn, conversation=conversation, content=content, info=info)
-    reply = await generation.reply_start(reply_id=str(assistant.id), provider=provider, prompt=prompt)
+    reply = await generation.reply_start(
+        reply_id=str(assistant.id), provider=provider, prompt=prompt, admission=admission
+    )
+    assistant.cached = admission is not None and admission.cached
     if untitled:
         conversation_title_improve_later(
             conversation=conversation, info=info, content=content, reply_id=str(assistant.id), reply=reply
@@ -233,11 +299,13 @@ async def reply_stop(*, owner: Owner, message_id: str) -> Message:
     if message.status != Message.Status.STREAMING:
         return message
     if not await generation.reply_cancel(str(message.pk)):
-        # Generated by another process: it sees the flag at its next checkpoint.
+        # Generated by another process: told at once through Redis, and by the flag, which
+        # it sees at its next checkpoint (without Redis, or if the message is lost).
         await db.run(
             Message.objects.filter(pk=message.pk, status=Message.Status.STREAMING).update, stop_requested=True
         )
-        interval = float(conf.get("CHAT_CHECKPOINT_INTERVAL"))
+        await generation.reply_stop_elsewhere(str(message.pk))
+        interval = conf.get_float("CHAT_CHECKPOINT_INTERVAL")
         deadline = asyncio.get_running_loop().time() + conf.stale_after() + interval
         while asyncio.get_running_loop().time() < deadline:
             await message.arefresh_from_db()
@@ -246,21 +314,6 @@ async def reply_stop(*, owner: Owner, message_id: str) -> Message:
             await asyncio.sleep(min(interval / 4, 0.1))
     await message.arefresh_from_db()
     return message
-
-
-def replies_recover_stale(*, running: Container[str] = ()) -> int:
-    """Mark `interrupted` the replies whose process died: no checkpoint for several intervals.
-
-    `running` holds this process's live replies; it is asked at the moment of writing (a
-    reply may start while this waits for the database), and a live reply that was marked
-    anyway puts itself back at its next checkpoint.
-    """
-    cutoff = timezone.now() - timedelta(seconds=conf.stale_after())
-    stale = Message.objects.filter(status=Message.Status.STREAMING, updated_at__lt=cutoff)
-    ids = [pk for pk in stale.values_list("pk", flat=True) if str(pk) not in running]
-    if not ids:
-        return 0
-    return stale.filter(pk__in=ids).update(status=Message.Status.INTERRUPTED, updated_at=timezone.now())
 
 
 # --- the page: rename, answer again, edit and resend, titles by the model -----------------
@@ -307,22 +360,30 @@ def _store_reply(*, conversation: Conversation, info: ModelInfo) -> Message:
         return _add_reply(conversation, info, now=timezone.now())
 
 
-async def reply_regenerate(*, owner: Owner, conversation_id: str, data: dict) -> tuple[Message, Message]:
+async def reply_regenerate(
+    *, owner: Owner, conversation_id: str, data: dict, admission: "Admission | None" = None
+) -> tuple[Message, Message]:
     """Answer the last user message again: the replies after it are replaced (stopped first)."""
     conversation = await sync_to_async(conversation_get)(owner=owner, conversation_id=conversation_id)
     info = _model_info(conversation, _model_field(data))
     user, replies = await sync_to_async(_last_exchange)(conversation)
     if user is None:
         raise Invalid("This conversation has no message to answer again.")
+    if admission is not None:
+        await admission.admit()
     await _messages_discard(replies)
-    prompt = await sync_to_async(_prompt)(conversation, info.name)
+    prompt = await sync_to_async(_prompt)(conversation, info)
     assistant = await db.run(_store_reply, conversation=conversation, info=info)
     provider = registry.get_provider(info)
-    await generation.reply_start(reply_id=str(assistant.id), provider=provider, prompt=prompt)
+    await generation.reply_start(
+        reply_id=str(assistant.id), provider=provider, prompt=prompt, admission=admission
+    )
     return user, assistant
 
 
-async def message_edit(*, owner: Owner, conversation_id: str, data: dict) -> tuple[Message, Message]:
+async def message_edit(
+    *, owner: Owner, conversation_id: str, data: dict, admission: "Admission | None" = None
+) -> tuple[Message, Message]:
     """Replace the last user message (and its reply) with `content`, and answer it."""
     validate_content(data.get("content"))
     conversation = await sync_to_async(conversation_get)(owner=owner, conversation_id=conversation_id)
@@ -330,9 +391,11 @@ async def message_edit(*, owner: Owner, conversation_id: str, data: dict) -> tup
     user, replies = await sync_to_async(_last_exchange)(conversation)
     if user is None or str(user.pk) != str(data.get("edit")):
         raise Invalid("Only the last message you sent can be edited: 'edit' must be its id.")
+    if admission is not None:
+        await admission.admit()
     await _messages_discard([user, *replies])
     send = {key: data[key] for key in ("content", "model") if key in data}
-    return await message_send(owner=owner, conversation=conversation, data=send)
+    return await message_send(owner=owner, conversation=conversation, data=send, admission=admission)
 
 
 TITLE_INSTRUCTIONS = (
@@ -390,7 +453,7 @@ async def conversation_title_improve(
     parts: list[str] = []
     try:
         provider = registry.get_provider(info)
-        async with asyncio.timeout(float(conf.get("CHAT_TITLE_TIMEOUT"))):
+        async with asyncio.timeout(conf.get_float("CHAT_TITLE_TIMEOUT")):
             async with aclosing(provider.stream(prompt)) as stream:
                 async for item in stream:
                     if isinstance(item, str):

@@ -1,15 +1,22 @@
-from django.urls import path
+"""The app's URLs. Mount them anywhere (`path("assistant/", include("chat.urls"))`): the page,
+its scripts and every URL the API returns follow the prefix (contract v2, "Mounting")."""
+
+from django.urls import path, re_path
 
 from chat import views
 
+app_name = "chat"
+
 urlpatterns = [
-    path("", views.page_view, name="chat-page"),
-    path("c/<uuid:conversation_id>/", views.page_view, name="chat-conversation-page"),
-    path("api/models", views.models_view),
-    path("api/conversations", views.conversations_view),
-    path("api/conversations/<str:conversation_id>", views.conversation_view),
-    path("api/conversations/<str:conversation_id>/messages", views.messages_view),
-    path("api/conversations/<str:conversation_id>/regenerate", views.regenerate_view),
-    path("api/messages/<str:message_id>/stream", views.stream_view),
-    path("api/messages/<str:message_id>/stop", views.stop_view),
+    path("", views.page_view, name="page"),
+    path("c/<uuid:conversation_id>/", views.page_view, name="conversation-page"),
+    path("api/models", views.models_view, name="models"),
+    path("api/conversations", views.conversations_view, name="conversations"),
+    path("api/conversations/<str:conversation_id>", views.conversation_view, name="conversation"),
+    path("api/conversations/<str:conversation_id>/messages", views.messages_view, name="messages"),
+    path("api/conversations/<str:conversation_id>/regenerate", views.regenerate_view, name="regenerate"),
+    path("api/messages/<str:message_id>/stream", views.stream_view, name="stream"),
+    path("api/messages/<str:message_id>/stop", views.stop_view, name="stop"),
+    # Anything else under api/ is the API's own 404, whatever the host's handler404 does.
+    re_path(r"^api/", views.api_not_found, name="api"),
 ]

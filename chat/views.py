@@ -8,23 +8,28 @@ from functools import wraps
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware
 from django.shortcuts import render
+from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt, ensure_csrf_cookie
-from django.views.defaults import page_not_found
+from django.views.defaults import server_error as server_error_page
 
 from chat import conf, db, services
-from chat.errors import ChatError, Invalid, MethodNotAllowed, NotFound, TooLarge
+from chat.admission import Admission
+from chat.errors import ChatError, CrossSite, Invalid, LoginRequired, MethodNotAllowed, NotFound, TooLarge
 from chat.providers import registry
+from chat.proxies import client_ip
+from chat.ratelimit import get_limiter
 from chat.serializers import conversation_json, message_json
 from chat.services import Owner
+from chat.signals import VISITOR_KEY
 from chat.sse import sse_response
 from chat.streams import reply_stream
 
-VISITOR_KEY = "chat_visitor"
-_OFFSET = re.compile(r"[0-9]{1,15}")
+_OFFSET = re.compile(r"([0-9]{1,15})(?:\.([0-9]{1,15}))?")  # `T`, or `T.S` after a step (issue 12)
 _csrf = CsrfViewMiddleware(lambda request: HttpResponse())
 
 PAGE_CSP = (
@@ -36,7 +41,7 @@ View = Callable[..., Awaitable[HttpResponse]]
 
 
 def error_response(exc: ChatError) -> JsonResponse:
-    response = JsonResponse({"error": exc.message, "code": exc.code}, status=exc.status)
+    response = JsonResponse({"error": exc.message, "code": exc.code, **exc.extra}, status=exc.status)
     for name, value in exc.headers.items():
         response[name] = value
     return response
@@ -46,12 +51,45 @@ def _csrf_protected(request: HttpRequest) -> HttpResponse:  # what CSRF checks a
     return HttpResponse()
 
 
+_SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+
+
+def _origin_allowed(origin: str) -> bool:
+    """An origin the site accepts writes from: CORS's allowed origins, or Django's trusted ones."""
+    if origin in getattr(settings, "CORS_ALLOWED_ORIGINS", ()):
+        return True
+    for trusted in settings.CSRF_TRUSTED_ORIGINS:  # Django's syntax: `https://*.example.com`
+        scheme, _, host = trusted.partition("://")
+        if origin == trusted:
+            return True
+        if host.startswith("*.") and origin.startswith(f"{scheme}://") and origin.endswith(host[1:]):
+            return True
+    return False
+
+
+def cross_site(request: HttpRequest) -> str | None:
+    """What shows that an unsafe request was sent by a page of another site, or None.
+
+    Browsers say where a request comes from (`Origin`, `Sec-Fetch-Site`); a form on another
+    site that posts here carries no cookies under SameSite=Lax, so the CSRF token check alone
+    would let it act as a new visitor and replace the real one's session cookie.
+    """
+    origin = request.headers.get("Origin")
+    if origin is not None and origin != f"{request.scheme}://{request.get_host()}":
+        return None if _origin_allowed(origin) else f"its origin is {origin}"
+    site = request.headers.get("Sec-Fetch-Site")
+    if site is not None and site not in ("same-origin", "none"):
+        return f"the browser marks it {site}"
+    return None
+
+
 def api(*methods: str) -> Callable[[View], View]:
-    """JSON errors for every failure; CSRF for unsafe methods from a client with our cookies.
+    """JSON errors for every failure; cross-site writes refused; CSRF as Django does it.
 
     A request with neither the session nor the CSRF cookie carries no authority to forge (it
     acts as a new anonymous visitor), so `curl` needs no token for its first request; a
-    browser that has loaded a page always sends the token.
+    browser that has loaded a page always sends the token. A new visitor made by a request
+    is kept in the session only if the request succeeds: a failed one leaves nothing.
     """
 
     def decorate(view: View) -> View:
@@ -63,35 +101,56 @@ def api(*methods: str) -> Callable[[View], View]:
                         f"{request.method} is not allowed here; use {' or '.join(methods)}.",
                         headers={"Allow": ", ".join(methods)},
                     )
-                if request.method not in ("GET", "HEAD", "OPTIONS") and (
-                    settings.SESSION_COOKIE_NAME in request.COOKIES
-                    or settings.CSRF_COOKIE_NAME in request.COOKIES
-                ):
-                    rejected = _csrf.process_view(request, _csrf_protected, (), {})
-                    if rejected is not None:
-                        return rejected
-                return await view(request, *args, **kwargs)
+                if conf.get("CHAT_LOGIN_REQUIRED") and not (await request.auser()).is_authenticated:
+                    raise LoginRequired("Sign in to use the chat: this server is for its users only.")
+                if request.method not in _SAFE_METHODS:
+                    refused = _refuse_forgery(request)
+                    if refused is not None:
+                        return refused
+                response = await view(request, *args, **kwargs)
             except ChatError as exc:
                 return error_response(exc)
+            visitor = getattr(request, "chat_new_visitor", None)
+            if visitor is not None:
+                await request.session.aset(VISITOR_KEY, visitor)
+            return response
 
         return csrf_exempt(wrapper)
 
     return decorate
 
 
+def _refuse_forgery(request: HttpRequest) -> HttpResponse | None:
+    reason = cross_site(request)
+    if reason is not None:
+        raise CrossSite(
+            f"This server does not accept this request from another site ({reason}); "
+            "only its own pages and the origins it allows may send it."
+        )
+    if settings.SESSION_COOKIE_NAME in request.COOKIES or settings.CSRF_COOKIE_NAME in request.COOKIES:
+        return _csrf.process_view(request, _csrf_protected, (), {})
+    return None
+
+
 async def get_owner(request: HttpRequest, *, create: bool = False) -> Owner:
+    """Who asks. With `create`, a client without a visitor gets one (kept if the request succeeds)."""
     user = await request.auser()
     if user.is_authenticated:
         return Owner(user_id=user.pk)
     visitor = await request.session.aget(VISITOR_KEY)
     if not visitor and create:
-        visitor = uuid.uuid4().hex
-        await request.session.aset(VISITOR_KEY, visitor)
+        visitor = request.chat_new_visitor = uuid.uuid4().hex
     return Owner(visitor=visitor)
 
 
+def admission_for(request: HttpRequest, owner: Owner, *, cache: bool = True) -> Admission:
+    """The limits (and the answer cache) of a request that would start a reply."""
+    who = f"user:{owner.user_id}" if owner.user_id is not None else f"visitor:{owner.visitor or ''}"
+    return Admission(owner=who, ip=client_ip(request), stream=wants_stream(request), cache=cache)
+
+
 def read_json(request: HttpRequest, *, required: bool) -> dict:
-    limit = int(conf.get("CHAT_MAX_BODY_BYTES"))
+    limit = conf.get_int("CHAT_MAX_BODY_BYTES")
     too_large = TooLarge(f"The request body is over the limit of {limit:,} bytes.")
     try:
         if int(request.META.get("CONTENT_LENGTH") or 0) > limit:
@@ -109,6 +168,8 @@ def read_json(request: HttpRequest, *, required: bool) -> dict:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise Invalid(f"The request body is not valid JSON ({exc}).") from None
+    except RecursionError:
+        raise Invalid("The request body is JSON nested too deeply.") from None
     if not isinstance(data, dict):
         raise Invalid("The request body must be a JSON object.")
     return data
@@ -118,29 +179,34 @@ def wants_stream(request: HttpRequest) -> bool:
     return "text/event-stream" in request.headers.get("Accept", "")
 
 
-def parse_offset(request: HttpRequest) -> int:
+def parse_offset(request: HttpRequest) -> tuple[int, int | None]:
+    """The place to resume from: a text offset `T`, or `T.S` after a reasoning or tool step
+    (issue 12); S is None for a plain offset."""
     raw = request.headers.get("Last-Event-ID")
     if raw is None:
         raw = request.GET.get("last_event_id")
     if raw is None or not raw.strip():
-        return 0
-    if not _OFFSET.fullmatch(raw.strip()):
+        return 0, None
+    match = _OFFSET.fullmatch(raw.strip())
+    if match is None:
         raise Invalid(
-            f"Last-Event-ID must be a non-negative integer (the offset of the text received), not {raw!r}."
+            f"Last-Event-ID must be a non-negative integer (the offset of the text received), "
+            f"or the id of a reasoning or tool event, not {raw!r}."
         )
-    return int(raw)
+    offset, side = match.groups()
+    return int(offset), None if side is None else int(side)
 
 
 async def _sent(
-    request: HttpRequest, user_message, assistant_message, extra: dict | None = None
+    request: HttpRequest, user_message, assistant_message, admission: Admission, extra: dict | None = None
 ) -> HttpResponse:
     if wants_stream(request):
-        return sse_response(reply_stream(assistant_message, 0))
+        return sse_response(admission.hold_stream(reply_stream(assistant_message, 0)))
     body = {
         **(extra or {}),
         "user_message": message_json(user_message),
         "assistant_message": message_json(assistant_message),
-        "stream_url": f"/api/messages/{assistant_message.pk}/stream",
+        "stream_url": reverse("chat:stream", args=[assistant_message.pk]),
     }
     return JsonResponse(body, status=201)
 
@@ -161,16 +227,18 @@ async def conversations_view(request: HttpRequest) -> HttpResponse:
         conversations = await sync_to_async(services.conversation_list)(owner=owner)
         return JsonResponse({"conversations": [conversation_json(c) for c in conversations]})
     data = read_json(request, required=False)
-    if "content" in data:  # an extension: create and send the first message in one request
-        services.validate_content(data["content"])
     owner = await get_owner(request, create=True)
-    conversation = await db.run(services.conversation_create, owner=owner, data=data)
     if "content" not in data:
+        conversation = await db.run(services.conversation_create, owner=owner, data=data)
         return JsonResponse(conversation_json(conversation), status=201)
-    user_message, assistant_message = await services.message_send(
-        owner=owner, conversation=conversation, data={"content": data["content"]}
+    # An extension: create and send the first message in one request (all or nothing).
+    async with admission_for(request, owner) as admission:
+        conversation, user_message, assistant_message = await services.conversation_start(
+            owner=owner, data=data, admission=admission
+        )
+    return await _sent(
+        request, user_message, assistant_message, admission, extra=conversation_json(conversation)
     )
-    return await _sent(request, user_message, assistant_message, extra=conversation_json(conversation))
 
 
 @api("GET", "PATCH", "DELETE")
@@ -197,8 +265,11 @@ async def messages_view(request: HttpRequest, conversation_id: str) -> HttpRespo
     owner = await get_owner(request)
     # `edit`, an extension: replace the last message you sent (docs/API-extensions.md).
     send = services.message_edit if data.get("edit") is not None else services.message_send
-    user_message, assistant_message = await send(owner=owner, conversation_id=conversation_id, data=data)
-    return await _sent(request, user_message, assistant_message)
+    async with admission_for(request, owner) as admission:
+        user_message, assistant_message = await send(
+            owner=owner, conversation_id=conversation_id, data=data, admission=admission
+        )
+    return await _sent(request, user_message, assistant_message, admission)
 
 
 @api("POST")
@@ -206,22 +277,26 @@ async def regenerate_view(request: HttpRequest, conversation_id: str) -> HttpRes
     """An extension: answer the last message again (docs/API-extensions.md)."""
     data = read_json(request, required=False)
     owner = await get_owner(request)
-    user_message, assistant_message = await services.reply_regenerate(
-        owner=owner, conversation_id=conversation_id, data=data
-    )
-    return await _sent(request, user_message, assistant_message)
+    async with admission_for(request, owner, cache=False) as admission:  # regenerate never reuses
+        user_message, assistant_message = await services.reply_regenerate(
+            owner=owner, conversation_id=conversation_id, data=data, admission=admission
+        )
+    return await _sent(request, user_message, assistant_message, admission)
 
 
 @api("GET")
 async def stream_view(request: HttpRequest, message_id: str) -> HttpResponse:
-    offset = parse_offset(request)
+    offset, side = parse_offset(request)
     owner = await get_owner(request)
     message = await sync_to_async(services.reply_get)(owner=owner, message_id=message_id)
     if message.is_finished and offset > len(message.content):
         raise Invalid(
             f"Last-Event-ID {offset} is past the end of this reply ({len(message.content)} characters)."
         )
-    return sse_response(reply_stream(message, offset))
+    limiter = get_limiter()
+    lease = await limiter.open_stream(ip=client_ip(request))
+    stream = reply_stream(message, offset, side)
+    return sse_response(stream if lease is None else limiter.holding(lease, stream))
 
 
 @api("POST")
@@ -236,7 +311,15 @@ async def stop_view(request: HttpRequest, message_id: str) -> HttpResponse:
 
 @ensure_csrf_cookie
 def page_view(request: HttpRequest, conversation_id: str | None = None) -> HttpResponse:
+    if not request.user.is_authenticated:
+        if conf.get("CHAT_LOGIN_REQUIRED"):
+            return redirect_to_login(request.get_full_path())
+        # The visitor's identity now, not at its first send: the page's first requests, even
+        # several at once from two tabs, then all act as this one visitor.
+        if not request.session.get(VISITOR_KEY):
+            request.session[VISITOR_KEY] = uuid.uuid4().hex
     context = {
+        "page_title": conf.get("CHAT_PAGE_TITLE"),
         "conversation_id": conversation_id or "",
         "models": [m.as_dict() for m in registry.available_models()],
         "default_model": registry.default_model(),
@@ -248,10 +331,20 @@ def page_view(request: HttpRequest, conversation_id: str | None = None) -> HttpR
     return response
 
 
-def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
-    if request.path.startswith("/api/"):
-        return error_response(NotFound(f"Nothing here: {request.path}"))
-    return page_not_found(request, exception)
+@api("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+async def api_not_found(request: HttpRequest) -> HttpResponse:
+    raise NotFound(f"Nothing here: {request.path}")
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    """A 500 with DEBUG off (django.request logs the traceback; the answer never shows it)."""
+    if request.path.startswith(reverse("chat:api")):
+        body = {
+            "error": "Something went wrong on the server; its log has the details.",
+            "code": "internal_error",
+        }
+        return JsonResponse(body, status=500)
+    return server_error_page(request)
 
 
 def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:

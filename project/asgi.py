@@ -1,13 +1,23 @@
 """ASGI entry point: `uvicorn project.asgi:application` (and what `manage.py runserver` serves)."""
 
 import os
+import sys
 
 from django.core.asgi import get_asgi_application
+from django.core.exceptions import ImproperlyConfigured
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
 
-django_application = get_asgi_application()
+# uvicorn's exit code for a worker that cannot start (uvicorn.config.STARTUP_FAILURE): with
+# --workers N the parent then stops instead of restarting the worker forever.
+STARTUP_FAILURE = 3
 
-from chat.asgi import ChatLifespan  # noqa: E402  (needs the app registry loaded)
+try:
+    django_application = get_asgi_application()
+except ImproperlyConfigured as exc:  # e.g. no SECRET_KEY with DEBUG off: say what to set, once
+    print(f"Cannot start the server: {exc}", file=sys.stderr, flush=True)
+    sys.exit(STARTUP_FAILURE)
 
-application = ChatLifespan(django_application)
+from chat.asgi import with_chat  # noqa: E402  (needs the app registry loaded)
+
+application = with_chat(django_application)

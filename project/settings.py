@@ -4,7 +4,7 @@ import os
 from pathlib import Path
 
 import dj_database_url
-from django.core.management.utils import get_random_secret_key
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -23,17 +23,38 @@ def env_list(name: str, default: list[str]) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
-def env_float(name: str, default: float | None) -> float | None:
-    value = os.environ.get(name)
-    return float(value) if value not in (None, "") else default
-
-
-DEBUG = env_bool("DEBUG", True)
-# A development default only; production sets SECRET_KEY (checked by `manage.py check --deploy`).
-SECRET_KEY = os.environ.get("SECRET_KEY") or (
-    "dev-insecure-key-change-me" if DEBUG else get_random_secret_key()
-)
+# Off unless the environment turns it on; manage.py turns it on for its commands (`make run`),
+# so the production entry point, `uvicorn project.asgi:application`, runs with DEBUG off.
+DEBUG = env_bool("DEBUG", False)
+SECRET_KEY = os.environ.get("SECRET_KEY", "")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "SECRET_KEY is not set; with DEBUG off, set SECRET_KEY to a long random string, the same "
+            "in every process (python -c 'import secrets; print(secrets.token_urlsafe(50))' makes one), "
+            "or DEBUG=1 for development."
+        )
+    SECRET_KEY = "django-insecure-development-key-only-while-debug-is-on"
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"] if DEBUG else [])
+
+# HTTPS=1: the site is served over HTTPS, by uvicorn itself or behind a proxy that says so in
+# X-Forwarded-Proto (believed only from CHAT_TRUSTED_PROXIES: chat/proxies.py drops it from
+# anyone else). HSTS tells browsers to come back over HTTPS only, for SECURE_HSTS_SECONDS.
+HTTPS = env_bool("HTTPS", False)
+if HTTPS:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = True
+    SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = int(os.environ.get("SECURE_HSTS_SECONDS") or 365 * 24 * 3600)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
+    SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+    # `check --deploy` asks for both; each is the operator's choice, made in the environment
+    # (README: Deploying), so the check stays quiet about the one left off. Preload is off by
+    # default: browsers' preload list is a commitment that takes months to undo.
+    SILENCED_SYSTEM_CHECKS = [
+        *([] if SECURE_HSTS_INCLUDE_SUBDOMAINS else ["security.W005"]),
+        *([] if SECURE_HSTS_PRELOAD else ["security.W021"]),
+    ]
 
 INSTALLED_APPS = [
     # `chat` comes before staticfiles so that its streaming `runserver` wins.
@@ -48,8 +69,12 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: X-Forwarded-* from a peer that is not in CHAT_TRUSTED_PROXIES are dropped here.
+    "chat.proxies.ForwardedHeadersMiddleware",
     "corsheaders.middleware.CorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Static files, DEBUG on or off, with no collectstatic step (after the HTTPS redirect).
+    "project.static_files.StaticFilesMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -83,7 +108,19 @@ DATABASES = {
         conn_max_age=0,
     )
 }
-if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # A pool per process (Django's, psycopg_pool): requests borrow a connection and give it
+    # back when they end (a stream at once: chat/request_thread.py), the replies' writer
+    # threads (CHAT_DB_THREADS) keep one each. So a process never holds more than
+    # DATABASE_POOL_SIZE connections however many requests arrive at once; a request that
+    # finds none free waits up to 10 s. Persistent connections (CONN_MAX_AGE) would not bound
+    # anything under ASGI: each request runs on a thread of its own, with a connection of its
+    # own. DATABASE_POOL_SIZE=0: no pool, a connection per request.
+    _pool = int(os.environ.get("DATABASE_POOL_SIZE") or 10)
+    if _pool:
+        _options = DATABASES["default"].setdefault("OPTIONS", {})
+        _options["pool"] = {"min_size": 2, "max_size": _pool, "timeout": 10}
+elif DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Many replies save at once: WAL lets readers run beside the writer, IMMEDIATE takes the
     # write lock when a transaction starts (a deferred one that upgrades fails at once with
     # "database is locked", whatever the timeout), and the busy timeout makes writers queue.
@@ -111,41 +148,46 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
+# WhiteNoise serves the apps' static files where they are (and STATIC_ROOT's, if collected).
+WHITENOISE_USE_FINDERS = True
 
 CSRF_FAILURE_VIEW = "chat.views.csrf_failure"
 
+# Shared by every process through Redis when REDIS_URL is set (Django's own Redis backend);
+# otherwise each process has its own.
+REDIS_URL = os.environ.get("REDIS_URL") or None
+if REDIS_URL:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = LOGOUT_REDIRECT_URL = "chat:page"
+
 CORS_ALLOWED_ORIGINS = env_list("CHAT_CORS_ORIGINS", [])
+# An origin allowed to call the API with credentials passes Django's CSRF origin check too.
+CSRF_TRUSTED_ORIGINS = [*env_list("CSRF_TRUSTED_ORIGINS", []), *CORS_ALLOWED_ORIGINS]
 CORS_ALLOW_CREDENTIALS = True
 CORS_EXPOSE_HEADERS = ["Retry-After"]
 
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "loggers": {"chat": {"handlers": ["console"], "level": os.environ.get("CHAT_LOG_LEVEL", "INFO")}},
+    "filters": {"require_debug_false": {"()": "django.utils.log.RequireDebugFalse"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler"},
+        # Django's own console handler speaks only while DEBUG is on: this one takes over the
+        # errors (500s with their traceback) when it is off.
+        "errors": {"class": "logging.StreamHandler", "level": "ERROR", "filters": ["require_debug_false"]},
+    },
+    "loggers": {
+        "chat": {"handlers": ["console"], "level": os.environ.get("CHAT_LOG_LEVEL", "INFO")},
+        "django.request": {"handlers": ["errors"]},
+    },
 }
 
-# --- the chat app (defaults live in chat/conf.py) -----------------------------------------
-# No CHAT_MODELS: `demo` plus what the keys and base URLs below make available.
-CHAT_MODELS = env_list("CHAT_MODELS", [])
-CHAT_MODEL = os.environ.get("CHAT_MODEL", "")
-# Keys stay here and in the vendor SDKs: Django's error pages hide settings named *KEY*.
-OPENAI_API_KEY = os.environ.get("OPENAI_API_KEY") or None
-OPENAI_BASE_URL = os.environ.get("OPENAI_BASE_URL") or None
-ANTHROPIC_API_KEY = os.environ.get("ANTHROPIC_API_KEY") or None
-ANTHROPIC_BASE_URL = os.environ.get("ANTHROPIC_BASE_URL") or None
-CHAT_UPSTREAM_TIMEOUT = env_float("CHAT_UPSTREAM_TIMEOUT", 120.0)
-CHAT_DISCOVERY_TIMEOUT = env_float("CHAT_DISCOVERY_TIMEOUT", 3.0)
-CHAT_CONTEXT_CHARS = int(os.environ.get("CHAT_CONTEXT_CHARS") or 100_000)
-CHAT_MAX_OUTPUT_TOKENS = int(os.environ.get("CHAT_MAX_OUTPUT_TOKENS") or 8192)
-CHAT_DEMO_RATE = env_float("CHAT_DEMO_RATE", 30.0)
-CHAT_DEMO_TOKENS = int(os.environ["CHAT_DEMO_TOKENS"]) if os.environ.get("CHAT_DEMO_TOKENS") else None
-CHAT_CHECKPOINT_INTERVAL = env_float("CHAT_CHECKPOINT_INTERVAL", 1.0)
-CHAT_HEARTBEAT_INTERVAL = env_float("CHAT_HEARTBEAT_INTERVAL", 15.0)
-CHAT_STALE_INTERVALS = int(os.environ.get("CHAT_STALE_INTERVALS") or 10)
-CHAT_MERGE_WINDOW = env_float("CHAT_MERGE_WINDOW", 0.016)
-CHAT_RETRY_MS = int(os.environ.get("CHAT_RETRY_MS") or 2000)
-CHAT_DB_THREADS = int(os.environ["CHAT_DB_THREADS"]) if os.environ.get("CHAT_DB_THREADS") else None
-CHAT_MAX_BODY_BYTES = int(os.environ.get("CHAT_MAX_BODY_BYTES") or 256 * 1024)
-CHAT_MAX_CONTENT_CHARS = int(os.environ.get("CHAT_MAX_CONTENT_CHARS") or 32_000)
-DATA_UPLOAD_MAX_MEMORY_SIZE = max(CHAT_MAX_BODY_BYTES, 2_621_440)
+# --- the chat app ---------------------------------------------------------------------------
+# Every CHAT_* setting, and the vendors' keys and base URLs, is read from the environment by
+# chat/conf.py, which holds the defaults: nothing to repeat here. (A host project may set any
+# of them in its settings instead.)
+DATA_UPLOAD_MAX_MEMORY_SIZE = max(int(os.environ.get("CHAT_MAX_BODY_BYTES") or 256 * 1024), 2_621_440)

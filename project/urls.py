@@ -3,7 +3,9 @@ from django.urls import include, path
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    # Sign-in and sign-out pages (templates/registration/login.html).
+    path("accounts/", include("django.contrib.auth.urls")),
     path("", include("chat.urls")),
 ]
 
-handler404 = "chat.views.not_found"
+handler500 = "chat.views.server_error"

@@ -5,13 +5,16 @@ import os
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Iterator
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
+import psycopg
 import pytest
 import uvicorn
 
-from chat import generation
+from chat.replies import generation
 from tests import fakes
 from tests.sse_client import SSE, events
 from tests.vendor_servers import VendorServer
@@ -30,6 +33,21 @@ def need_service(name: str) -> str:
     return url
 
 
+@pytest.fixture
+def postgres_database():
+    """A database of its own on the PostgreSQL server of DATABASE_URL, dropped afterwards."""
+    url = need_service("DATABASE_URL")
+    if not url.startswith(("postgres://", "postgresql://")):
+        pytest.skip("DATABASE_URL is not a PostgreSQL URL")
+    name = f"chat_test_{uuid.uuid4().hex[:10]}"
+    admin = psycopg.connect(url.replace("postgres://", "postgresql://", 1), autocommit=True)
+    admin.execute(f'CREATE DATABASE "{name}"')
+    parts = urlsplit(url)
+    yield urlunsplit(parts._replace(path=f"/{name}")), name, admin
+    admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    admin.close()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -40,16 +58,17 @@ class LiveServer:
     """The project's ASGI application under uvicorn, in a thread of this process."""
 
     def __init__(self) -> None:
-        from chat.management.commands.runserver import LoopServer, WithStaticFiles
+        from chat.management.commands.runserver import LoopServer
         from project.asgi import application
 
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        # Static files as `manage.py runserver` serves them: the page's tests load its modules.
+        # The application serves its static files itself: the page's tests load its modules.
+        # proxy_headers off: the app alone decides whom to believe (chat/proxies.py).
         config = uvicorn.Config(
-            WithStaticFiles(application), lifespan="on", log_level="warning", timeout_graceful_shutdown=2
+            application, lifespan="on", log_level="warning", timeout_graceful_shutdown=2, proxy_headers=False
         )
         self.server = LoopServer(config)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
@@ -195,3 +214,20 @@ def anthropic_vendor(settings) -> Iterator[VendorServer]:
         settings.ANTHROPIC_API_KEY = ANTHROPIC_TEST_KEY
         settings.CHAT_MODELS = [*settings.CHAT_MODELS, "anthropic:claude-test"]
         yield vendor
+
+
+@pytest.fixture
+def redis_settings(settings) -> Iterator[str]:
+    """The machine's Redis with keys of this test's own (other engineers share the server)."""
+    import redis as redis_sync
+
+    url = need_service("REDIS_URL")
+    prefix = f"test:{uuid.uuid4().hex[:12]}:"
+    settings.REDIS_URL = url
+    settings.CHAT_REDIS_PREFIX = prefix
+    yield prefix
+    client = redis_sync.Redis.from_url(url)
+    keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()

@@ -16,11 +16,24 @@ import json
 import threading
 from collections.abc import AsyncIterator
 
+from django.conf import settings
+
 from chat.providers import Finish, Prompt, Provider, ProviderError, Usage
 
 GATES: dict[str, threading.Event] = {}
 PROMPTS: list[Prompt] = []
 CLOSED: list[str] = []  # scripts whose stream was closed before its end (a stop)
+
+
+class ModelCalls:
+    """The prompts the fake model was asked, for one test (the `model_calls` fixture puts it
+    in the settings, which the test undoes)."""
+
+    def __init__(self) -> None:
+        self.prompts: list[Prompt] = []
+
+    def __len__(self) -> int:
+        return len(self.prompts)
 
 
 def gate(name: str) -> threading.Event:
@@ -36,6 +49,9 @@ class ScriptProvider(Provider):
 
     async def stream(self, prompt: Prompt) -> AsyncIterator[str | Finish]:
         PROMPTS.append(prompt)
+        calls = getattr(settings, "FAKE_MODEL_CALLS", None)
+        if calls is not None:
+            calls.prompts.append(prompt)
         steps = json.loads(prompt.turns[-1].content)
         finished = False
         try:

@@ -11,16 +11,41 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
+# Tests drive every server from one address: limits off, unless a test turns one on.
+NO_LIMITS = {
+    "CHAT_LIMIT_MESSAGES": "0",
+    "CHAT_LIMIT_MESSAGES_IP": "0",
+    "CHAT_LIMIT_REPLIES": "0",
+    "CHAT_QUOTA_TOKENS": "0",
+    "CHAT_LIMIT_STREAMS_IP": "0",
+}
+
+
+# Set by server_env, never passed on from the shell running the tests.
+DEPLOYMENT = ("DEBUG", "SECRET_KEY", "ALLOWED_HOSTS", "HTTPS", "REDIS_URL")
+TEST_SECRET_KEY = "tests-only-not-secret-" + "x" * 40
 
 
 def server_env(database: str, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CHAT_", "DJANGO_"))}
+    """DEBUG as each entry point decides (on under manage.py, off under uvicorn); a key and
+    the loopback host, so that a server with DEBUG off starts and answers."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("CHAT_", "DJANGO_", "SECURE_")) and k not in DEPLOYMENT
+    }
     env.update(
         DJANGO_SETTINGS_MODULE="project.settings",
         DATABASE_URL=database,
+        SECRET_KEY=TEST_SECRET_KEY,
+        ALLOWED_HOSTS="127.0.0.1,localhost",
         PYTHONUNBUFFERED="1",
         DJANGO_RUNSERVER_HIDE_WARNING="true",
     )
+    env.update(NO_LIMITS)
+    # The demo's plain answer, as the in-process suite has it (tests/test_tools.py turns the
+    # reasoning and tool step on where it tests them).
+    env.update(CHAT_DEMO_STEPS="0")
     env.update(extra)
     return env
 
@@ -38,8 +63,8 @@ def port_open(port: int) -> bool:
 
 
 class ServerProcess:
-    def __init__(self, args: list[str], env: dict[str, str], port: int) -> None:
-        self.args, self.env, self.port = args, env, port
+    def __init__(self, args: list[str], env: dict[str, str], port: int, cwd: Path = ROOT) -> None:
+        self.args, self.env, self.port, self.cwd = args, env, port, cwd
         self.url = f"http://127.0.0.1:{port}"
         self.lines: list[str] = []
         self.proc: subprocess.Popen | None = None
@@ -47,7 +72,7 @@ class ServerProcess:
     def start(self, timeout: float = 30) -> "ServerProcess":
         self.proc = subprocess.Popen(
             self.args,
-            cwd=ROOT,
+            cwd=self.cwd,
             env=self.env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

@@ -7,8 +7,8 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from chat import generation
 from chat.models import Conversation, Message
+from chat.replies import generation
 from tests.fakes import gate, script
 
 LIST = "/admin/chat/conversation/"

@@ -50,7 +50,8 @@ def test_send_answers_201_with_both_messages_and_the_stream_url(tab):
     assert reply["role"] == "assistant" and reply["status"] == "streaming" and reply["content"] == ""
     assert sent["stream_url"] == f"/api/messages/{reply['id']}/stream"
     keys = {"id", "conversation_id", "role", "content", "status", "model", "created_at"}
-    assert keys | {"finish_reason", "usage", "error"} == set(reply)
+    issue_12 = {"reasoning", "reasoning_ms", "steps"}
+    assert keys | {"finish_reason", "usage", "error", "cached"} | issue_12 == set(reply)
     done = tab.wait_finished(reply["id"], reply["conversation_id"])
     assert done["status"] == "complete"
     assert done["finish_reason"] == "stop"

@@ -48,7 +48,15 @@ def test_the_quick_benchmark_runs_end_to_end_and_reports_every_metric(tmp_path):
     assert r["idle"]["app"]["kib_per_stream"] > 0
     assert r["writes"]["flat"]["mean"] >= 2 and r["writes"]["flat"]["replies"] > 0
     assert r["writes"]["paced"]["mean"] >= 2
+    assert r["limits"]["memory"]["cpu_us_per_send"] > 0 and r["limits"]["memory"]["sends"] > 0
+    assert "limit check adds per send, memory backend" in table
     assert set(r["paced"]["held"]) == {"app", "baseline"}
+    followed = r["followed"]  # 5. a reply followed from another process (Redis), if redis-server is here
+    if followed is not None:
+        for log in ("memory", "redis"):
+            assert followed[log]["tokens_measured"] > 0 and followed[log]["errors"] == 0, followed[log]
+            assert followed[log]["cpu_us_per_token"] > 0
+        assert "Replies followed from another process" in table
 
 
 @pytest.mark.timeout(120)

@@ -21,7 +21,7 @@ from chat.providers import Turn, registry
 from tests.fakes import PROMPTS, script
 from tests.processes import migrate, server_env
 from tests.seed import seed_history
-from tests.test_multiprocess import postgres_database, uvicorn  # noqa: F401 - a fixture
+from tests.test_multiprocess import uvicorn
 from tests.vendor_servers import VendorServer
 
 
@@ -230,7 +230,7 @@ def test_the_writer_thread_only_writes_a_send(db):
     assert statements.count("INSERT") == 2 and "SELECT" not in statements, statements
 
 
-def test_on_postgresql_the_model_gets_exactly_the_newest_turns_that_fit(postgres_database):  # noqa: F811
+def test_on_postgresql_the_model_gets_exactly_the_newest_turns_that_fit(postgres_database):
     database, _, _ = postgres_database
     migrate(server_env(database))
     system, budget = "Answer in one line.", 60_000

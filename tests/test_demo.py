@@ -41,3 +41,15 @@ def test_demo_tokens_sets_the_reply_length(settings):
         text, finish = reply("q")
         assert finish.usage.output_tokens == length
         assert text == "".join(demo_tokens("q", length))
+
+
+def test_demo_reply_stops_at_the_output_limit_as_a_model_would(settings):
+    settings.CHAT_DEMO_RATE = 0
+    settings.CHAT_MAX_OUTPUT_TOKENS = 4
+    text, finish = reply("q")
+    assert text == "".join(demo_tokens("q", 4))
+    assert (finish.reason, finish.usage.output_tokens) == ("length", 4)
+    settings.CHAT_DEMO_TOKENS = 4  # a reply that ends right at the limit has not reached past it
+    assert reply("q")[1].reason == "stop"
+    settings.CHAT_DEMO_TOKENS = 10
+    assert reply("q")[1].reason == "length"

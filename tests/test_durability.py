@@ -12,10 +12,11 @@ from django.conf import settings as django_settings
 from django.db import connection
 from django.utils import timezone
 
-from chat import db, generation
+from chat import db
 from chat.models import Conversation, Message
 from chat.providers.demo import demo_tokens
-from chat.services import replies_recover_stale
+from chat.replies import generation
+from chat.replies.stale import replies_recover_stale
 from tests.sse_client import events, stream_new_replies, text_of
 
 
@@ -179,13 +180,15 @@ def test_a_reply_generated_elsewhere_is_followed_through_its_checkpoints(server,
         with client.stream("GET", f"/api/messages/{reply.pk}/stream") as response:
             for event in events(response.iter_lines()):
                 received.append(event)
-                if event.event == "status":
+                if event.event == "status" and event.json == {"state": "thinking"}:
                     Message.objects.filter(pk=reply.pk).update(content="Hello", updated_at=timezone.now())
                 elif event.event == "message" and event.json["text"] == "Hello":
                     Message.objects.filter(pk=reply.pk).update(content="Hello world", status="complete")
                 elif event.event in ("done", "error"):
                     break
-    assert [e.event for e in received] == ["retry", "start", "status", "message", "message", "done"]
+    # issue 12: `writing` says the answer's text begins.
+    assert [e.event for e in received] == ["retry", "start", "status", "status", "message", "message", "done"]
+    assert received[3].json == {"state": "writing"}
     assert text_of(received) == "Hello world"
     assert [e.id for e in received if e.event == "message"] == ["5", "11"]
 

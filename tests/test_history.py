@@ -9,7 +9,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
-from chat import history
+from chat import history, history_import
 from chat.models import Conversation, Message
 from tests.test_admin import LIST, make
 
@@ -113,7 +113,7 @@ def test_import_of_an_export_round_trips_to_equal_data(history_data, tmp_path):
     target.write_text(json.dumps(before))
     Conversation.objects.all().delete()
     out = io.StringIO()
-    call_command("chat_import", str(target), stdout=out)
+    call_command("chat_import", str(target), "--attach-users", stdout=out)
     assert "Imported 3 conversation(s) and 6 message(s)." in out.getvalue()
     assert without_time_of_export(export_command()) == without_time_of_export(before)
     assert sorted(Message.objects.values(), key=lambda r: str(r["id"])) == rows
@@ -140,7 +140,7 @@ def test_import_refuses_existing_conversations_unless_told_to_skip_them(history_
     target.write_text(json.dumps(export_command()))
     Conversation.objects.filter(title="Empty").delete()
     with pytest.raises(CommandError, match="already exists here") as failure:
-        call_command("chat_import", str(target))
+        call_command("chat_import", str(target), "--attach-users")
     assert "2 problems" in str(failure.value)
     assert Conversation.objects.count() == 2
     out = io.StringIO()
@@ -199,8 +199,8 @@ def test_import_of_bad_input_says_what_and_where_and_imports_nothing(history_dat
     if isinstance(data["conversations"], list):
         # The broken record last: an import that wrote as it went would leave others behind.
         data["conversations"].reverse()
-    with pytest.raises(history.ImportRejected) as failure:
-        history.conversations_import(data)
+    with pytest.raises(history_import.ImportRejected) as failure:
+        history_import.conversations_import(data)
     assert problem in str(failure.value)
     assert str(failure.value).startswith("Nothing was imported:")
     assert not Conversation.objects.exists() and not Message.objects.exists()
@@ -219,7 +219,7 @@ def test_a_reply_exported_while_streaming_is_imported_as_interrupted(db):
     make("Live", "q", "partial", status="streaming")
     exported = export_command()
     Conversation.objects.all().delete()
-    history.conversations_import(exported)
+    history_import.conversations_import(exported)
     assert Message.objects.get(content="partial").status == "interrupted"
 
 

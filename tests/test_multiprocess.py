@@ -6,13 +6,11 @@ generating process through the database.
 """
 
 import asyncio
-import uuid
-from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import pytest
 
-from tests.conftest import free_port, need_service
+from tests.conftest import free_port
 from tests.processes import PYTHON, ServerProcess, migrate, server_env
 from tests.sse_client import events, stream_new_replies, text_of
 
@@ -105,23 +103,6 @@ def test_a_reply_is_stopped_from_another_process_and_keeps_its_text(two_servers)
     assert 0 < len(stored["content"]) < 400
 
 
-@pytest.fixture
-def postgres_database():
-    """A database of its own on the PostgreSQL server of DATABASE_URL, dropped afterwards."""
-    import psycopg
-
-    url = need_service("DATABASE_URL")
-    if not url.startswith(("postgres://", "postgresql://")):
-        pytest.skip("DATABASE_URL is not a PostgreSQL URL")
-    name = f"chat_test_{uuid.uuid4().hex[:10]}"
-    admin = psycopg.connect(url.replace("postgres://", "postgresql://", 1), autocommit=True)
-    admin.execute(f'CREATE DATABASE "{name}"')
-    parts = urlsplit(url)
-    yield urlunsplit(parts._replace(path=f"/{name}")), name, admin
-    admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-    admin.close()
-
-
 def connections_to(admin, name: str) -> int:
     return admin.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s", [name]).fetchone()[0]
 
@@ -129,8 +110,10 @@ def connections_to(admin, name: str) -> int:
 def test_postgres_with_two_workers_streams_stops_and_keeps_connections_flat(postgres_database):
     database, name, admin = postgres_database
     migrate(server_env(database))
-    workers, threads = 2, 2
-    server = uvicorn(database, "--workers", str(workers), CHAT_DB_THREADS=str(threads))
+    workers, threads, pool = 2, 2, 6
+    server = uvicorn(
+        database, "--workers", str(workers), CHAT_DB_THREADS=str(threads), DATABASE_POOL_SIZE=str(pool)
+    )
     try:
         browser = Browser(server.url)
         # Replies from both workers, streamed at once; each one saved with exactly what was sent.
@@ -139,12 +122,13 @@ def test_postgres_with_two_workers_streams_stops_and_keeps_connections_flat(post
         )
         for received in results:
             assert received[-1].event == "done" and received[-1].json["status"] == "complete"
-        # Requests close their connections; the replies' writer threads keep one each.
-        assert connections_to(admin, name) <= workers * threads
+        # Each worker's pool bounds its connections: requests borrow one, the replies' writer
+        # threads keep one each.
+        assert connections_to(admin, name) <= workers * pool
         results = asyncio.run(
             stream_new_replies(server.url, 40, browser.http.cookies, browser.headers["X-CSRFToken"])
         )
-        assert connections_to(admin, name) <= workers * threads
+        assert connections_to(admin, name) <= workers * pool
         for received in results:
             message = {
                 "id": received[1].json["message_id"],

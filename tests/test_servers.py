@@ -94,9 +94,10 @@ def test_runserver_keeps_the_banner_addrport_and_static_files(start):
     assert css.status_code == 200 and "color-scheme" in css.text
 
 
-def test_runserver_nostatic_does_not_serve_static_files(start):
+def test_runserver_accepts_nostatic_and_the_app_still_serves_its_static_files(start):
+    """As in production, the application serves them (project/static_files.py, WhiteNoise)."""
     server = start("runserver", extra_args=("--nostatic", "--noreload"))
-    assert httpx.get(server.url + "/static/chat/chat.css").status_code == 404
+    assert httpx.get(server.url + "/static/chat/chat.css").status_code == 200
 
 
 @pytest.mark.parametrize(

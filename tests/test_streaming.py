@@ -29,8 +29,10 @@ def test_events_arrive_as_they_are_produced(tab):
                 gate("g1").set()
             if event.event in ("done", "error"):
                 break
-    assert [e.event for e in seen] == ["retry", "start", "status", "message", "message", "done"]
+    # issue 12: `writing` says the answer's text begins.
+    assert [e.event for e in seen] == ["retry", "start", "status", "status", "message", "message", "done"]
     retry, start, status = seen[0], seen[1], seen[2]
+    assert seen[3].json == {"state": "writing"}
     assert retry.retry == 2000
     assert start.json == {
         "message_id": mid,
@@ -38,8 +40,8 @@ def test_events_arrive_as_they_are_produced(tab):
         "model": "script:fake",
     }
     assert status.json == {"state": "thinking"}
-    assert [(e.id, e.json["text"]) for e in seen[3:5]] == [("5", "Hello"), ("11", " world")]
-    assert seen[5].json == {"message_id": mid, "status": "complete", "finish_reason": None, "usage": None}
+    assert [(e.id, e.json["text"]) for e in seen[4:6]] == [("5", "Hello"), ("11", " world")]
+    assert seen[6].json == {"message_id": mid, "status": "complete", "finish_reason": None, "usage": None}
 
 
 def test_post_with_accept_event_stream_streams_the_reply_itself(tab):
@@ -91,7 +93,8 @@ def test_resuming_a_finished_reply_replays_exactly_the_rest(tab):
     assert text_of(list(events(iter(via_query.text.splitlines())))) == content[10:]
 
 
-@pytest.mark.parametrize("value", ["-1", "abc", "1.5", "1e3", "²", "99999999999999999999"])
+# "1.5" is a step id since issue 12 (`<text offset>.<steps offset>`); these are not.
+@pytest.mark.parametrize("value", ["-1", "abc", "1.5.2", "1.", ".5", "1,5", "1e3", "²", "9" * 20])
 def test_bad_last_event_id_answers_400(tab, value):
     sent = tab.send("x")
     mid = sent["assistant_message"]["id"]

@@ -5,11 +5,24 @@ SDK clients talk to as to the vendor. It records every request, notices a client
 up mid-reply, and plays one script per request (the next one queued with `play`, else a
 short default reply). Steps, as in tests/fakes.py:
   {"say": "text"}               one text delta (`sent` keeps the time it was written)
+  {"repeat": "text"}            that delta again and again, until the client hangs up (a model
+                                stuck in a loop)
   {"status": 429}               answer that HTTP status with the vendor's error body (first step)
   {"gate": "name"}              send nothing until the test opens it: gate("name").set()
   {"drop": True}                close the connection mid-reply
   {"error": "overloaded"}       the vendor's error event inside the stream
   {"finish": "stop", "usage": [3, 5]}   the end (added with defaults if a script has none)
+  {"reason": "text"}            a reasoning delta: OpenAI-compatible `reasoning_content` (or the
+                                field named by "field", e.g. "reasoning"), Anthropic a `thinking`
+                                block (with its `signature_delta` before it closes)
+  {"call": "name", "id": "call_1", "args": ["{\"q", "\": 1}"]}   a tool call whose arguments
+                                stream in those fragments: OpenAI `tool_calls` deltas by index,
+                                Anthropic a `tool_use` block with `input_json_delta`s
+                                (end the round with {"finish": "tool_calls"} / {"finish": "tool_use"})
+Like the vendors, it ends a reply at the output limit the request names (`max_tokens`, or
+OpenAI's `max_completion_tokens`) with its length reason, unless `honours_limit` is False (a
+server that ignores it); a parameter named in `refuses` is answered as OpenAI answers
+`max_tokens` for its newer models: HTTP 400, "Unsupported parameter".
 """
 
 import asyncio
@@ -17,6 +30,7 @@ import json
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 ERROR_TYPES = {
@@ -40,6 +54,8 @@ class VendorServer:
         self.vendor = vendor
         self.models = list(models)
         self.models_status = 200
+        self.honours_limit = True
+        self.refuses: set[str] = set()
         self.requests: list[Request] = []
         self.sent: list[tuple[str, float]] = []  # (text, time.monotonic() as it is written)
         self.gates: dict[str, threading.Event] = {}
@@ -122,11 +138,15 @@ class VendorServer:
         self, request: Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> bool:
         """Play the next script; False if the connection must close."""
+        refused = next((name for name in sorted(self.refuses) if name in (request.body or {})), None)
+        if refused is not None:  # before the script: the request never reached the model
+            await _send_json(writer, 400, _unsupported_body(refused))
+            return True
         steps = self._scripts.popleft() if self._scripts else [{"say": "Hello"}, {"say": " there"}]
         if "status" in steps[0]:
             await _send_json(writer, steps[0]["status"], _error_body(self, steps[0]["status"]))
             return True
-        if not any("finish" in s or "drop" in s or "error" in s for s in steps):
+        if not any("finish" in s or "drop" in s or "error" in s or "repeat" in s for s in steps):
             steps = [*steps, {"finish": "stop"}]
         hangup = asyncio.ensure_future(reader.read(1))  # b"" once the client closes
         writer.write(
@@ -134,12 +154,24 @@ class VendorServer:
         )
         usage = next((s.get("usage") for s in steps if "finish" in s), None)
         wire = (OpenAIWire if self.vendor == "openai" else AnthropicWire)(request, usage)
+        limit = _output_limit(request) if self.honours_limit else None
         try:
             await _chunk(writer, wire.begin())
-            for step in steps:
+            for step in _played(steps):
+                if "say" in step and limit is not None and wire.parts >= limit:
+                    await _chunk(writer, wire.end(wire.LENGTH, None))
+                    break
                 if "say" in step:
                     self.sent.append((step["say"], time.monotonic()))
                     await _chunk(writer, wire.text(step["say"]))
+                elif "reason" in step:
+                    self.sent.append((step["reason"], time.monotonic()))
+                    await _chunk(
+                        writer, wire.reasoning(step["reason"], step.get("field", "reasoning_content"))
+                    )
+                elif "call" in step:
+                    for data in wire.call(step["call"], step.get("id", "call_1"), step.get("args", ["{}"])):
+                        await _chunk(writer, data)
                 elif "gate" in step:
                     gate = self.gate(step["gate"])
                     while not gate.is_set() and not hangup.done():  # noqa: ASYNC110 - a threading.Event
@@ -151,6 +183,7 @@ class VendorServer:
                     await _chunk(writer, wire.error(step["error"]))
                 elif "finish" in step:
                     await _chunk(writer, wire.end(step["finish"], step.get("usage")))
+                await asyncio.sleep(0)  # lets a hang-up be noticed, even by an endless reply
                 if hangup.done():
                     request.closed_early.set()
                     return False
@@ -163,6 +196,8 @@ class VendorServer:
         finally:
             if not hangup.done():
                 hangup.cancel()
+                # Wait for it to let go of the reader: the next request reads from it.
+                await asyncio.wait([hangup])
 
 
 class Wire:
@@ -172,10 +207,13 @@ class Wire:
         words = sum(len(str(m.get("content", "")).split()) for m in body.get("messages", []))
         self.words = usage[0] if usage else words
         self.parts = 0
+        self.calls = 0
 
 
 class OpenAIWire(Wire):
     """Chat Completions chunks: `data: {...}` lines, a usage chunk, then `data: [DONE]`."""
+
+    LENGTH = "length"
 
     def _chunk(self, delta: dict, finish: str | None = None, choices: bool = True) -> bytes:
         data = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 0, "model": self.model}
@@ -188,6 +226,23 @@ class OpenAIWire(Wire):
     def text(self, text: str) -> bytes:
         self.parts += 1
         return self._chunk({"content": text})
+
+    def reasoning(self, text: str, field: str) -> bytes:
+        self.parts += 1
+        return self._chunk({field: text})
+
+    def call(self, name: str, call_id: str, fragments: list[str]) -> Iterator[bytes]:
+        index = self.calls
+        self.calls += 1
+        head = {
+            "index": index,
+            "id": call_id,
+            "type": "function",
+            "function": {"name": name, "arguments": ""},
+        }
+        yield self._chunk({"tool_calls": [head]})
+        for fragment in fragments:
+            yield self._chunk({"tool_calls": [{"index": index, "function": {"arguments": fragment}}]})
 
     def error(self, kind: str) -> bytes:
         return f"data: {json.dumps({'error': {'message': kind, 'type': 'server_error'}})}\n\n".encode()
@@ -206,6 +261,8 @@ class OpenAIWire(Wire):
 class AnthropicWire(Wire):
     """Messages API events: message_start, content_block_*, message_delta, message_stop."""
 
+    LENGTH = "max_tokens"
+
     @staticmethod
     def _event(name: str, data: dict) -> bytes:
         return f"event: {name}\ndata: {json.dumps({'type': name, **data})}\n\n".encode()
@@ -221,15 +278,49 @@ class AnthropicWire(Wire):
             "stop_sequence": None,
             "usage": {"input_tokens": self.words, "output_tokens": 1},
         }
+        self.index, self.open = -1, None
         return (
-            self._event("message_start", {"message": message})
-            + self._event("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}})
-            + self._event("ping", {})
+            self._event("message_start", {"message": message}) + self._block("text") + self._event("ping", {})
         )
+
+    def _close(self) -> bytes:
+        if self.open is None:
+            return b""
+        out = b""
+        if self.open == "thinking":  # its signature comes just before the block closes
+            signature = {"type": "signature_delta", "signature": f"sig-{self.index}"}
+            out = self._event("content_block_delta", {"index": self.index, "delta": signature})
+        self.open = None
+        return out + self._event("content_block_stop", {"index": self.index})
+
+    def _block(self, kind: str, **fields) -> bytes:
+        """Open a block of this kind unless one is open (a tool_use block always opens)."""
+        if self.open == kind and kind != "tool_use":
+            return b""
+        out = self._close()
+        self.index += 1
+        self.open = kind
+        empty = {"text": {"text": ""}, "thinking": {"thinking": ""}, "tool_use": {"input": {}}}[kind]
+        block = {"type": kind, **empty, **fields}
+        return out + self._event("content_block_start", {"index": self.index, "content_block": block})
 
     def text(self, text: str) -> bytes:
         self.parts += 1
-        return self._event("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": text}})
+        delta = {"type": "text_delta", "text": text}
+        return self._block("text") + self._event("content_block_delta", {"index": self.index, "delta": delta})
+
+    def reasoning(self, text: str, field: str) -> bytes:
+        self.parts += 1
+        delta = {"type": "thinking_delta", "thinking": text}
+        return self._block("thinking") + self._event(
+            "content_block_delta", {"index": self.index, "delta": delta}
+        )
+
+    def call(self, name: str, call_id: str, fragments: list[str]) -> Iterator[bytes]:
+        yield self._block("tool_use", id=call_id, name=name)
+        for fragment in fragments:
+            delta = {"type": "input_json_delta", "partial_json": fragment}
+            yield self._event("content_block_delta", {"index": self.index, "delta": delta})
 
     def error(self, kind: str) -> bytes:
         return self._event("error", {"error": {"type": f"{kind}_error", "message": kind}})
@@ -237,13 +328,40 @@ class AnthropicWire(Wire):
     def end(self, reason: str, usage: list[int] | None) -> bytes:
         output = usage[1] if usage else self.parts
         return (
-            self._event("content_block_stop", {"index": 0})
+            self._close()
             + self._event(
                 "message_delta",
                 {"delta": {"stop_reason": reason, "stop_sequence": None}, "usage": {"output_tokens": output}},
             )
             + self._event("message_stop", {})
         )
+
+
+def _played(steps: list[dict]) -> Iterator[dict]:
+    for step in steps:
+        if "repeat" in step:
+            while True:
+                yield {"say": step["repeat"]}
+        yield step
+
+
+def _output_limit(request: Request) -> int | None:
+    body = request.body or {}
+    return next((body[k] for k in ("max_tokens", "max_completion_tokens") if k in body), None)
+
+
+def _unsupported_body(name: str) -> dict:
+    """OpenAI's answer to `max_tokens` for its newer models, word for word but the names."""
+    other = "max_completion_tokens" if name == "max_tokens" else "max_tokens"
+    return {
+        "error": {
+            "message": f"Unsupported parameter: '{name}' is not supported with this model. "
+            f"Use '{other}' instead.",
+            "type": "invalid_request_error",
+            "param": name,
+            "code": "unsupported_parameter",
+        }
+    }
 
 
 def _error_body(server: VendorServer, status: int) -> dict:

@@ -5,7 +5,22 @@ from functools import lru_cache
 from django.utils.module_loading import import_string
 
 from chat import conf
-from chat.eventlog.base import End, Event, EventLog, Status, Subscription, Text
+from chat.eventlog.base import (
+    End,
+    Event,
+    EventLog,
+    LogUnavailable,
+    ReasoningText,
+    Status,
+    Step,
+    Subscription,
+    Text,
+    ToolCallStep,
+    ToolResultStep,
+)
+
+MEMORY = "chat.eventlog.memory.MemoryEventLog"
+REDIS = "chat.eventlog.redis.RedisEventLog"
 
 
 @lru_cache(maxsize=4)
@@ -13,8 +28,27 @@ def _load(path: str) -> EventLog:
     return import_string(path)()
 
 
+def backend_path() -> str:
+    """CHAT_EVENT_LOG when set; else Redis Streams with REDIS_URL, this process's memory without."""
+    return conf.get_str("CHAT_EVENT_LOG") or (REDIS if conf.get("REDIS_URL") else MEMORY)
+
+
 def get_event_log() -> EventLog:
-    return _load(conf.get("CHAT_EVENT_LOG"))
+    return _load(backend_path())
 
 
-__all__ = ["End", "Event", "EventLog", "Status", "Subscription", "Text", "get_event_log"]
+__all__ = [
+    "End",
+    "Event",
+    "EventLog",
+    "LogUnavailable",
+    "ReasoningText",
+    "Status",
+    "Step",
+    "Subscription",
+    "Text",
+    "ToolCallStep",
+    "ToolResultStep",
+    "backend_path",
+    "get_event_log",
+]

@@ -1,10 +1,10 @@
 """An event log in this process's memory: one server process (one uvicorn worker)."""
 
 import asyncio
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 
 from chat import conf
-from chat.eventlog.base import End, Event, EventLog, Status, Subscription, Text
+from chat.eventlog.base import End, Event, EventLog, ReasoningText, Status, Step, Subscription, Text
 
 
 class _Deadlines:
@@ -52,11 +52,15 @@ def _deadlines_of(loop: asyncio.AbstractEventLoop) -> _Deadlines:
 
 
 class _Reply:
-    __slots__ = ("chunks", "ends", "state", "end", "waiters")
+    __slots__ = ("chunks", "ends", "state", "end", "waiters", "steps", "step_ends", "step_offsets")
 
     def __init__(self) -> None:
         self.chunks: list[str] = []
         self.ends: list[int] = []  # ends[i]: text length once chunks[i] is appended
+        # Reasoning and tool steps (issue 12), in order, with their places (eventlog/base.py).
+        self.steps: list[Step] = []
+        self.step_ends: list[int] = []  # step_ends[i] == steps[i].side
+        self.step_offsets: list[int] = []  # step_offsets[i] == steps[i].offset
         self.state: str | None = None
         self.end: End | None = None
         self.waiters: list[asyncio.Future] = []
@@ -72,6 +76,11 @@ class _Reply:
         skip = offset - (self.ends[i] - len(self.chunks[i]))
         return self.chunks[i][skip:] + "".join(self.chunks[i + 1 :])
 
+    def side_before(self, offset: int) -> int:
+        """The steps' length once the text reached `offset`: the steps that came before it."""
+        k = bisect_left(self.step_offsets, offset)
+        return self.step_ends[k - 1] if k else 0
+
     def notify(self) -> None:
         waiters, self.waiters = self.waiters, []
         for future in waiters:
@@ -80,20 +89,51 @@ class _Reply:
 
 
 class MemorySubscription(Subscription):
-    def __init__(self, reply: _Reply, offset: int) -> None:
+    def __init__(self, reply: _Reply, offset: int, side: int | None = None) -> None:
         self.reply = reply
         self.offset = offset
+        self.side = reply.side_before(offset) if side is None else side
         self.state_seen: str | None = None
+
+    def _next_step(self) -> Step | None:
+        """The step due before any more text, reasoning deltas merged while they lag."""
+        reply = self.reply
+        i = bisect_right(reply.step_ends, self.side)
+        if i == len(reply.steps) or reply.step_offsets[i] > self.offset:
+            return None
+        step = reply.steps[i]
+        if not isinstance(step, ReasoningText):
+            self.side = step.side
+            return step
+        skip = max(self.side - (step.side - len(step.text)), 0)
+        parts = [step.text[skip:]]
+        j = i + 1
+        while (
+            j < len(reply.steps)
+            and isinstance(reply.steps[j], ReasoningText)
+            and reply.step_offsets[j] == step.offset
+        ):
+            parts.append(reply.steps[j].text)
+            j += 1
+        self.side = reply.step_ends[j - 1]
+        return ReasoningText(step.offset, self.side, "".join(parts))
 
     def _pending(self) -> Event | None:
         reply = self.reply
         if reply.state is not None and reply.state != self.state_seen:
             self.state_seen = reply.state
-            if self.offset == 0:  # a client with no text yet hears the state first
+            if self.offset == 0 and self.side == 0:  # a client with nothing yet hears the state first
                 return Status(reply.state)
-        if reply.length > self.offset:
+        if reply.steps and (step := self._next_step()) is not None:
+            return step
+        stop = reply.length
+        if reply.steps and (i := bisect_right(reply.step_ends, self.side)) < len(reply.steps):
+            stop = min(stop, reply.step_offsets[i])  # the text up to the next step
+        if stop > self.offset:
             text = reply.text_from(self.offset)
-            self.offset = reply.length
+            if len(text) > stop - self.offset:
+                text = text[: stop - self.offset]
+            self.offset = stop
             return Text(self.offset, text)
         if reply.end is not None:
             return reply.end
@@ -141,6 +181,13 @@ class MemoryEventLog(EventLog):
         reply.notify()
         return reply.length
 
+    async def append_step(self, reply_id: str, step: Step) -> None:
+        reply = self._reply(reply_id)
+        reply.steps.append(step)
+        reply.step_ends.append(step.side)
+        reply.step_offsets.append(step.offset)
+        reply.notify()
+
     async def set_status(self, reply_id: str, state: str) -> None:
         reply = self._reply(reply_id)
         reply.state = state
@@ -151,12 +198,12 @@ class MemoryEventLog(EventLog):
         reply.end = end
         reply.notify()
         loop = asyncio.get_running_loop()
-        loop.call_later(float(conf.get("CHAT_LOG_GRACE")), self._forget, reply_id, reply)
+        loop.call_later(conf.get_float("CHAT_LOG_GRACE"), self._forget, reply_id, reply)
 
     def _forget(self, reply_id: str, reply: _Reply) -> None:
         if self._replies.get(reply_id) is reply:
             del self._replies[reply_id]
 
-    async def subscribe(self, reply_id: str, offset: int) -> Subscription | None:
+    async def subscribe(self, reply_id: str, offset: int, side: int | None = None) -> Subscription | None:
         reply = self._replies.get(reply_id)
-        return MemorySubscription(reply, offset) if reply is not None else None
+        return MemorySubscription(reply, offset, side) if reply is not None else None

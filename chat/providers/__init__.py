@@ -1,3 +1,23 @@
-from chat.providers.base import Finish, Prompt, Provider, ProviderError, Turn, Usage
+from chat.providers.base import (
+    Finish,
+    Prompt,
+    Provider,
+    ProviderError,
+    Reasoning,
+    ToolCall,
+    ToolSpec,
+    Turn,
+    Usage,
+)
 
-__all__ = ["Finish", "Prompt", "Provider", "ProviderError", "Turn", "Usage"]
+__all__ = [
+    "Finish",
+    "Prompt",
+    "Provider",
+    "ProviderError",
+    "Reasoning",
+    "ToolCall",
+    "ToolSpec",
+    "Turn",
+    "Usage",
+]

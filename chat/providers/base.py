@@ -1,21 +1,51 @@
-"""The provider interface: one async generator that yields text deltas, then a Finish."""
+"""The provider interface: one async generator that yields text deltas, then a Finish.
+
+Reasoning models yield `Reasoning` deltas too; a model given tools (`Prompt.tools`) ends a
+round with `Finish(reason="tool_calls", tool_calls=...)`, and the engine sends the results
+back in the next prompt as turns (chat/tools/rounds.py).
+"""
 
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """A call the model asked for; `arguments` is the JSON text it wrote (fragments joined)."""
+
+    id: str
+    name: str
+    arguments: str
 
 
 @dataclass(frozen=True)
 class Turn:
-    role: str  # "user" | "assistant"
+    role: str  # "user" | "assistant" | "tool" (a tool's result)
     content: str
+    tool_calls: tuple[ToolCall, ...] = ()  # an assistant turn that asked for calls
+    tool_call_id: str | None = None  # a tool turn: the call it answers
+    is_error: bool = False  # a tool turn: the call failed
+    replay: Any = None  # an assistant turn: what its provider needs sent back (Anthropic's blocks)
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    """A tool as a model sees it: its name, what it does, its parameters' JSON schema."""
+
+    name: str
+    description: str
+    parameters: dict
 
 
 @dataclass(frozen=True)
 class Prompt:
     model: str  # the provider's own model name (`gpt-4o-mini`), not the app's id
     system: str
-    turns: tuple[Turn, ...]  # oldest first; the last one is the new user message
+    turns: tuple[Turn, ...]  # oldest first; the last one is the new user message (or a tool result)
+    tools: tuple[ToolSpec, ...] = ()
+    tool_choice: str = "auto"  # "none" in the last round a reply may take
 
 
 @dataclass(frozen=True)
@@ -25,9 +55,18 @@ class Usage:
 
 
 @dataclass(frozen=True)
+class Reasoning:
+    """A delta of the model's reasoning (OpenAI-compatible `reasoning_content`, Anthropic thinking)."""
+
+    text: str
+
+
+@dataclass(frozen=True)
 class Finish:
     reason: str | None = None
     usage: Usage | None = None
+    tool_calls: tuple[ToolCall, ...] = ()  # with reason "tool_calls"
+    replay: Any = None  # the round's assistant content as the provider must get it back
 
 
 class ProviderError(Exception):
@@ -48,5 +87,5 @@ class Provider(ABC):
         self.model = model
 
     @abstractmethod
-    def stream(self, prompt: Prompt) -> AsyncIterator["str | Finish"]:
-        """Yield text deltas as they come, then at most one Finish; raise ProviderError."""
+    def stream(self, prompt: Prompt) -> AsyncIterator["str | Reasoning | Finish"]:
+        """Yield text (and reasoning) deltas as they come, then at most one Finish; raise ProviderError."""

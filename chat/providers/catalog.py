@@ -67,7 +67,7 @@ def _fetch(key: tuple[str, str | None]) -> list[str]:
         with openai.OpenAI(
             api_key=api_key or NO_KEY,
             base_url=base_url,
-            timeout=float(conf.get("CHAT_DISCOVERY_TIMEOUT")),
+            timeout=conf.get_float("CHAT_DISCOVERY_TIMEOUT"),
             max_retries=0,
         ) as client:
             names = sorted(m.id for m in client.models.list() if "embed" not in m.id)

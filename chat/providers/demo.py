@@ -1,16 +1,23 @@
 """The `demo` model: offline and deterministic, the embedded default.
 
 Its reply shows what a page must render (a paragraph, a list, a fenced code block) and says
-how to connect a real model. CHAT_DEMO_RATE sets its pace, CHAT_DEMO_TOKENS its length.
+how to connect a real model. CHAT_DEMO_RATE sets its pace, CHAT_DEMO_TOKENS its length;
+CHAT_MAX_OUTPUT_TOKENS cuts it as it cuts a real model (finish_reason `length`).
+
+Offered its example tool (`current_time`, unless CHAT_DEMO_STEPS is off), it shows what a
+reasoning model with tools does: a short reasoning, one call, then the answer, which starts
+with what the tool said (issue 12).
 """
 
 import asyncio
+import itertools
+import json
 import re
 import time
 from collections.abc import AsyncIterator, Iterator
 
 from chat import conf
-from chat.providers.base import Finish, Prompt, Provider, Usage
+from chat.providers.base import Finish, Prompt, Provider, Reasoning, ToolCall, Usage
 
 _TOKEN = re.compile(r"\s*\S+")
 
@@ -72,19 +79,83 @@ def demo_tokens(question: str, length: int | None = None) -> list[str]:
     return list(iter_demo_tokens(question, length))
 
 
+DEMO_TOOL = "current_time"
+
+
+def reasoning_for(question: str) -> str:
+    topic = " ".join(question.split())[:60] or "something"
+    return (
+        f"The question is about “{topic}”. I am the demo model, so my answer is always the same; "
+        f"still, I will ask the {DEMO_TOOL} tool for the server's clock first, to show how a "
+        "model that reasons and calls tools streams."
+    )
+
+
+def tool_sentence(turn_content: str, failed: bool) -> str:
+    """The answer's first sentence: what the tool said."""
+    if failed:
+        return f"The `{DEMO_TOOL}` tool failed ({turn_content}), so I answer without it.\n\n"
+    try:
+        said = json.loads(turn_content)
+        when = f"{said['weekday']}, {said['utc'].replace('T', ' ').removesuffix('+00:00')} UTC"
+    except (ValueError, KeyError, TypeError, AttributeError):
+        when = turn_content
+    return f"The server's clock says it is {when} (I asked the `{DEMO_TOOL}` tool).\n\n"
+
+
+async def _paced(tokens: Iterator[str], rate: float) -> AsyncIterator[str]:
+    start = time.monotonic()
+    for i, token in enumerate(tokens):
+        delay = start + (i + 1) / rate - time.monotonic() if rate > 0 else 0
+        await asyncio.sleep(max(delay, 0))
+        yield token
+
+
 class DemoProvider(Provider):
     name = "demo"
 
-    async def stream(self, prompt: Prompt) -> AsyncIterator[str | Finish]:
-        question = prompt.turns[-1].content if prompt.turns else ""
+    async def stream(self, prompt: Prompt) -> AsyncIterator[str | Reasoning | Finish]:
+        users = [turn for turn in prompt.turns if turn.role == "user"]
+        question = users[-1].content if users else ""
+        last = prompt.turns[-1] if prompt.turns else None
+        wants_tool = prompt.tool_choice != "none" and any(t.name == DEMO_TOOL for t in prompt.tools)
+        if wants_tool and last is not None and last.role == "user":
+            async for item in self._reason_then_call(question, prompt):
+                yield item
+            return
+        prefix = (
+            tool_sentence(last.content, last.is_error) if last is not None and last.role == "tool" else ""
+        )
+        async for item in self._answer(question, prompt, prefix):
+            yield item
+
+    async def _reason_then_call(self, question: str, prompt: Prompt) -> AsyncIterator[Reasoning | Finish]:
+        """The first round: a short reasoning, then one call of the example tool."""
         rate = float(conf.get("CHAT_DEMO_RATE") or 0)
-        start = time.monotonic()
         count = 0
-        for i, token in enumerate(iter_demo_tokens(question, conf.get("CHAT_DEMO_TOKENS"))):
+        async for token in _paced((m.group() for m in _TOKEN.finditer(reasoning_for(question))), rate):
+            count += 1
+            yield Reasoning(token)
+        words = sum(len(t.content.split()) for t in prompt.turns) + len(prompt.system.split())
+        call = ToolCall(id="call_demo_1", name=DEMO_TOOL, arguments="{}")
+        yield Finish(reason="tool_calls", usage=Usage(words, count), tool_calls=(call,))
+
+    async def _answer(self, question: str, prompt: Prompt, prefix: str) -> AsyncIterator[str | Finish]:
+        tokens = iter_demo_tokens(question, conf.get("CHAT_DEMO_TOKENS"))
+        if prefix:
+            tokens = itertools.chain(re.findall(r"\S+\s*", prefix), tokens)
+        rate = float(conf.get("CHAT_DEMO_RATE") or 0)
+        limit = conf.get_int("CHAT_MAX_OUTPUT_TOKENS")
+        start = time.monotonic()
+        count, cut = 0, False
+        for i, token in enumerate(tokens):
+            if i == limit:  # a token past the limit: the reply reached it, as a model's would
+                cut = True
+                break
             count += 1
             # Pace from the start, not from the last token, so a busy loop does not slow it.
             delay = start + (i + 1) / rate - time.monotonic() if rate > 0 else 0
             await asyncio.sleep(max(delay, 0))
             yield token
         words = sum(len(t.content.split()) for t in prompt.turns) + len(prompt.system.split())
-        yield Finish(reason="stop", usage=Usage(input_tokens=words, output_tokens=count))
+        yield Finish(reason="length" if cut else "stop", usage=Usage(input_tokens=words, output_tokens=count))

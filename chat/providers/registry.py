@@ -8,6 +8,7 @@ from chat import conf
 from chat.errors import Invalid
 from chat.providers import catalog
 from chat.providers.base import Provider
+from chat.providers.limit import limited
 
 BUILTIN_PROVIDERS: dict[str, str] = {
     "demo": "chat.providers.demo.DemoProvider",
@@ -70,5 +71,6 @@ def resolve(model_id: str | None) -> ModelInfo:
 
 
 def get_provider(info: ModelInfo) -> Provider:
+    """The model's provider, its replies bounded by CHAT_MAX_OUTPUT_TOKENS whatever its server does."""
     cls = import_string(provider_classes()[info.provider])
-    return cls(info.name)
+    return limited(cls(info.name))

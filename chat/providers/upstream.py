@@ -39,7 +39,7 @@ def client_for(factory: Callable[..., Any], **options: Any) -> Any:
 
 def timeout() -> httpx2.Timeout:
     """CHAT_UPSTREAM_TIMEOUT bounds connecting and each silence while the reply streams."""
-    seconds = float(conf.get("CHAT_UPSTREAM_TIMEOUT"))
+    seconds = conf.get_float("CHAT_UPSTREAM_TIMEOUT")
     return httpx2.Timeout(seconds, connect=min(seconds, 10.0))
 
 
@@ -58,7 +58,7 @@ def failure(
 
     `prefix` names the settings: OPENAI for OPENAI_API_KEY and OPENAI_BASE_URL.
     """
-    seconds = float(conf.get("CHAT_UPSTREAM_TIMEOUT"))
+    seconds = conf.get_float("CHAT_UPSTREAM_TIMEOUT")
     if isinstance(exc, sdk.APIStatusError) and exc.status_code >= 400:
         error = _status_failure(exc, vendor=vendor, model=model, setting=f"{prefix}_API_KEY")
         detail = f"HTTP {exc.status_code} {getattr(exc, 'type', None) or ''}".strip()

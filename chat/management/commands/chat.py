@@ -13,11 +13,12 @@ import sys
 from asgiref.sync import sync_to_async
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from chat import generation, services
+from chat import services
 from chat.errors import ChatError
 from chat.eventlog import End, Text, get_event_log
 from chat.models import Conversation
 from chat.providers import registry
+from chat.replies import generation
 from chat.services import Owner
 
 CLI_VISITOR = "cli"
@@ -45,7 +46,7 @@ class Command(BaseCommand):
                 raise CommandError('Say what to ask: manage.py chat "your question"')
             question = sys.stdin.read()
         try:
-            failed = asyncio.run(self.chat(question, options))
+            failed = asyncio.run(self.chat_then_stop(question, options))
         except ChatError as exc:
             raise CommandError(exc.message) from None
         except KeyboardInterrupt:
@@ -53,6 +54,13 @@ class Command(BaseCommand):
             sys.exit(130)
         if failed:
             sys.exit(1)
+
+    async def chat_then_stop(self, question: str, options: dict) -> bool:
+        """The reply engine stops with the command, as it does with a server."""
+        try:
+            return await self.chat(question, options)
+        finally:
+            await generation.engine.stop()
 
     async def chat(self, question: str, options: dict) -> bool:
         """Send, print the reply as it streams, then a summary on stderr; True if the model failed."""

@@ -3,7 +3,8 @@
 Django's own runserver is WSGI, which collects an async StreamingHttpResponse into a list
 before sending anything, so a reply arrives all at once at its end. This keeps what people
 rely on (addrport, --noreload, autoreload, static files while DEBUG, the banner) and serves
-the project's ASGI application instead.
+the project's ASGI application instead. (The bundled project also serves its static files
+itself, as in production: project/static_files.py; a host project may not.)
 """
 
 import asyncio
@@ -25,7 +26,8 @@ from django.db import connections
 from django.utils import autoreload
 from django.utils.module_loading import import_string
 
-from chat import generation
+from chat.asgi import with_chat
+from chat.replies import generation
 
 LOG_CONFIG = {
     "version": 1,
@@ -77,7 +79,11 @@ class Command(StaticRunserver):
     server: "LoopServer | None" = None
 
     def get_handler(self, *args, **options):
-        app = import_string(settings.ASGI_APPLICATION)
+        # A project without ASGI_APPLICATION (startproject sets none) gets Django's, with ours.
+        if getattr(settings, "ASGI_APPLICATION", None):
+            app = import_string(settings.ASGI_APPLICATION)
+        else:
+            app = with_chat(get_asgi_application())
         if options["use_static_handler"] and (settings.DEBUG or options["insecure_serving"]):
             return WithStaticFiles(app)
         return app
@@ -157,6 +163,9 @@ class Command(StaticRunserver):
             log_config=LOG_CONFIG,
             server_header=False,
             timeout_graceful_shutdown=10,
+            # Who the client is behind a proxy is the app's decision (CHAT_TRUSTED_PROXIES,
+            # chat/proxies.py), not uvicorn's, which believes any local peer by default.
+            proxy_headers=False,
         )
         self.server = LoopServer(config)
         self.on_bind(sock.getsockname()[1])

@@ -1,5 +1,13 @@
 // The JSON API of docs/API.md (and docs/API-extensions.md), as the page speaks it.
 
+// Where the app is mounted (a host project may include it under any prefix): the page says,
+// from Django's URLconf, and every URL below starts there.
+const root = document.querySelector("[data-app-root]")?.dataset.appRoot || "/";
+export const pageUrl = (conversationId) => (conversationId ? `${root}c/${conversationId}/` : root);
+export const conversationIdIn = (path) =>
+  path.startsWith(root) ? path.slice(root.length).match(/^c\/([0-9a-f-]{36})\/$/)?.[1] || null : null;
+const apiUrl = (path) => `${root}api/${path}`;
+
 export class ApiError extends Error {
   constructor(message, { status = 0, code = "network", retryAfter = null } = {}) {
     super(message);
@@ -55,13 +63,13 @@ export async function api(method, path, body) {
   return data;
 }
 
-export const listConversations = () => api("GET", "/api/conversations");
-export const getConversation = (id) => api("GET", `/api/conversations/${id}`);
-export const createConversation = (body = {}) => api("POST", "/api/conversations", body);
-export const renameConversation = (id, title) => api("PATCH", `/api/conversations/${id}`, { title });
-export const deleteConversation = (id) => api("DELETE", `/api/conversations/${id}`);
-export const sendMessage = (id, body) => api("POST", `/api/conversations/${id}/messages`, body);
-export const regenerate = (id, body = {}) => api("POST", `/api/conversations/${id}/regenerate`, body);
-export const stopReply = (messageId) => api("POST", `/api/messages/${messageId}/stop`);
+export const listConversations = () => api("GET", apiUrl("conversations"));
+export const getConversation = (id) => api("GET", apiUrl(`conversations/${id}`));
+export const createConversation = (body = {}) => api("POST", apiUrl("conversations"), body);
+export const renameConversation = (id, title) => api("PATCH", apiUrl(`conversations/${id}`), { title });
+export const deleteConversation = (id) => api("DELETE", apiUrl(`conversations/${id}`));
+export const sendMessage = (id, body) => api("POST", apiUrl(`conversations/${id}/messages`), body);
+export const regenerate = (id, body = {}) => api("POST", apiUrl(`conversations/${id}/regenerate`), body);
+export const stopReply = (messageId) => api("POST", apiUrl(`messages/${messageId}/stop`));
 export const streamUrl = (messageId, lastEventId) =>
-  `/api/messages/${messageId}/stream` + (lastEventId ? `?last_event_id=${encodeURIComponent(lastEventId)}` : "");
+  apiUrl(`messages/${messageId}/stream`) + (lastEventId ? `?last_event_id=${encodeURIComponent(lastEventId)}` : "");

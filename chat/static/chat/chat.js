@@ -54,6 +54,14 @@ function keepAtBottom(force = false) {
 }
 
 let noticeTimer = 0;
+// A wait as a person reads it: "45 s", "3 min 20 s", "12 h 38 min" (a quota may last a day).
+function countdown(seconds) {
+  const h = Math.floor(seconds / 3600);
+  const m = Math.floor((seconds % 3600) / 60);
+  const s = seconds % 60;
+  if (h) return `${h} h ${m} min`;
+  return m ? `${m} min ${s} s` : `${s} s`;
+}
 // A failure the person can act on: the sentence, and a retry when one makes sense. A 429
 // says when to try again and keeps the retry button disabled until then.
 function showNotice(error, retry) {
@@ -78,7 +86,7 @@ function showNotice(error, retry) {
   if (error?.status === 429) {
     let left = error.retryAfter ?? 10;
     const tick = () => {
-      text.textContent = left > 0 ? `${sentence} You can try again in ${left} s.` : `${sentence} You can try again now.`;
+      text.textContent = left > 0 ? `${sentence} You can try again in ${countdown(left)}.` : `${sentence} You can try again now.`;
       if (retryButton) retryButton.disabled = left > 0;
       if (left <= 0) clearInterval(noticeTimer);
       left -= 1;
@@ -219,7 +227,7 @@ function newChat({ push }) {
   state.loading += 1;
   clearLog();
   setConversation(null);
-  if (push && location.pathname !== "/") history.pushState(null, "", "/");
+  if (push && location.pathname !== API.pageUrl()) history.pushState(null, "", API.pageUrl());
   refreshControls();
   closeSidebar();
   prompt.focus();
@@ -229,7 +237,7 @@ async function openConversation(id, { push }) {
   const ticket = ++state.loading;
   clearLog();
   closeSidebar();
-  if (push) history.pushState(null, "", `/c/${id}/`);
+  if (push) history.pushState(null, "", API.pageUrl(id));
   sidebar.setActive(id);
   let conversation;
   try {
@@ -277,7 +285,7 @@ async function send(text) {
       sent = await API.createConversation(body);
       const { user_message: _u, assistant_message: _a, stream_url: _s, ...conversation } = sent;
       setConversation(conversation);
-      history.pushState(null, "", `/c/${conversation.id}/`);
+      history.pushState(null, "", API.pageUrl(conversation.id));
     }
   } catch (error) {
     pending.remove();
@@ -464,8 +472,8 @@ $("close-sidebar").addEventListener("click", closeSidebar);
 $("scrim").addEventListener("click", closeSidebar);
 
 window.addEventListener("popstate", () => {
-  const match = location.pathname.match(/^\/c\/([0-9a-f-]{36})\/$/);
-  if (match) openConversation(match[1], { push: false });
+  const id = API.conversationIdIn(location.pathname);
+  if (id) openConversation(id, { push: false });
   else newChat({ push: false });
 });
 

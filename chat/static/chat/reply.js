@@ -6,10 +6,21 @@
 // an error status), this reconnects itself with ?last_event_id= and a growing delay.
 import { ApiError, streamUrl } from "./api.js";
 import { MarkdownView } from "./markdown.js";
+import { StepsView } from "./steps.js";
 
 const FRAME_BUDGET_MS = 6; // drawing work per animation frame, when much text waits
-const STATES = { thinking: "Thinking…", queued: "Waiting for the model…", reconnecting: "Reconnecting…" };
-const stateLabel = (state) => STATES[state] || `${state.charAt(0).toUpperCase()}${state.slice(1)}…`;
+const STATES = {
+  thinking: "Thinking…",
+  queued: "Waiting for the model…",
+  reconnecting: "Reconnecting…",
+  cached: "Answered before: from the cache…",
+  reasoning: "Reasoning…",
+  writing: "Writing…",
+};
+const stateLabel = (state, name) =>
+  state === "tool" && name
+    ? `Using ${name}…`
+    : STATES[state] || `${state.charAt(0).toUpperCase()}${state.slice(1)}…`;
 
 function button(className, text, label) {
   const el = document.createElement("button");
@@ -50,15 +61,24 @@ export class Reply {
     this.note.hidden = true;
     this.actions = document.createElement("div");
     this.actions.className = "actions";
+    // A small mark on an answer told again from the answer cache (docs/API-extensions.md).
+    this.cachedMark = document.createElement("span");
+    this.cachedMark.className = "cached-mark";
+    this.cachedMark.textContent = "cached";
+    this.cachedMark.title = "The same question was answered before: this answer came from the cache.";
+    this.cachedMark.hidden = true;
     this.actions.append(
+      this.cachedMark,
       button("copy-reply", "Copy", "Copy the reply"),
       button("regenerate", "Regenerate", "Answer the last message again"),
     );
-    this.el.append(this.progress, body, this.note, this.actions);
+    this.steps = new StepsView(); // reasoning and tool steps, folded (issue 12)
+    this.el.append(this.progress, this.steps.el, body, this.note, this.actions);
   }
 
   // A finished reply, shown at once.
   show() {
+    this.steps.show(this.message.steps);
     this.view.append(this.message.content || "");
     this.view.render(true);
     this.showEnd(this.message);
@@ -75,6 +95,7 @@ export class Reply {
     this.checkpoint = this.message.content || "";
     this.replayed = "";
     this.caughtUp = this.checkpoint === "";
+    this.steps.reset(); // the stream replays them from its start
     if (!this.caughtUp) {
       this.view.append(this.checkpoint);
       this.view.render();
@@ -93,11 +114,25 @@ export class Reply {
       if (this.progress.textContent === STATES.reconnecting) this.setProgress("");
     });
     source.addEventListener("status", (event) => {
-      if (this.view.length === 0) this.setProgress(stateLabel(JSON.parse(event.data).state));
+      const status = JSON.parse(event.data);
+      if (this.view.length === 0) this.setProgress(stateLabel(status.state, status.name));
     });
     source.addEventListener("message", (event) => {
       this.lastEventId = event.lastEventId;
+      this.steps.endRun();
       this.receive(JSON.parse(event.data).text);
+    });
+    source.addEventListener("reasoning", (event) => {
+      this.lastEventId = event.lastEventId;
+      this.steps.reasoning(JSON.parse(event.data).text);
+    });
+    source.addEventListener("tool_call", (event) => {
+      this.lastEventId = event.lastEventId;
+      this.steps.toolCall(JSON.parse(event.data));
+    });
+    source.addEventListener("tool_result", (event) => {
+      this.lastEventId = event.lastEventId;
+      this.steps.toolResult(JSON.parse(event.data));
     });
     source.addEventListener("done", (event) => this.finish(JSON.parse(event.data)));
     source.addEventListener("error", (event) => {
@@ -187,6 +222,7 @@ export class Reply {
       this.view.append(this.replayed);
     }
     this.setProgress("");
+    this.steps.endRun();
     this.ending = end;
     this.hooks.onFinish?.(this);
     this.schedule();
@@ -206,6 +242,7 @@ export class Reply {
   showEnd(end) {
     const status = end.status;
     this.el.dataset.status = status;
+    this.cachedMark.hidden = !end.cached;
     this.el.classList.toggle("failed", status === "error");
     let text = "";
     if (status === "stopped") text = "Stopped.";

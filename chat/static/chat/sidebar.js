@@ -1,5 +1,5 @@
 // The list of the visitor's conversations: open, rename, delete.
-import { deleteConversation, listConversations, renameConversation } from "./api.js";
+import { deleteConversation, listConversations, pageUrl, renameConversation } from "./api.js";
 
 export const UNTITLED = "New chat";
 
@@ -88,7 +88,7 @@ export class Sidebar {
     item.dataset.id = conversation.id;
     const link = document.createElement("a");
     link.className = "conv-link";
-    link.href = `/c/${conversation.id}/`;
+    link.href = pageUrl(conversation.id);
     link.textContent = conversation.title || UNTITLED;
     link.title = conversation.title || UNTITLED;
     const tools = document.createElement("span");

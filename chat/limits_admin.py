@@ -1,0 +1,102 @@
+"""The admin's view of limits: an owner's usage in the current windows, and who was refused.
+
+The counts live in the limiter (this process's memory, or Redis); the admin's views run in a
+worker thread, so they ask the server's event loop for them (asgiref runs the coroutine there,
+where the in-memory counts are).
+"""
+
+from datetime import UTC, datetime
+
+from asgiref.sync import async_to_sync
+from django.contrib import admin
+from django.contrib.auth import get_user_model
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
+
+from chat import conf
+from chat.models import Conversation
+from chat.ratelimit import get_limiter
+
+LIMIT_NAMES = {
+    "messages": "messages per person",
+    "messages_ip": "messages per address",
+    "replies": "replies at once",
+    "tokens": "token quota",
+    "streams_ip": "streams per address",
+}
+
+
+def owner_key(conversation: Conversation) -> str:
+    if conversation.user_id is not None:
+        return f"user:{conversation.user_id}"
+    return f"visitor:{conversation.visitor}"
+
+
+async def _usage(owner: str) -> dict:
+    return await get_limiter().usage(owner=owner)
+
+
+async def _refusals() -> list[dict]:
+    return await get_limiter().refusals()
+
+
+def usage_html(conversation: Conversation) -> str:
+    """A few lines for the conversation's page: its owner's counts in the current windows."""
+    usage = async_to_sync(_usage)(owner_key(conversation))
+    rows = []
+    if usage["messages"]:
+        rows.append(("Messages", f"{usage['messages']['used']} of {usage['messages']['limit']}"))
+    if usage["tokens"]:
+        tokens = usage["tokens"]
+        renews = f", renews in {tokens['renews_in']}" if tokens["renews_in"] else ""
+        rows.append(("Output tokens", f"{tokens['used']:,} of {tokens['limit']}{renews}"))
+    if usage["replies"]:
+        rows.append(
+            ("Replies generating", f"{usage['replies']['used']} of {usage['replies']['limit']} at once")
+        )
+    if not rows:
+        return "No per-person limit is set."
+    return format_html_join(mark_safe("<br>"), "{}: {}", rows)
+
+
+def _who(who: str) -> str:
+    if who.startswith("user:"):
+        user = get_user_model().objects.filter(pk=who.removeprefix("user:")).first()
+        if user is not None:
+            url = reverse(f"admin:{user._meta.app_label}_{user._meta.model_name}_change", args=[user.pk])
+            return format_html('user <a href="{}">{}</a>', url, user.get_username())
+    if who.startswith("visitor:"):
+        return format_html("anonymous visitor <code>{}</code>", who.removeprefix("visitor:")[:12])
+    return format_html("address <code>{}</code>", who)
+
+
+def refusals_view(request: HttpRequest) -> HttpResponse:
+    """Who is being limited: the recent refusals, grouped by who and which limit."""
+    groups: dict[tuple[str, str], dict] = {}
+    for entry in async_to_sync(_refusals)():
+        group = groups.setdefault(
+            (entry["who"], entry["limit"]),
+            {"count": 0, "last": entry["at"], "retry_after": entry["retry_after"]},
+        )
+        group["count"] += 1
+    rows = [
+        {
+            "who": _who(who),
+            "limit": LIMIT_NAMES.get(limit, limit),
+            "count": group["count"],
+            "last": datetime.fromtimestamp(group["last"], UTC),
+            "retry_after": group["retry_after"],
+        }
+        for (who, limit), group in sorted(groups.items(), key=lambda item: -item[1]["last"])
+    ]
+    context = {
+        **admin.site.each_context(request),
+        "title": "Limits: recent refusals",
+        "rows": rows,
+        "opts": Conversation._meta,
+        "shared": bool(conf.get("REDIS_URL")),
+    }
+    return TemplateResponse(request, "admin/chat/limits.html", context)

@@ -1,0 +1,60 @@
+"""CHAT_MAX_OUTPUT_TOKENS as a safety net around every provider (issue 9: a rambling model never ends).
+
+Each provider also sends the limit to its server, which ends the reply there with its own
+usage. This net is for a server that ignores the parameter, or a provider that has none: a
+small local model stuck in a loop would otherwise stream until its context is full, minutes
+later. It counts text deltas, which these servers send about one token at a time and never
+less than one token, so a server that honours the limit ends first and is never cut short.
+
+Reasoning deltas count too (issue 12): reasoning tokens are output tokens, which both vendors
+count in their own limits. The count runs over the whole reply, across its tool rounds (one
+provider object serves one reply).
+"""
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+
+from chat import conf
+from chat.providers.base import Finish, Prompt, Provider, Reasoning
+
+log = logging.getLogger("chat.providers")
+
+LENGTH = "length"
+
+
+def max_output_tokens() -> int:
+    return conf.get_int("CHAT_MAX_OUTPUT_TOKENS")
+
+
+class OutputLimit(Provider):
+    """A provider's replies, ended with finish_reason `length` past CHAT_MAX_OUTPUT_TOKENS deltas."""
+
+    def __init__(self, inner: Provider) -> None:
+        super().__init__(inner.model)
+        self.inner = inner
+        self.name = inner.name
+        self.deltas = 0  # over every round of the reply
+
+    async def stream(self, prompt: Prompt) -> AsyncIterator[str | Finish]:
+        limit = max_output_tokens()
+        cut = False
+        # aclosing: leaving early closes the provider's stream, and with it the upstream response.
+        async with aclosing(self.inner.stream(prompt)) as stream:
+            async for item in stream:
+                if isinstance(item, str) and item or isinstance(item, Reasoning) and item.text:
+                    self.deltas += 1
+                    if self.deltas > limit:
+                        cut = True
+                        break
+                yield item
+        if cut:
+            log.warning(
+                "%s model %r went past CHAT_MAX_OUTPUT_TOKENS (%d): reply cut", self.name, self.model, limit
+            )
+            # The server's own count comes at the end of a reply: none came.
+            yield Finish(reason=LENGTH, usage=None)
+
+
+def limited(provider: Provider) -> Provider:
+    return provider if isinstance(provider, OutputLimit) else OutputLimit(provider)

@@ -1,0 +1,263 @@
+"""The checks: is this request allowed to start work, and what it holds while it runs."""
+
+import asyncio
+import contextvars
+import logging
+import math
+import time
+import uuid
+import weakref
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from limits import RateLimitItem
+
+from chat import conf
+from chat.errors import RateLimited
+from chat.ratelimit.backends import Backend, Checks
+from chat.ratelimit.rules import Rules, describe, rules
+
+log = logging.getLogger("chat.ratelimit")
+
+# Nobody knows when a reply or a stream will end; a client that waits this long and asks
+# again has a fair chance, and the sentence says what to wait for.
+BUSY_RETRY = 3.0
+_WARN_EVERY = 30.0
+
+
+@dataclass(eq=False)
+class Lease:
+    """One thing held at once (a reply generating, a stream open) under `key`."""
+
+    key: str
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    released: bool = False
+
+
+def in_words(seconds: float) -> str:
+    seconds = max(1, math.ceil(seconds))
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= 2 * size or (unit == "minute" and seconds >= 90):
+            count = round(seconds / size)
+            return f"{count} {unit}s"
+    return "1 second" if seconds == 1 else f"{seconds} seconds"
+
+
+def sliding_wait(
+    item: RateLimitItem, previous: int, previous_ttl: float, current: int, current_ttl: float
+) -> float:
+    """Seconds until a sliding window counter allows one more hit.
+
+    The `limits` library weighs the previous window by the part of it still inside the sliding
+    window (`previous * previous_ttl / expiry`) and allows a hit while the weighted count
+    is under the limit. Its own reset time is when the current window ends, which is too
+    early when the current window alone is full; this solves for the moment instead.
+    """
+    expiry, limit = item.get_expiry(), item.amount
+    window_left = max(current_ttl - expiry, 0.0)
+    if current < limit:
+        if not previous:
+            return 0.0
+        wait = previous_ttl - (limit - current) * expiry / previous
+        if wait <= window_left:
+            return max(wait, 0.0)
+    # In the next window the current count becomes the previous one, weighing less and less.
+    return window_left + max(expiry - limit * expiry / current, 0.0) if current else window_left
+
+
+class Limiter:
+    """One per event loop and backend: the `limits` strategies, the leases this process holds
+    (refreshed in the background while their holders live) and the backend."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self.window = backend.window
+        self.quota = backend.quota
+        self.held: weakref.WeakSet[Lease] = weakref.WeakSet()
+        self.refresher: asyncio.Task | None = None
+        self._warned = 0.0
+
+    # --- admission -------------------------------------------------------------------------
+
+    async def admit(self, *, owner: str, ip: str, reply: bool = True, stream: bool = False) -> list[Lease]:
+        """Check every limit for a request that would start a reply (and open its stream).
+
+        The checks run together (with Redis, in one round trip): a request refused by one limit
+        is still counted by the message windows that had room (an attempt is an attempt), and
+        gives back the slots it took. Raises RateLimited; returns the leases to release when
+        the work ends.
+        """
+        current = rules()
+        if not current.any:
+            return []
+        wanted = []  # (name, lease, limit, who), in the order refusals are reported
+        if reply and current.replies:
+            wanted.append(("replies", Lease(f"replies/{owner}"), current.replies, owner))
+        if stream and current.streams_ip:
+            wanted.append(("streams_ip", Lease(f"streams/{ip}"), current.streams_ip, ip))
+        hits = [
+            (name, item, who)
+            for name, item, who in (
+                ("messages_ip", current.messages_ip, ip),
+                ("messages", current.messages, owner),
+            )
+            if item is not None
+        ]
+        checks = Checks(
+            quota=None if current.tokens is None else (current.tokens, ("tokens", owner)),
+            leases=tuple((lease.key, lease.id, limit) for _, lease, limit, _ in wanted),
+            hits=tuple((item, (name, who)) for name, item, who in hits),
+            ttl=conf.stale_after(),
+        )
+        outcome = await self._safely(self.backend.check(checks), None)
+        if outcome is None:  # the storage failed: let the request through
+            return []
+        taken = [lease for (_, lease, _, _), ok in zip(wanted, outcome.leases, strict=True) if ok]
+        self._hold(taken)
+        try:
+            if not outcome.quota:
+                await self._refuse_quota(current.tokens, owner)
+            for (name, _, limit, who), ok in zip(wanted, outcome.leases, strict=True):
+                if not ok:
+                    await self._refuse_busy(name, limit, who)
+            for (name, item, who), ok in zip(hits, outcome.hits, strict=True):
+                if not ok:
+                    await self._refuse_window(item, name, who)
+        except BaseException:
+            await self.release(taken)
+            raise
+        return taken
+
+    async def open_stream(self, *, ip: str) -> Lease | None:
+        limit = rules().streams_ip
+        if not limit:
+            return None
+        lease = Lease(f"streams/{ip}")
+        if not await self._safely(self.backend.acquire(lease.key, lease.id, limit, conf.stale_after()), True):
+            await self._refuse_busy("streams_ip", limit, ip)
+        self._hold([lease])
+        return lease
+
+    def _hold(self, leases: list[Lease]) -> None:
+        if leases:
+            self.held.update(leases)
+            self._ensure_refresher()
+
+    async def _refuse_quota(self, item: RateLimitItem, owner: str) -> None:
+        stats = await self._safely(self.quota.get_window_stats(item, "tokens", owner), None)
+        wait = item.get_expiry() if stats is None else stats.reset_time - time.time()
+        await self._refuse(
+            "tokens",
+            owner,
+            wait,
+            f"You have used your quota of {describe(item)} output tokens; it renews in {in_words(wait)}.",
+        )
+
+    async def _refuse_window(self, item: RateLimitItem, limit: str, who: str) -> None:
+        key, expiry = item.key_for(limit, who), item.get_expiry()
+        window = await self._safely(self.backend.storage.get_sliding_window(key, expiry), None)
+        wait = expiry if window is None else sliding_wait(item, *window)
+        whose = "from your network address" if limit == "messages_ip" else "from you"
+        await self._refuse(
+            limit,
+            who,
+            wait,
+            f"Too many messages {whose}: the limit is {describe(item)}. Try again in {in_words(wait)}.",
+        )
+
+    async def _refuse_busy(self, name: str, limit: int, who: str) -> None:
+        if name == "replies":
+            sentence = (
+                f"You already have {limit} replies being written, the most at once: wait for one "
+                f"to finish, or stop one, then try again."
+            )
+        else:
+            sentence = (
+                f"Too many streams open from your network address (the limit is {limit}): close "
+                f"some, then try again."
+            )
+        await self._refuse(name, who, BUSY_RETRY, sentence)
+
+    async def _refuse(self, limit: str, who: str, wait: float, sentence: str) -> None:
+        error = RateLimited(sentence, limit=limit, retry_after=wait)
+        entry = {"limit": limit, "who": who, "at": time.time(), "retry_after": error.retry_after}
+        await self._safely(self.backend.record_refusal(entry), None)
+        raise error
+
+    async def release(self, leases: list[Lease]) -> None:
+        for lease in leases:
+            if not lease.released:
+                lease.released = True
+                self.held.discard(lease)
+                await self._safely(self.backend.release(lease.key, lease.id), None)
+
+    async def charge(self, *, owner: str, tokens: int) -> None:
+        """Count a reply's output tokens against its owner's quota, even past it."""
+        item = rules().tokens
+        if item is not None and tokens > 0:
+            await self._safely(self.quota.hit(item, "tokens", owner, cost=tokens), None)
+
+    async def holding(self, lease: Lease | None, stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        """The stream, with its lease released when it ends, however it ends."""
+        try:
+            async for chunk in stream:
+                yield chunk
+        finally:
+            if lease is not None:
+                await self.release([lease])
+
+    # --- leases outlive nothing: refreshed while held, lapsing once their process is gone ------
+
+    def _ensure_refresher(self) -> None:
+        if self.refresher is None or self.refresher.done():
+            self.refresher = asyncio.get_running_loop().create_task(
+                self._refresh_forever(), name="chat-limit-leases", context=contextvars.Context()
+            )
+
+    async def _refresh_forever(self) -> None:
+        while self.held:
+            await asyncio.sleep(max(conf.stale_after() / 3, 0.05))
+            leases = [(lease.key, lease.id) for lease in list(self.held) if not lease.released]
+            await self._safely(self.backend.refresh(leases, conf.stale_after()), None)
+
+    # --- what the admin shows --------------------------------------------------------------
+
+    async def usage(self, *, owner: str) -> dict:
+        current: Rules = rules()
+        result: dict = {"replies": None, "messages": None, "tokens": None}
+        if current.replies:
+            held = await self.backend.held(f"replies/{owner}")
+            result["replies"] = {"used": held, "limit": current.replies}
+        if current.messages is not None:
+            item = current.messages
+            previous, previous_ttl, count, _ = await self.backend.storage.get_sliding_window(
+                item.key_for("messages", owner), item.get_expiry()
+            )
+            used = math.floor(previous * previous_ttl / item.get_expiry() + count)
+            result["messages"] = {"used": used, "limit": describe(item)}
+        if current.tokens is not None:
+            item = current.tokens
+            key = item.key_for("tokens", owner)
+            used = await self.backend.storage.get(key)
+            renews = await self.backend.storage.get_expiry(key) - time.time()
+            result["tokens"] = {
+                "used": used,
+                "limit": describe(item),
+                "renews_in": in_words(renews) if used else None,
+            }
+        return result
+
+    async def refusals(self) -> list[dict]:
+        return await self.backend.refusals()
+
+    # --- a shared backend that fails lets requests through ----------------------------------
+
+    async def _safely(self, call, fallback):
+        try:
+            return await call
+        except Exception as exc:  # noqa: BLE001 - limits must not take the app down with Redis
+            now = time.monotonic()
+            if now - self._warned > _WARN_EVERY:
+                self._warned = now
+                log.warning("Limits not checked (their storage failed: %s); requests are let through", exc)
+            return fallback

@@ -1,0 +1,153 @@
+"""The checkpointer: one per process, it saves the partial text of every live reply at once.
+
+The database sees a bounded number of writes per reply: a checkpoint of its partial text at
+most once per CHAT_CHECKPOINT_INTERVAL while it changes, and a touch now and then while it
+does not (so that other processes see it is alive), all replies in one transaction.
+"""
+
+import asyncio
+import logging
+import time
+import uuid
+from typing import TYPE_CHECKING
+
+from django.db import DatabaseError, OperationalError, connection, transaction
+from django.utils import timezone
+
+from chat import conf, db
+from chat.eventlog import get_event_log
+from chat.models import Message
+
+if TYPE_CHECKING:
+    from chat.replies.generation import Engine, _Live
+
+log = logging.getLogger("chat.generation")
+
+STOPPED = Message.Status.STOPPED.value
+STREAMING = Message.Status.STREAMING.value
+_BATCH = 500  # ids per statement: far below SQLite's limit on query parameters
+
+
+async def checkpoint_once(engine: "Engine") -> None:
+    """Save the text of every reply that changed; touch the idle ones now and then."""
+    interval = conf.get_float("CHAT_CHECKPOINT_INTERVAL")
+    touch_every = min(3 * interval, conf.stale_after() / 3)
+    now = time.monotonic()
+    changed: dict[str, str] = {}
+    stepped: dict[str, tuple[int, dict]] = {}  # issue 12: replies whose steps changed
+    idle: list[str] = []
+    batch: dict[str, _Live] = {}
+    for reply_id, live in engine.live.items():
+        if live.steps.version != live.steps_saved:
+            stepped[reply_id] = (live.steps.version, live.steps.stored())
+        if live.text.length != live.saved or reply_id in stepped:
+            changed[reply_id] = live.text.value()
+        elif now - live.touched >= touch_every:
+            idle.append(reply_id)
+        else:
+            continue
+        batch[reply_id] = live
+    if not batch:
+        return
+    steps = {reply_id: fields for reply_id, (_, fields) in stepped.items()}
+    future = asyncio.ensure_future(db.run_to_end(_save_batch, changed, idle, steps))
+    for live in batch.values():
+        live.inflight = future
+    try:
+        gone, failed = await future
+    except OperationalError as exc:  # a busy database: try again at the next interval
+        log.warning("Checkpoint of %d reply(ies) failed: %s", len(batch), exc)
+        return
+    finally:
+        for live in batch.values():
+            live.inflight = None
+    saved = []
+    for reply_id, live in batch.items():
+        if reply_id in failed:  # tried again at the next interval
+            continue
+        live.touched = now
+        saved.append(reply_id)
+        if reply_id in changed:
+            live.saved = len(changed[reply_id])
+        if reply_id in stepped:
+            live.steps_saved = stepped[reply_id][0]
+        if reply_id in gone:  # stop requested from another process, or the reply was deleted
+            engine.cancel(reply_id, STOPPED)
+    await get_event_log().keep(saved)
+
+
+def _save_batch(
+    changed: dict[str, str], idle: list[str], steps: dict[str, dict]
+) -> tuple[set[str], set[str]]:
+    """All replies in one transaction; if the database refuses one of them, one by one, so
+    that one reply that cannot be saved never holds up the others. Returns the replies to
+    stop and the replies that failed."""
+    try:
+        return _save_checkpoints(changed, idle, steps), set()
+    except OperationalError:
+        raise
+    except DatabaseError as exc:
+        log.warning(
+            "Checkpoint of %d reply(ies) refused (%s): saving them one by one", len(changed) + len(idle), exc
+        )
+    gone: set[str] = set()
+    failed: set[str] = set()
+    for reply_id in [*changed, *idle]:
+        one = {reply_id: changed[reply_id]} if reply_id in changed else {}
+        try:
+            gone |= _save_checkpoints(one, [] if one else [reply_id], steps)
+        except OperationalError:
+            raise
+        except DatabaseError as exc:
+            log.error("Checkpoint of reply %s failed: %s", reply_id, exc)
+            failed.add(reply_id)
+    return gone, failed
+
+
+def _save_checkpoints(changed: dict[str, str], idle: list[str], steps: dict[str, dict]) -> set[str]:
+    """One transaction; returns the replies to stop. `status` is set too: a sweeper that took
+    a live reply for dead (its checkpoints held up behind a busy database) is corrected."""
+    ids = [*changed, *idle]
+    now = timezone.now()
+    alive: set[str] = set()
+    with transaction.atomic():
+        for start in range(0, len(ids), _BATCH):
+            rows = Message.objects.filter(pk__in=ids[start : start + _BATCH], stop_requested=False)
+            alive.update(str(pk) for pk in rows.values_list("pk", flat=True))
+        texts = [(content, reply_id) for reply_id, content in changed.items() if reply_id in alive]
+        if texts:  # one statement for all: an ORM update per reply costs more than the write
+            _update_texts(texts, now)
+        for _, reply_id in texts:  # issue 12: reasoning and tool steps, with the text
+            if reply_id in steps:
+                Message.objects.filter(pk=reply_id).update(**steps[reply_id])
+        touch = [reply_id for reply_id in idle if reply_id in alive]
+        for start in range(0, len(touch), _BATCH):
+            Message.objects.filter(pk__in=touch[start : start + _BATCH]).update(
+                updated_at=now, status=STREAMING
+            )
+    return set(ids) - alive
+
+
+def _update_texts(texts: list[tuple[str, str]], now) -> None:
+    quote, meta = connection.ops.quote_name, Message._meta
+    sql = "UPDATE {} SET {} = %s, {} = %s, {} = %s WHERE {} = %s".format(
+        quote(meta.db_table),
+        *(quote(meta.get_field(name).column) for name in ("content", "updated_at", "status", "id")),
+    )
+    when = connection.ops.adapt_datetimefield_value(now)
+    pk = meta.pk
+    params = [
+        (content, when, STREAMING, pk.get_db_prep_value(uuid.UUID(reply_id), connection))
+        for content, reply_id in texts
+    ]
+    with connection.cursor() as cursor:
+        cursor.executemany(sql, params)
+
+
+async def checkpoint_forever(engine: "Engine") -> None:
+    while True:
+        await asyncio.sleep(conf.get_float("CHAT_CHECKPOINT_INTERVAL"))
+        try:
+            await checkpoint_once(engine)
+        except Exception:  # never let the checkpointer die: the next pass may succeed
+            log.exception("Checkpoint failed")
