@@ -84,7 +84,7 @@ def test_a_write_retried_after_it_landed_changes_nothing(redis_settings, setting
     async def go():
         log = RedisEventLog()
         await log.open(rid)
-        client.xadd(key, {"k": "text", "d": '{"text":"abc"}'}, id="3-0")  # as if a reply got lost
+        client.xadd(key, {"k": "text", "d": "abc"}, id="3-0")  # as if a reply got lost
         await log.append(rid, "abc")
         await log.drained()
         await log.append(rid, "de")
@@ -164,3 +164,55 @@ def test_a_stop_reaches_the_generating_process_at_once(redis_settings):
     reply_id, took = run(go())
     assert reply_id == "reply-1"
     assert took < 0.5
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_redis_resumes_text_and_steps_alike_from_every_id(redis_settings, seed):
+    """Issue 12's steps through Redis: a reader in another process resumes from any id as the
+    in-memory log and the database replay do (tests/test_steps.py)."""
+    import random
+
+    from chat.steps import Steps, replay
+    from tests.test_steps import _flat
+
+    rng = random.Random(seed)
+    rid = new_uuid()
+
+    async def go():
+        writer, reader, steps, text = RedisEventLog(), RedisEventLog(), Steps(), ""
+        await writer.open(rid)
+        for _ in range(rng.randint(5, 25)):
+            kind = rng.choice(["text", "text", "reasoning", "reasoning", "tool"])
+            if kind == "text":
+                delta = rng.choice(["a", "bc", "déf", "🙂g"])
+                steps.close_run()
+                text += delta
+                await writer.append(rid, delta)
+            elif kind == "reasoning":
+                await writer.append_step(rid, steps.add_reasoning(rng.choice(["x", "yz", "∑w"]), len(text)))
+            else:
+                call = f"c{len(steps.steps)}"
+                await writer.append_step(rid, steps.tool_call(call, "t", {"n": 1}, len(text)))
+                await writer.append_step(rid, steps.tool_result(call, {"ok": True}, None, 3))
+        await writer.drained()
+        stored = steps.stored()
+        whole = replay(text, stored["reasoning"], stored["steps"], 0, None)
+        places = [(0, None)] + [
+            (event.offset, None if type(event).__name__ == "Text" else event.side) for event in whole
+        ]
+        drained = []
+        for offset, side in places:
+            sub = await reader.subscribe(rid, offset, side)
+            events = []
+            while (event := await sub.next(0.05)) is not None:
+                events.append(event)
+            await sub.close()
+            drained.append(events)
+        await reader.close()
+        await writer.close()
+        return whole, drained
+
+    whole, drained = run(go(), timeout=20)
+    assert _flat(drained[0]) == _flat(whole)
+    for i, events in enumerate(drained[1:]):
+        assert _flat(events) == _flat(whole[i + 1 :]), i

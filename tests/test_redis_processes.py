@@ -269,3 +269,25 @@ def test_four_uvicorn_workers_serve_every_reply_live_whichever_worker_answers(
         assert stopped["status"] == "stopped"
     finally:
         server.stop()
+
+
+def test_reasoning_and_tool_steps_are_streamed_from_another_process(
+    servers, database, redis_settings, settings
+):
+    """Issue 12's steps go through Redis too: the stream on B has them, in order, as stored."""
+    a = start_server(database, settings.REDIS_URL, redis_settings, CHAT_DEMO_STEPS="1")
+    try:
+        b = servers[1]
+        client = Client(a.url)
+        message = client.send(a.url, "think, then call a tool")
+        received = client.follow(b.url, message["id"])
+        kinds = [e.event for e in received]
+        assert received[-1].event == "done" and received[-1].json["status"] == "complete"
+        assert "reasoning" in kinds and "tool_call" in kinds and "tool_result" in kinds
+        assert kinds.index("tool_call") < kinds.index("tool_result") < kinds.index("message")
+        stored = client.stored(a.url, message)
+        assert text_of(received) == stored["content"]
+        reasoning = "".join(e.json["text"] for e in received if e.event == "reasoning")
+        assert reasoning == stored["reasoning"]
+    finally:
+        a.stop()
