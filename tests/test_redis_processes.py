@@ -228,7 +228,10 @@ def test_redis_killed_mid_reply_the_reply_completes_and_new_replies_use_it_again
         received = client.follow(b.url, again["id"])
         assert received[-1].json["status"] == "complete"
         assert text_of(received) == client.stored(a.url, again)["content"]
-        assert len(text_events(received)) >= 50  # live again, not checkpoint bursts
+        # Live again, not checkpoint bursts: 80 tokens at 20 a second with 1 s checkpoints give
+        # a follower of the database about 5 text events; live, one per token, or per frame
+        # when the machine is busy and deltas merge (33 seen under load).
+        assert len(text_events(received)) >= 20
         keys = redis_sync.Redis.from_url(own_redis.url).keys(f"own:reply:{again['id']}")
         assert keys
     finally:
