@@ -19,6 +19,7 @@ from django.utils.safestring import mark_safe
 from chat import conf
 from chat.models import Conversation
 from chat.ratelimit import get_limiter
+from chat.services import Owner
 
 LIMIT_NAMES = {
     "messages": "messages per person",
@@ -30,9 +31,7 @@ LIMIT_NAMES = {
 
 
 def owner_key(conversation: Conversation) -> str:
-    if conversation.user_id is not None:
-        return f"user:{conversation.user_id}"
-    return f"visitor:{conversation.visitor}"
+    return Owner(user_id=conversation.user_id, visitor=conversation.visitor).key
 
 
 async def _usage(owner: str) -> dict:

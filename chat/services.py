@@ -52,6 +52,11 @@ class Owner:
             return {"user_id": self.user_id, "visitor": ""}
         return {"user": None, "visitor": self.visitor or ""}
 
+    @property
+    def key(self) -> str:
+        """What the limits count this owner as (chat/ratelimit), and the admin looks up."""
+        return f"user:{self.user_id}" if self.user_id is not None else f"visitor:{self.visitor or ''}"
+
 
 def parse_id(value: str, what: str) -> uuid.UUID:
     try:

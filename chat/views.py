@@ -145,8 +145,7 @@ async def get_owner(request: HttpRequest, *, create: bool = False) -> Owner:
 
 def admission_for(request: HttpRequest, owner: Owner, *, cache: bool = True) -> Admission:
     """The limits (and the answer cache) of a request that would start a reply."""
-    who = f"user:{owner.user_id}" if owner.user_id is not None else f"visitor:{owner.visitor or ''}"
-    return Admission(owner=who, ip=client_ip(request), stream=wants_stream(request), cache=cache)
+    return Admission(owner=owner.key, ip=client_ip(request), stream=wants_stream(request), cache=cache)
 
 
 def read_json(request: HttpRequest, *, required: bool) -> dict:
