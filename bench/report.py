@@ -182,6 +182,9 @@ def rows(r: dict) -> list[tuple[str, str, str, str, str, str]]:
         )
     )
 
+    if "burst" in r:
+        out += burst_rows(r["burst"]["app"], r["burst"]["baseline"])
+
     writes = r["writes"]
     out.append(
         (
@@ -237,6 +240,35 @@ def rows(r: dict) -> list[tuple[str, str, str, str, str, str]]:
         )
     )
     return out
+
+
+def burst_rows(a: dict, b: dict) -> list[tuple[str, str, str, str, str, str]]:
+    """4b. replies in a burst (issue 14)."""
+    what = (
+        f"{a['replies']:,} replies of {a['tokens_per_reply']} tokens at 20 tokens/s, "
+        f"opened over {a['over_s']:g} s"
+    )
+    cpu = _ratio(a["cpu_us_per_token"], b["cpu_us_per_token"])
+    first = _ratio(a["first_text_p99_ms"], b["first_text_p99_ms"])
+    complete = a["complete"] == a["replies"]
+    return [
+        (
+            f"replies in a burst: server CPU per token, the opening included (µs); {what}",
+            _num(a["cpu_us_per_token"]),
+            _num(b["cpu_us_per_token"]),
+            _num(cpu, 2) + "x",
+            "≤ 1.5x",
+            _verdict(None if cpu is None else cpu <= 1.5 and complete),
+        ),
+        (
+            "  first text after the request, p50 / p99 (ms; token 0 is due at 50 ms); replies complete",
+            f"{_num(a['first_text_p50_ms'])} / {_num(a['first_text_p99_ms'])}; {a['complete']:,}",
+            f"{_num(b['first_text_p50_ms'])} / {_num(b['first_text_p99_ms'])}; {b['complete']:,}",
+            _num(first, 2) + "x (p99)",
+            "≤ 2x",
+            _verdict(None if first is None else first <= 2 and complete),
+        ),
+    ]
 
 
 def _paced_cell(level: dict | None) -> str:

@@ -65,8 +65,7 @@ class Bench:
         return {target: await self.measure(name, target, env, run) for target in ("app", "baseline")}
 
     async def paced_levels(self) -> dict:
-        seconds = self.sizes.paced_ramp + self.sizes.paced_window + 5
-        env = scenarios.paced_env(seconds)
+        env = scenarios.paced_levels_env(self.sizes)
         levels, held = [], {"app": 0, "baseline": 0}
         behind: set[str] = set()
         for n in self.sizes.paced_levels:
@@ -96,8 +95,9 @@ class Bench:
         print("3. memory per idle stream", flush=True)
         idle = await self.both("idle", scenarios.IDLE_ENV, lambda srv: scenarios.idle(srv, s))
         print("4. first status and first text under load", flush=True)
-        env = scenarios.paced_env(60 + s.probes * 0.2)
-        first = await self.both("first", env, lambda srv: scenarios.first_events(srv, s))
+        first = await self.both("first", scenarios.first_env(s), lambda srv: scenarios.first_events(srv, s))
+        print("4b. replies in a burst: opened over a few seconds, the opening included", flush=True)
+        burst = await self.both("burst", scenarios.burst_env(s), lambda srv: scenarios.burst(srv, s))
         print("5. a reply followed from another process: in-process log, then Redis", flush=True)
         followed_result = await followed(self.template, self.workdir, s)
         print("6. server CPU a limit check adds to a send (in-process, memory and Redis)", flush=True)
@@ -114,6 +114,7 @@ class Bench:
             "paced": paced,
             "idle": idle,
             "first": first,
+            "burst": burst,
             "followed": followed_result,
             "writes": writes,
             "limits": limit_check,

@@ -20,13 +20,16 @@ LATE_MS = 50.0  # a stream is held while its tokens' p99 lateness is under this
 class Sizes:
     flat_streams: int = 50
     flat_tokens: int = 2000
-    paced_levels: tuple[int, ...] = (100, 200, 400, 700, 1000, 1500, 2000, 3000)
+    paced_levels: tuple[int, ...] = (100, 200, 400, 700, 1000, 1200, 1500, 2000, 3000)
     paced_window: float = 8.0  # seconds measured once every stream has its first token
     paced_ramp: float = 30.0  # seconds allowed to open the streams, else fallen behind
     idle_streams: int = 2000
     probe_background: int = 100
     probes: int = 150
     followed_streams: int = 500  # 5. replies followed from another process (Redis)
+    burst_replies: int = 400  # 7. replies in a burst: this many ...
+    burst_tokens: int = 200  # ... of this many tokens at PACED_RATE ...
+    burst_over: float = 8.0  # ... opened evenly over this many seconds
     limit_sends: int = 20_000  # sends through the limit check (bench/limits.py), per backend
 
 
@@ -42,6 +45,9 @@ QUICK = Sizes(
     probes=20,
     followed_streams=50,
     limit_sends=2_000,
+    burst_replies=60,
+    burst_tokens=40,
+    burst_over=2.0,
 )
 
 
@@ -65,6 +71,16 @@ def paced_env(seconds: float) -> dict[str, str]:
     return {"CHAT_DEMO_RATE": str(PACED_RATE), "CHAT_DEMO_TOKENS": str(int(PACED_RATE * seconds))}
 
 
+def paced_levels_env(sizes: Sizes) -> dict[str, str]:
+    """2.: replies long enough to outlast the ramp and the window."""
+    return paced_env(sizes.paced_ramp + sizes.paced_window + 5)
+
+
+def first_env(sizes: Sizes) -> dict[str, str]:
+    """4.: background replies that outlast every probe."""
+    return paced_env(60 + sizes.probes * 0.2)
+
+
 async def _settle(futures: list[asyncio.Future], timeout: float) -> bool:
     if not futures:
         return True
@@ -77,6 +93,13 @@ def _close(streams: list[Stream]) -> None:
         stream.close()
 
 
+async def _warm_up(client: Client, count: int) -> None:
+    """A few replies to their end before measuring: imports, caches, the first connections."""
+    warm = await client.open_many(QUESTION, count)
+    await _settle([s.finished for s in warm], 60)
+    _close(warm)
+
+
 # --- 1. server CPU per token, flat out ------------------------------------------------------
 
 
@@ -87,9 +110,7 @@ def flat_env(sizes: Sizes) -> dict[str, str]:
 async def flat_out(server: Server, sizes: Sizes) -> dict:
     client = Client(server.port)
     await client.setup()
-    warm = await client.open_many(QUESTION, 2)
-    await _settle([s.finished for s in warm], 60)
-    _close(warm)
+    await _warm_up(client, 2)
     tokens = demo_tokens(QUESTION, sizes.flat_tokens)
     total_chars = sum(map(len, tokens))
     cpu0, client0, t0 = server.cpu(), cpu_seconds(), clock()
@@ -253,4 +274,54 @@ async def first_events(server: Server, sizes: Sizes) -> dict:
         "stops_ok": sum(status == 200 for status in stops),
         "background_streaming": background_ok,
         "errors": sum(s.errors for s in background),
+    }
+
+
+# --- 7. replies in a burst (issue 14) ------------------------------------------------------------
+
+
+def burst_env(sizes: Sizes) -> dict[str, str]:
+    return {"CHAT_DEMO_RATE": str(PACED_RATE), "CHAT_DEMO_TOKENS": str(sizes.burst_tokens)}
+
+
+async def burst(server: Server, sizes: Sizes) -> dict:
+    """People send at the same moments: `burst_replies` replies asked for at even intervals
+    over `burst_over` seconds, each POSTed as its own request (open loop: a slow answer does
+    not delay the next request). Server CPU from the first request until every reply ended,
+    the opening included, per token delivered; the first text's delay from its request."""
+    client = Client(server.port)
+    await client.setup()
+    await _warm_up(client, 4)
+    tokens = demo_tokens(QUESTION, sizes.burst_tokens)
+    total_chars = sum(map(len, tokens))
+    n, gap = sizes.burst_replies, sizes.burst_over / sizes.burst_replies
+    cpu0, client0, t0 = server.cpu(), cpu_seconds(), clock()
+
+    async def one(i: int) -> Stream:
+        await asyncio.sleep(max(0.0, t0 + i * gap - clock()))
+        return await client.open_stream(QUESTION)
+
+    streams = await asyncio.gather(*(one(i) for i in range(n)))
+    finished = await _settle(
+        [s.finished for s in streams], sizes.burst_over + 3 * len(tokens) / PACED_RATE + 30
+    )
+    wall, cpu, client_cpu = clock() - t0, server.cpu() - cpu0, cpu_seconds() - client0
+    _close(streams)
+    complete = sum(s.end == "done" and s.offsets[-1:] == [total_chars] for s in streams)
+    delivered = complete * len(tokens)
+    first = [(s.first_text - s.sent) * 1000 for s in streams if s.first_text is not None]
+    return {
+        "replies": n,
+        "tokens_per_reply": len(tokens),
+        "over_s": sizes.burst_over,
+        "complete": complete,
+        "all_finished": finished,
+        "wall_s": wall,
+        "server_cpu_s": cpu,
+        "cpu_us_per_token": cpu / max(delivered, 1) * 1e6,
+        "first_text_p50_ms": percentile(first, 50) if first else math.inf,
+        "first_text_p99_ms": percentile(first, 99) if first else math.inf,
+        "first_token_due_ms": 1000 / PACED_RATE,
+        "client_busy": client_cpu / wall,
+        "errors": sum(s.errors for s in streams),
     }

@@ -1,6 +1,7 @@
 """The servers under test, each in a process of its own pinned to CPU 0, and what the kernel
 says about them (/proc: CPU time and resident memory)."""
 
+import asyncio
 import os
 import shutil
 import signal
@@ -8,8 +9,11 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -159,3 +163,28 @@ class Server:
             self.proc.wait(5)
         except ProcessLookupError:
             pass
+
+
+@asynccontextmanager
+async def in_process(**chat: str) -> AsyncIterator[int]:
+    """The project under uvicorn on this process's running loop, on a fresh copy of the bench
+    database, with `chat` settings; yields its port. For counting and tracing what Python
+    does per reply (bench/hops.py, bench/stream_memory.py), never for timings."""
+    work = Path(tempfile.mkdtemp(prefix="chat-in-process-"))
+    template = work / "template.sqlite3"
+    await asyncio.to_thread(prepare_database, template)
+    os.environ.update(base_env(copy_database(template, work / "db.sqlite3"), **chat))
+    import uvicorn
+
+    port = free_port()
+    config = uvicorn.Config(TARGETS["app"], port=port, log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:  # noqa: ASYNC110 - uvicorn's flag, no event to wait on
+        await asyncio.sleep(0.05)
+    try:
+        yield port
+    finally:
+        server.should_exit = True
+        await task
+        shutil.rmtree(work, ignore_errors=True)

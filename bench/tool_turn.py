@@ -60,9 +60,7 @@ def main() -> None:
             OPENAI_BASE_URL=f"{vendor.url}/v1",
             CHAT_MODELS="openai:gpt-test",
             CHAT_TOOLS="bench.tool_turn.stamp",
-            CHAT_TITLE_BY_MODEL="0",
-            CHAT_LIMIT_MESSAGES="0",
-            CHAT_LIMIT_MESSAGES_IP="0",
+            CHAT_TITLE_BY_MODEL="0",  # the limits are off already (base_env)
         )
         server = Server("app", env).start()
         try:

@@ -11,6 +11,7 @@ from functools import lru_cache
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 
 DEFAULTS: dict[str, Any] = {
     # Models offered (`provider:model` ids) and the default one. An empty list offers `demo` plus
@@ -105,6 +106,11 @@ DEFAULTS: dict[str, Any] = {
     "CHAT_REDIS_MAXLEN": 20_000,
     # Seconds to wait for Redis before a reply goes on without it (then: the database).
     "CHAT_REDIS_TIMEOUT": 2.0,
+    # The server process's garbage collector (chat/asgi.py, at start-up): what start-up loaded
+    # is frozen out of collections (gc.freeze) and collections run at these thresholds, not
+    # Python's 700, 10, 10 (issue 14: a full collection walked every open stream's objects,
+    # 0.2 s at 700 streams). Empty: Python's own collector, untouched.
+    "CHAT_GC_THRESHOLDS": "5000,20,100",
 }
 
 # The type of an environment value whose default is None.
@@ -155,6 +161,23 @@ def get_float(name: str) -> float:
 
 def get_int(name: str) -> int:
     return int(get(name))
+
+
+def get_ints(name: str) -> tuple[int, ...]:
+    """Whole numbers, comma separated (a list or tuple in settings.py); empty: ()."""
+    value = get(name)
+    if value is None or str(value).strip() == "":
+        return ()
+    parts = value if isinstance(value, list | tuple) else str(value).split(",")
+    try:
+        numbers = tuple(int(str(part).strip()) for part in parts)
+    except ValueError:
+        numbers = (-1,)
+    if any(number < 0 for number in numbers):
+        raise ImproperlyConfigured(
+            f"{name} must be whole numbers, comma separated (such as 5000,20,100), not {value!r}."
+        )
+    return numbers
 
 
 def get_str(name: str) -> str:

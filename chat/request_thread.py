@@ -1,52 +1,126 @@
-"""Give back, during a long response, the thread and connection Django holds for the request.
+"""The thread a request's sync work runs on: borrowed from a pool, given back once a stream is open.
 
-The one place that touches asgiref's private state. asgiref runs each ASGI request's sync work
-(its ThreadSensitiveContext) on a thread of its own, kept with its database connection until
-the response ends; a stream stays open for minutes, so a thousand streams would hold a
-thousand threads and connections (PostgreSQL's default limit is 100). The thread per request
-is by design (Django ticket #32889, asgiref PR #227, which added the two attributes used
-here); Django ticket #33497, about connections held under ASGI, was closed as documentation
-only, and asgiref offers no public way to let the thread go early. So this reaches
-`SyncToAsync.thread_sensitive_context` and `SyncToAsync.context_to_thread_executor`:
-relied on for asgiref >=3.8.1 (Django 5.2's minimum) to 3.13 (checked with 3.13.0; pinned
-below 4 in pyproject.toml). If a version renames them, this does nothing (the stream still
-works, holding its thread) and logs it once; tests/test_request_thread.py fails to say so.
+Under ASGI, Django runs each request inside asgiref's ThreadSensitiveContext, and by default
+that context makes a thread of its own (a ThreadPoolExecutor of one worker) on the request's
+first sync call and shuts it down when the response ends. Two costs came of it (issue 14's
+profile of 400 replies opened in a burst): making a thread per request, and, for a stream
+that stays open for minutes, holding that thread and its database connection for as long
+(Django ticket #33497 was closed as documentation only; #32889 and asgiref PR #227 explain
+why the thread is per request).
+
+asgiref 3.13 lets the caller give the context its executor (`ThreadSensitiveContext(
+executor=...)`, public; the caller owns it). So `request_context()` gives each HTTP request a
+`RequestExecutor` that borrows a worker thread from a small pool on the request's first sync
+call; `release_request_thread()`, once a stream has sent its first event, has that thread
+close its database connections and gives the worker back, and a sync call later in the same
+request (the response's close at the end) borrows one again. Each request's sync work still runs on one
+thread at a time, as thread-sensitive code needs; no private asgiref state is used.
+`chat.asgi.with_chat` enters the context around Django's ASGI handler; a request served
+without it (Django's test client) keeps asgiref's own behaviour.
 """
 
-import logging
-from concurrent.futures import ThreadPoolExecutor
+import contextvars
+import threading
+from collections.abc import Callable
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from typing import Any
 
-from asgiref.sync import SyncToAsync, sync_to_async
+from asgiref.sync import ThreadSensitiveContext
 from django.db import connections
 
-log = logging.getLogger("chat.streams")
-_warned = False
+IDLE_KEPT = 32  # idle worker threads kept for the next requests (a burst reuses them); more are shut down
 
 
-def _request_executor() -> tuple[object, ThreadPoolExecutor] | tuple[None, None]:
-    """The current request's context and its thread executor, if asgiref still keeps them so."""
-    global _warned
-    contexts = getattr(SyncToAsync, "thread_sensitive_context", None)
-    executors = getattr(SyncToAsync, "context_to_thread_executor", None)
-    if contexts is None or executors is None:
-        if not _warned:
-            _warned = True
-            log.warning("asgiref changed: open streams keep their request's thread (chat/request_thread.py)")
-        return None, None
-    context = contexts.get(None)
-    executor = executors.get(context) if context is not None else None
-    return (context, executor) if executor is not None else (None, None)
+class ThreadPool:
+    """Single-worker executors for requests, handed out and taken back on the event loop."""
+
+    def __init__(self, keep: int = IDLE_KEPT) -> None:
+        self.keep = keep
+        self.idle: list[ThreadPoolExecutor] = []
+        self.made = 0  # worker threads made so far (tests and the benchmark's notes)
+        self.lock = threading.Lock()  # take/give run on the loop; the lock keeps others safe
+
+    def take(self) -> ThreadPoolExecutor:
+        with self.lock:
+            if self.idle:
+                return self.idle.pop()
+            self.made += 1
+        return ThreadPoolExecutor(max_workers=1, thread_name_prefix="chat-request")
+
+    def give(self, worker: ThreadPoolExecutor) -> None:
+        with self.lock:
+            if len(self.idle) < self.keep:
+                self.idle.append(worker)
+                return
+        worker.shutdown(wait=False)
+
+
+pool = ThreadPool()
+
+
+class RequestExecutor(Executor):
+    """One request's thread-sensitive executor: a borrowed worker, one call at a time."""
+
+    def __init__(self, threads: ThreadPool) -> None:
+        self.threads = threads
+        self.worker: ThreadPoolExecutor | None = None
+        self.last: Future | None = None  # one worker runs calls in order: the last one done, all are
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
+        if self.worker is None:
+            self.worker = self.threads.take()
+        self.last = self.worker.submit(fn, *args, **kwargs)
+        return self.last
+
+    def give_back(self) -> bool:
+        """The worker goes back to the pool if it has no call in flight."""
+        worker = self.worker
+        if worker is None or (self.last is not None and not self.last.done()):
+            return False
+        self.worker = self.last = None  # an open stream keeps neither (memory per idle stream)
+        self.threads.give(worker)
+        return True
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self.give_back()
+
+
+_current: contextvars.ContextVar[RequestExecutor | None] = contextvars.ContextVar(
+    "chat_request_executor", default=None
+)
+
+
+class request_context:  # noqa: N801 - used as `async with request_context():`, like asgiref's
+    """Around one HTTP request: asgiref's thread-sensitive context on a pooled worker."""
+
+    def __init__(self, threads: ThreadPool = pool) -> None:
+        self.executor = RequestExecutor(threads)
+        self.context = ThreadSensitiveContext(executor=self.executor)
+
+    async def __aenter__(self) -> "request_context":
+        self.token = _current.set(self.executor)
+        await self.context.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        try:
+            await self.context.__aexit__(*exc)
+        finally:
+            _current.reset(self.token)
+            self.executor.give_back()
 
 
 async def release_request_thread() -> None:
-    """Close this request's database connections and let its thread go.
+    """Give this request's thread back to the pool, its database connections closed first.
 
-    Runs when a stream's body starts, after the middleware; a later sync call in this request
-    simply gets a new thread.
+    Runs once a stream has sent its first event; a later sync call in this request borrows a
+    worker again. The close is queued on that thread, not awaited: the next request to borrow
+    the worker runs after it, and the stream does not wait for a hop. Outside
+    `request_context` (Django's test client) this does nothing: asgiref's own per-request
+    thread then stays until the response ends.
     """
-    context, executor = _request_executor()
-    if executor is None:
+    executor = _current.get()
+    if executor is None or executor.worker is None:
         return
-    await sync_to_async(connections.close_all)()
-    SyncToAsync.context_to_thread_executor.pop(context, None)
-    executor.shutdown(wait=False)
+    executor.worker.submit(connections.close_all)  # per thread: this closes that thread's
+    executor.give_back()

@@ -203,7 +203,8 @@ def _prompt(conversation: Conversation, info: ModelInfo, new: str | None = None)
     Read before the write, off the writer thread: the writer only inserts, and a long
     conversation costs its own send the budget's rows, nobody else anything.
     """
-    turns = context.turns_newest_first(conversation.pk)
+    # A conversation being created has no history to read (create-and-send, issue 14).
+    turns = iter(()) if conversation._state.adding else context.turns_newest_first(conversation.pk)
     if new is not None:
         turns = itertools.chain([Turn("user", new)], turns)
     kept = context.fit_newest(conversation.system_prompt, turns, conf.get_int("CHAT_CONTEXT_CHARS"))
@@ -213,7 +214,13 @@ def _prompt(conversation: Conversation, info: ModelInfo, new: str | None = None)
 
 
 def _add_reply(
-    conversation: Conversation, info: ModelInfo, *, now, created_at=None, title: str | None = None
+    conversation: Conversation,
+    info: ModelInfo,
+    *,
+    now,
+    created_at=None,
+    title: str | None = None,
+    just_created: bool = False,
 ) -> Message:
     """In the caller's transaction: a `streaming` reply and the conversation's activity."""
     assistant = Message.objects.create(
@@ -227,7 +234,8 @@ def _add_reply(
     changes = {"updated_at": now, "model": info.id}
     if title:
         changes["title"] = title
-    Conversation.objects.filter(pk=conversation.pk).update(**changes)
+    if not just_created:  # a conversation inserted in this transaction has these already
+        Conversation.objects.filter(pk=conversation.pk).update(**changes)
     for key, value in changes.items():
         setattr(conversation, key, value)
     return assistant
@@ -235,8 +243,12 @@ def _add_reply(
 
 def _store_turn(*, conversation: Conversation, content: str, info: ModelInfo) -> tuple[Message, Message]:
     now = timezone.now()
+    title = None if conversation.title else title_from(content)
     with transaction.atomic():
-        if conversation._state.adding:  # a new conversation is stored with its first message
+        new = conversation._state.adding
+        if new:  # a new conversation is stored with its first message, its activity included
+            conversation.updated_at, conversation.model = now, info.id
+            conversation.title = title or conversation.title
             conversation.save(force_insert=True)
         user = Message.objects.create(
             conversation=conversation, role=Message.Role.USER, content=content, model=info.id, created_at=now
@@ -247,7 +259,8 @@ def _store_turn(*, conversation: Conversation, content: str, info: ModelInfo) ->
             info,
             now=now,
             created_at=now + timedelta(microseconds=1),
-            title=None if conversation.title else title_from(content),
+            title=title,
+            just_created=new,
         )
     return user, assistant
 
@@ -273,7 +286,10 @@ async def message_send(
     untitled = not conversation.title
     if admission is not None:
         await admission.admit()
-    prompt = await sync_to_async(_prompt)(conversation, info, new=content)
+    if conversation._state.adding:  # no history to read: no thread hop either (issue 14)
+        prompt = _prompt(conversation, info, new=content)
+    else:
+        prompt = await sync_to_async(_prompt)(conversation, info, new=content)
     # On the replies' writer thread(s): on SQLite one writer means writes queue instead of
     # meeting in SQLite's lock, whose busy handler sleeps in steps of up to 100 ms.
     user, assistant = await db.run(_store_turn, conversation=conversation, content=content, info=info)

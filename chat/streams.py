@@ -109,7 +109,6 @@ async def _follow_database(
 async def reply_stream(message: Message, offset: int, side: int | None = None) -> AsyncIterator[bytes]:
     """retry, start, what came after the place (`offset`, and `side` for a step id; live or
     stored), then done or error."""
-    await release_request_thread()
     heartbeat = conf.get_float("CHAT_HEARTBEAT_INTERVAL")
     yield ServerSentEvent(retry=conf.get_int("CHAT_RETRY_MS")).encode()
     yield event(
@@ -130,6 +129,7 @@ async def reply_stream(message: Message, offset: int, side: int | None = None) -
     window = conf.get_float("CHAT_MERGE_WINDOW")
     last_text = -window
     held: Event | None = None
+    thread_held = True  # the request's thread, given back after the first event
     try:
         while True:
             try:
@@ -158,5 +158,8 @@ async def reply_stream(message: Message, offset: int, side: int | None = None) -
             yield progress.before(item) + encode(item, message) + progress.after(item)
             if isinstance(item, End):
                 return
+            if thread_held:  # once the first event is out, not before it (one hop less to wait for)
+                thread_held = False
+                await release_request_thread()
     finally:
         await subscription.close()

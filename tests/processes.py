@@ -9,6 +9,10 @@ import threading
 import time
 from pathlib import Path
 
+import httpx
+
+from tests.sse_client import SSE, events
+
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 # Tests drive every server from one address: limits off, unless a test turns one on.
@@ -119,3 +123,45 @@ class ServerProcess:
             except (ProcessLookupError, subprocess.TimeoutExpired):
                 os.killpg(os.getpgid(self.proc.pid), signal.SIGKILL)
                 self.proc.wait(5)
+
+
+class Visitor:
+    """One visitor (one cookie jar) talking to every server: cookies are per host, not port."""
+
+    def __init__(self, first_url: str, *, session_first: bool = False) -> None:
+        self.http = httpx.Client(timeout=30)
+        self.http.get(first_url + "/").raise_for_status()
+        if session_first:  # an empty conversation, so that requests sent at once are one visitor's
+            self.http.post(first_url + "/api/conversations", json={}, headers=self.headers).raise_for_status()
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"X-CSRFToken": self.http.cookies["csrftoken"]}
+
+    def send(self, url: str, content: str) -> dict:
+        response = self.http.post(url + "/api/conversations", json={"content": content}, headers=self.headers)
+        assert response.status_code == 201, response.text
+        return response.json()["assistant_message"]
+
+    def follow(
+        self, url: str, message_id: str, *, after: int | None = None, texts: int | None = None, on_text=None
+    ) -> list[SSE]:
+        """The stream's events to its end, or to `texts` text events (then it hangs up); `on_text`
+        is called with the count of text events so far."""
+        headers = {} if after is None else {"Last-Event-ID": str(after)}
+        received: list[SSE] = []
+        with self.http.stream("GET", f"{url}/api/messages/{message_id}/stream", headers=headers) as response:
+            assert response.status_code == 200
+            for event in events(response.iter_lines()):
+                received.append(event)
+                count = sum(e.event == "message" for e in received)
+                if event.event == "message" and on_text is not None:
+                    on_text(count)
+                if event.event in ("done", "error") or (texts is not None and count >= texts):
+                    break
+        return received
+
+    def stored(self, url: str, message: dict) -> dict:
+        response = self.http.get(f"{url}/api/conversations/{message['conversation_id']}")
+        assert response.status_code == 200, response.text
+        return next(m for m in response.json()["messages"] if m["id"] == message["id"])

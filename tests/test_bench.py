@@ -42,6 +42,9 @@ def test_the_quick_benchmark_runs_end_to_end_and_reports_every_metric(tmp_path):
         assert first["answered"] == first["probes"] == first["stops_ok"], first
         assert 0 < first["status_p50_ms"] <= first["status_p99_ms"]
         assert first["text_p99_ms"] >= first["status_p99_ms"]
+        burst = r["burst"][target]  # 4b. replies in a burst (issue 14)
+        assert burst["complete"] == burst["replies"] and burst["errors"] == 0, burst
+        assert burst["cpu_us_per_token"] > 0 and burst["first_text_p50_ms"] <= burst["first_text_p99_ms"]
         assert r["locked"][target] == 0
         assert 0 < r["client_busy"][target] < 1.5
 
@@ -50,6 +53,7 @@ def test_the_quick_benchmark_runs_end_to_end_and_reports_every_metric(tmp_path):
     assert r["writes"]["paced"]["mean"] >= 2
     assert r["limits"]["memory"]["cpu_us_per_send"] > 0 and r["limits"]["memory"]["sends"] > 0
     assert "limit check adds per send, memory backend" in table
+    assert "replies in a burst: server CPU per token" in table
     assert set(r["paced"]["held"]) == {"app", "baseline"}
     followed = r["followed"]  # 5. a reply followed from another process (Redis), if redis-server is here
     if followed is not None:
@@ -81,3 +85,21 @@ def test_the_big_conversation_benchmark_runs_end_to_end(tmp_path):
         if name != "quiet":
             assert phase["heavy_sends"] > 0 and phase["heavy_errors"] == 0, phase
     assert "| run | phase |" in result.stdout
+
+
+@pytest.mark.timeout(120)
+def test_opening_replies_makes_no_thread_and_few_hops():
+    """bench/hops.py counts (never times) the calls handed to threads while replies run: a
+    request borrows a pooled thread (chat/request_thread.py) and the middleware hooks that
+    do no I/O stay on the loop (chat/middleware.py); before issue 14, 22 calls a reply and
+    3 new threads."""
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.hops", "5"], cwd=ROOT, capture_output=True, text=True, timeout=110
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[-1].split() == ["0.0", "threads", "started"], result.stdout
+    assert "a request's own new thread" not in result.stdout
+    assert not any("Middleware" in line for line in lines), result.stdout
+    request_hops = sum(float(line.split()[0]) for line in lines if "chat-request:" in line)
+    assert request_hops <= 4.5, result.stdout

@@ -2,6 +2,7 @@
 
 import sys
 
+import pytest
 from django.core.checks import run_checks
 
 from chat.checks import worker_count
@@ -41,3 +42,48 @@ def test_workers_are_counted_from_uvicorns_command_line(monkeypatch):
     assert worker_count() == 3
     monkeypatch.setattr(sys, "argv", ["uvicorn", "project.asgi:application", "--workers=2"])
     assert worker_count() == 2
+
+
+@pytest.mark.parametrize(
+    "path, ours",
+    [
+        ("chat.middleware.SecurityMiddleware", "chat.W004"),
+        ("chat.middleware.XFrameOptionsMiddleware", "chat.W005"),
+        ("chat.middleware.CsrfViewMiddleware", "chat.W006"),
+    ],
+)
+def test_django_security_checks_silenced_for_chat_middleware_still_hold(settings, path, ours):
+    """Django's deploy checks know its middleware by name only: the project silences them and
+    chat.W004-W006 say the same, knowing subclasses; removing the middleware is still caught."""
+    from chat.checks import check_security_middleware
+
+    assert "security.W001" in settings.SILENCED_SYSTEM_CHECKS
+    assert check_security_middleware() == []
+    settings.MIDDLEWARE = [m for m in settings.MIDDLEWARE if m != path]
+    assert [w.id for w in check_security_middleware()] == [ours]
+    settings.MIDDLEWARE = [*settings.MIDDLEWARE, path.replace("chat.middleware", "django.middleware.x")]
+    assert [w.id for w in check_security_middleware()] == [ours]  # an entry that does not import
+
+
+@pytest.mark.parametrize("value", ["5000,x", "-1", "1,2,3,4"])
+def test_gc_thresholds_written_wrong_are_named_at_start(settings, value):
+    settings.CHAT_GC_THRESHOLDS = value
+    assert "chat.E002" in ids()
+
+
+def test_the_server_freezes_what_start_up_loaded_and_collects_less_often(settings):
+    import gc
+
+    from chat.asgi import tune_garbage_collector
+
+    before = gc.get_threshold()
+    try:
+        settings.CHAT_GC_THRESHOLDS = ""
+        tune_garbage_collector()
+        assert gc.get_threshold() == before and gc.get_freeze_count() == 0  # left alone
+        settings.CHAT_GC_THRESHOLDS = "5000,20,100"
+        tune_garbage_collector()
+        assert gc.get_threshold() == (5000, 20, 100) and gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)

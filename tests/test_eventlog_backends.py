@@ -1,16 +1,17 @@
 """The event log contract (tests/test_eventlog.py) for Redis Streams and for the database."""
 
 import asyncio
+import random
 import uuid
 
 import pytest
 import redis as redis_sync
 
-from chat.eventlog import End, Text
+from chat.eventlog import End, LogUnavailable, Text
 from chat.eventlog.redis import RedisEventLog
 from chat.models import Conversation, Message
 from chat.replies.follower import DatabaseEventLog
-from tests.test_eventlog import Backend, EventLogContract, new_uuid, run
+from tests.test_eventlog import Backend, EventLogContract, follow, new_uuid, run
 
 
 class TestRedisEventLog(EventLogContract):
@@ -147,6 +148,159 @@ def test_one_reader_and_a_few_connections_serve_many_followers(redis_settings, s
     assert connections <= 4  # the reader's XREAD, the stop listener, a catch-up or two
 
 
+def test_the_reader_names_one_frames_stream_per_writing_process_and_reads_once_a_frame(redis_settings):
+    """Following 200 replies of two processes, the reader's XREAD names two streams, and it
+    reads about once per frame written, not once per reply (counted, not timed)."""
+    writers = [RedisEventLog(), RedisEventLog()]
+    ids = [[new_uuid() for _ in range(100)] for _ in writers]
+
+    async def go():
+        reader = RedisEventLog()
+        for writer, rids in zip(writers, ids, strict=True):
+            for rid in rids:
+                await writer.open(rid)
+        subs = [await reader.subscribe(rid, 0) for rids in ids for rid in rids]
+        for part in "abcde":
+            for writer, rids in zip(writers, ids, strict=True):
+                for rid in rids:
+                    await writer.append(rid, part)
+            for writer in writers:
+                await writer.drained()
+        got = []
+        for sub in subs:
+            text = ""
+            while len(text) < 5 and (event := await sub.next(2)) is not None:
+                text += event.text if isinstance(event, Text) else ""
+            got.append(text)
+        follower = reader._conn.reader
+        followed, reads = set(follower.cursors), follower.reads
+        frames = sum(writer._conn.frames for writer in writers)
+        for sub in subs:
+            await sub.close()
+        await reader.close()
+        names = {writer._conn.frames_key for writer in writers}
+        for writer in writers:
+            await writer.close()
+        return got, followed, names, reads, frames
+
+    got, followed, names, reads, frames = run(go(), timeout=20)
+    assert got == ["abcde"] * 200
+    assert followed == names
+    # One read per frame, one woken for each stream it began to follow, the first, a timeout.
+    assert reads <= frames + len(names) + 2, (reads, frames)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_followers_joining_anywhere_get_every_delta_once_across_many_replies(redis_settings, seed):
+    """Many replies written frame after frame while followers join from random places: each
+    gets the rest of its reply once, contiguous, then the end."""
+    rng = random.Random(seed)
+    ids = [new_uuid() for _ in range(120)]
+
+    async def go():
+        writer, reader = RedisEventLog(), RedisEventLog()
+        texts = dict.fromkeys(ids, "")
+        for rid in ids:
+            await writer.open(rid)
+        subs = []
+        for _ in range(30):
+            for rid in rng.sample(ids, 40):
+                delta = rng.choice(["a", "bc", "déf", "🙂"])
+                texts[rid] += delta
+                await writer.append(rid, delta)
+            for rid in rng.sample(ids, 6):
+                offset = rng.randint(0, len(texts[rid]))
+                subs.append((rid, offset, await reader.subscribe(rid, offset)))
+            if rng.random() < 0.5:
+                await asyncio.sleep(0.02)  # a frame goes out meanwhile
+        for rid in ids:
+            await writer.end(rid, End("complete"))
+        await writer.drained()
+        followed = []
+        for rid, offset, sub in subs:
+            followed.append((rid, offset, await follow(sub)))
+            await sub.close()
+        await reader.close()
+        await writer.close()
+        return texts, followed
+
+    texts, followed = run(go(), timeout=30)
+    for rid, offset, events in followed:
+        assert events[-1] == End("complete"), (rid, offset, events)
+        place, text = offset, ""
+        for event in events[:-1]:
+            assert isinstance(event, Text) and event.offset - len(event.text) == place, (offset, events)
+            place, text = event.offset, text + event.text
+        assert text == texts[rid][offset:]
+
+
+async def unavailable(sub, timeout: float) -> LogUnavailable | None:
+    """Reads `sub` until it says the log is unavailable (returned) or goes quiet (None)."""
+    try:
+        while await sub.next(timeout) is not None:
+            pass
+    except LogUnavailable as exc:
+        return exc
+    return None
+
+
+def _followed_then_broken(rid: str, breaks, timeout: float) -> tuple:
+    """A reply written "ab" and followed from another process; then `breaks(writer)` (async)
+    does something to Redis: the follower's first event, and how it ended (LogUnavailable, or
+    None if it just went quiet)."""
+
+    async def go():
+        writer, reader = RedisEventLog(), RedisEventLog()
+        await writer.open(rid)
+        await writer.append(rid, "ab")
+        await writer.drained()
+        sub = await reader.subscribe(rid, 0)
+        first = await sub.next(1)
+        try:
+            await breaks(writer)
+            return first, await unavailable(sub, timeout)
+        finally:
+            await sub.close()
+            await reader.close()
+            await writer.close()
+
+    return run(go())
+
+
+def test_a_frame_that_never_arrived_sends_its_followers_to_the_database(redis_settings, settings):
+    """Frames are numbered: one missing (trimmed, or lost in a write that failed) could hold a
+    delta, so its followers go on from the database rather than skip it."""
+    rid = new_uuid()
+    client = redis_client(settings.REDIS_URL)
+    key = f"{redis_settings}reply:{rid}"
+
+    async def lose_frames(writer) -> None:
+        frames = client.xrange(key, "0-1", "0-1")[0][1]["d"]  # the `open` entry names it
+        client.xadd(frames, {"f": "[]"}, id="1000-0")  # as if frames before it were lost
+
+    first, failed = _followed_then_broken(rid, lose_frames, 1)
+    assert first == Text(2, "ab")
+    assert failed is not None and failed.offset == 2 and not failed.writer_gone
+
+
+def test_a_reply_redis_refuses_sends_its_followers_to_the_database(redis_settings, settings):
+    """The writer could not append to the reply's stream: the `moved` entry that tells its
+    followers reaches them through the frames stream all the same."""
+    rid = new_uuid()
+    client = redis_client(settings.REDIS_URL)
+    key = f"{redis_settings}reply:{rid}"
+
+    async def refuse(writer) -> None:
+        client.delete(key)
+        client.set(key, "not a stream", ex=60)  # its next entries are refused
+        await writer.append(rid, "cd")
+        await writer.drained()
+
+    first, failed = _followed_then_broken(rid, refuse, 0.5)
+    assert first == Text(2, "ab")
+    assert failed is not None and failed.offset == 2 and not failed.writer_gone
+
+
 def test_a_stop_reaches_the_generating_process_at_once(redis_settings):
     async def go():
         generating, elsewhere = RedisEventLog(), RedisEventLog()
@@ -172,28 +326,15 @@ def test_redis_resumes_text_and_steps_alike_from_every_id(redis_settings, seed):
     in-memory log and the database replay do (tests/test_steps.py)."""
     import random
 
-    from chat.steps import Steps, replay
-    from tests.test_steps import _flat
+    from chat.steps import replay
+    from tests.test_steps import _flat, log_random_reply
 
     rng = random.Random(seed)
     rid = new_uuid()
 
     async def go():
-        writer, reader, steps, text = RedisEventLog(), RedisEventLog(), Steps(), ""
-        await writer.open(rid)
-        for _ in range(rng.randint(5, 25)):
-            kind = rng.choice(["text", "text", "reasoning", "reasoning", "tool"])
-            if kind == "text":
-                delta = rng.choice(["a", "bc", "déf", "🙂g"])
-                steps.close_run()
-                text += delta
-                await writer.append(rid, delta)
-            elif kind == "reasoning":
-                await writer.append_step(rid, steps.add_reasoning(rng.choice(["x", "yz", "∑w"]), len(text)))
-            else:
-                call = f"c{len(steps.steps)}"
-                await writer.append_step(rid, steps.tool_call(call, "t", {"n": 1}, len(text)))
-                await writer.append_step(rid, steps.tool_result(call, {"ok": True}, None, 3))
+        writer, reader = RedisEventLog(), RedisEventLog()
+        steps, text = await log_random_reply(rng, writer, rid)
         await writer.drained()
         stored = steps.stored()
         whole = replay(text, stored["reasoning"], stored["steps"], 0, None)

@@ -11,9 +11,8 @@ import httpx
 import pytest
 
 from tests.conftest import free_port, need_service
-from tests.processes import PYTHON, ServerProcess, migrate, server_env
+from tests.processes import PYTHON, ServerProcess, Visitor, migrate, server_env
 from tests.sse_client import text_of
-from tests.test_multiprocess import Browser
 
 
 @pytest.fixture
@@ -57,13 +56,13 @@ def start(tmp_path, redis_prefix):
         server.stop()
 
 
-def post(browser: Browser, url: str, content: str) -> httpx.Response:
+def post(browser: Visitor, url: str, content: str) -> httpx.Response:
     return browser.http.post(f"{url}/api/conversations", json={"content": content}, headers=browser.headers)
 
 
 def test_two_processes_share_the_message_count(start):
     a, b = start(CHAT_LIMIT_MESSAGES="4/day"), start(CHAT_LIMIT_MESSAGES="4/day")
-    browser = Browser(a.url)
+    browser = Visitor(a.url, session_first=True)
     for url in (a.url, b.url, a.url, b.url):
         assert post(browser, url, "hello").status_code == 201
     for url in (a.url, b.url):
@@ -74,7 +73,7 @@ def test_two_processes_share_the_message_count(start):
 def test_a_killed_process_frees_its_reply_slots_within_the_stale_window(start):
     slow = {"CHAT_LIMIT_REPLIES": "3", "CHAT_DEMO_RATE": "2", "CHAT_DEMO_TOKENS": "200"}
     a, b = start(**slow), start(**slow)
-    browser = Browser(a.url)
+    browser = Visitor(a.url, session_first=True)
     for _ in range(3):
         assert post(browser, a.url, "a long reply").status_code == 201
     response = post(browser, b.url, "one more")
@@ -91,7 +90,7 @@ def test_a_killed_process_frees_its_reply_slots_within_the_stale_window(start):
 
 def test_the_answer_cache_is_shared_by_two_processes(start):
     a, b = start(CHAT_CACHE_TTL="60"), start(CHAT_CACHE_TTL="60")
-    browser = Browser(a.url)
+    browser = Visitor(a.url, session_first=True)
     question = f"What is {uuid.uuid4().hex}?"
     first = post(browser, a.url, question).json()["assistant_message"]
     assert browser.follow(a.url, first["id"])[-1].json["status"] == "complete"

@@ -7,12 +7,11 @@ generating process through the database.
 
 import asyncio
 
-import httpx
 import pytest
 
 from tests.conftest import free_port
-from tests.processes import PYTHON, ServerProcess, migrate, server_env
-from tests.sse_client import events, stream_new_replies, text_of
+from tests.processes import PYTHON, ServerProcess, Visitor, migrate, server_env
+from tests.sse_client import stream_new_replies, text_of
 
 FAST = {"CHAT_CHECKPOINT_INTERVAL": "0.1", "CHAT_DEMO_RATE": "40", "CHAT_DEMO_TOKENS": "80"}
 
@@ -21,47 +20,6 @@ def uvicorn(database: str, *args: str, **env: str) -> ServerProcess:
     port = free_port()
     command = [PYTHON, "-m", "uvicorn", "project.asgi:application", "--port", str(port), *args]
     return ServerProcess(command, server_env(database, **FAST, **env), port).start()
-
-
-class Browser:
-    """One cookie jar for every server: cookies are per host, not per port."""
-
-    def __init__(self, first_url: str) -> None:
-        self.http = httpx.Client(timeout=30)
-        self.http.get(first_url + "/")
-        # A session first, so that requests sent at once all belong to this visitor.
-        self.http.post(first_url + "/api/conversations", json={}, headers=self.headers).raise_for_status()
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"X-CSRFToken": self.http.cookies["csrftoken"]}
-
-    def send(self, url: str, content: str) -> dict:
-        response = self.http.post(url + "/api/conversations", json={"content": content}, headers=self.headers)
-        assert response.status_code == 201, response.text
-        return response.json()["assistant_message"]
-
-    def follow(self, url: str, message_id: str, on_first_text=None) -> list:
-        received = []
-        with self.http.stream("GET", f"{url}/api/messages/{message_id}/stream") as response:
-            assert response.status_code == 200
-            for event in events(response.iter_lines()):
-                received.append(event)
-                if (
-                    event.event == "message"
-                    and on_first_text
-                    and sum(e.event == "message" for e in received) == 1
-                ):
-                    on_first_text()
-                if event.event in ("done", "error"):
-                    return received
-        return received
-
-    def stored(self, url: str, message: dict) -> dict:
-        response = self.http.get(f"{url}/api/conversations/{message['conversation_id']}")
-        assert response.status_code == 200, response.text
-        conversation = response.json()
-        return next(m for m in conversation["messages"] if m["id"] == message["id"])
 
 
 @pytest.fixture
@@ -76,7 +34,7 @@ def two_servers(tmp_path):
 
 def test_a_reply_is_followed_to_its_end_from_another_process(two_servers):
     a, b = two_servers
-    browser = Browser(a.url)
+    browser = Visitor(a.url, session_first=True)
     message = browser.send(a.url, "follow me elsewhere")
     received = browser.follow(b.url, message["id"])
     assert received[-1].event == "done" and received[-1].json["status"] == "complete"
@@ -86,15 +44,18 @@ def test_a_reply_is_followed_to_its_end_from_another_process(two_servers):
 
 def test_a_reply_is_stopped_from_another_process_and_keeps_its_text(two_servers):
     a, b = two_servers
-    browser = Browser(a.url)
+    browser = Visitor(a.url, session_first=True)
     message = browser.send(a.url, "stop me from elsewhere")
     stopped = {}
 
-    def stop() -> None:
-        response = browser.http.post(f"{b.url}/api/messages/{message['id']}/stop", headers=browser.headers)
-        stopped.update(response.json())
+    def stop(texts: int) -> None:  # at the first text event
+        if texts == 1:
+            response = browser.http.post(
+                f"{b.url}/api/messages/{message['id']}/stop", headers=browser.headers
+            )
+            stopped.update(response.json())
 
-    received = browser.follow(b.url, message["id"], on_first_text=stop)
+    received = browser.follow(b.url, message["id"], on_text=stop)
     assert stopped["status"] == "stopped"
     assert received[-1].event == "done" and received[-1].json["status"] == "stopped"
     stored = browser.stored(a.url, message)
@@ -115,7 +76,7 @@ def test_postgres_with_two_workers_streams_stops_and_keeps_connections_flat(post
         database, "--workers", str(workers), CHAT_DB_THREADS=str(threads), DATABASE_POOL_SIZE=str(pool)
     )
     try:
-        browser = Browser(server.url)
+        browser = Visitor(server.url, session_first=True)
         # Replies from both workers, streamed at once; each one saved with exactly what was sent.
         results = asyncio.run(
             stream_new_replies(server.url, 40, browser.http.cookies, browser.headers["X-CSRFToken"])

@@ -12,14 +12,13 @@ import threading
 import time
 from collections.abc import Iterator
 
-import httpx
 import pytest
 import redis as redis_sync
 
 from chat.providers.demo import demo_tokens
 from tests.conftest import free_port
-from tests.processes import PYTHON, ServerProcess, migrate, port_open, server_env
-from tests.sse_client import SSE, events, text_of
+from tests.processes import PYTHON, ServerProcess, Visitor, migrate, port_open, server_env
+from tests.sse_client import SSE, text_of
 
 # A checkpoint a second: a stream following the database would get about one text event a
 # second; through Redis it gets one per token (20 a second).
@@ -31,45 +30,6 @@ def start_server(database: str, redis_url: str, prefix: str, **env: str) -> Serv
     command = [PYTHON, "-m", "uvicorn", "project.asgi:application", "--port", str(port)]
     extra = {**PACE, "REDIS_URL": redis_url, "CHAT_REDIS_PREFIX": prefix, **env}
     return ServerProcess(command, server_env(database, **extra), port).start()
-
-
-class Client:
-    """One visitor (one cookie jar) talking to every server."""
-
-    def __init__(self, first_url: str) -> None:
-        self.http = httpx.Client(timeout=30)
-        self.http.get(first_url + "/").raise_for_status()
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"X-CSRFToken": self.http.cookies["csrftoken"]}
-
-    def send(self, url: str, content: str) -> dict:
-        response = self.http.post(url + "/api/conversations", json={"content": content}, headers=self.headers)
-        assert response.status_code == 201, response.text
-        return response.json()["assistant_message"]
-
-    def follow(
-        self, url: str, message_id: str, *, after: int | None = None, texts: int | None = None, on_text=None
-    ):
-        """The stream's events to its end, or to `texts` text events (then it hangs up); `on_text`
-        is called with the count of text events so far."""
-        headers = {} if after is None else {"Last-Event-ID": str(after)}
-        received: list[SSE] = []
-        with self.http.stream("GET", f"{url}/api/messages/{message_id}/stream", headers=headers) as response:
-            assert response.status_code == 200
-            for event in events(response.iter_lines()):
-                received.append(event)
-                count = sum(e.event == "message" for e in received)
-                if event.event == "message" and on_text is not None:
-                    on_text(count)
-                if event.event in ("done", "error") or (texts is not None and count >= texts):
-                    break
-        return received
-
-    def stored(self, url: str, message: dict) -> dict:
-        conversation = self.http.get(f"{url}/api/conversations/{message['conversation_id']}").json()
-        return next(m for m in conversation["messages"] if m["id"] == message["id"])
 
 
 def text_events(received: list[SSE]) -> list[SSE]:
@@ -93,7 +53,7 @@ def servers(database, redis_settings, settings) -> Iterator[list[ServerProcess]]
 
 def test_a_reply_is_streamed_live_from_another_process_and_resumed_on_a_third(servers):
     a, b, c = servers
-    client = Client(a.url)
+    client = Visitor(a.url)
     message = client.send(a.url, "one process writes, two others read")
     first = client.follow(b.url, message["id"], texts=20)
     offset = int(text_events(first)[-1].id)
@@ -112,7 +72,7 @@ def test_a_reply_is_streamed_live_from_another_process_and_resumed_on_a_third(se
 
 def test_a_stop_sent_to_another_process_ends_the_reply_at_once(servers):
     a, b, _ = servers
-    client = Client(a.url)
+    client = Visitor(a.url)
     message = client.send(a.url, "stop me from elsewhere " * 5)
     stop: dict = {}
 
@@ -138,7 +98,7 @@ def test_a_killed_process_leaves_its_followers_an_interrupted_end_within_the_sta
     a = start_server(database, settings.REDIS_URL, redis_settings, **fast)
     b = start_server(database, settings.REDIS_URL, redis_settings, **fast)
     try:
-        client = Client(a.url)
+        client = Visitor(a.url)
         message = client.send(a.url, "this process will die")
         killed: dict = {}
 
@@ -202,7 +162,7 @@ def test_redis_killed_mid_reply_the_reply_completes_and_new_replies_use_it_again
     a = start_server(database, own_redis.url, "own:", CHAT_DEMO_TOKENS="80")
     b = start_server(database, own_redis.url, "own:", CHAT_DEMO_TOKENS="80")
     try:
-        client = Client(a.url)
+        client = Visitor(a.url)
         content = "redis goes away meanwhile"
         message = client.send(a.url, content)
         results: dict = {}
@@ -253,7 +213,7 @@ def test_four_uvicorn_workers_serve_every_reply_live_whichever_worker_answers(
     }
     server = ServerProcess(command, server_env(database, **extra), port).start()
     try:
-        client = Client(server.url)
+        client = Visitor(server.url)
         for i in range(6):
             content = f"worker question {i}"
             message = client.send(server.url, content)
@@ -281,7 +241,7 @@ def test_reasoning_and_tool_steps_are_streamed_from_another_process(
     a = start_server(database, settings.REDIS_URL, redis_settings, CHAT_DEMO_STEPS="1")
     try:
         b = servers[1]
-        client = Client(a.url)
+        client = Visitor(a.url)
         message = client.send(a.url, "think, then call a tool")
         received = client.follow(b.url, message["id"])
         kinds = [e.event for e in received]

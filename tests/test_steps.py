@@ -90,28 +90,31 @@ def test_tools_that_cannot_be_offered_are_refused_with_a_sentence(paths, says):
     assert says in str(raised.value)
 
 
+async def log_random_reply(rng: random.Random, log, reply_id: str) -> tuple[Steps, str]:
+    """A reply of text, reasoning runs and tool steps in a random order, written to `log` (any
+    event log backend) as the engine would write it; its steps and text."""
+    steps, text = Steps(), ""
+    await log.open(reply_id)
+    for _ in range(rng.randint(5, 25)):
+        kind = rng.choice(["text", "text", "reasoning", "reasoning", "tool"])
+        if kind == "text":
+            delta = rng.choice(["a", "bc", "déf", "🙂g"])
+            steps.close_run()
+            text += delta
+            await log.append(reply_id, delta)
+        elif kind == "reasoning":
+            await log.append_step(reply_id, steps.add_reasoning(rng.choice(["x", "yz", "∑w"]), len(text)))
+        else:
+            call = f"c{len(steps.steps)}"
+            await log.append_step(reply_id, steps.tool_call(call, "t", {"n": 1}, len(text)))
+            await log.append_step(reply_id, steps.tool_result(call, {"ok": True}, None, 3))
+    return steps, text
+
+
 def _random_reply(rng: random.Random) -> tuple[MemoryEventLog, Steps, str]:
-    """A reply of text, reasoning runs and tool steps in a random order, logged as it would be."""
-    log, steps, text = MemoryEventLog(), Steps(), ""
-
-    async def build():
-        nonlocal text
-        await log.open("r")
-        for _ in range(rng.randint(5, 25)):
-            kind = rng.choice(["text", "text", "reasoning", "reasoning", "tool"])
-            if kind == "text":
-                delta = rng.choice(["a", "bc", "déf", "🙂g"])
-                steps.close_run()
-                text += delta
-                await log.append("r", delta)
-            elif kind == "reasoning":
-                await log.append_step("r", steps.add_reasoning(rng.choice(["x", "yz", "∑w"]), len(text)))
-            else:
-                call = f"c{len(steps.steps)}"
-                await log.append_step("r", steps.tool_call(call, "t", {"n": 1}, len(text)))
-                await log.append_step("r", steps.tool_result(call, {"ok": True}, None, 3))
-
-    asyncio.run(build())
+    """A random reply (log_random_reply) in an in-process log, as reply "r"."""
+    log = MemoryEventLog()
+    steps, text = asyncio.run(log_random_reply(rng, log, "r"))
     return log, steps, text
 
 

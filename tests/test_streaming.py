@@ -214,7 +214,9 @@ def test_history_and_system_prompt_reach_the_model(tab):
     conversation = tab.conversation(system_prompt="You are terse.", model="script:fake")
     first = tab.send(script({"say": "first answer"}), conversation["id"])
     tab.wait_finished(first["assistant_message"]["id"], conversation["id"])
-    tab.send(script({"say": "second"}), conversation["id"])
+    second = tab.send(script({"say": "second"}), conversation["id"])
+    # The reply runs detached from the send: the model is asked after the 201, so wait.
+    tab.wait_finished(second["assistant_message"]["id"], conversation["id"])
     prompt = PROMPTS[-1]
     assert prompt.system == "You are terse."
     assert [(t.role, t.content) for t in prompt.turns] == [

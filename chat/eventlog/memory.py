@@ -1,6 +1,7 @@
 """An event log in this process's memory: one server process (one uvicorn worker)."""
 
 import asyncio
+import contextvars
 from bisect import bisect_left, bisect_right
 
 from chat import conf
@@ -24,7 +25,10 @@ class _Deadlines:
         self.waiting[future] = loop.time() + timeout
         self.period = min(self.period, max(timeout / 4, 0.005))
         if self.task is None or self.task.done():
-            self.task = loop.create_task(self._tick(), name="chat-eventlog-deadlines")
+            # Not in the context of the request that first waited: the ticker outlives it.
+            self.task = loop.create_task(
+                self._tick(), name="chat-eventlog-deadlines", context=contextvars.Context()
+            )
 
     async def _tick(self) -> None:
         loop = asyncio.get_running_loop()

@@ -4,9 +4,14 @@ One stream per reply (`<prefix>reply:<id>`), never reused. Each entry is a kind 
 payload (codec.py); its id is `<text offset>-<n>`: a text entry ends at that offset (n = 0),
 other events come after the text they follow (n = 1, 2, ...). Redis refuses an id not above
 the stream's last, so a write retried after a lost reply changes nothing. Deltas are merged
-per frame (CHAT_MERGE_WINDOW) and every reply's entries of a frame go in one pipeline, with
-an approximate MAXLEN. The stream lives while the reply's checkpoints refresh its TTL; at the
+per frame (CHAT_MERGE_WINDOW) and every reply's entries of a frame go in one call, with an
+approximate MAXLEN. The stream lives while the reply's checkpoints refresh its TTL; at the
 end it is shortened to CHAT_LOG_GRACE (the database has the reply by then).
+
+Each frame also goes whole, as one entry, to the writing process's frames stream
+(`<prefix>frames:<uuid>`, named in every reply's `open` entry): the other processes follow
+live replies there, one key per writing process whatever the number of replies
+(redis_reader.py); a reply's own stream serves the catch-ups, resumes and rescues.
 
 The process generating a reply keeps it in memory too (MemoryEventLog): its own streams
 never wait for Redis, and go on if Redis goes away. Then the reply goes on without Redis (the
@@ -17,6 +22,7 @@ Stops travel on a pub/sub channel to every process; the generating one ends the 
 
 import asyncio
 import contextvars
+import json
 import logging
 import os
 import uuid
@@ -36,35 +42,57 @@ from chat.eventlog.redis_reader import (
     kind_and_data,
     parse_id,
     raw_entries,
+    stream_head,
 )
 
 log = logging.getLogger("chat.eventlog")
 RETRY_AFTER = 1.0  # seconds without trying Redis after it failed
 
+FRAMES_KEPT = 1000  # a frames stream's approximate MAXLEN: a reader further behind fails over
+
 # One frame's entries, of every reply, in one round trip and one command (EVALSHA): as a
 # pipeline of XADDs, redis-py parsed each reply in Python, which cost the writing process
-# more than the reply itself (README: Deploying, figures). KEYS[i] gets the entry ARGV[3i]
-# (id), ARGV[3i+1] (kind), ARGV[3i+2] (payload); ARGV[1] is the MAXLEN, ARGV[2] the TTL in ms
-# after an `end`. Returns per entry 0 (written), 1 (that id was written before: a retry) or
-# the error. Its keys are many streams: a single Redis, not a Cluster.
+# more than the reply itself; and the frame travels as one JSON argument, as redis-py's
+# packing of four arguments per entry cost the writer a tenth of its CPU (NOTES-reader.md).
+# ARGV[7] is the frame, a flat array [reply id, entry id, kind, payload, ...]: each entry goes
+# to the stream ARGV[1]..reply id (MAXLEN ~ARGV[2]; an `end` shortens its TTL to ARGV[3] ms; a
+# `moved` never creates it), then the frame as it is to the frames stream KEYS[1], id ARGV[5]
+# (the frame's number), MAXLEN ~ARGV[4], TTL ARGV[6] ms, without the entries Redis refused (a
+# follower gets nothing its reply's stream lacks). Returns per entry 0 (written), 1 (that id
+# was written before: a retry) or the error. It writes many streams: a single Redis, not a
+# Cluster.
 WRITE_FRAME = """
-local out = {}
-for i, key in ipairs(KEYS) do
-  local j = 3 * i
-  local ok = redis.pcall('XADD', key, 'MAXLEN', '~', ARGV[1], ARGV[j], 'k', ARGV[j + 1], 'd', ARGV[j + 2])
-  if type(ok) == 'table' and ok.err then
-    out[i] = string.find(ok.err, 'equal or smaller', 1, true) and 1 or ok.err
+local frame = cjson.decode(ARGV[7])
+local out, kept = {}, nil
+for i = 1, #frame, 4 do
+  local key, id, kind, data = ARGV[1] .. frame[i], frame[i + 1], frame[i + 2], frame[i + 3]
+  local ok
+  if kind == 'moved' then
+    ok = redis.pcall('XADD', key, 'NOMKSTREAM', 'MAXLEN', '~', ARGV[2], id, 'k', kind, 'd', data)
   else
-    out[i] = 0
-    if ARGV[j + 1] == 'end' then redis.call('PEXPIRE', key, ARGV[2]) end
+    ok = redis.pcall('XADD', key, 'MAXLEN', '~', ARGV[2], id, 'k', kind, 'd', data)
+  end
+  local refused = type(ok) == 'table' and ok.err
+  if refused then
+    out[#out + 1] = string.find(ok.err, 'equal or smaller', 1, true) and 1 or ok.err
+  else
+    out[#out + 1] = 0
+    if kind == 'end' then redis.call('PEXPIRE', key, ARGV[3]) end
+  end
+  -- The frames stream gets all but an entry refused (a retry's is there; a `moved` goes anyway).
+  local drop = refused and out[#out] ~= 1 and kind ~= 'moved'
+  if drop and not kept then
+    kept = {}
+    for j = 1, i - 1 do kept[j] = frame[j] end
+  elseif kept and not drop then
+    for j = i, i + 3 do kept[#kept + 1] = frame[j] end
   end
 end
+if kept then frame = #kept > 0 and cjson.encode(kept) or '[]' else frame = ARGV[7] end
+redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], ARGV[5], 'f', frame)
+redis.call('PEXPIRE', KEYS[1], ARGV[6])
 return out
 """
-
-
-def _last_is_reasoning(pending: list[list]) -> bool:
-    return bool(pending) and isinstance(pending[-1][2], ReasoningText)
 
 
 @dataclass(eq=False)
@@ -74,18 +102,25 @@ class _Outgoing:
     key: str
     offset: int = 0
     seq: int = 0
-    pending: list[list] = field(default_factory=list)  # [id, kind, payload or Text]
+    # [id, kind, payload]; a text entry is [end offset, "text", its deltas], joined when written
+    pending: list[list] = field(default_factory=list)
     ended: bool = False
+
+    def add_text(self, offset: int, text: str) -> None:
+        """A delta ending at `offset`, merged with the text before it while waiting for the frame."""
+        self.offset, self.seq = offset, 0
+        last = self.pending[-1] if self.pending else None
+        if last is not None and last[1] == "text":
+            last[0] = offset
+            last[2].append(text)
+        else:
+            self.pending.append([offset, "text", [text]])
 
     def add(self, event: Event) -> None:
         if isinstance(event, Text):
-            self.offset, self.seq = event.offset, 0
-            last = self.pending[-1] if self.pending else None
-            if last is not None and last[1] == "text":  # merged while waiting for the frame
-                last[0], last[2] = f"{event.offset}-0", Text(event.offset, last[2].text + event.text)
-                return
-            self.pending.append([f"{event.offset}-0", "text", event])
-        elif (
+            self.add_text(event.offset, event.text)
+            return
+        if (
             isinstance(event, ReasoningText)
             and self.pending
             and isinstance(self.pending[-1][2], ReasoningText)
@@ -115,6 +150,8 @@ class _Connection:
         )
         raw_entries(self.client)
         self.prefix, self.timeout = prefix, timeout
+        self.frames_key = f"{prefix}frames:{uuid.uuid4().hex}"  # this process's frames stream
+        self.frames = 0  # the number of the last frame written (or tried)
         self.reader: Reader | None = None
         self.tasks: list[asyncio.Task] = []
         self.write_frame = self.client.register_script(WRITE_FRAME)
@@ -143,7 +180,8 @@ class RedisEventLog(EventLog):
     def __init__(self) -> None:
         self.local = MemoryEventLog()
         self.writing: dict[str, _Outgoing] = {}
-        self.moved: dict[str, str] = {}  # key -> id of a `moved` entry still to write
+        self.queued: dict[str, _Outgoing] = {}  # those of `writing` with entries for the next frame
+        self.moved: dict[str, str] = {}  # reply id -> id of a `moved` entry still to write
         self.down_until = 0.0
         self.dirty: asyncio.Event | None = None
         self.busy = False  # a pipeline is being written
@@ -196,7 +234,7 @@ class RedisEventLog(EventLog):
         """Wait until what was appended so far is written to Redis (or given up)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while self.busy or any(out.pending for out in self.writing.values()):  # noqa: ASYNC110
+        while self.busy or self.queued or (self.moved and self._available()):  # noqa: ASYNC110
             if loop.time() > deadline:
                 return
             await asyncio.sleep(0.005)  # polled: only tests and shutdown wait for this
@@ -205,7 +243,8 @@ class RedisEventLog(EventLog):
 
     async def open(self, reply_id: str) -> None:
         """Creates the stream before the reply starts, so that a stream asked for at once, on
-        any process, finds it. Without Redis the reply is this process's alone."""
+        any process, finds it; its `open` entry names the frames stream that carries it live.
+        Without Redis the reply is this process's alone."""
         await self.local.open(reply_id)
         if not self._available():
             return
@@ -213,7 +252,7 @@ class RedisEventLog(EventLog):
         out.seq = 1
         try:
             async with conn.client.pipeline(transaction=False) as pipe:
-                pipe.xadd(out.key, {"k": "open", "d": "{}"}, id="0-1")
+                pipe.xadd(out.key, {"k": "open", "d": conn.frames_key}, id="0-1")
                 pipe.pexpire(out.key, self._ttl_ms())
                 await pipe.execute()
         except FAILURES as exc:
@@ -225,11 +264,16 @@ class RedisEventLog(EventLog):
         out = self.writing.get(reply_id)
         if out is not None:
             out.add(event)
+            self.queued[reply_id] = out
             self.dirty.set()
 
     async def append(self, reply_id: str, text: str) -> int:
         length = await self.local.append(reply_id, text)
-        self._put(reply_id, Text(length, text))
+        out = self.writing.get(reply_id)
+        if out is not None:  # _put's, without a Text per delta
+            out.add_text(length, text)
+            self.queued[reply_id] = out
+            self.dirty.set()
         return length
 
     async def append_step(self, reply_id: str, step: Step) -> None:
@@ -245,41 +289,59 @@ class RedisEventLog(EventLog):
         self._put(reply_id, end)
 
     async def _write_forever(self, conn: _Connection) -> None:
-        frame = conf.get_float("CHAT_MERGE_WINDOW")
+        frame, loop = conf.get_float("CHAT_MERGE_WINDOW"), asyncio.get_running_loop()
         while True:
             await self.dirty.wait()
+            started = loop.time()
             self.dirty.clear()
-            batch = [(rid, out, out.take()) for rid, out in list(self.writing.items()) if out.pending]
-            if batch:
+            queued, self.queued = self.queued, {}
+            batch = [(rid, out, out.take()) for rid, out in queued.items() if out.pending]
+            moved = {}
+            if self.moved and self._available():
+                moved, self.moved = self.moved, {}
+            if batch or moved:
                 self.busy = True
                 try:
-                    await self._write(conn, batch)
+                    await self._write(conn, batch, moved)
                 finally:
                     self.busy = False
-            if self.moved and self._available():
-                await self._write_moved(conn)
-            await asyncio.sleep(frame)  # what arrives meanwhile goes in the next pipeline, merged
+            # What arrives meanwhile goes in the next frame, merged; a frame from this one's
+            # start, not from its write's end (on a busy core the write's round trip was as long).
+            await asyncio.sleep(max(frame - (loop.time() - started), 0))
 
-    async def _write(self, conn: _Connection, batch: list[tuple[str, _Outgoing, list[list]]]) -> None:
-        """Every entry of the frame in one call (WRITE_FRAME); an entry Redis refuses marks its
-        reply, which goes on without Redis."""
-        keys: list[str] = []
-        args: list[object] = [
+    async def _write(
+        self, conn: _Connection, batch: list[tuple[str, _Outgoing, list[list]]], moved: dict[str, str]
+    ) -> None:
+        """Every entry of the frame in one call (WRITE_FRAME), `moved` entries last; an entry
+        Redis refuses marks its reply, which goes on without Redis."""
+        frame: list[str] = []
+        owners: list[str] = []
+        for reply_id, _, entries in batch:
+            for entry_id, kind, payload in entries:
+                if kind == "text":
+                    frame.extend((reply_id, f"{entry_id}-0", "text", "".join(payload)))
+                else:
+                    frame.extend((reply_id, entry_id, *codec.encode(payload)))
+                owners.append(reply_id)
+        for reply_id, entry_id in moved.items():
+            frame.extend((reply_id, entry_id, "moved", "{}"))
+        conn.frames += 1  # a frame that failed leaves a gap: its readers fail over (redis_reader.py)
+        args = [
+            f"{conn.prefix}reply:",
             conf.get_int("CHAT_REDIS_MAXLEN"),
             round(conf.get_float("CHAT_LOG_GRACE") * 1000),
+            FRAMES_KEPT,
+            f"{conn.frames}-0",
+            self._ttl_ms(),
+            json.dumps(frame, ensure_ascii=False, separators=(",", ":")),
         ]
-        owners: list[str] = []
-        for reply_id, out, entries in batch:
-            for entry_id, _, event in entries:
-                keys.append(out.key)
-                args.extend((entry_id, *codec.encode(event)))
-                owners.append(reply_id)
         try:
-            results = await conn.write_frame(keys=keys, args=args)
+            results = await conn.write_frame(keys=[conn.frames_key], args=args)
         except FAILURES as exc:
             self._failed("write", exc)
-            results = [str(exc)] * len(keys)
-        failed = {rid for rid, result in zip(owners, results, strict=True) if result not in (0, 1)}
+            results = [str(exc)] * (len(owners) + len(moved))
+            self.moved.update(moved)
+        failed = {rid for rid, result in zip(owners, results, strict=False) if result not in (0, 1)}
         for reply_id, out, _ in batch:
             if reply_id in failed:
                 self._abandon(reply_id, out)
@@ -289,18 +351,9 @@ class RedisEventLog(EventLog):
     def _abandon(self, reply_id: str, out: _Outgoing) -> None:
         """This reply goes on without Redis; its followers elsewhere switch to the database."""
         self.writing.pop(reply_id, None)
-        self.moved[out.key] = f"{out.offset}-{out.seq + 1000}"
-
-    async def _write_moved(self, conn: _Connection) -> None:
-        moved, self.moved = self.moved, {}
-        try:
-            async with conn.client.pipeline(transaction=False) as pipe:
-                for key, entry_id in moved.items():
-                    pipe.xadd(key, {"k": "moved", "d": "{}"}, id=entry_id, nomkstream=True)
-                await pipe.execute(raise_on_error=False)
-        except FAILURES as exc:
-            self._failed("write", exc)
-            self.moved.update(moved)
+        self.queued.pop(reply_id, None)
+        self.moved[reply_id] = f"{out.offset}-{out.seq + 1000}"
+        self.dirty.set()  # told in the next frame, or (Redis away) in the first one after
 
     async def keep(self, reply_ids: Iterable[str]) -> None:
         keys = [self.writing[rid].key for rid in reply_ids if rid in self.writing]
@@ -355,25 +408,40 @@ class RedisEventLog(EventLog):
         if local is not None or not self._available():
             return local
         conn, key = self._connection(), self._key(reply_id)
+        since = f"{offset}-0" if offset else "-"
         try:
-            entries = await conn.client.execute_command("XRANGE", key, f"{offset}-0" if offset else "-", "+")
+            async with conn.client.pipeline(transaction=False) as pipe:
+                pipe.execute_command("XRANGE", key, "0-1", "0-1")
+                pipe.execute_command("XRANGE", key, since, "+")
+                head, entries = await pipe.execute()
         except FAILURES as exc:
             self._failed("read", exc)
             return None
-        # No entry: no such stream (any stream holds its `open` entry), then the database.
-        if not entries and (offset == 0 or not await self._exists(key)):
+        # No `open` entry naming a frames stream: no such stream (or one trimmed that far, or
+        # written by an older version), then the database.
+        frames = stream_head(head)
+        if frames is None:
             return None
         check_every = max(conf.stale_after() / 2, 0.05)
-        sub = RedisSubscription(key, offset, self._alive, check_every, side)
-        sub.feed(entries)
+        sub = RedisSubscription(key, reply_id, offset, self._alive, check_every, side)
+        sub.feed_stream(entries)
         if sub.failed:  # trimmed, or moved to the database
             return None
-        if not any(isinstance(e, End) for e in sub.queue):
-            try:
-                await conn.reader_for().add(sub)
-            except FAILURES as exc:
-                self._failed("read", exc)
-                return None
+        if any(isinstance(e, End) for e in sub.queue):
+            return sub  # nothing more will come
+        try:
+            # Live from the reader, which holds what it brings until the rest written meanwhile
+            # is read: from the last entry taken, so nothing falls between.
+            await conn.reader_for().add(sub, frames)
+            since = "{}-{}".format(*sub.last) if sub.last != (0, 0) else since
+            sub.caught_up(await conn.client.execute_command("XRANGE", key, since, "+"))
+        except FAILURES as exc:
+            await sub.close()
+            self._failed("read", exc)
+            return None
+        if sub.failed:
+            await sub.close()
+            return None
         return sub
 
     async def text_of(self, reply_id: str) -> str | None:
@@ -394,12 +462,6 @@ class RedisEventLog(EventLog):
             parts.append(text)
             length = end
         return "".join(parts)
-
-    async def _exists(self, key: str) -> bool:
-        try:
-            return bool(await self._connection().client.exists(key))
-        except FAILURES:
-            return False
 
     async def _alive(self, key: str) -> bool:
         """Is the reply's writer still there? Its checkpoints refresh the TTL at least every

@@ -10,6 +10,7 @@ with what the tool said (issue 12).
 """
 
 import asyncio
+import functools
 import itertools
 import json
 import re
@@ -54,17 +55,24 @@ def compose(question: str) -> str:
     )
 
 
+@functools.lru_cache(maxsize=256)
+def _answer_tokens(question: str) -> tuple[str, ...]:
+    """The answer's tokens, shared by the replies to one question: a reply waiting for its next
+    token holds a place in them, not a copy of its text (memory per open stream, issue 14)."""
+    return tuple(match.group() for match in _TOKEN.finditer(compose(question)))
+
+
 def iter_demo_tokens(question: str, length: int | None = None) -> Iterator[str]:
     """The reply as tokens (roughly words with their leading space), `length` of them if set.
 
-    Lazy: a reply waiting for its next token holds its text, not a list of its tokens.
+    Lazy past the answer itself: the parts that make a long reply are made as they are reached.
     """
     count = 0
-    for match in _TOKEN.finditer(compose(question)):
+    for token in _answer_tokens(question):
         if length is not None and count >= length:
             return
         count += 1
-        yield match.group()
+        yield token
     n = 0
     while length is not None and count < length:
         n += 1

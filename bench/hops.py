@@ -1,0 +1,90 @@
+"""`python -m bench.hops [N]`: thread hops and threads made per reply, counted, not timed.
+
+Serves the project with uvicorn on this process's loop, opens N replies one after another as
+the page does (create-and-send asking for SSE), reads each to its end, and counts every call
+handed to a thread pool while they ran: by pool (the request threads, the replies' database
+threads) and by the function run there. Each hop is a round trip through another thread and
+the GIL, which on a busy event loop can wait for Python's switch interval (5 ms); issue 14's
+profile of opening replies in a burst was mostly these.
+"""
+
+import asyncio
+import sys
+import threading
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+
+from bench import scenarios
+from bench.load import Client, new_loop
+from bench.servers import in_process
+
+
+def _name(fn) -> str:
+    """The function a submitted call runs (asgiref's thread_handler carries it in its args)."""
+    if isinstance(fn, partial) and len(fn.args) >= 5 and getattr(fn.func, "__name__", "") == "thread_handler":
+        fn = fn.args[4]
+    while isinstance(fn, partial):
+        fn = fn.func
+    return getattr(fn, "__qualname__", type(fn).__name__)
+
+
+async def count(port: int, replies: int) -> tuple[Counter, int]:
+    client = Client(port)
+    await client.setup()
+    warm = await client.open_stream(scenarios.QUESTION)  # the first request warms caches
+    await warm.finished
+    warm.close()
+    seen: Counter = Counter()
+    original = ThreadPoolExecutor.submit
+
+    def submit(self, fn, /, *args, **kwargs):
+        pool = self._thread_name_prefix
+        if pool.startswith("ThreadPoolExecutor-"):  # asgiref's default: a new executor per request
+            pool = "a request's own new thread"
+        seen[pool, _name(fn)] += 1
+        return original(self, fn, *args, **kwargs)
+
+    made = 0
+    start_new = threading.Thread.start
+
+    def start(thread: threading.Thread) -> None:
+        nonlocal made
+        made += 1
+        start_new(thread)
+
+    ThreadPoolExecutor.submit, threading.Thread.start = submit, start  # type: ignore[method-assign]
+    try:
+        for _ in range(replies):
+            stream = await client.open_stream(scenarios.QUESTION)
+            await stream.finished
+            stream.close()
+        await asyncio.sleep(1.5)  # past the last checkpoints
+    finally:
+        ThreadPoolExecutor.submit, threading.Thread.start = original, start_new  # type: ignore[method-assign]
+    return seen, made
+
+
+def main(argv: list[str] | None = None) -> int:
+    replies = int((argv or sys.argv[1:] or ["20"])[0])
+    env = scenarios.paced_env(2)
+
+    async def run() -> tuple[Counter, int]:
+        async with in_process(**env) as port:
+            return await count(port, replies)
+
+    loop = new_loop()
+    try:
+        seen, made = loop.run_until_complete(run())
+    finally:
+        loop.close()
+    print(f"{replies} replies of {env['CHAT_DEMO_TOKENS']} tokens, one after another; per reply:")
+    print(f"{sum(seen.values()) / replies:5.1f}  calls handed to a thread, of which:")
+    for (pool, fn), n in sorted(seen.items(), key=lambda kv: -kv[1]):
+        print(f"{n / replies:5.1f}    {pool}: {fn}")
+    print(f"{made / replies:5.1f}  threads started")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
