@@ -267,6 +267,8 @@ def test_deleting_a_conversation_stops_its_running_reply(tab):
     steps = script({"say": "x"}, {"gate": "forever"})
     sent = tab.send(steps, model="script:fake")
     cid = sent["assistant_message"]["conversation_id"]
+    # Running: the model has been asked and has answered (the reply starts after the 201).
+    assert text_of(tab.stream(sent["assistant_message"]["id"], limit=1)) == "x"
     assert tab.delete(f"/api/conversations/{cid}").status_code == 204
     assert steps in CLOSED
     assert not Message.objects.filter(conversation_id=cid).exists()
