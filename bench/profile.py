@@ -10,6 +10,7 @@ Needs py-spy (`.venv/bin/pip install py-spy`; it reads the server's memory: run 
 
 import argparse
 import asyncio
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -116,8 +117,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=int, default=200, help="samples per second")
     parser.add_argument("--top", type=int, default=40)
     parser.add_argument("--no-spy", action="store_true", help="the scenario's figures only")
+    parser.add_argument(
+        "--burst-tokens", type=int, help="tokens per burst reply (1: what opening a reply costs)"
+    )
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else FULL
+    if args.burst_tokens:
+        sizes = dataclasses.replace(sizes, burst_tokens=args.burst_tokens)
     env, run = _scenario(args.scenario, sizes)
     os.sched_setaffinity(0, {CLIENT_CPU} if (os.cpu_count() or 1) > 1 else {0})
     RESULTS.mkdir(exist_ok=True)

@@ -12,6 +12,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+from django.utils.functional import empty
 
 DEFAULTS: dict[str, Any] = {
     # Models offered (`provider:model` ids) and the default one. An empty list offers `demo` plus
@@ -127,7 +128,14 @@ _EMPTY_IS_OFF = {
 
 
 def get(name: str) -> Any:
-    value = getattr(settings, name, _UNSET)
+    # The settings object itself, not the lazy proxy: a missing name costs the proxy a Python
+    # __getattr__ and a raised AttributeError, about 1 µs, and a reply reads some 60 settings
+    # (issue 14). The same lookup: under override_settings this is its UserSettingsHolder.
+    wrapped = settings._wrapped
+    if wrapped is empty:
+        settings._setup()
+        wrapped = settings._wrapped
+    value = getattr(wrapped, name, _UNSET)
     if value is not _UNSET:
         return value
     raw = os.environ.get(name)

@@ -12,7 +12,9 @@ asgiref 3.13 lets the caller give the context its executor (`ThreadSensitiveCont
 executor=...)`, public; the caller owns it). So `request_context()` gives each HTTP request a
 `RequestExecutor` that borrows a worker thread from a small pool on the request's first sync
 call; `release_request_thread()`, once a stream has sent its first event, has that thread
-close its database connections and gives the worker back, and a sync call later in the same
+close its database connections as a request's end would (`close_old_connections`: closed
+unless CONN_MAX_AGE keeps them; SQLite's are kept, see project/settings.py) and gives the
+worker back, and a sync call later in the same
 request (the response's close at the end) borrows one again. Each request's sync work still runs on one
 thread at a time, as thread-sensitive code needs; no private asgiref state is used.
 `chat.asgi.with_chat` enters the context around Django's ASGI handler; a request served
@@ -26,7 +28,7 @@ from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import Any
 
 from asgiref.sync import ThreadSensitiveContext
-from django.db import connections
+from django.db import close_old_connections, connections
 
 IDLE_KEPT = 32  # idle worker threads kept for the next requests (a burst reuses them); more are shut down
 
@@ -52,6 +54,7 @@ class ThreadPool:
             if len(self.idle) < self.keep:
                 self.idle.append(worker)
                 return
+        worker.submit(connections.close_all)  # a kept connection would outlive its thread
         worker.shutdown(wait=False)
 
 
@@ -111,7 +114,8 @@ class request_context:  # noqa: N801 - used as `async with request_context():`, 
 
 
 async def release_request_thread() -> None:
-    """Give this request's thread back to the pool, its database connections closed first.
+    """Give this request's thread back to the pool, its database connections seen to first
+    (closed unless CONN_MAX_AGE keeps them, as at the end of a request).
 
     Runs once a stream has sent its first event; a later sync call in this request borrows a
     worker again. The close is queued on that thread, not awaited: the next request to borrow
@@ -122,5 +126,5 @@ async def release_request_thread() -> None:
     executor = _current.get()
     if executor is None or executor.worker is None:
         return
-    executor.worker.submit(connections.close_all)  # per thread: this closes that thread's
+    executor.worker.submit(close_old_connections)  # per thread: this sees to that thread's
     executor.give_back()

@@ -3,6 +3,7 @@
 import asyncio
 import threading
 
+import pytest
 from asgiref.sync import sync_to_async
 
 from chat.request_thread import ThreadPool, release_request_thread, request_context
@@ -97,26 +98,62 @@ def test_outside_a_request_context_there_is_nothing_to_release():
     assert run(go())
 
 
-def test_a_released_thread_has_closed_its_database_connection_before_its_next_request(django_db_blocker):
+@pytest.mark.parametrize("max_age", [0, None])
+def test_a_released_thread_sees_to_its_database_connection_as_a_request_end_would(django_db_blocker, max_age):
+    """Closed before the thread's next request with CONN_MAX_AGE 0 (PostgreSQL's pool takes it
+    back); kept, the same connection, when persistent (SQLite's setting)."""
     from django.db import connection
 
     threads = ThreadPool()
 
-    def connect() -> bool:
+    def current():
         connection.ensure_connection()
-        return connection.connection is not None
+        return connection.connection
 
-    def connected() -> bool:
-        return connection.connection is not None
+    def still_open():
+        return connection.connection
 
     async def go():
         async with request_context(threads):
-            opened = await sync_to_async(connect)()
+            opened = await sync_to_async(current)()
             await release_request_thread()
         async with request_context(threads):  # the same worker, from the pool
-            return opened, await sync_to_async(connected)()
+            return opened, await sync_to_async(still_open)()
 
-    with django_db_blocker.unblock():
-        opened, still = run(go())
-    assert opened and not still
+    saved = connection.settings_dict["CONN_MAX_AGE"]
+    connection.settings_dict["CONN_MAX_AGE"] = max_age  # one dict, shared by every thread's
+    try:
+        with django_db_blocker.unblock():
+            opened, after = run(go())
+    finally:
+        connection.settings_dict["CONN_MAX_AGE"] = saved
+    assert opened is not None
+    assert after is (None if max_age == 0 else opened)
     assert threads.made == 1
+
+
+def test_a_worker_the_pool_lets_go_closes_its_connection_first(django_db_blocker):
+    from django.db import connection, connections
+
+    threads = ThreadPool(keep=0)  # every worker given back is let go
+
+    def open_one():
+        connection.ensure_connection()
+        return connections["default"]  # this thread's wrapper, not the per-thread proxy
+
+    async def go():
+        async with request_context(threads):
+            return await sync_to_async(open_one)()
+
+    saved = connection.settings_dict["CONN_MAX_AGE"]
+    connection.settings_dict["CONN_MAX_AGE"] = None
+    try:
+        with django_db_blocker.unblock():
+            worker_connection = run(go())
+    finally:
+        connection.settings_dict["CONN_MAX_AGE"] = saved
+    for _ in range(100):  # the close runs on the worker as it shuts down
+        if worker_connection.connection is None:
+            break
+        threading.Event().wait(0.02)
+    assert worker_connection.connection is None
