@@ -38,3 +38,40 @@ def test_ping_is_a_comment():
 )
 def test_text_event_fast_path_matches_the_generic_encoder(text):
     assert text_event(42, text) == event(None, {"text": text}, id="42")
+
+
+def _served(response) -> list[bytes]:
+    """The body parts Django's own ASGI handler sends for `response`."""
+    import asyncio
+
+    from django.core.handlers.asgi import ASGIHandler
+
+    sent: list[dict] = []
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    asyncio.run(ASGIHandler().send_response(response, send))
+    assert sent[0]["type"] == "http.response.start" and sent[-1] == {"type": "http.response.body"}
+    return [m["body"] for m in sent[1:-1]]
+
+
+def test_the_handler_reads_the_apps_own_stream_and_a_middlewares_replacement_alike():
+    from chat.sse import sse_response
+
+    async def stream():
+        yield b"retry: 1\n\n"
+        yield text_event(1, "a")
+
+    response = sse_response(stream())
+    assert aiter(response) is response._own  # no wrapper generators between (issue 14)
+    assert _served(sse_response(stream())) == [b"retry: 1\n\n", text_event(1, "a")]
+
+    replaced = sse_response(stream())
+
+    async def upper(parts):  # what a middleware such as GZip does to a streaming response
+        async for part in parts:
+            yield part.upper()
+
+    replaced.streaming_content = upper(replaced.streaming_content)
+    assert _served(replaced) == [b"RETRY: 1\n\n", text_event(1, "a").upper()]
