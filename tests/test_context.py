@@ -227,7 +227,9 @@ def test_the_writer_thread_only_writes_a_send(db):
     with CaptureQueriesContext(connection) as captured:
         services._store_turn(conversation=conversation, content="Hello", info=registry.resolve("demo"))
     statements = [q["sql"].split()[0] for q in captured]
-    assert statements.count("INSERT") == 2 and "SELECT" not in statements, statements
+    # One INSERT for the question and its reply (issue 14), the conversation's activity, no read.
+    assert statements.count("INSERT") == 1 and "SELECT" not in statements, statements
+    assert Message.objects.filter(conversation=conversation).count() == 200 + 2
 
 
 def test_on_postgresql_the_model_gets_exactly_the_newest_turns_that_fit(postgres_database):

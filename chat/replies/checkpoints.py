@@ -118,7 +118,7 @@ def _save_checkpoints(changed: dict[str, str], idle: list[str], steps: dict[str,
             _update_texts(texts, now)
         for _, reply_id in texts:  # issue 12: reasoning and tool steps, with the text
             if reply_id in steps:
-                Message.objects.filter(pk=reply_id).update(**steps[reply_id])
+                update_message(reply_id, steps[reply_id])
         touch = [reply_id for reply_id in idle if reply_id in alive]
         for start in range(0, len(touch), _BATCH):
             Message.objects.filter(pk__in=touch[start : start + _BATCH]).update(
@@ -147,6 +147,23 @@ def _not_stopped(ids: list[str]) -> set[str]:
         cursor.execute(sql, [*map(_db_id, ids), False])
         # A UUID, or its 32 hex digits (SQLite): the canonical text either way, as `ids` are.
         return {str(uuid.UUID(str(row[0]))) for row in cursor.fetchall()}
+
+
+def update_message(reply_id: str, fields: dict) -> int:
+    """`Message.objects.filter(pk=reply_id).update(**fields)` in one statement of SQL, each
+    value prepared by its field as the ORM would: building the ORM's update cost about as much
+    as the write (issue 14: a reply's final save). The number of rows changed."""
+    quote, meta = connection.ops.quote_name, Message._meta
+    columns = [meta.get_field(name) for name in fields]
+    sql = "UPDATE {} SET {} WHERE {} = %s".format(
+        quote(meta.db_table),
+        ", ".join(f"{quote(f.column)} = %s" for f in columns),
+        quote(meta.pk.column),
+    )
+    params = [f.get_db_prep_save(value, connection) for f, value in zip(columns, fields.values(), strict=True)]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*params, _db_id(reply_id)])
+        return cursor.rowcount
 
 
 def _update_texts(texts: list[tuple[str, str]], now) -> None:

@@ -23,7 +23,7 @@ from chat.checks import check_workers_without_redis, worker_count
 from chat.eventlog import End, get_event_log
 from chat.models import Message
 from chat.providers import Finish, Prompt, Provider, ProviderError
-from chat.replies.checkpoints import checkpoint_forever
+from chat.replies.checkpoints import checkpoint_forever, update_message
 from chat.replies.stale import replies_recover_stale, sweep_forever
 from chat.steps import Steps, record_step
 from chat.text import clean_model_text
@@ -276,7 +276,7 @@ def _save_final(reply_id: str, content: str, end: End, timings: dict) -> None:
     }
     for attempt in range(5):
         try:
-            Message.objects.filter(pk=reply_id).update(**fields, updated_at=timezone.now())
+            update_message(reply_id, {**fields, "updated_at": timezone.now()})
             return
         except OperationalError:
             if attempt == 4:
