@@ -160,7 +160,8 @@ def update_message(reply_id: str, fields: dict) -> int:
         ", ".join(f"{quote(f.column)} = %s" for f in columns),
         quote(meta.pk.column),
     )
-    params = [f.get_db_prep_save(value, connection) for f, value in zip(columns, fields.values(), strict=True)]
+    values = zip(columns, fields.values(), strict=True)
+    params = [f.get_db_prep_save(value, connection) for f, value in values]
     with connection.cursor() as cursor:
         cursor.execute(sql, [*params, _db_id(reply_id)])
         return cursor.rowcount
