@@ -12,7 +12,7 @@ import asyncio
 import sys
 import threading
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
 
 from bench import scenarios
@@ -36,14 +36,20 @@ async def count(port: int, replies: int) -> tuple[Counter, int]:
     await warm.finished
     warm.close()
     seen: Counter = Counter()
-    original = ThreadPoolExecutor.submit
+    submitted: list[tuple[str, str, Future]] = []
+    original, original_callback = ThreadPoolExecutor.submit, Future.add_done_callback
 
     def submit(self, fn, /, *args, **kwargs):
         pool = self._thread_name_prefix
         if pool.startswith("ThreadPoolExecutor-"):  # asgiref's default: a new executor per request
             pool = "a request's own new thread"
-        seen[pool, _name(fn)] += 1
-        return original(self, fn, *args, **kwargs)
+        future = original(self, fn, *args, **kwargs)
+        submitted.append((pool, _name(fn), future))
+        return future
+
+    def add_done_callback(self, fn):  # how the event loop waits for a call (asyncio.wrap_future)
+        self.waited_for = True
+        return original_callback(self, fn)
 
     made = 0
     start_new = threading.Thread.start
@@ -54,6 +60,7 @@ async def count(port: int, replies: int) -> tuple[Counter, int]:
         start_new(thread)
 
     ThreadPoolExecutor.submit, threading.Thread.start = submit, start  # type: ignore[method-assign]
+    Future.add_done_callback = add_done_callback  # type: ignore[method-assign]
     try:
         for _ in range(replies):
             stream = await client.open_stream(scenarios.QUESTION)
@@ -62,6 +69,10 @@ async def count(port: int, replies: int) -> tuple[Counter, int]:
         await asyncio.sleep(1.5)  # past the last checkpoints
     finally:
         ThreadPoolExecutor.submit, threading.Thread.start = original, start_new  # type: ignore[method-assign]
+        Future.add_done_callback = original_callback  # type: ignore[method-assign]
+    for pool, name, future in submitted:
+        # A call queued ahead of another on the same thread, and not waited for, is no hop.
+        seen[pool, name if getattr(future, "waited_for", False) else f"{name} (queued, not waited for)"] += 1
     return seen, made
 
 
@@ -79,7 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         loop.close()
     print(f"{replies} replies of {env['CHAT_DEMO_TOKENS']} tokens, one after another; per reply:")
+    waited = sum(n for (_, fn), n in seen.items() if not fn.endswith("(queued, not waited for)"))
     print(f"{sum(seen.values()) / replies:5.1f}  calls handed to a thread, of which:")
+    print(f"{waited / replies:5.1f}  waited for by the event loop (hops)")
     for (pool, fn), n in sorted(seen.items(), key=lambda kv: -kv[1]):
         print(f"{n / replies:5.1f}    {pool}: {fn}")
     print(f"{made / replies:5.1f}  threads started")

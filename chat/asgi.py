@@ -15,7 +15,7 @@ from typing import Any
 from chat import conf
 from chat.providers import registry
 from chat.replies.generation import engine
-from chat.request_thread import request_context
+from chat.request_thread import give_back_request_started, request_context, take_over_request_started
 
 log = logging.getLogger("chat.asgi")
 
@@ -79,10 +79,12 @@ class ChatLifespan:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 await startup()
+                take_over_request_started()
                 _chain_shutdown_signals(asyncio.get_running_loop())
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await engine.stop()
+                give_back_request_started()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 

@@ -28,7 +28,8 @@ from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import Any
 
 from asgiref.sync import ThreadSensitiveContext
-from django.db import close_old_connections, connections
+from django.core.signals import request_started
+from django.db import close_old_connections, connections, reset_queries
 
 IDLE_KEPT = 32  # idle worker threads kept for the next requests (a burst reuses them); more are shut down
 
@@ -61,6 +62,39 @@ class ThreadPool:
 pool = ThreadPool()
 
 
+_DJANGO_REQUEST_STARTED = (reset_queries, close_old_connections)  # django/db/__init__.py connects these
+_taken_over = False
+
+
+def take_over_request_started() -> None:
+    """Run Django's own `request_started` receivers on each request's thread, ahead of its
+    first sync call there, instead of in a hop of their own.
+
+    Both receivers see to the connections of the thread they run on; `Signal.asend` runs
+    them through `sync_to_async`, one round trip to the request's thread before the view
+    starts (issue 14: one of three hops before a reply's `status`). Queued on the worker ahead
+    of the request's first call, they run on the same thread, before it, with no wait of
+    their own. A request that makes no sync call has no connection to see to. The chat
+    app's lifespan calls this at start-up and `give_back_request_started` at shutdown.
+    """
+    global _taken_over
+    for receiver in _DJANGO_REQUEST_STARTED:
+        request_started.disconnect(receiver)
+    _taken_over = True
+
+
+def give_back_request_started() -> None:
+    global _taken_over
+    for receiver in _DJANGO_REQUEST_STARTED:
+        request_started.connect(receiver)
+    _taken_over = False
+
+
+def _request_started_here() -> None:
+    for receiver in _DJANGO_REQUEST_STARTED:
+        receiver()
+
+
 class RequestExecutor(Executor):
     """One request's thread-sensitive executor: a borrowed worker, one call at a time."""
 
@@ -68,10 +102,14 @@ class RequestExecutor(Executor):
         self.threads = threads
         self.worker: ThreadPoolExecutor | None = None
         self.last: Future | None = None  # one worker runs calls in order: the last one done, all are
+        self.started = not _taken_over  # Django's request_started receivers have run (or will)
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
         if self.worker is None:
             self.worker = self.threads.take()
+        if not self.started:
+            self.started = True
+            self.worker.submit(_request_started_here)
         self.last = self.worker.submit(fn, *args, **kwargs)
         return self.last
 

@@ -157,3 +157,44 @@ def test_a_worker_the_pool_lets_go_closes_its_connection_first(django_db_blocker
             break
         threading.Event().wait(0.02)
     assert worker_connection.connection is None
+
+
+def test_djangos_request_started_receivers_run_on_the_requests_thread_ahead_of_its_first_call(
+    django_db_blocker,
+):
+    """Taken over (the chat app's lifespan does it), the signal has no receiver left to hop to
+    a thread for, and they still see to the thread's connections: one left open by an earlier
+    request on that worker is closed (CONN_MAX_AGE 0) before the new request's first call."""
+    from django.core.signals import request_started
+    from django.db import close_old_connections, connection, reset_queries
+
+    from chat.request_thread import give_back_request_started, take_over_request_started
+
+    threads = ThreadPool()
+
+    def opened():
+        connection.ensure_connection()
+        return connection.connection
+
+    def current():
+        return connection.connection
+
+    async def two_requests():
+        async with request_context(threads):
+            first = await sync_to_async(opened)()  # and left open: no release, no request_finished
+        async with request_context(threads):  # the same worker
+            return first, await sync_to_async(current)()
+
+    saved = connection.settings_dict["CONN_MAX_AGE"]
+    connection.settings_dict["CONN_MAX_AGE"] = 0
+    take_over_request_started()
+    try:
+        sync_receivers = request_started._live_receivers(None)[0]
+        assert close_old_connections not in sync_receivers and reset_queries not in sync_receivers
+        with django_db_blocker.unblock():
+            first, second = run(two_requests())
+    finally:
+        give_back_request_started()
+        connection.settings_dict["CONN_MAX_AGE"] = saved
+    assert first is not None and second is None
+    assert close_old_connections in request_started._live_receivers(None)[0]  # given back

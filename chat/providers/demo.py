@@ -122,20 +122,19 @@ async def _paced(tokens: Iterator[str], rate: float) -> AsyncIterator[str]:
 class DemoProvider(Provider):
     name = "demo"
 
-    async def stream(self, prompt: Prompt) -> AsyncIterator[str | Reasoning | Finish]:
+    def stream(self, prompt: Prompt) -> AsyncIterator[str | Reasoning | Finish]:
+        # Not a generator itself: it hands over the one that yields, so a token passes one
+        # generator less on its way (issue 14: each is a frame resumed per token).
         users = [turn for turn in prompt.turns if turn.role == "user"]
         question = users[-1].content if users else ""
         last = prompt.turns[-1] if prompt.turns else None
         wants_tool = prompt.tool_choice != "none" and any(t.name == DEMO_TOOL for t in prompt.tools)
         if wants_tool and last is not None and last.role == "user":
-            async for item in self._reason_then_call(question, prompt):
-                yield item
-            return
+            return self._reason_then_call(question, prompt)
         prefix = (
             tool_sentence(last.content, last.is_error) if last is not None and last.role == "tool" else ""
         )
-        async for item in self._answer(question, prompt, prefix):
-            yield item
+        return self._answer(question, prompt, prefix)
 
     async def _reason_then_call(self, question: str, prompt: Prompt) -> AsyncIterator[Reasoning | Finish]:
         """The first round: a short reasoning, then one call of the example tool."""
