@@ -260,3 +260,38 @@ def test_an_idle_reply_is_kept_alive_and_its_text_checkpointed(tab, settings):
     assert later.status == "streaming" and later.updated_at > first.updated_at  # touched, not swept
     gate("idle").set()
     assert tab.wait_finished(mid, sent["assistant_message"]["conversation_id"])["content"] == "partial!"
+
+
+def test_a_checkpoint_round_writes_in_chunks_that_let_other_writes_in_between(transactional_db, monkeypatch):
+    """checkpoint_once: one transaction per CHUNK replies, one after another, so a send's write
+    on the same writer thread waits for one chunk at most; a reply that ended during the round
+    is left to its own final save."""
+    from chat.replies import checkpoints
+
+    conversation = Conversation.objects.create(visitor="v", model="demo")
+    replies = [
+        Message.objects.create(conversation=conversation, role="assistant", status="streaming")
+        for _ in range(5)
+    ]
+    engine = generation.Engine()
+    for i, reply in enumerate(replies):
+        live = engine.live[str(reply.pk)] = generation._Live()
+        live.text.append(f"text {i}")
+    monkeypatch.setattr(checkpoints, "CHUNK", 2)
+    order: list[str] = []
+    real_run_to_end = db.run_to_end
+
+    async def run_to_end(fn, *args, **kwargs):
+        if fn is checkpoints._save_batch:
+            changed = args[0]
+            order.append(f"chunk of {len(changed)}")
+            if len(order) == 1:  # meanwhile: a send's write, and the last reply ends
+                asyncio.get_running_loop().create_task(db.run(order.append, "a send"))
+                engine.live.pop(str(replies[-1].pk))
+        return await real_run_to_end(fn, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoints.db, "run_to_end", run_to_end)
+    asyncio.run(checkpoints.checkpoint_once(engine))
+    assert order == ["chunk of 2", "a send", "chunk of 2"]
+    stored = {m.pk: m.content for m in Message.objects.filter(conversation=conversation)}
+    assert [stored[r.pk] for r in replies] == ["text 0", "text 1", "text 2", "text 3", ""]

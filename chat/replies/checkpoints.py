@@ -26,10 +26,26 @@ log = logging.getLogger("chat.generation")
 STOPPED = Message.Status.STOPPED.value
 STREAMING = Message.Status.STREAMING.value
 _BATCH = 500  # ids per statement: far below SQLite's limit on query parameters
+CHUNK = 25  # replies per checkpoint transaction (checkpoint_once)
 
 
 async def checkpoint_once(engine: "Engine") -> None:
-    """Save the text of every reply that changed; touch the idle ones now and then."""
+    """Save the text of every reply that changed; touch the idle ones now and then.
+
+    In transactions of CHUNK replies, one after another: a send's write (on the same writer
+    thread) waits for one of them at most, not for the whole round. With 100 replies running,
+    one transaction for all held a new reply up to 10 ms, now and then (issue 14's first
+    `status`). Each chunk's texts are taken as it goes: a reply that ended meanwhile is left
+    to its own final save.
+    """
+    ids = list(engine.live)
+    for start in range(0, len(ids), CHUNK):
+        if not await _checkpoint_some(engine, ids[start : start + CHUNK]):
+            return
+
+
+async def _checkpoint_some(engine: "Engine", ids: list[str]) -> bool:
+    """One transaction for these replies; False when the database was too busy."""
     interval = conf.get_float("CHAT_CHECKPOINT_INTERVAL")
     touch_every = min(3 * interval, conf.stale_after() / 3)
     now = time.monotonic()
@@ -37,7 +53,10 @@ async def checkpoint_once(engine: "Engine") -> None:
     stepped: dict[str, tuple[int, dict]] = {}  # issue 12: replies whose steps changed
     idle: list[str] = []
     batch: dict[str, _Live] = {}
-    for reply_id, live in engine.live.items():
+    for reply_id in ids:
+        live = engine.live.get(reply_id)
+        if live is None:  # ended since the round began: its final save has the text
+            continue
         if live.steps.version != live.steps_saved:
             stepped[reply_id] = (live.steps.version, live.steps.stored())
         if live.text.length != live.saved or reply_id in stepped:
@@ -48,7 +67,7 @@ async def checkpoint_once(engine: "Engine") -> None:
             continue
         batch[reply_id] = live
     if not batch:
-        return
+        return True
     steps = {reply_id: fields for reply_id, (_, fields) in stepped.items()}
     future = asyncio.ensure_future(db.run_to_end(_save_batch, changed, idle, steps))
     for live in batch.values():
@@ -57,7 +76,7 @@ async def checkpoint_once(engine: "Engine") -> None:
         gone, failed = await future
     except OperationalError as exc:  # a busy database: try again at the next interval
         log.warning("Checkpoint of %d reply(ies) failed: %s", len(batch), exc)
-        return
+        return False
     finally:
         for live in batch.values():
             live.inflight = None
@@ -74,6 +93,7 @@ async def checkpoint_once(engine: "Engine") -> None:
         if reply_id in gone:  # stop requested from another process, or the reply was deleted
             engine.cancel(reply_id, STOPPED)
     await get_event_log().keep(saved)
+    return True
 
 
 def _save_batch(
