@@ -5,11 +5,12 @@ import gc
 import os
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import httpx
 from django.conf import settings as django_settings
-from django.db import connection
+from django.db import connection, connections
 from django.utils import timezone
 
 from chat import db
@@ -278,6 +279,8 @@ def test_a_checkpoint_round_writes_in_chunks_that_let_other_writes_in_between(tr
         live = engine.live[str(reply.pk)] = generation._Live()
         live.text.append(f"text {i}")
     monkeypatch.setattr(checkpoints, "CHUNK", 2)
+    # One writer thread, as on SQLite (PostgreSQL's four would run the send beside a chunk).
+    monkeypatch.setattr(db, "_executor", ThreadPoolExecutor(max_workers=1, thread_name_prefix="chat-db"))
     order: list[str] = []
     real_run_to_end = db.run_to_end
 
@@ -291,7 +294,11 @@ def test_a_checkpoint_round_writes_in_chunks_that_let_other_writes_in_between(tr
         return await real_run_to_end(fn, *args, **kwargs)
 
     monkeypatch.setattr(checkpoints.db, "run_to_end", run_to_end)
-    asyncio.run(checkpoints.checkpoint_once(engine))
+    try:
+        asyncio.run(checkpoints.checkpoint_once(engine))
+    finally:
+        db._executor.submit(connections.close_all).result()  # the writer's own connection
+        db._executor.shutdown()
     assert order == ["chunk of 2", "a send", "chunk of 2"]
     stored = {m.pk: m.content for m in Message.objects.filter(conversation=conversation)}
     assert [stored[r.pk] for r in replies] == ["text 0", "text 1", "text 2", "text 3", ""]
