@@ -281,18 +281,20 @@ def test_a_checkpoint_round_writes_in_chunks_that_let_other_writes_in_between(tr
     monkeypatch.setattr(checkpoints, "CHUNK", 2)
     # One writer thread, as on SQLite (PostgreSQL's four would run the send beside a chunk).
     monkeypatch.setattr(db, "_executor", ThreadPoolExecutor(max_workers=1, thread_name_prefix="chat-db"))
-    order: list[str] = []
-    real_run_to_end = db.run_to_end
+    order: list[str] = []  # as the writer thread runs them
+    real_run_to_end, real_save_batch = db.run_to_end, checkpoints._save_batch
+
+    def save_batch(changed, idle, steps):
+        order.append(f"chunk of {len(changed)}")
+        return real_save_batch(changed, idle, steps)
 
     async def run_to_end(fn, *args, **kwargs):
-        if fn is checkpoints._save_batch:
-            changed = args[0]
-            order.append(f"chunk of {len(changed)}")
-            if len(order) == 1:  # meanwhile: a send's write, and the last reply ends
-                asyncio.get_running_loop().create_task(db.run(order.append, "a send"))
-                engine.live.pop(str(replies[-1].pk))
+        if fn is save_batch and not order:  # the first chunk queued; meanwhile, a send's write
+            asyncio.get_running_loop().create_task(db.run(order.append, "a send"))
+            engine.live.pop(str(replies[-1].pk))  # and the last reply ends
         return await real_run_to_end(fn, *args, **kwargs)
 
+    monkeypatch.setattr(checkpoints, "_save_batch", save_batch)
     monkeypatch.setattr(checkpoints.db, "run_to_end", run_to_end)
     try:
         asyncio.run(checkpoints.checkpoint_once(engine))
