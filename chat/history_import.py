@@ -192,6 +192,7 @@ def _read_message(reader: _Reader, data: Any, path: str, conversation: Conversat
         ),
         duration_ms=reader.field(record, "duration_ms", _INT_OR_NULL, path, required=False),
         **tokens,
+        **_read_steps(reader, record, path),
     )
     if len(reader.errors) > before:
         return None
@@ -200,6 +201,99 @@ def _read_message(reader: _Reader, data: Any, path: str, conversation: Conversat
         message.status = Message.Status.INTERRUPTED
     reader.clean(message, path, exclude=["conversation"])
     return message if len(reader.errors) == before else None
+
+
+def _read_steps(reader: _Reader, record: dict, path: str) -> dict[str, Any]:
+    """A reply's reasoning, tool steps and `cached` mark (issue 12), as the message stores them.
+
+    The export gives each reasoning run its text (the contract's `steps`); stored, a run is a
+    slice of `reasoning`, so the runs must be the reasoning's parts, in order. An export from
+    before issue 12 has none of these fields: the message gets none.
+    """
+    reasoning = reader.field(record, "reasoning", _STRING, path, required=False) or ""
+    fields: dict[str, Any] = {
+        "reasoning": reasoning,
+        "reasoning_ms": reader.field(record, "reasoning_ms", _INT_OR_NULL, path, required=False),
+        "steps": [],
+    }
+    cached = record.get("cached", False)
+    if not isinstance(cached, bool):
+        reader.fail(f"{path}.cached", f"expected true or false, got {_json_type(cached)}")
+    fields["cached"] = cached is True
+    steps = record.get("steps", [])
+    if not isinstance(steps, list):
+        reader.fail(f"{path}.steps", f"expected a list, got {_json_type(steps)}")
+        return fields
+    content = record.get("content")
+    length = len(content) if isinstance(content, str) else 0
+    cursor, runs, last_offset = 0, False, 0
+    for i, data in enumerate(steps):
+        where = f"{path}.steps[{i}]"
+        step = reader.object(data, where)
+        if step is None:
+            continue
+        offset = _whole(reader, step, "offset", where, required=True)
+        if offset is not None and not last_offset <= offset <= length:
+            reader.fail(f"{where}.offset", f"{offset} is not between the step before's and the content's end")
+        last_offset = offset if offset is not None else last_offset
+        duration = _whole(reader, step, "duration_ms", where, required=False)
+        if step.get("type") == "reasoning":
+            runs = True
+            text = reader.field(step, "text", _STRING, where)
+            if text is None:
+                continue
+            if reasoning[cursor : cursor + len(text)] != text:
+                reader.fail(f"{where}.text", "is not the next part of the message's reasoning")
+            end = cursor + len(text)
+            run = {
+                "type": "reasoning",
+                "offset": offset,
+                "start": cursor,
+                "end": end,
+                "duration_ms": duration or 0,
+            }
+            fields["steps"].append(run)
+            cursor = end
+        elif step.get("type") == "tool":
+            tool = {"type": "tool", "offset": offset}
+            tool["id"] = reader.field(step, "id", _STRING, where)
+            tool["name"] = reader.field(step, "name", _STRING, where)
+            for key in ("arguments", "result"):  # any JSON value, stored as it is
+                tool[key] = step.get(key)
+                _storable_json(reader, tool[key], f"{where}.{key}")
+            tool["error"] = reader.field(step, "error", _TEXT_OR_NULL, where, required=False)
+            tool["duration_ms"] = duration
+            fields["steps"].append(tool)
+        else:
+            reader.fail(f"{where}.type", 'expected "reasoning" or "tool"')
+    if runs and cursor != len(reasoning):
+        reader.fail(f"{path}.reasoning", "is not the reasoning runs of its steps put together")
+    return fields
+
+
+def _whole(reader: _Reader, record: dict, key: str, path: str, *, required: bool) -> int | None:
+    """A whole number, 0 or more (null allowed when not required)."""
+    value = record.get(key)
+    if value is None and not required:
+        return None
+    if _json_type(value) != "integer" or value < 0 or value > 2**31 - 1:
+        got = str(value) if _json_type(value) == "integer" else _json_type(value)
+        reader.fail(f"{path}.{key}", f"expected a whole number from 0 to 2147483647, got {got}")
+        return None
+    return value
+
+
+def _storable_json(reader: _Reader, value: Any, where: str) -> None:
+    """Every string inside a JSON value, keys too, is text the database can store."""
+    if isinstance(value, str):
+        reader.text(value, where)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _storable_json(reader, item, f"{where}[{i}]")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _storable_json(reader, key, f"{where} (a key)")
+            _storable_json(reader, item, f"{where}.{key}")
 
 
 def _read_owner(reader: _Reader, data: Any, path: str) -> tuple[str | None, str]:

@@ -44,6 +44,27 @@ def history_data(django_user_model):
         error="Upstream said no.", error_code="upstream_error", time_to_first_token_ms=12, duration_ms=345
     )
     empty = make("Empty")
+    # A reply that reasoned and called a tool between two reasoning runs (issue 12), and an
+    # answer from the cache: the export carries them, and an import gives them back.
+    Message.objects.filter(conversation=mine, content="no").update(
+        reasoning="Think. Then more.",
+        reasoning_ms=40,
+        steps=[
+            {"type": "reasoning", "offset": 0, "start": 0, "end": 6, "duration_ms": 15},
+            {
+                "type": "tool",
+                "offset": 0,
+                "id": "call_1",
+                "name": "current_time",
+                "arguments": {"zone": "Europe/Oslo", "nested": [1, {"a": None}]},
+                "result": {"time": "12:00"},
+                "error": None,
+                "duration_ms": 3,
+            },
+            {"type": "reasoning", "offset": 0, "start": 6, "end": 17, "duration_ms": 25},
+        ],
+    )
+    Message.objects.filter(conversation=mine, content="hi").update(cached=True)
     return [mine, failed, empty]
 
 
