@@ -18,10 +18,12 @@ from django.utils import timezone
 
 from chat import conf, context, db
 from chat import tools as tools_module
+from chat.admission import estimate_tokens
 from chat.errors import Invalid, NotFound, TooLarge
 from chat.models import Conversation, Message
-from chat.providers import Prompt, Turn, registry
+from chat.providers import Finish, Prompt, Turn, Usage, registry
 from chat.providers.registry import ModelInfo
+from chat.ratelimit import get_limiter
 from chat.replies import generation
 from chat.text import unstorable
 
@@ -304,7 +306,12 @@ async def message_send(
     assistant.cached = admission is not None and admission.cached
     if untitled:
         conversation_title_improve_later(
-            conversation=conversation, info=info, content=content, reply_id=str(assistant.id), reply=reply
+            conversation=conversation,
+            info=info,
+            content=content,
+            reply_id=str(assistant.id),
+            reply=reply,
+            owner=admission.owner if admission is not None else owner.key,
         )
     return user, assistant
 
@@ -439,17 +446,24 @@ def title_clean(text: str) -> str:
 
 
 def conversation_title_improve_later(
-    *, conversation: Conversation, info: ModelInfo, content: str, reply_id: str, reply: asyncio.Task
+    *,
+    conversation: Conversation,
+    info: ModelInfo,
+    content: str,
+    reply_id: str,
+    reply: asyncio.Task,
+    owner: str | None = None,
 ) -> asyncio.Task | None:
     """With a real model, ask it for a title in the background; the demo keeps the first message.
 
     It asks once the first reply has ended, and only if that reply is complete: never two
     requests at once for one person, and none to a model that just failed or was stopped.
+    Its output tokens count against `owner`'s token quota (Owner.key), as a reply's do.
     """
     if info.provider == "demo" or not conf.get("CHAT_TITLE_BY_MODEL"):
         return None
     task = asyncio.get_running_loop().create_task(
-        _title_after(reply_id, reply, conversation=conversation, info=info, content=content),
+        _title_after(reply_id, reply, conversation=conversation, info=info, content=content, owner=owner),
         name=f"title-{conversation.pk}",
         context=contextvars.Context(),  # not the request's: it outlives it
     )
@@ -459,7 +473,13 @@ def conversation_title_improve_later(
 
 
 async def _title_after(
-    reply_id: str, reply: asyncio.Task, *, conversation: Conversation, info: ModelInfo, content: str
+    reply_id: str,
+    reply: asyncio.Task,
+    *,
+    conversation: Conversation,
+    info: ModelInfo,
+    content: str,
+    owner: str | None,
 ) -> None:
     await asyncio.wait([reply])
     complete = await db.run(
@@ -467,16 +487,25 @@ async def _title_after(
     )
     if complete:
         await conversation_title_improve(
-            conversation_id=str(conversation.pk), first_title=conversation.title, info=info, content=content
+            conversation_id=str(conversation.pk),
+            first_title=conversation.title,
+            info=info,
+            content=content,
+            owner=owner,
         )
 
 
 async def conversation_title_improve(
-    *, conversation_id: str, first_title: str, info: ModelInfo, content: str
+    *, conversation_id: str, first_title: str, info: ModelInfo, content: str, owner: str | None = None
 ) -> str | None:
-    """Ask the model for a short title; save it unless the title changed meanwhile (a rename)."""
+    """Ask the model for a short title; save it unless the title changed meanwhile (a rename).
+
+    The tokens it answered with are charged to `owner`'s quota, as a reply's are (the
+    server's count, else an estimate from the text), whether or not a title came of it.
+    """
     prompt = Prompt(model=info.name, system=TITLE_INSTRUCTIONS, turns=(Turn(role="user", content=content),))
     parts: list[str] = []
+    usage: Usage | None = None
     try:
         provider = registry.get_provider(info)
         async with asyncio.timeout(conf.get_float("CHAT_TITLE_TIMEOUT")):
@@ -486,9 +515,18 @@ async def conversation_title_improve(
                         parts.append(item)
                         if sum(map(len, parts)) > 4 * TITLE_LENGTH:  # enough: close the upstream
                             break
+                    elif isinstance(item, Finish):
+                        usage = item.usage
     except Exception as exc:  # noqa: BLE001 - a title is a nicety: the first message's stays
         log.info("No title from %s for conversation %s: %s", info.id, conversation_id, exc)
         return None
+    finally:
+        if owner is not None:
+            tokens = usage.output_tokens if usage is not None else estimate_tokens("".join(parts))
+            try:
+                await get_limiter().charge(owner=owner, tokens=tokens)
+            except Exception:
+                log.exception("Title tokens of conversation %s not charged", conversation_id)
     title = title_clean("".join(parts))
     if not title:
         return None

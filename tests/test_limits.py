@@ -169,6 +169,30 @@ def test_the_token_quota_refuses_the_next_send_after_a_reply_crosses_it(tab, lim
     assert counts() == before
 
 
+@pytest.mark.parametrize("titles", [True, False], ids=["titled-by-the-model", "no-title-request"])
+def test_the_models_title_counts_against_the_token_quota(tab, lim, titles):
+    """The title a real model writes for a new conversation is tokens it answered with: they
+    count as a reply's do. Here the fake model answers the title request with the same
+    script, 12 tokens, so the reply and its title cross a quota of 20 that the reply alone
+    does not."""
+    from chat import services
+
+    lim.CHAT_QUOTA_TOKENS = "20/day"
+    lim.CHAT_TITLE_BY_MODEL = titles
+    twelve = script({"say": "x" * 48}, {"finish": "stop", "usage": [1, 12]})
+    sent = tab.send(twelve, tab.conversation(model=FAKE)["id"])
+    assert text_of(tab.stream(sent["assistant_message"]["id"]))
+    deadline = time.monotonic() + 10
+    while services._title_tasks and time.monotonic() < deadline:  # the title asked, and done
+        time.sleep(0.02)
+    assert not services._title_tasks
+    cid = tab.conversation(model=FAKE)["id"]
+    if titles:
+        refused(send(tab, cid), "tokens")
+    else:
+        assert send(tab, cid).status_code == 201
+
+
 def test_streams_at_once_per_address(tab, server, lim):
     lim.CHAT_LIMIT_STREAMS_IP = 2
     cid = tab.conversation(model=FAKE)["id"]
