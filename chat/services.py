@@ -316,6 +316,15 @@ async def message_send(
     return user, assistant
 
 
+def message_get(*, owner: Owner, message_id: str) -> Message:
+    """One of the owner's messages, by its id alone (one row, not its conversation's)."""
+    pk = parse_id(message_id, "message")
+    message = Message.objects.filter(pk=pk, conversation__in=owner.conversations()).first()
+    if message is None:
+        raise NotFound(f"No message with id {message_id}.")
+    return message
+
+
 def reply_get(*, owner: Owner, message_id: str) -> Message:
     pk = parse_id(message_id, "message")
     message = Message.objects.filter(

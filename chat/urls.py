@@ -15,6 +15,7 @@ urlpatterns = [
     path("api/conversations/<str:conversation_id>", views.conversation_view, name="conversation"),
     path("api/conversations/<str:conversation_id>/messages", views.messages_view, name="messages"),
     path("api/conversations/<str:conversation_id>/regenerate", views.regenerate_view, name="regenerate"),
+    path("api/messages/<str:message_id>", views.message_view, name="message"),
     path("api/messages/<str:message_id>/stream", views.stream_view, name="stream"),
     path("api/messages/<str:message_id>/stop", views.stop_view, name="stop"),
     # Anything else under api/ is the API's own 404, whatever the host's handler404 does.

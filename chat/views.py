@@ -298,6 +298,14 @@ async def stream_view(request: HttpRequest, message_id: str) -> HttpResponse:
     return sse_response(stream if lease is None else limiter.holding(lease, stream))
 
 
+@api("GET")
+async def message_view(request: HttpRequest, message_id: str) -> HttpResponse:
+    """One message (docs/API-extensions.md: the page asks before it reconnects a stream)."""
+    owner = await get_owner(request)
+    message = await sync_to_async(services.message_get)(owner=owner, message_id=message_id)
+    return JsonResponse(message_json(message))
+
+
 @api("POST")
 async def stop_view(request: HttpRequest, message_id: str) -> HttpResponse:
     owner = await get_owner(request)

@@ -85,6 +85,8 @@ def test_others_conversations_and_replies_answer_404(tab, new_tab):
     assert_error(other.post(f"/api/conversations/{cid}/messages", json={"content": "x"}), 404, "not_found")
     assert_error(other.get(f"/api/messages/{mid}/stream"), 404, "not_found")
     assert_error(other.post(f"/api/messages/{mid}/stop"), 404, "not_found")
+    assert_error(other.get(f"/api/messages/{mid}"), 404, "not_found")
+    assert_error(other.get(f"/api/messages/{sent['user_message']['id']}"), 404, "not_found")
     assert Message.objects.filter(conversation_id=cid).count() == 2
 
 
@@ -127,6 +129,27 @@ def test_unknown_ids_answer_404(tab, bad_id):
     assert_error(tab.post(f"/api/conversations/{bad_id}/messages", json={"content": "x"}), 404, "not_found")
     assert_error(tab.get(f"/api/messages/{bad_id}/stream"), 404, "not_found")
     assert_error(tab.post(f"/api/messages/{bad_id}/stop"), 404, "not_found")
+    assert_error(tab.get(f"/api/messages/{bad_id}"), 404, "not_found")
+
+
+def test_one_message_by_its_id_as_in_its_conversation(tab):
+    """GET /api/messages/<id> (docs/API-extensions.md, "One message"): the question or the
+    reply, in the shape GET /api/conversations/<id> gives it; only GET."""
+    sent = tab.send(script({"say": "hello"}), model="script:fake")
+    cid = sent["assistant_message"]["conversation_id"]
+    tab.wait_finished(sent["assistant_message"]["id"], cid)
+    listed = {m["id"]: m for m in tab.get(f"/api/conversations/{cid}").json()["messages"]}
+    for key in ("user_message", "assistant_message"):
+        mid = sent[key]["id"]
+        response = tab.get(f"/api/messages/{mid}")
+        assert response.status_code == 200
+        assert response.json() == listed[mid]
+    assert listed[sent["assistant_message"]["id"]]["content"] == "hello"
+    refused = tab.post(f"/api/messages/{sent['user_message']['id']}", json={})
+    assert_error(refused, 405, "method_not_allowed")
+    assert refused.headers["Allow"] == "GET"
+    tab.delete(f"/api/conversations/{cid}")
+    assert_error(tab.get(f"/api/messages/{sent['assistant_message']['id']}"), 404, "not_found")
 
 
 def test_a_user_message_is_not_a_stream(tab):

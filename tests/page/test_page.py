@@ -1,6 +1,7 @@
 """The chat page in real Chromium against the real server: streaming, resuming, stopping,
 the conversation list, errors and retries, editing, and rendering that stays correct."""
 
+import re
 import time
 
 try:
@@ -249,6 +250,24 @@ def test_a_dropped_network_shows_reconnecting_and_recovers(page, proxy):
     expect(reply(page)).to_have_attribute("data-status", "complete")
     expect(reply(page).locator(".markdown")).to_have_text("Before after.")
     expect(reply(page).locator(".progress")).to_be_hidden()
+
+
+def test_a_reply_deleted_while_the_network_was_down_says_so_instead_of_retrying(page, proxy):
+    """The stream answers 404 once the reply is gone; the page then asks for that one message
+    (GET /api/messages/<id>), hears 404 too, and ends the reply with a sentence."""
+    page.goto(f"{proxy.url}/")
+    use_script_model(page)
+    send(page, script({"say": "Before "}, {"gate": "deleted"}, {"say": "after."}))
+    expect(reply(page).locator(".markdown")).to_have_text("Before")
+    asked: list[str] = []
+    page.on("request", lambda request: asked.append(request.url))
+    proxy.drop()
+    Conversation.objects.filter(pk=conversation_id(page)).delete()  # before EventSource's retry (2 s)
+    expect(reply(page)).to_have_attribute("data-status", "error")
+    expect(reply(page)).to_contain_text("This reply no longer exists.")
+    lookups = [url for url in asked if re.search(r"/api/messages/[0-9a-f-]{36}$", url)]
+    assert lookups and not any("/api/conversations/" in url for url in asked), asked
+    gate("deleted").set()
 
 
 def test_streamed_rendering_matches_rendering_the_whole_reply_at_once(page, settings):

@@ -70,6 +70,7 @@ export const renameConversation = (id, title) => api("PATCH", apiUrl(`conversati
 export const deleteConversation = (id) => api("DELETE", apiUrl(`conversations/${id}`));
 export const sendMessage = (id, body) => api("POST", apiUrl(`conversations/${id}/messages`), body);
 export const regenerate = (id, body = {}) => api("POST", apiUrl(`conversations/${id}/regenerate`), body);
+export const getMessage = (messageId) => api("GET", apiUrl(`messages/${messageId}`));
 export const stopReply = (messageId) => api("POST", apiUrl(`messages/${messageId}/stop`));
 export const streamUrl = (messageId, lastEventId) =>
   apiUrl(`messages/${messageId}/stream`) + (lastEventId ? `?last_event_id=${encodeURIComponent(lastEventId)}` : "");

@@ -139,9 +139,10 @@ function addReply(message) {
   return reply;
 }
 
+// Before a stream reconnects: is the reply still there? One message, not its conversation
+// (which may hold thousands). A 404 means gone (reply.js).
 async function lookupMessage(id) {
-  const conversation = await API.getConversation(state.conversation.id);
-  return conversation.messages.find((m) => m.id === id) || null;
+  return API.getMessage(id);
 }
 
 function streamingReply() {
