@@ -14,6 +14,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware
 from django.shortcuts import render
 from django.urls import reverse
+from django.views.csrf import csrf_failure as django_csrf_failure
 from django.views.decorators.csrf import csrf_exempt, ensure_csrf_cookie
 from django.views.defaults import server_error as server_error_page
 
@@ -127,8 +128,9 @@ def _refuse_forgery(request: HttpRequest) -> HttpResponse | None:
             f"This server does not accept this request from another site ({reason}); "
             "only its own pages and the origins it allows may send it."
         )
-    if settings.SESSION_COOKIE_NAME in request.COOKIES or settings.CSRF_COOKIE_NAME in request.COOKIES:
-        return _csrf.process_view(request, _csrf_protected, (), {})
+    cookies = settings.SESSION_COOKIE_NAME in request.COOKIES or settings.CSRF_COOKIE_NAME in request.COOKIES
+    if cookies and _csrf.process_view(request, _csrf_protected, (), {}) is not None:
+        return _csrf_refused()  # the contract's JSON error, whatever CSRF_FAILURE_VIEW answers
     return None
 
 
@@ -354,13 +356,18 @@ def server_error(request: HttpRequest) -> HttpResponse:
     return server_error_page(request)
 
 
+def _csrf_refused() -> HttpResponse:
+    body = {
+        "error": "This request needs the CSRF token: send the csrftoken cookie's value in an "
+        "X-CSRFToken header.",
+        "code": "csrf",
+    }
+    return JsonResponse(body, status=403)
+
+
 def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
-    response = JsonResponse(
-        {
-            "error": "This request needs the CSRF token: send the csrftoken cookie's value in an "
-            "X-CSRFToken header.",
-            "code": "csrf",
-        },
-        status=403,
-    )
-    return response
+    """A CSRF_FAILURE_VIEW: the API's JSON error under the API, Django's own page elsewhere (a
+    form of the admin or of a login page gets a page, not JSON)."""
+    if request.path.startswith(reverse("chat:api")):
+        return _csrf_refused()
+    return django_csrf_failure(request, reason=reason)

@@ -162,6 +162,8 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 # WhiteNoise serves the apps' static files where they are (and STATIC_ROOT's, if collected).
 WHITENOISE_USE_FINDERS = True
 
+# The API answers a missing token with its JSON error itself; this sends the admin's and the
+# login page's forms Django's own page instead (chat.views.csrf_failure).
 CSRF_FAILURE_VIEW = "chat.views.csrf_failure"
 
 # Shared by every process through Redis when REDIS_URL is set (Django's own Redis backend);

@@ -174,6 +174,25 @@ def test_unsafe_request_with_a_session_but_no_csrf_token_answers_403(tab):
     assert Conversation.objects.count() == 1
 
 
+@pytest.mark.parametrize("failure_view", ["chat.views.csrf_failure", "django.views.csrf.csrf_failure"])
+def test_the_api_answers_its_json_csrf_error_whatever_the_projects_failure_view(tab, settings, failure_view):
+    """A host project keeps Django's CSRF_FAILURE_VIEW (an HTML page): the API still answers
+    the contract's JSON."""
+    settings.CSRF_FAILURE_VIEW = failure_view
+    tab.conversation()
+    assert_error(tab.http.post("/api/conversations", json={}), 403, "csrf")
+
+
+def test_a_form_outside_the_api_gets_djangos_csrf_page_not_json(server):
+    """The admin's login form without its token: Django's 403 page, as any Django site gives."""
+    with httpx.Client(base_url=server.url) as client:
+        client.get("/admin/login/")  # the csrftoken cookie
+        response = client.post("/admin/login/", data={"username": "a", "password": "b"})
+    assert response.status_code == 403
+    assert response.headers["Content-Type"].startswith("text/html")
+    assert "CSRF verification failed" in response.text
+
+
 def test_a_client_that_loaded_the_page_needs_the_csrf_token_before_it_has_a_session(server):
     with httpx.Client(base_url=server.url) as client:
         client.get("/")  # the csrftoken cookie, no session yet
