@@ -39,7 +39,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from bench import report
-from bench.load import Client, clock, new_loop
+from bench.load import Client, clock, run_on_new_loop
 from bench.scenarios import percentile
 from bench.servers import ROOT, Server, base_env
 
@@ -371,11 +371,7 @@ def main(argv: list[str] | None = None) -> int:
                 prepared = prepare(env, sizes)
                 results["seed_chars"] = prepared["chars"]
                 print(f"run {n + 1}/{args.runs} ...", flush=True)
-                loop = new_loop()
-                try:
-                    results["runs"].append(loop.run_until_complete(one_run(env, prepared, sizes)))
-                finally:
-                    loop.close()
+                results["runs"].append(run_on_new_loop(one_run(env, prepared, sizes)))
     results["loadavg_end"] = os.getloadavg()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")

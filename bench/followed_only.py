@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 from bench import followed as scenario
-from bench.load import new_loop
+from bench.load import run_on_new_loop
 from bench.scenarios import FULL, QUICK
 from bench.servers import prepare_database
 
@@ -90,11 +90,7 @@ def main() -> None:
         workdir = Path(tmp)
         template = workdir / "template.sqlite3"
         prepare_database(template)
-        loop = new_loop()
-        try:
-            result = loop.run_until_complete(scenario.followed(template, workdir, sizes))
-        finally:
-            loop.close()
+        result = run_on_new_loop(scenario.followed(template, workdir, sizes))
     if result is not None:
         result["redis_calls_per_second"] = state["calls"]
         result["redis_run_logged"] = state.get("logged", [])

@@ -16,8 +16,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
 
 from bench import scenarios
-from bench.load import Client, new_loop
-from bench.servers import in_process
+from bench.load import Client
+from bench.servers import measure_in_process
 
 
 def _name(fn) -> str:
@@ -80,15 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     replies = int((argv or sys.argv[1:] or ["20"])[0])
     env = scenarios.paced_env(2)
 
-    async def run() -> tuple[Counter, int]:
-        async with in_process(**env) as port:
-            return await count(port, replies)
-
-    loop = new_loop()
-    try:
-        seen, made = loop.run_until_complete(run())
-    finally:
-        loop.close()
+    seen, made = measure_in_process(env, count, replies)
     print(f"{replies} replies of {env['CHAT_DEMO_TOKENS']} tokens, one after another; per reply:")
     waited = sum(n for (_, fn), n in seen.items() if not fn.endswith("(queued, not waited for)"))
     print(f"{sum(seen.values()) / replies:5.1f}  calls handed to a thread, of which:")

@@ -12,11 +12,15 @@ import json
 import re
 import resource
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from itertools import repeat
+from typing import Any, TypeVar
 
 clock = time.perf_counter
 _ID = re.compile(rb"^id: ([0-9]+)\n", re.MULTILINE)  # a text event's offset
+
+T = TypeVar("T")
 
 
 def cpu_seconds() -> float:
@@ -31,6 +35,15 @@ def new_loop() -> asyncio.AbstractEventLoop:
     except ImportError:  # pragma: no cover - uvloop comes with uvicorn[standard]
         return asyncio.new_event_loop()
     return uvloop.new_event_loop()
+
+
+def run_on_new_loop(coro: Coroutine[Any, Any, T]) -> T:
+    """`coro` to its end on a new uvloop loop, closed after."""
+    loop = new_loop()
+    try:
+        return loop.run_until_complete(coro)
+    finally:
+        loop.close()
 
 
 @dataclass

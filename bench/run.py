@@ -19,7 +19,7 @@ from pathlib import Path
 
 from bench import limits, report, scenarios
 from bench.followed import followed
-from bench.load import new_loop
+from bench.load import run_on_new_loop
 from bench.scenarios import FULL, QUICK, Sizes
 from bench.servers import SERVER_CPU, Server, base_env, copy_database, prepare_database
 
@@ -160,11 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     results = {"mode": "quick" if args.quick else "full", "sizes": asdict(sizes), "machine": report.machine()}
     with tempfile.TemporaryDirectory(prefix="chat-bench-") as workdir:
         bench = Bench(sizes, Path(workdir))
-        loop = new_loop()
-        try:
-            results.update(loop.run_until_complete(bench.run()))
-        finally:
-            loop.close()
+        results.update(run_on_new_loop(bench.run()))
     results["machine"]["loadavg_end"] = os.getloadavg()
     results["duration_s"] = time.monotonic() - started
     path = report.write(results, args.out)

@@ -12,10 +12,15 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
+
+from bench.load import run_on_new_loop
+
+T = TypeVar("T")
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGETS = {"app": "project.asgi:application", "baseline": "bench.baseline:app"}
@@ -188,3 +193,14 @@ async def in_process(**chat: str) -> AsyncIterator[int]:
         server.should_exit = True
         await task
         shutil.rmtree(work, ignore_errors=True)
+
+
+def measure_in_process(chat: dict[str, str], measure: Callable[..., Awaitable[T]], *args: Any) -> T:
+    """`measure(port, *args)` against the project served in this process (`in_process`, with
+    `chat` settings), on a new event loop: what bench/hops.py and bench/stream_memory.py run."""
+
+    async def run() -> T:
+        async with in_process(**chat) as port:
+            return await measure(port, *args)
+
+    return run_on_new_loop(run())

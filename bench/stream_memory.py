@@ -15,8 +15,8 @@ import tracemalloc
 from collections import Counter
 
 from bench import scenarios
-from bench.load import Client, new_loop
-from bench.servers import in_process
+from bench.load import Client
+from bench.servers import measure_in_process
 
 GROUPS = (  # first match wins: (part of the allocating file's path, group)
     ("/bench/", None),  # the load client: not the server's
@@ -75,15 +75,7 @@ async def measure(port: int, count: int) -> tuple[Counter, int]:
 def main(argv: list[str] | None = None) -> int:
     count = int((argv or sys.argv[1:] or ["300"])[0])
 
-    async def run() -> tuple[Counter, int]:
-        async with in_process(**scenarios.IDLE_ENV) as port:
-            return await measure(port, count)
-
-    loop = new_loop()
-    try:
-        groups, n = loop.run_until_complete(run())
-    finally:
-        loop.close()
+    groups, n = measure_in_process(scenarios.IDLE_ENV, measure, count)
     print(f"{n} idle open streams; Python objects kept per stream (tracemalloc):")
     for group, size in groups.most_common():
         print(f"{size / n / 1024:6.1f} KiB  {group}")
