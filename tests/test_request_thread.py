@@ -1,6 +1,7 @@
 """A request's sync work on a pooled thread (chat/request_thread.py), given back when its stream starts."""
 
 import asyncio
+import contextlib
 import threading
 
 import pytest
@@ -11,6 +12,42 @@ from chat.request_thread import ThreadPool, release_request_thread, request_cont
 
 def run(coro):
     return asyncio.run(asyncio.wait_for(coro, 10))
+
+
+async def connection_across_two_requests(threads: ThreadPool, *, release: bool):
+    """A request opens its thread's database connection (and gives the thread back once its
+    stream would have started, with `release`); the next request, on the same pooled worker,
+    looks at that thread's connection. (the first's, what the second finds)"""
+    from django.db import connection
+
+    def opened():
+        connection.ensure_connection()
+        return connection.connection
+
+    def found():
+        return connection.connection
+
+    async with request_context(threads):
+        first = await sync_to_async(opened)()
+        if release:
+            await release_request_thread()
+    async with request_context(threads):  # the same worker, from the pool
+        return first, await sync_to_async(found)()
+
+
+@contextlib.contextmanager
+def conn_max_age(value, blocker):
+    """The database's CONN_MAX_AGE for a while (one settings dict, shared by every thread's
+    connection), with database access allowed."""
+    from django.db import connection
+
+    saved = connection.settings_dict["CONN_MAX_AGE"]
+    connection.settings_dict["CONN_MAX_AGE"] = value
+    try:
+        with blocker.unblock():
+            yield
+    finally:
+        connection.settings_dict["CONN_MAX_AGE"] = saved
 
 
 def test_a_request_runs_its_sync_work_on_one_thread_and_the_next_request_reuses_it():
@@ -102,31 +139,9 @@ def test_outside_a_request_context_there_is_nothing_to_release():
 def test_a_released_thread_sees_to_its_database_connection_as_a_request_end_would(django_db_blocker, max_age):
     """Closed before the thread's next request with CONN_MAX_AGE 0 (PostgreSQL's pool takes it
     back); kept, the same connection, when persistent (SQLite's setting)."""
-    from django.db import connection
-
     threads = ThreadPool()
-
-    def current():
-        connection.ensure_connection()
-        return connection.connection
-
-    def still_open():
-        return connection.connection
-
-    async def go():
-        async with request_context(threads):
-            opened = await sync_to_async(current)()
-            await release_request_thread()
-        async with request_context(threads):  # the same worker, from the pool
-            return opened, await sync_to_async(still_open)()
-
-    saved = connection.settings_dict["CONN_MAX_AGE"]
-    connection.settings_dict["CONN_MAX_AGE"] = max_age  # one dict, shared by every thread's
-    try:
-        with django_db_blocker.unblock():
-            opened, after = run(go())
-    finally:
-        connection.settings_dict["CONN_MAX_AGE"] = saved
+    with conn_max_age(max_age, django_db_blocker):
+        opened, after = run(connection_across_two_requests(threads, release=True))
     assert opened is not None
     assert after is (None if max_age == 0 else opened)
     assert threads.made == 1
@@ -145,13 +160,8 @@ def test_a_worker_the_pool_lets_go_closes_its_connection_first(django_db_blocker
         async with request_context(threads):
             return await sync_to_async(open_one)()
 
-    saved = connection.settings_dict["CONN_MAX_AGE"]
-    connection.settings_dict["CONN_MAX_AGE"] = None
-    try:
-        with django_db_blocker.unblock():
-            worker_connection = run(go())
-    finally:
-        connection.settings_dict["CONN_MAX_AGE"] = saved
+    with conn_max_age(None, django_db_blocker):
+        worker_connection = run(go())
     for _ in range(100):  # the close runs on the worker as it shuts down
         if worker_connection.connection is None:
             break
@@ -166,35 +176,19 @@ def test_djangos_request_started_receivers_run_on_the_requests_thread_ahead_of_i
     a thread for, and they still see to the thread's connections: one left open by an earlier
     request on that worker is closed (CONN_MAX_AGE 0) before the new request's first call."""
     from django.core.signals import request_started
-    from django.db import close_old_connections, connection, reset_queries
+    from django.db import close_old_connections, reset_queries
 
     from chat.request_thread import give_back_request_started, take_over_request_started
 
     threads = ThreadPool()
-
-    def opened():
-        connection.ensure_connection()
-        return connection.connection
-
-    def current():
-        return connection.connection
-
-    async def two_requests():
-        async with request_context(threads):
-            first = await sync_to_async(opened)()  # and left open: no release, no request_finished
-        async with request_context(threads):  # the same worker
-            return first, await sync_to_async(current)()
-
-    saved = connection.settings_dict["CONN_MAX_AGE"]
-    connection.settings_dict["CONN_MAX_AGE"] = 0
     take_over_request_started()
     try:
         sync_receivers = request_started._live_receivers(None)[0]
         assert close_old_connections not in sync_receivers and reset_queries not in sync_receivers
-        with django_db_blocker.unblock():
-            first, second = run(two_requests())
+        with conn_max_age(0, django_db_blocker):
+            # The first request's connection left open: no release, no request_finished.
+            first, second = run(connection_across_two_requests(threads, release=False))
     finally:
         give_back_request_started()
-        connection.settings_dict["CONN_MAX_AGE"] = saved
     assert first is not None and second is None
     assert close_old_connections in request_started._live_receivers(None)[0]  # given back
