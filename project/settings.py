@@ -162,6 +162,9 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 # WhiteNoise serves the apps' static files where they are (and STATIC_ROOT's, if collected).
 WHITENOISE_USE_FINDERS = True
 
+# Django's database sessions, read with one SELECT instead of the ORM (chat/sessions.py).
+SESSION_ENGINE = "chat.sessions"
+
 # The API answers a missing token with its JSON error itself; this sends the admin's and the
 # login page's forms Django's own page instead (chat.views.csrf_failure).
 CSRF_FAILURE_VIEW = "chat.views.csrf_failure"

@@ -1,0 +1,65 @@
+"""chat.sessions: Django's database sessions with the read written out, giving what Django's
+own store gives in every case."""
+
+import asyncio
+from datetime import timedelta
+
+import pytest
+from django.contrib.sessions.backends.db import SessionStore as DjangoStore
+from django.contrib.sessions.models import Session
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from chat.sessions import SessionStore
+
+
+def saved(**data) -> str:
+    store = DjangoStore()
+    store.update(data)
+    store.save()
+    return store.session_key
+
+
+def both(key: str | None) -> list[tuple[dict, str | None]]:
+    """(data, key after loading) from Django's store and from chat's, sync and async."""
+    out = []
+    for make in (DjangoStore, SessionStore):
+        store = make(key)
+        out.append((store.load(), store.session_key))
+        store = make(key)
+        out.append((asyncio.run(store.aload()), store.session_key))
+    return out
+
+
+@pytest.mark.parametrize("case", ["live", "expired", "unknown", "corrupted", "not a key"])
+def test_a_session_loads_as_djangos_own_store_loads_it(transactional_db, case):
+    key = saved(chat_visitor="v1", _auth_user_id="7")
+    if case == "expired":
+        Session.objects.filter(pk=key).update(expire_date=timezone.now() - timedelta(seconds=1))
+    elif case == "unknown":
+        key = "x" * 32
+    elif case == "corrupted":
+        Session.objects.filter(pk=key).update(session_data="not what Django signed")
+    elif case == "not a key":
+        key = "short"  # SessionBase refuses it: no key at all
+    results = both(key)
+    assert all(result == results[0] for result in results), results
+    expected = {"chat_visitor": "v1", "_auth_user_id": "7"} if case == "live" else {}
+    assert results[0][0] == expected
+
+
+def test_a_load_is_one_select(db):
+    key = saved(chat_visitor="v1")
+    with CaptureQueriesContext(connection) as captured:
+        assert SessionStore(key).load() == {"chat_visitor": "v1"}
+    assert len(captured) == 1 and captured[0]["sql"].startswith("SELECT")
+
+
+def test_writes_are_djangos(db):
+    store = SessionStore()
+    store["chat_visitor"] = "v2"
+    store.save()
+    assert DjangoStore(store.session_key).load() == {"chat_visitor": "v2"}
+    store.flush()
+    assert not Session.objects.exists()
