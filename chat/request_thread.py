@@ -12,11 +12,11 @@ asgiref 3.13 lets the caller give the context its executor (`ThreadSensitiveCont
 executor=...)`, public; the caller owns it). So `request_context()` gives each HTTP request a
 `RequestExecutor` that borrows a worker thread from a small pool on the request's first sync
 call; `release_request_thread()`, once a stream has sent its first event, has that thread
-close its database connections as a request's end would (`close_old_connections`: closed
+see to its database connections as a request's end would (`close_old_connections`: closed
 unless CONN_MAX_AGE keeps them; SQLite's are kept, see project/settings.py) and gives the
-worker back, and a sync call later in the same
-request (the response's close at the end) borrows one again. Each request's sync work still runs on one
-thread at a time, as thread-sensitive code needs; no private asgiref state is used.
+worker back, and a sync call later in the same request (the response's close at the end)
+borrows one again. Each request's sync work still runs on one thread at a time, as
+thread-sensitive code needs; no private asgiref state is used.
 `chat.asgi.with_chat` enters the context around Django's ASGI handler; a request served
 without it (Django's test client) keeps asgiref's own behaviour.
 """

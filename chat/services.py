@@ -226,8 +226,8 @@ def _add_reply(
     with_question: Message | None = None,
 ) -> Message:
     """In the caller's transaction: a `streaming` reply and the conversation's activity; and
-    `with_question`, the user's message, inserted in the same statement (issue 14: an ORM
-    insert's compiling cost about a third of storing a turn)."""
+    `with_question`, the user's message, inserted in the same statement (issue 14: one INSERT
+    instead of two, about 40 µs of the turn's 550 on SQLite)."""
     assistant = Message(
         conversation=conversation,
         role=Message.Role.ASSISTANT,
@@ -311,7 +311,7 @@ async def message_send(
             content=content,
             reply_id=str(assistant.id),
             reply=reply,
-            owner=admission.owner if admission is not None else owner.key,
+            owner=owner.key,
         )
     return user, assistant
 

@@ -33,10 +33,10 @@ async def checkpoint_once(engine: "Engine") -> None:
     """Save the text of every reply that changed; touch the idle ones now and then.
 
     In transactions of CHUNK replies, one after another: a send's write (on the same writer
-    thread) waits for one of them at most, not for the whole round. With 100 replies running,
-    one transaction for all held a new reply up to 10 ms, now and then (issue 14's first
-    `status`). Each chunk's texts are taken as it goes: a reply that ended meanwhile is left
-    to its own final save.
+    thread) waits for one of them at most, not for the whole round (issue 14: with 100
+    replies running, a reply's first `status` at p99 went from 9-11.5 ms to 7.5-8.4 in runs
+    taken in turns). Each chunk's texts are taken as it goes: a reply that ended meanwhile is
+    left to its own final save.
     """
     ids = list(engine.live)
     for start in range(0, len(ids), CHUNK):
@@ -171,8 +171,8 @@ def _not_stopped(ids: list[str]) -> set[str]:
 
 def update_message(reply_id: str, fields: dict) -> int:
     """`Message.objects.filter(pk=reply_id).update(**fields)` in one statement of SQL, each
-    value prepared by its field as the ORM would: building the ORM's update cost about as much
-    as the write (issue 14: a reply's final save). The number of rows changed."""
+    value prepared by its field as the ORM would (issue 14: a reply's final save, 146 µs of CPU
+    through the ORM, 90 so, on SQLite). The number of rows changed."""
     quote, meta = connection.ops.quote_name, Message._meta
     columns = [meta.get_field(name) for name in fields]
     sql = "UPDATE {} SET {} WHERE {} = %s".format(
