@@ -7,16 +7,40 @@ threads and connections bounded however many replies run.
 
 import asyncio
 import functools
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from django.db import DatabaseError, connection
+from django.db.backends.signals import connection_created
 
 from chat import conf
 
 T = TypeVar("T")
 _executor: ThreadPoolExecutor | None = None
+_writers = threading.local()  # `.active` on the writer threads
+
+
+def _mark_writer() -> None:
+    _writers.active = True
+
+
+def _no_autocheckpoint_on_writers(sender: Any, connection: Any, **kwargs: Any) -> None:
+    """SQLite: the writer threads' connections leave the WAL to the checkpointer.
+
+    With SQLite's default, the commit that takes the write-ahead log past 1,000 pages copies
+    it into the database file, several milliseconds at a hundred running replies, and
+    whatever write of the writer thread came next waited (issue 14: a reply's first `status`
+    at p99). The checkpointer copies it instead, off these threads, each second
+    (chat/replies/checkpoints.py `wal_checkpoint`); other connections keep SQLite's default.
+    """
+    if connection.vendor == "sqlite" and getattr(_writers, "active", False):
+        with connection.cursor() as cursor:
+            cursor.execute("PRAGMA wal_autocheckpoint=0")
+
+
+connection_created.connect(_no_autocheckpoint_on_writers, dispatch_uid="chat-writers-no-autocheckpoint")
 
 
 def _threads() -> int:
@@ -29,7 +53,9 @@ def _threads() -> int:
 def executor() -> ThreadPoolExecutor:
     global _executor
     if _executor is None:
-        _executor = ThreadPoolExecutor(max_workers=_threads(), thread_name_prefix="chat-db")
+        _executor = ThreadPoolExecutor(
+            max_workers=_threads(), thread_name_prefix="chat-db", initializer=_mark_writer
+        )
     return _executor
 
 

@@ -304,3 +304,28 @@ def test_a_checkpoint_round_writes_in_chunks_that_let_other_writes_in_between(tr
     assert order == ["chunk of 2", "a send", "chunk of 2"]
     stored = {m.pk: m.content for m in Message.objects.filter(conversation=conversation)}
     assert [stored[r.pk] for r in replies] == ["text 0", "text 1", "text 2", "text 3", ""]
+
+
+def test_on_sqlite_the_writer_threads_leave_the_log_to_the_checkpointer(transactional_db):
+    """The writer threads' connections do not copy the write-ahead log into the database file
+    at a commit (a stall for the next write); the checkpointer does, from another thread."""
+    from chat.replies.checkpoints import wal_checkpoint  # the suite runs on SQLite (tests/settings.py)
+
+    def autocheckpoint() -> int:
+        with connection.cursor() as cursor:
+            cursor.execute("PRAGMA wal_autocheckpoint")
+            return cursor.fetchone()[0]
+
+    conversation = Conversation.objects.create(visitor="v", model="demo")
+
+    def write() -> int:
+        Message.objects.create(conversation=conversation, role="user", content="x" * 10_000)
+        return autocheckpoint()
+
+    async def writes() -> list[int]:
+        return [await db.run(write) for _ in range(20)]
+
+    assert set(asyncio.run(writes())) == {0}  # on the writer thread(s): off
+    assert autocheckpoint() == 1000  # elsewhere: SQLite's default
+    busy, frames, copied = asyncio.run(asyncio.to_thread(wal_checkpoint))
+    assert busy == 0 and frames > 0 and copied == frames

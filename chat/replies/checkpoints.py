@@ -199,10 +199,21 @@ def _update_texts(texts: list[tuple[str, str]], now) -> None:
         cursor.executemany(sql, params)
 
 
+def wal_checkpoint() -> tuple[int, int, int]:
+    """SQLite: copy the write-ahead log into the database file, as far as readers allow, without
+    waiting for anyone (PASSIVE), on the calling thread's own connection; the writer threads
+    leave it to this (chat/db.py). (busy, frames in the log, frames copied)."""
+    with connection.cursor() as cursor:
+        cursor.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        return cursor.fetchone()
+
+
 async def checkpoint_forever(engine: "Engine") -> None:
     while True:
         await asyncio.sleep(conf.get_float("CHAT_CHECKPOINT_INTERVAL"))
         try:
             await checkpoint_once(engine)
+            if connection.vendor == "sqlite":  # not on a writer thread: off their queue
+                await asyncio.to_thread(wal_checkpoint)
         except Exception:  # never let the checkpointer die: the next pass may succeed
             log.exception("Checkpoint failed")
