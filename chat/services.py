@@ -316,23 +316,20 @@ async def message_send(
     return user, assistant
 
 
-def message_get(*, owner: Owner, message_id: str) -> Message:
+def message_get(*, owner: Owner, message_id: str, replies_only: bool = False) -> Message:
     """One of the owner's messages, by its id alone (one row, not its conversation's)."""
     pk = parse_id(message_id, "message")
-    message = Message.objects.filter(pk=pk, conversation__in=owner.conversations()).first()
+    messages = Message.objects.filter(pk=pk, conversation__in=owner.conversations())
+    if replies_only:
+        messages = messages.filter(role=Message.Role.ASSISTANT)
+    message = messages.first()
     if message is None:
-        raise NotFound(f"No message with id {message_id}.")
+        raise NotFound(f"No {'reply' if replies_only else 'message'} with id {message_id}.")
     return message
 
 
 def reply_get(*, owner: Owner, message_id: str) -> Message:
-    pk = parse_id(message_id, "message")
-    message = Message.objects.filter(
-        pk=pk, role=Message.Role.ASSISTANT, conversation__in=owner.conversations()
-    ).first()
-    if message is None:
-        raise NotFound(f"No reply with id {message_id}.")
-    return message
+    return message_get(owner=owner, message_id=message_id, replies_only=True)
 
 
 async def reply_stop(*, owner: Owner, message_id: str) -> Message:

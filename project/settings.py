@@ -135,10 +135,10 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "timeout": 30,
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
-    # Connections kept open (persistent): requests run on a bounded pool of threads
-    # (chat/request_thread.py, IDLE_KEPT), each with its connection, and opening one cost
-    # 4 % of the CPU of opening a reply (issue 14's profile). A thread the pool lets go
-    # closes its connection first.
+    # Connections kept open (persistent): requests run on pooled threads (chat/request_thread.py),
+    # each keeping its connection for the next request, and opening one cost 4 % of the CPU of
+    # opening a reply (issue 14's profile). At most IDLE_KEPT idle threads stay; a thread the
+    # pool lets go closes its connection first.
     DATABASES["default"]["CONN_MAX_AGE"] = None
     # Tests share the database with a real server thread, so it must be a file.
     DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / "test-db.sqlite3")}
