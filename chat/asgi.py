@@ -12,10 +12,13 @@ import signal
 import threading
 from typing import Any
 
+from django.core.handlers.asgi import ASGIHandler
+
 from chat import conf
 from chat.providers import registry
 from chat.replies.generation import engine
 from chat.request_thread import give_back_request_started, request_context, take_over_request_started
+from chat.sse import request_send
 
 log = logging.getLogger("chat.asgi")
 
@@ -68,11 +71,18 @@ async def startup() -> None:
 class ChatLifespan:
     def __init__(self, app: Any) -> None:
         self.app = app
+        # A stream may write its parts to `send` itself (chat/sse.py, Outlet) only where
+        # Django's handler gets this very `send`: no ASGI middleware between them.
+        self.direct = isinstance(app, ASGIHandler)
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] == "http":  # its sync work on a pooled thread (chat/request_thread.py)
-            async with request_context():
-                return await self.app(scope, receive, send)
+            token = request_send.set(send if self.direct else None)
+            try:
+                async with request_context():
+                    return await self.app(scope, receive, send)
+            finally:
+                request_send.reset(token)
         if scope["type"] != "lifespan":
             return await self.app(scope, receive, send)
         while True:

@@ -1,8 +1,10 @@
 """Server-Sent Events: encoding (after sse-starlette's `event.py`) and the response."""
 
+import asyncio
 import json
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextvars import ContextVar
 from dataclasses import dataclass
 from json.encoder import encode_basestring  # the C escaper json.dumps uses
 from typing import Any
@@ -77,8 +79,83 @@ class EventStreamResponse(StreamingHttpResponse):
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         if self._iterator is self._own:
+            # Its bytes go out unchanged: the stream may also write them itself (Outlet).
+            _body_send.set(request_send.get())
             return self._own
         return super().__aiter__()
+
+
+# --- writing a stream's parts from another task (issue 14) ------------------------------------
+
+Send = Callable[[dict], Coroutine[Any, Any, None]]
+
+# The ASGI `send` of the HTTP request being served: set by the chat lifespan (chat/asgi.py)
+# where it wraps Django's handler directly, so that nothing stands between the two.
+request_send: ContextVar[Send | None] = ContextVar("chat_request_send", default=None)
+# In the task sending a response: that `send`, once the response's body is known to be the
+# app's own bytes, unchanged (EventStreamResponse.__aiter__ above).
+_body_send: ContextVar[Send | None] = ContextVar("chat_body_send", default=None)
+
+
+class Outlet:
+    """Writes parts of the response being streamed straight to the ASGI server, from another
+    task (the reply's writer), while the response's own task waits for its next event.
+
+    The ASGI server's `send` takes a part at once unless it must wait for a slow client (flow
+    control); the call is run by hand up to that point, so the common case costs no task. If
+    it has to wait, the rest runs in a task, and `pending` is set until the response's own
+    task has waited for it (`drain`): parts never overtake one another.
+    """
+
+    __slots__ = ("send", "pending")
+
+    def __init__(self, send: Send) -> None:
+        self.send = send
+        self.pending: asyncio.Task | None = None
+
+    @classmethod
+    def of_this_response(cls) -> "Outlet | None":
+        """The outlet of the response this task is sending, if it may have one."""
+        send = _body_send.get()
+        return None if send is None else cls(send)
+
+    def write(self, data: bytes) -> bool:
+        """Send `data` now; False if it could not be handed over (it was not sent)."""
+        call = self.send({"type": "http.response.body", "body": data, "more_body": True})
+        try:
+            waiting_for = call.send(None)
+        except StopIteration:
+            return True
+        except Exception:  # nothing was written: the response's own task sends it, and fails there
+            return False
+        self.pending = asyncio.ensure_future(_run_rest(call, waiting_for))
+        return True
+
+    async def drain(self) -> None:
+        """Wait for a part the server was still sending (before the response's next part)."""
+        if self.pending is not None:
+            try:
+                await self.pending
+            finally:
+                self.pending = None
+
+
+async def _run_rest(call: Coroutine, waiting_for: Any) -> None:
+    """What a task does with a coroutine, from where `call.send(None)` left it: wait for the
+    future it yielded (None: a bare yield to the loop), then resume it, until it returns."""
+    while True:
+        error = None
+        try:
+            if waiting_for is None:
+                await asyncio.sleep(0)
+            else:
+                await asyncio.wait([waiting_for])
+        except asyncio.CancelledError as exc:
+            error = exc
+        try:
+            waiting_for = call.send(None) if error is None else call.throw(error)
+        except StopIteration:
+            return
 
 
 def sse_response(stream: AsyncIterator[bytes]) -> StreamingHttpResponse:

@@ -21,7 +21,7 @@ from chat.models import Message
 from chat.replies.follower import DatabaseFollower
 from chat.replies.stale import reply_rescue_text
 from chat.request_thread import release_request_thread
-from chat.sse import PING, ServerSentEvent, event, text_event
+from chat.sse import PING, Outlet, ServerSentEvent, event, text_event
 
 
 def encode_step(item: Step) -> bytes:
@@ -130,6 +130,21 @@ async def reply_stream(message: Message, offset: int, side: int | None = None) -
     last_text = -window
     held: Event | None = None
     thread_held = True  # the request's thread, given back after the first event
+    outlet = Outlet.of_this_response()
+
+    def push(item: Text) -> bool:
+        """A text that came while this stream waited, written out by the reply's own task (a
+        task wake-up less per token); refused where this task has more to do: a status to
+        send first, a text within the merge window, a write the server is still doing."""
+        nonlocal last_text
+        now = loop.time()
+        if progress.kind != "Text" or now - last_text < window or outlet.pending is not None:
+            return False
+        if not outlet.write(text_event(item.offset, item.text)):
+            return False
+        last_text = now
+        return True
+
     try:
         while True:
             try:
@@ -137,6 +152,8 @@ async def reply_stream(message: Message, offset: int, side: int | None = None) -
             except LogUnavailable as gone:  # Redis went away: the database has the rest
                 subscription = await _follow_database(subscription, message, gone, side)
                 continue
+            if outlet is not None and outlet.pending is not None:  # its parts go out in order
+                await outlet.drain()
             if item is None:
                 yield PING
                 continue
@@ -161,5 +178,7 @@ async def reply_stream(message: Message, offset: int, side: int | None = None) -
             if thread_held:  # once the first event is out, not before it (one hop less to wait for)
                 thread_held = False
                 await release_request_thread()
+                if outlet is not None:
+                    subscription.push_text(push)
     finally:
         await subscription.close()

@@ -2,6 +2,7 @@
 
 The user's message is its script, a JSON list of steps:
   {"say": "text"}           yield a delta
+  {"say": "x", "times": 9}  yield "x" repeated (a big delta from a small script)
   {"gate": "name"}          wait until the test opens that gate (gate("name").set())
   {"sleep": 0.05}           pause
   {"fail": "sentence", "code": "rate_limited"}   raise ProviderError
@@ -57,7 +58,7 @@ class ScriptProvider(Provider):
         try:
             for step in steps:
                 if "say" in step:
-                    yield step["say"]
+                    yield step["say"] * step.get("times", 1)
                 elif "gate" in step:
                     event = gate(step["gate"])
                     while not event.is_set():  # noqa: ASYNC110 - a threading.Event, set by the test

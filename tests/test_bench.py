@@ -108,3 +108,19 @@ def test_opening_replies_makes_no_thread_and_few_hops():
     # queued ahead of the first (chat/request_thread.py), not in a hop of their own.
     assert request_hops <= 2.5, result.stdout
     assert "Signal.asend" not in result.stdout
+
+
+@pytest.mark.timeout(120)
+def test_a_streamed_token_wakes_one_task_not_two():
+    """bench/calls.py counts (never times) the Python calls per token on the event loop: the
+    reply's task writes each text to its waiting streams itself (chat/sse.py, Outlet), so the
+    stream's generator and Django's sending loop are not resumed per token (before: twice each)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.calls", "5"], cwd=ROOT, capture_output=True, text=True, timeout=110
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    per_token = {line.split()[1]: float(line.split()[0]) for line in result.stdout.splitlines()[2:]}
+    assert per_token.get("chat/sse.py:write", 0) >= 0.5, result.stdout
+    # A few texts may still take the usual way (two within the merge window on a busy machine).
+    assert per_token.get("chat/streams.py:reply_stream", 0) < 0.5, result.stdout
+    assert per_token.get("django/core/handlers/asgi.py:send_response", 0) < 0.5, result.stdout

@@ -85,6 +85,12 @@ class Subscription(ABC):
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release what the subscription holds."""
 
+    def push_text(self, push: Callable[[Text], bool]) -> bool:
+        """Optional: while next() waits, hand each plain text to `push` as it comes, on the
+        writer's own task (one task wake-up per token instead of two); a text `push` refuses
+        (False) is returned by next() instead. False: this log cannot (the default)."""
+        return False
+
 
 class EventLog(ABC):
     """Written by the one task generating a reply; read by any number of subscribers."""

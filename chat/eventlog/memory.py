@@ -3,6 +3,7 @@
 import asyncio
 import contextvars
 from bisect import bisect_left, bisect_right
+from collections.abc import Callable
 
 from chat import conf
 from chat.eventlog.base import End, Event, EventLog, ReasoningText, Status, Step, Subscription, Text
@@ -56,22 +57,19 @@ def _deadlines_of(loop: asyncio.AbstractEventLoop) -> _Deadlines:
 
 
 class _Reply:
-    __slots__ = ("chunks", "ends", "state", "end", "waiters", "steps", "step_ends", "step_offsets")
+    __slots__ = ("chunks", "ends", "length", "state", "end", "waiters", "steps", "step_ends", "step_offsets")
 
     def __init__(self) -> None:
         self.chunks: list[str] = []
         self.ends: list[int] = []  # ends[i]: text length once chunks[i] is appended
+        self.length = 0  # the text's length: ends[-1]
         # Reasoning and tool steps (issue 12), in order, with their places (eventlog/base.py).
         self.steps: list[Step] = []
         self.step_ends: list[int] = []  # step_ends[i] == steps[i].side
         self.step_offsets: list[int] = []  # step_offsets[i] == steps[i].offset
         self.state: str | None = None
         self.end: End | None = None
-        self.waiters: list[asyncio.Future] = []
-
-    @property
-    def length(self) -> int:
-        return self.ends[-1] if self.ends else 0
+        self.waiters: list[MemorySubscription] = []  # those waiting in next() for a change
 
     def text_from(self, offset: int) -> str:
         i = bisect_right(self.ends, offset)
@@ -87,9 +85,8 @@ class _Reply:
 
     def notify(self) -> None:
         waiters, self.waiters = self.waiters, []
-        for future in waiters:
-            if not future.done():
-                future.set_result(True)
+        for subscription in waiters:
+            subscription.changed()
 
 
 class MemorySubscription(Subscription):
@@ -98,6 +95,32 @@ class MemorySubscription(Subscription):
         self.offset = offset
         self.side = reply.side_before(offset) if side is None else side
         self.state_seen: str | None = None
+        self.future: asyncio.Future | None = None  # set while next() waits
+        self.held: Event | None = None  # taken by changed(), returned by next()
+        self.push: Callable[[Text], bool] | None = None
+        self.pushed_at = 0.0  # loop time of the last text pushed while next() waited
+
+    def push_text(self, push: Callable[[Text], bool]) -> bool:
+        self.push = push
+        return True
+
+    def changed(self) -> None:
+        """The reply changed while next() waited. A plain text the push callback takes goes out
+        from here, on the writer's task, and next() goes on waiting; anything else wakes it."""
+        future = self.future
+        if future is None or future.done():
+            return
+        if self.push is not None:
+            event = self._pending()
+            if event is None:  # nothing for this subscriber (a state it does not show)
+                self.reply.waiters.append(self)
+                return
+            if type(event) is Text and self.push(event):
+                self.pushed_at = future.get_loop().time()
+                self.reply.waiters.append(self)
+                return
+            self.held = event
+        future.set_result(True)
 
     def _next_step(self) -> Step | None:
         """The step due before any more text, reasoning deltas merged while they lag."""
@@ -143,25 +166,39 @@ class MemorySubscription(Subscription):
             return reply.end
         return None
 
+    def _take(self) -> Event | None:
+        event, self.held = self.held, None
+        return event or self._pending()
+
     async def next(self, timeout: float) -> Event | None:
-        event = self._pending()
+        event = self._take()
         if event is not None or timeout <= 0:
             return event
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        self.pushed_at = 0.0
         while event is None:
             left = deadline - loop.time()
             if left <= 0:
                 return None
-            future = loop.create_future()
-            self.reply.waiters.append(future)
+            future = self.future = loop.create_future()
+            self.reply.waiters.append(self)
             deadlines = _deadlines_of(loop)
             deadlines.watch(future, left)
-            if not await future:  # the deadline, not a change: this waiter goes
-                self.reply.waiters.remove(future)
-                return self._pending()
+            try:
+                woken = await future
+            finally:
+                self.future = None
+            if not woken:  # the deadline, not a change: this waiter goes
+                if self in self.reply.waiters:  # (a change may have come since, and taken it)
+                    self.reply.waiters.remove(self)
+                event = self._take()
+                if event is None and self.pushed_at:  # texts were pushed: silence counts from the last
+                    deadline, self.pushed_at = self.pushed_at + timeout, 0.0
+                    continue
+                return event
             deadlines.waiting.pop(future, None)  # keeps the ticker's scan to the waiting ones
-            event = self._pending()
+            event = self._take()
         return event
 
 
@@ -181,7 +218,8 @@ class MemoryEventLog(EventLog):
     async def append(self, reply_id: str, text: str) -> int:
         reply = self._reply(reply_id)
         reply.chunks.append(text)
-        reply.ends.append(reply.length + len(text))
+        reply.length += len(text)
+        reply.ends.append(reply.length)
         reply.notify()
         return reply.length
 

@@ -9,9 +9,10 @@ import asyncio
 import logging
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
-from django.db import DatabaseError, OperationalError, connection, transaction
+from django.db import DatabaseError, OperationalError, connection, connections, transaction
 from django.utils import timezone
 
 from chat import conf, db
@@ -209,11 +210,22 @@ def wal_checkpoint() -> tuple[int, int, int]:
 
 
 async def checkpoint_forever(engine: "Engine") -> None:
-    while True:
-        await asyncio.sleep(conf.get_float("CHAT_CHECKPOINT_INTERVAL"))
-        try:
-            await checkpoint_once(engine)
-            if connection.vendor == "sqlite":  # not on a writer thread: off their queue
-                await asyncio.to_thread(wal_checkpoint)
-        except Exception:  # never let the checkpointer die: the next pass may succeed
-            log.exception("Checkpoint failed")
+    # SQLite's log is copied on a thread of its own, off the writer threads' queue, started
+    # here with the server (not at some later request's moment) and ended with it.
+    wal = ThreadPoolExecutor(1, thread_name_prefix="chat-wal") if connection.vendor == "sqlite" else None
+    if wal is not None:
+        wal.submit(int)
+    loop = asyncio.get_running_loop()
+    try:
+        while True:
+            await asyncio.sleep(conf.get_float("CHAT_CHECKPOINT_INTERVAL"))
+            try:
+                await checkpoint_once(engine)
+                if wal is not None:
+                    await loop.run_in_executor(wal, wal_checkpoint)
+            except Exception:  # never let the checkpointer die: the next pass may succeed
+                log.exception("Checkpoint failed")
+    finally:
+        if wal is not None:
+            wal.submit(connections.close_all)  # that thread's own connection
+            wal.shutdown(wait=False)

@@ -1,0 +1,319 @@
+"""Texts written out by the reply's own task (issue 14): chat/sse.py `Outlet`, the memory log's
+`push_text`, and a real uvicorn server with clients that read fast, slowly, or not at all."""
+
+import asyncio
+import concurrent.futures
+import json
+import socket
+import time
+from urllib.parse import urlsplit
+
+import pytest
+from django.http import StreamingHttpResponse
+
+from chat import sse
+from chat.eventlog import End, Status, Text
+from chat.eventlog.memory import MemoryEventLog
+from chat.models import Message
+from chat.sse import EventStreamResponse, Outlet, request_send
+from tests.fakes import script
+from tests.sse_client import Parser, last_id, text_of
+
+# --- the outlet: an ASGI send run by hand -------------------------------------------------------
+
+
+class Server:
+    """An ASGI `send` that takes a part at once, or waits (flow control) while `paused`."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+        self.paused: asyncio.Future | None = None
+
+    async def send(self, message: dict) -> None:
+        if self.paused is not None:
+            await self.paused
+        self.parts.append(message["body"])
+
+
+def test_a_part_the_server_takes_at_once_costs_no_task():
+    async def run():
+        server = Server()
+        outlet = Outlet(server.send)
+        before = len(asyncio.all_tasks())
+        assert outlet.write(b"a") and outlet.write(b"b")
+        assert server.parts == [b"a", b"b"] and outlet.pending is None
+        assert len(asyncio.all_tasks()) == before
+
+    asyncio.run(run())
+
+
+def test_a_part_the_server_must_wait_for_is_finished_in_order_before_the_next():
+    async def run():
+        loop = asyncio.get_running_loop()
+        server = Server()
+        server.paused = loop.create_future()
+        outlet = Outlet(server.send)
+        assert outlet.write(b"a")  # handed over; the server waits for the client
+        assert outlet.pending is not None and server.parts == []
+        drained = asyncio.ensure_future(outlet.drain())
+        await asyncio.sleep(0.01)
+        assert not drained.done()
+        server.paused.set_result(None)
+        server.paused = None
+        await drained
+        assert server.parts == [b"a"] and outlet.pending is None
+        assert outlet.write(b"b") and server.parts == [b"a", b"b"]
+
+    asyncio.run(run())
+
+
+def test_a_part_the_server_refuses_is_not_counted_as_sent():
+    async def broken(message: dict) -> None:
+        raise RuntimeError("response already complete")
+
+    async def run():
+        outlet = Outlet(broken)
+        assert outlet.write(b"a") is False
+        assert outlet.pending is None
+
+    asyncio.run(run())
+
+
+def test_a_wait_cancelled_reaches_the_server_call():
+    async def run():
+        loop = asyncio.get_running_loop()
+        server = Server()
+        server.paused = loop.create_future()
+        outlet = Outlet(server.send)
+        outlet.write(b"a")
+        outlet.pending.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await outlet.drain()
+        assert server.parts == [] and outlet.pending is None
+
+    asyncio.run(run())
+
+
+# --- only a body nothing changes may be written around Django ---------------------------------
+
+
+def _outlet_after_iterating(response: StreamingHttpResponse, send) -> Outlet | None:
+    """What the stream's task sees, in a request served through the chat lifespan."""
+
+    async def run():
+        request_send.set(send)
+        iterator = aiter(response)  # as Django's handler does, in the task sending the response
+        outlet = Outlet.of_this_response()
+        await _parts_of(iterator)
+        return outlet
+
+    return asyncio.run(run())  # its own context: the variables set stay in it
+
+
+async def _parts_of(iterator) -> list[bytes]:
+    return [part async for part in iterator]
+
+
+async def _stream():
+    yield b"data: x\n\n"
+
+
+def test_the_outlet_is_there_only_when_the_body_is_the_apps_own_bytes():
+    send = Server().send
+    assert _outlet_after_iterating(EventStreamResponse(_stream()), send) is not None
+    # A middleware that rewrote the body (GZip): its bytes must go through it.
+    changed = EventStreamResponse(_stream())
+    changed.streaming_content = (part.upper() async for part in _stream())
+    assert _outlet_after_iterating(changed, send) is None
+    # Served without the chat lifespan (or with ASGI middleware between it and Django).
+    assert _outlet_after_iterating(EventStreamResponse(_stream()), None) is None
+
+
+def test_the_lifespan_hands_send_over_only_to_djangos_own_handler():
+    from django.core.handlers.asgi import ASGIHandler
+
+    from chat.asgi import ChatLifespan
+
+    assert ChatLifespan(ASGIHandler()).direct
+    assert not ChatLifespan(lambda scope, receive, send: None).direct
+
+
+# --- the memory log: a text pushed while next() waits, anything else returned -----------------
+
+
+def test_a_waiting_subscriber_gets_plain_texts_pushed_and_the_rest_from_next():
+    async def run():
+        log = MemoryEventLog()
+        await log.open("r")
+        await log.set_status("r", "thinking")
+        subscription = await log.subscribe("r", 0)
+        assert await subscription.next(0) == Status("thinking")
+        pushed: list[Text] = []
+        refuse = False
+
+        def push(item: Text) -> bool:
+            if refuse:
+                return False
+            pushed.append(item)
+            return True
+
+        assert subscription.push_text(push)
+        waiting = asyncio.ensure_future(subscription.next(5))
+        await asyncio.sleep(0)
+        await log.append("r", "Hel")
+        await log.append("r", "lo")
+        assert pushed == [Text(3, "Hel"), Text(5, "lo")]
+        assert not waiting.done()  # the subscriber's task was not woken
+        refuse = True  # a text refused is not lost: next() returns it
+        await log.append("r", "!")
+        assert await waiting == Text(6, "!")
+        waiting = asyncio.ensure_future(subscription.next(5))
+        await asyncio.sleep(0)
+        await log.end("r", End(status="complete"))
+        assert await waiting == End(status="complete")
+        assert pushed == [Text(3, "Hel"), Text(5, "lo")]
+
+    asyncio.run(run())
+
+
+def test_silence_is_counted_from_the_last_text_pushed():
+    async def run():
+        log = MemoryEventLog()
+        await log.open("r")
+        subscription = await log.subscribe("r", 0)
+        subscription.push_text(lambda item: True)
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        waiting = asyncio.ensure_future(subscription.next(0.2))
+        for i in range(6):  # a text every 0.05 s for 0.3 s: no heartbeat is due meanwhile
+            await asyncio.sleep(0.05)
+            await log.append("r", str(i))
+        assert await waiting is None  # the heartbeat, once the texts stopped
+        assert loop.time() - start >= 0.3 + 0.2 - 0.01
+
+    asyncio.run(run())
+
+
+# --- through the real server --------------------------------------------------------------------
+
+
+@pytest.fixture
+def writes(monkeypatch):
+    """Counts the texts a reply's task wrote straight to a stream, and the writes that waited."""
+    counts = {"written": 0, "waited": 0}
+    write, run_rest = Outlet.write, sse._run_rest
+
+    def counted_write(self, data):
+        counts["written"] += 1
+        return write(self, data)
+
+    def counted_rest(call, waiting_for):
+        counts["waited"] += 1
+        return run_rest(call, waiting_for)
+
+    monkeypatch.setattr(Outlet, "write", counted_write)
+    monkeypatch.setattr(sse, "_run_rest", counted_rest)
+    return counts
+
+
+def test_a_paced_reply_is_written_by_its_own_task_with_the_same_events(tab, writes):
+    steps = [{"say": f" word{i}"} for i in range(12)]
+    paced = [x for step in steps for x in (step, {"sleep": 0.03})]  # past the merge window
+    sent = tab.send(script(*paced), model="script:fake")
+    mid = sent["assistant_message"]["id"]
+    received = tab.stream(mid)
+    texts = [e for e in received if e.event == "message"]
+    assert [e.json["text"] for e in texts] == [s["say"] for s in steps]
+    # Each id is the text's length once it is added, whoever wrote it.
+    assert [int(e.id) for e in texts] == [len("".join(s["say"] for s in steps[: i + 1])) for i in range(12)]
+    assert [e.event for e in received[:3]] == ["retry", "start", "status"]
+    assert received[-1].event == "done"
+    assert writes["written"] >= 9  # the first text and any within the window go the usual way
+    assert text_of(received) == Message.objects.get(pk=mid).content
+    # Resuming from a pushed text's id gives exactly the rest.
+    rest = tab.stream(mid, last_event_id=int(texts[5].id))
+    assert text_of(rest) == "".join(s["say"] for s in steps[6:])
+
+
+def test_no_heartbeat_while_texts_are_pushed(tab, settings, writes):
+    settings.CHAT_HEARTBEAT_INTERVAL = 0.15
+    paced = [x for i in range(20) for x in ({"say": f"{i} "}, {"sleep": 0.05})]
+    sent = tab.send(script(*paced), model="script:fake")
+    received = tab.stream(sent["assistant_message"]["id"])
+    first_text = next(i for i, e in enumerate(received) if e.event == "message")
+    assert [e for e in received[first_text:] if e.event == "comment"] == []
+    assert writes["written"] >= 15
+    assert text_of(received) == "".join(f"{i} " for i in range(20))
+
+
+def _raw_stream(base_url: str, path: str, cookies: dict, headers: dict) -> socket.socket:
+    """A client with a tiny receive window that sends its request and then reads nothing."""
+    url = urlsplit(base_url)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect((url.hostname, url.port))
+    cookie = "; ".join(f"{k}={v}" for k, v in cookies.items())
+    lines = [f"GET {path} HTTP/1.1", f"Host: {url.netloc}", f"Cookie: {cookie}", "Accept: text/event-stream"]
+    lines += [f"{k}: {v}" for k, v in headers.items()]
+    sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+    return sock
+
+
+def _read_events(sock: socket.socket, timeout: float = 30) -> list:
+    """The whole chunked SSE body, parsed, once the client reads again."""
+    sock.settimeout(timeout)
+    data = b""
+    while not data.endswith(b"\r\n0\r\n\r\n"):
+        more = sock.recv(1 << 16)
+        assert more, "the server closed the connection early"
+        data += more
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head[:200]
+    payload = b""
+    while body:
+        size, _, rest = body.partition(b"\r\n")
+        n = int(size, 16)
+        payload, body = payload + rest[:n], rest[n + 2 :]
+    parser, received = Parser(), []
+    for line in payload.decode().split("\n"):
+        if (event := parser.feed(line)) is not None:
+            received.append(event)
+    return received
+
+
+def test_a_client_that_stops_reading_gets_every_text_once_in_order(tab, writes):
+    # Big texts 30 ms apart: the server's buffer for this client fills, its writes wait.
+    # 9 MB: more than the kernel's socket buffers take (they grow to 4 MB) and uvicorn's 64 KiB.
+    letters = [chr(ord("a") + i % 26) for i in range(150)]
+    paced = [x for letter in letters for x in ({"say": letter, "times": 60_000}, {"sleep": 0.02})]
+    sent = tab.send(script(*paced), model="script:fake")
+    mid = sent["assistant_message"]["id"]
+    sock = _raw_stream(str(tab.http.base_url), f"/api/messages/{mid}/stream", dict(tab.http.cookies), {})
+    try:
+        deadline = time.monotonic() + 30
+        while Message.objects.get(pk=mid).status == Message.Status.STREAMING:
+            assert time.monotonic() < deadline, "the reply did not end"
+            time.sleep(0.1)
+        received = _read_events(sock)
+    finally:
+        sock.close()
+    texts = [e for e in received if e.event == "message"]
+    expected = "".join(letter * 60_000 for letter in letters)
+    assert text_of(received) == expected == Message.objects.get(pk=mid).content
+    ids = [int(e.id) for e in texts]
+    assert ids == sorted(set(ids)) and ids[-1] == len(expected)
+    assert last_id(received) == len(expected)
+    assert json.loads(received[-1].data)["status"] == "complete"
+    assert writes["waited"] >= 1, writes  # the server did wait for this client, with parts pushed
+
+
+def test_pushed_texts_reach_every_follower_of_a_reply(tab, new_tab, writes):
+    paced = [x for i in range(15) for x in ({"say": f"t{i} "}, {"sleep": 0.03})]
+    sent = tab.send(script(*paced), model="script:fake")
+    mid = sent["assistant_message"]["id"]
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        streams = list(pool.map(lambda _: tab.stream(mid), range(3)))
+    for received in streams:
+        assert text_of(received) == "".join(f"t{i} " for i in range(15))
+        assert received[-1].event == "done"
+    assert writes["written"] >= 3 * 10
