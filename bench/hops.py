@@ -18,12 +18,15 @@ from functools import partial
 from bench import scenarios
 from bench.load import Client
 from bench.servers import measure_in_process
+from chat import request_thread
 
 
 def _name(fn) -> str:
     """The function a submitted call runs (asgiref's thread_handler carries it in its args)."""
     if isinstance(fn, partial) and len(fn.args) >= 5 and getattr(fn.func, "__name__", "") == "thread_handler":
         fn = fn.args[4]
+    if isinstance(fn, partial) and getattr(fn.func, "__qualname__", "") == "_call" and fn.args:
+        return f"_call: {_name(fn.args[0])}"  # chat/db.py: the function run on the writer thread
     while isinstance(fn, partial):
         fn = fn.func
     return getattr(fn, "__qualname__", type(fn).__name__)
@@ -35,6 +38,12 @@ async def count(port: int, replies: int) -> tuple[Counter, int]:
     warm = await client.open_stream(scenarios.QUESTION)  # the first request warms caches
     await warm.finished
     warm.close()
+    # The request threads' pool as a server that has served a while has it: a few idle
+    # workers (a reply's response may still be closing on one when the next request comes).
+    workers = [request_thread.pool.take() for _ in range(4)]
+    for worker in workers:
+        await asyncio.wrap_future(worker.submit(int))
+        request_thread.pool.give(worker)
     seen: Counter = Counter()
     submitted: list[tuple[str, str, Future]] = []
     original, original_callback = ThreadPoolExecutor.submit, Future.add_done_callback
@@ -51,12 +60,11 @@ async def count(port: int, replies: int) -> tuple[Counter, int]:
         self.waited_for = True
         return original_callback(self, fn)
 
-    made = 0
+    made: list[str] = []
     start_new = threading.Thread.start
 
     def start(thread: threading.Thread) -> None:
-        nonlocal made
-        made += 1
+        made.append(thread.name)
         start_new(thread)
 
     ThreadPoolExecutor.submit, threading.Thread.start = submit, start  # type: ignore[method-assign]
@@ -87,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{waited / replies:5.1f}  waited for by the event loop (hops)")
     for (pool, fn), n in sorted(seen.items(), key=lambda kv: -kv[1]):
         print(f"{n / replies:5.1f}    {pool}: {fn}")
-    print(f"{made / replies:5.1f}  threads started")
+    print(f"{len(made) / replies:5.1f}  threads started" + (f" ({', '.join(made)})" if made else ""))
     return 0
 
 
