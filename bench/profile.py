@@ -61,6 +61,21 @@ def _switches(pid: int) -> int:
     return total
 
 
+def thread_cpu(pid: int) -> Counter:
+    """CPU seconds so far: the event loop's thread (the main one) and the others (Python's
+    thread names do not reach the OS on 3.11)."""
+    tick, seconds = os.sysconf("SC_CLK_TCK"), Counter()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            stat = (task / "stat").read_text()
+        except OSError:  # the thread ended meanwhile
+            continue
+        name = "event loop" if task.name == str(pid) else "other threads"
+        fields = stat.rsplit(")", 1)[1].split()
+        seconds[name] += (int(fields[11]) + int(fields[12])) / tick
+    return seconds
+
+
 def top(collapsed: Path, count: int) -> str:
     """The top of py-spy's collapsed stacks ("frame;frame;... samples" per line)."""
     total_samples, inclusive, own = 0, Counter(), Counter()
@@ -136,9 +151,10 @@ def main(argv: list[str] | None = None) -> int:
         loop = new_loop()
         try:
             measured = run(server) if args.no_spy else _run(server, run, out, args.rate)
-            before = _user_system(server.pid)
+            before, threads_before = _user_system(server.pid), thread_cpu(server.pid)
             result = loop.run_until_complete(measured)
-            after = _user_system(server.pid)
+            after, threads = _user_system(server.pid), thread_cpu(server.pid)
+            threads.subtract(threads_before)
             result["server_user_s"], result["server_system_s"] = (
                 a - b for a, b in zip(after, before, strict=True)
             )
@@ -149,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     for key, value in result.items():
         print(f"{key}: {value}")
     print(f"context switches (whole server life, all threads): {switches}")
+    print("server CPU by thread: " + ", ".join(f"{name} {s:.2f} s" for name, s in threads.most_common() if s))
     if not args.no_spy:
         print()
         print(top(out, args.top))

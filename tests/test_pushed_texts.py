@@ -176,6 +176,29 @@ def test_a_waiting_subscriber_gets_plain_texts_pushed_and_the_rest_from_next():
     asyncio.run(run())
 
 
+def test_a_push_that_fails_never_fails_the_writer(caplog):
+    async def run():
+        log = MemoryEventLog()
+        await log.open("r")
+        subscription = await log.subscribe("r", 0)
+
+        def broken(item: Text) -> bool:
+            raise RuntimeError("a bug in the stream")
+
+        subscription.push_text(broken)
+        waiting = asyncio.ensure_future(subscription.next(5))
+        await asyncio.sleep(0)
+        assert await log.append("r", "a") == 1  # the reply's task goes on
+        assert await waiting == Text(1, "a")  # and the stream reads the text from the log
+        waiting = asyncio.ensure_future(subscription.next(5))
+        await asyncio.sleep(0)
+        await log.append("r", "b")
+        assert await waiting == Text(2, "b")
+
+    asyncio.run(run())
+    assert "could not take a text pushed to it" in caplog.text
+
+
 def test_silence_is_counted_from_the_last_text_pushed():
     async def run():
         log = MemoryEventLog()

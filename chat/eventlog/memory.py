@@ -2,11 +2,14 @@
 
 import asyncio
 import contextvars
+import logging
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 
 from chat import conf
 from chat.eventlog.base import End, Event, EventLog, ReasoningText, Status, Step, Subscription, Text
+
+log = logging.getLogger("chat.eventlog")
 
 
 class _Deadlines:
@@ -115,7 +118,7 @@ class MemorySubscription(Subscription):
             if event is None:  # nothing for this subscriber (a state it does not show)
                 self.reply.waiters.append(self)
                 return
-            if type(event) is Text and self.push(event):
+            if type(event) is Text and self._pushed(event):
                 self.pushed_at = future.get_loop().time()
                 self.reply.waiters.append(self)
                 return
@@ -165,6 +168,16 @@ class MemorySubscription(Subscription):
         if reply.end is not None:
             return reply.end
         return None
+
+    def _pushed(self, event: Text) -> bool:
+        """The push callback's answer; a callback that fails is the subscriber's problem, never the
+        writer's (it runs on the reply's task): it is dropped, and next() returns the text."""
+        try:
+            return self.push(event)
+        except Exception:
+            log.exception("A stream could not take a text pushed to it; it reads the log instead")
+            self.push = None
+            return False
 
     def _take(self) -> Event | None:
         event, self.held = self.held, None
