@@ -18,7 +18,7 @@ from chat import conf
 from chat.providers import registry
 from chat.replies.generation import engine
 from chat.request_thread import give_back_request_started, request_context, take_over_request_started
-from chat.sse import request_send
+from chat.sse import SEND
 
 log = logging.getLogger("chat.asgi")
 
@@ -77,12 +77,10 @@ class ChatLifespan:
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] == "http":  # its sync work on a pooled thread (chat/request_thread.py)
-            token = request_send.set(send if self.direct else None)
-            try:
-                async with request_context():
-                    return await self.app(scope, receive, send)
-            finally:
-                request_send.reset(token)
+            if self.direct:
+                scope[SEND] = send
+            async with request_context():
+                return await self.app(scope, receive, send)
         if scope["type"] != "lifespan":
             return await self.app(scope, receive, send)
         while True:

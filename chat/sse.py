@@ -4,7 +4,6 @@ import asyncio
 import json
 import re
 from collections.abc import AsyncIterator, Callable, Coroutine
-from contextvars import ContextVar
 from dataclasses import dataclass
 from json.encoder import encode_basestring  # the C escaper json.dumps uses
 from typing import Any
@@ -73,14 +72,15 @@ class EventStreamResponse(StreamingHttpResponse):
     middleware that replaced `streaming_content` (GZip, say) gets Django's path unchanged.
     """
 
-    def __init__(self, stream: AsyncIterator[bytes], **kwargs: Any) -> None:
+    def __init__(self, stream: AsyncIterator[bytes], outlet: "Outlet | None" = None, **kwargs: Any) -> None:
         super().__init__(stream, **kwargs)
         self._own = self._iterator
+        self.outlet = outlet
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         if self._iterator is self._own:
-            # Its bytes go out unchanged: the stream may also write them itself (Outlet).
-            _body_send.set(request_send.get())
+            if self.outlet is not None:  # its bytes go out unchanged: the stream may write them too
+                self.outlet.open = True
             return self._own
         return super().__aiter__()
 
@@ -89,12 +89,9 @@ class EventStreamResponse(StreamingHttpResponse):
 
 Send = Callable[[dict], Coroutine[Any, Any, None]]
 
-# The ASGI `send` of the HTTP request being served: set by the chat lifespan (chat/asgi.py)
-# where it wraps Django's handler directly, so that nothing stands between the two.
-request_send: ContextVar[Send | None] = ContextVar("chat_request_send", default=None)
-# In the task sending a response: that `send`, once the response's body is known to be the
-# app's own bytes, unchanged (EventStreamResponse.__aiter__ above).
-_body_send: ContextVar[Send | None] = ContextVar("chat_body_send", default=None)
+# The scope key under which the chat lifespan (chat/asgi.py) leaves the request's ASGI `send`,
+# where it wraps Django's handler directly: nothing stands between the two.
+SEND = "chat.send"
 
 
 class Outlet:
@@ -107,16 +104,17 @@ class Outlet:
     task has waited for it (`drain`): parts never overtake one another.
     """
 
-    __slots__ = ("send", "pending")
+    __slots__ = ("send", "pending", "open")
 
     def __init__(self, send: Send) -> None:
         self.send = send
         self.pending: asyncio.Task | None = None
+        self.open = False  # set once Django's handler reads the response's own bytes
 
     @classmethod
-    def of_this_response(cls) -> "Outlet | None":
-        """The outlet of the response this task is sending, if it may have one."""
-        send = _body_send.get()
+    def for_request(cls, request: Any) -> "Outlet | None":
+        """An outlet for the request's response, if it is served through the chat lifespan."""
+        send = request.scope.get(SEND) if hasattr(request, "scope") else None
         return None if send is None else cls(send)
 
     def write(self, data: bytes) -> bool:
@@ -158,8 +156,9 @@ async def _run_rest(call: Coroutine, waiting_for: Any) -> None:
             return
 
 
-def sse_response(stream: AsyncIterator[bytes]) -> StreamingHttpResponse:
-    response = EventStreamResponse(stream, content_type="text/event-stream; charset=utf-8")
+def sse_response(stream: AsyncIterator[bytes], outlet: Outlet | None = None) -> StreamingHttpResponse:
+    """The SSE response; `outlet`, if any, is the one the stream was given (chat/streams.py)."""
+    response = EventStreamResponse(stream, outlet, content_type="text/event-stream; charset=utf-8")
     response["Cache-Control"] = "no-cache, no-transform"
     # nginx buffers proxied responses unless told not to.
     response["X-Accel-Buffering"] = "no"

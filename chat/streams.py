@@ -106,9 +106,12 @@ async def _follow_database(
     return DatabaseFollower(message, gone.offset, gone.side if gone.side is not None else side, status=False)
 
 
-async def reply_stream(message: Message, offset: int, side: int | None = None) -> AsyncIterator[bytes]:
+async def reply_stream(
+    message: Message, offset: int, side: int | None = None, outlet: Outlet | None = None
+) -> AsyncIterator[bytes]:
     """retry, start, what came after the place (`offset`, and `side` for a step id; live or
-    stored), then done or error."""
+    stored), then done or error. With an `outlet` (chat/sse.py) that its response opens, the
+    reply's own task writes the texts that come while this waits."""
     heartbeat = conf.get_float("CHAT_HEARTBEAT_INTERVAL")
     yield ServerSentEvent(retry=conf.get_int("CHAT_RETRY_MS")).encode()
     yield event(
@@ -130,7 +133,6 @@ async def reply_stream(message: Message, offset: int, side: int | None = None) -
     last_text = -window
     held: Event | None = None
     thread_held = True  # the request's thread, given back after the first event
-    outlet = Outlet.of_this_response()
 
     def push(item: Text) -> bool:
         """A text that came while this stream waited, written out by the reply's own task (a
@@ -178,7 +180,7 @@ async def reply_stream(message: Message, offset: int, side: int | None = None) -
             if thread_held:  # once the first event is out, not before it (one hop less to wait for)
                 thread_held = False
                 await release_request_thread()
-                if outlet is not None:
+                if outlet is not None and outlet.open:
                     subscription.push_text(push)
     finally:
         await subscription.close()

@@ -9,13 +9,12 @@ import time
 from urllib.parse import urlsplit
 
 import pytest
-from django.http import StreamingHttpResponse
 
 from chat import sse
 from chat.eventlog import End, Status, Text
 from chat.eventlog.memory import MemoryEventLog
 from chat.models import Message
-from chat.sse import EventStreamResponse, Outlet, request_send
+from chat.sse import EventStreamResponse, Outlet
 from tests.fakes import script
 from tests.sse_client import Parser, last_id, text_of
 
@@ -97,45 +96,38 @@ def test_a_wait_cancelled_reaches_the_server_call():
 # --- only a body nothing changes may be written around Django ---------------------------------
 
 
-def _outlet_after_iterating(response: StreamingHttpResponse, send) -> Outlet | None:
-    """What the stream's task sees, in a request served through the chat lifespan."""
+def _opened(response: EventStreamResponse) -> bool:
+    """Whether the outlet opens once Django's handler starts reading the response."""
 
     async def run():
-        request_send.set(send)
-        iterator = aiter(response)  # as Django's handler does, in the task sending the response
-        outlet = Outlet.of_this_response()
-        await _parts_of(iterator)
-        return outlet
+        parts = [part async for part in aiter(response)]  # as Django's handler reads it
+        assert parts
+        return response.outlet.open
 
-    return asyncio.run(run())  # its own context: the variables set stay in it
-
-
-async def _parts_of(iterator) -> list[bytes]:
-    return [part async for part in iterator]
+    return asyncio.run(run())
 
 
 async def _stream():
     yield b"data: x\n\n"
 
 
-def test_the_outlet_is_there_only_when_the_body_is_the_apps_own_bytes():
+def test_the_outlet_opens_only_when_the_body_is_the_apps_own_bytes():
     send = Server().send
-    assert _outlet_after_iterating(EventStreamResponse(_stream()), send) is not None
+    assert _opened(EventStreamResponse(_stream(), Outlet(send)))
     # A middleware that rewrote the body (GZip): its bytes must go through it.
-    changed = EventStreamResponse(_stream())
+    changed = EventStreamResponse(_stream(), Outlet(send))
     changed.streaming_content = (part.upper() async for part in _stream())
-    assert _outlet_after_iterating(changed, send) is None
-    # Served without the chat lifespan (or with ASGI middleware between it and Django).
-    assert _outlet_after_iterating(EventStreamResponse(_stream()), None) is None
+    assert not _opened(changed)
 
 
-def test_the_lifespan_hands_send_over_only_to_djangos_own_handler():
+def test_only_a_request_served_through_the_chat_lifespan_has_an_outlet(rf):
     from django.core.handlers.asgi import ASGIHandler
 
     from chat.asgi import ChatLifespan
 
     assert ChatLifespan(ASGIHandler()).direct
     assert not ChatLifespan(lambda scope, receive, send: None).direct
+    assert Outlet.for_request(rf.get("/")) is None  # WSGI, or Django's test client
 
 
 # --- the memory log: a text pushed while next() waits, anything else returned -----------------
@@ -246,16 +238,21 @@ def test_a_paced_reply_is_written_by_its_own_task_with_the_same_events(tab, writ
     mid = sent["assistant_message"]["id"]
     received = tab.stream(mid)
     texts = [e for e in received if e.event == "message"]
-    assert [e.json["text"] for e in texts] == [s["say"] for s in steps]
-    # Each id is the text's length once it is added, whoever wrote it.
-    assert [int(e.id) for e in texts] == [len("".join(s["say"] for s in steps[: i + 1])) for i in range(12)]
+    words = [step["say"] for step in steps]
+    assert "".join(e.json["text"] for e in texts) == "".join(words)
+    # Each id is the text's length once it is added, whoever wrote it; each event is whole
+    # tokens (a busy machine may merge two within the window).
+    ends = {len("".join(words[: i + 1])) for i in range(len(words))}
+    assert all(int(e.id) in ends for e in texts)
+    assert [int(e.id) for e in texts] == sorted({int(e.id) for e in texts})
     assert [e.event for e in received[:3]] == ["retry", "start", "status"]
     assert received[-1].event == "done"
-    assert writes["written"] >= 9  # the first text and any within the window go the usual way
+    assert writes["written"] >= 6  # the first text and any within the window go the usual way
     assert text_of(received) == Message.objects.get(pk=mid).content
     # Resuming from a pushed text's id gives exactly the rest.
-    rest = tab.stream(mid, last_event_id=int(texts[5].id))
-    assert text_of(rest) == "".join(s["say"] for s in steps[6:])
+    middle = int(texts[len(texts) // 2].id)
+    rest = tab.stream(mid, last_event_id=middle)
+    assert text_of(rest) == "".join(words)[middle:]
 
 
 def test_no_heartbeat_while_texts_are_pushed(tab, settings, writes):
