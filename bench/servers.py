@@ -50,8 +50,11 @@ def rss_kib(pid: int) -> int:
 
 
 def base_env(database: Path, **chat: str) -> dict[str, str]:
-    """Production-like settings (DEBUG off) and the scenario's CHAT_* values."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CHAT_", "DJANGO_"))}
+    """Production-like settings (DEBUG off) and the scenario's CHAT_* values: one process, its
+    own event log and cache. REDIS_URL is left out, as the rest of the caller's settings: set
+    to fill the Redis rows of `make bench`, it used to put every scenario's server on Redis
+    (the event log and the cache), which only scenario 5 asks for (bench/followed.py)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CHAT_", "DJANGO_")) and k != "REDIS_URL"}
     env.update(
         DJANGO_SETTINGS_MODULE="project.settings",
         DATABASE_URL=f"sqlite:///{database}",
@@ -178,6 +181,7 @@ async def in_process(**chat: str) -> AsyncIterator[int]:
     work = Path(tempfile.mkdtemp(prefix="chat-in-process-"))
     template = work / "template.sqlite3"
     await asyncio.to_thread(prepare_database, template)
+    os.environ.pop("REDIS_URL", None)  # one process, its own event log (base_env)
     os.environ.update(base_env(copy_database(template, work / "db.sqlite3"), **chat))
     import uvicorn
 

@@ -124,3 +124,14 @@ def test_a_streamed_token_wakes_one_task_not_two():
     # A few texts may still take the usual way (two within the merge window on a busy machine).
     assert per_token.get("chat/streams.py:reply_stream", 0) < 0.5, result.stdout
     assert per_token.get("django/core/handlers/asgi.py:send_response", 0) < 0.5, result.stdout
+
+
+def test_the_scenario_servers_run_on_their_own_event_log_whatever_the_callers_redis(monkeypatch, tmp_path):
+    """REDIS_URL is set to fill the Redis rows; it must not put every scenario on Redis."""
+    from bench.servers import base_env
+
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:6379/0")
+    monkeypatch.setenv("CHAT_DEMO_RATE", "99")
+    env = base_env(tmp_path / "db.sqlite3", CHAT_DEMO_TOKENS="5")
+    assert "REDIS_URL" not in env and "CHAT_DEMO_RATE" not in env
+    assert env["CHAT_DEMO_TOKENS"] == "5" and env["DATABASE_URL"].endswith("db.sqlite3")
