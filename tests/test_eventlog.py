@@ -78,6 +78,54 @@ class EventLogContract:
         assert rest[-1] == End("complete", "stop")
         assert texts(rest) == "lo" and rest[-2].offset == 5
 
+    def test_texts_pushed_while_the_subscriber_waits_arrive_once_in_order(self, backend):
+        """push_text (issue 14): the task that brings a text hands it to the subscriber's
+        callback; what the callback refuses, and anything not a text, next() returns."""
+
+        async def go():
+            log, rid = backend.writer, backend.new_id()
+            await log.open(rid)
+            await backend.settle()
+            sub = await backend.reader.subscribe(rid, 0)
+            pushed: list[Text] = []
+            refuse = {"c"}
+
+            def push(item: Text) -> bool:
+                if item.text in refuse:
+                    return False
+                pushed.append(item)
+                return True
+
+            supported = sub.push_text(push)
+            returned = []
+            waiting = asyncio.ensure_future(sub.next(5))
+            for part in ["a", "b", "c", "d"]:
+                await asyncio.sleep(0.05)  # one at a time, each while the subscriber waits
+                await log.append(rid, part)
+                await backend.settle()
+                await asyncio.sleep(0.05)
+                if waiting.done():
+                    returned.append(waiting.result())
+                    waiting = asyncio.ensure_future(sub.next(5))
+            await log.end(rid, End(status="complete"))
+            returned.append(await waiting)
+            if not isinstance(returned[-1], End):
+                returned += await follow(sub)
+            await sub.close()
+            return supported, pushed, returned
+
+        supported, pushed, returned = run(go())
+        texts_returned = [e for e in returned if isinstance(e, Text)]
+        everything = sorted(pushed + texts_returned, key=lambda e: e.offset)
+        assert "".join(e.text for e in everything) == "abcd"
+        assert [e.offset for e in everything] == [1, 2, 3, 4]
+        assert returned[-1] == End("complete")
+        if supported:
+            assert [e.text for e in pushed] == ["a", "b", "d"]
+            assert [e.text for e in texts_returned] == ["c"]
+        else:
+            assert pushed == []
+
     def test_lagging_subscriber_gets_merged_text_from_any_offset(self, backend):
         async def go():
             log, rid = backend.writer, backend.new_id()

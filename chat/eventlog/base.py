@@ -1,9 +1,13 @@
 """What an event log stores for a reply, and the interface every backend implements."""
 
+import asyncio
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
+
+log = logging.getLogger("chat.eventlog")
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,11 +89,28 @@ class Subscription(ABC):
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release what the subscription holds."""
 
+    push: Callable[[Text], bool] | None = None
+    pushed_at = 0.0  # loop time of the last text pushed while next() waited
+
     def push_text(self, push: Callable[[Text], bool]) -> bool:
         """Optional: while next() waits, hand each plain text to `push` as it comes, on the
-        writer's own task (one task wake-up per token instead of two); a text `push` refuses
-        (False) is returned by next() instead. False: this log cannot (the default)."""
+        task that brings it (the reply's writer, or the log's reader): one task wake-up per
+        token instead of two. A text `push` refuses (False) is returned by next() instead.
+        False: this log cannot (the default)."""
         return False
+
+    def _pushed(self, text: Text, loop: asyncio.AbstractEventLoop) -> bool:
+        """`push`'s answer. A callback that fails is the subscriber's problem, never the task
+        that brings the text: it is dropped, and next() returns the text."""
+        try:
+            done = self.push(text)
+        except Exception:
+            log.exception("A stream could not take a text pushed to it; it reads the log instead")
+            self.push = None
+            return False
+        if done:
+            self.pushed_at = loop.time()
+        return done
 
 
 class EventLog(ABC):

@@ -2,14 +2,11 @@
 
 import asyncio
 import contextvars
-import logging
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 
 from chat import conf
 from chat.eventlog.base import End, Event, EventLog, ReasoningText, Status, Step, Subscription, Text
-
-log = logging.getLogger("chat.eventlog")
 
 
 class _Deadlines:
@@ -100,8 +97,6 @@ class MemorySubscription(Subscription):
         self.state_seen: str | None = None
         self.future: asyncio.Future | None = None  # set while next() waits
         self.held: Event | None = None  # taken by changed(), returned by next()
-        self.push: Callable[[Text], bool] | None = None
-        self.pushed_at = 0.0  # loop time of the last text pushed while next() waited
 
     def push_text(self, push: Callable[[Text], bool]) -> bool:
         self.push = push
@@ -118,8 +113,7 @@ class MemorySubscription(Subscription):
             if event is None:  # nothing for this subscriber (a state it does not show)
                 self.reply.waiters.append(self)
                 return
-            if type(event) is Text and self._pushed(event):
-                self.pushed_at = future.get_loop().time()
+            if type(event) is Text and self._pushed(event, future.get_loop()):
                 self.reply.waiters.append(self)
                 return
             self.held = event
@@ -168,16 +162,6 @@ class MemorySubscription(Subscription):
         if reply.end is not None:
             return reply.end
         return None
-
-    def _pushed(self, event: Text) -> bool:
-        """The push callback's answer; a callback that fails is the subscriber's problem, never the
-        writer's (it runs on the reply's task): it is dropped, and next() returns the text."""
-        try:
-            return self.push(event)
-        except Exception:
-            log.exception("A stream could not take a text pushed to it; it reads the log instead")
-            self.push = None
-            return False
 
     def _take(self) -> Event | None:
         event, self.held = self.held, None

@@ -163,9 +163,22 @@ class RedisSubscription(Subscription):
         self.failed = True
         self._wake()
 
+    def push_text(self, push: Callable[[Text], bool]) -> bool:
+        self.push = push
+        return True
+
     def _wake(self) -> None:
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_result(True)
+        waiter = self.waiter
+        if waiter is None or waiter.done():
+            return
+        # One plain text while next() waits: the push callback may write it from here, the
+        # reader's task (chat/streams.py), and next() goes on waiting.
+        queue = self.queue
+        if self.push is not None and len(queue) == 1 and type(queue[0]) is Text and not self.failed:
+            if self._pushed(queue[0], waiter.get_loop()):
+                self.offset = queue.popleft().offset
+                return
+        waiter.set_result(True)
 
     def _pop(self) -> Event:
         item = self.queue.popleft()
@@ -184,12 +197,16 @@ class RedisSubscription(Subscription):
     async def next(self, timeout: float) -> Event | None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        self.pushed_at = 0.0
         while True:
             if self.queue:
                 return self._pop()
             if self.failed:
                 raise LogUnavailable(self.offset, self.writer_gone, self.side)
             left = deadline - loop.time()
+            if left <= 0 and self.pushed_at:  # texts were pushed: silence counts from the last
+                deadline, self.pushed_at = self.pushed_at + timeout, 0.0
+                continue
             if left <= 0:
                 return None
             # A timer per wait, not asyncio.wait_for (a task and a shield per delta).
@@ -201,7 +218,10 @@ class RedisSubscription(Subscription):
                 timer.cancel()
                 self.waiter = None
             # Silence: is the writer still there? Its checkpoints keep the stream's TTL up.
-            if not woken and not self.queue and not self.failed and not await self.alive(self.key):
+            # (Texts pushed meanwhile say it is.)
+            if woken or self.queue or self.failed or self.pushed_at > loop.time() - self.check_every:
+                continue
+            if not await self.alive(self.key):
                 self.failed = self.writer_gone = True
 
     async def close(self) -> None:
