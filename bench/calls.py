@@ -32,10 +32,7 @@ def _where(code) -> str:
 
 async def count(port: int, replies: int) -> tuple[Counter, int]:
     client = Client(port)
-    await client.setup()
-    warm = await client.open_stream(scenarios.QUESTION)  # the first request warms caches
-    await warm.finished
-    warm.close()
+    await client.warm_up(scenarios.QUESTION)
     calls: Counter = Counter()
     loop_thread = threading.get_ident()
 

@@ -34,10 +34,7 @@ def _name(fn) -> str:
 
 async def count(port: int, replies: int) -> tuple[Counter, int]:
     client = Client(port)
-    await client.setup()
-    warm = await client.open_stream(scenarios.QUESTION)  # the first request warms caches
-    await warm.finished
-    warm.close()
+    await client.warm_up(scenarios.QUESTION)
     # The request threads' pool as a server that has served a while has it: a few idle
     # workers (a reply's response may still be closing on one when the next request comes).
     workers = [request_thread.pool.take() for _ in range(4)]

@@ -220,6 +220,13 @@ class Client:
         status, response = await self.call("POST", "/api/conversations", {})
         assert status == 201, response[:500]
 
+    async def warm_up(self, content: str) -> None:
+        """setup(), then one reply read to its end: the first request warms the server's caches."""
+        await self.setup()
+        warm = await self.open_stream(content)
+        await warm.finished
+        warm.close()
+
     async def open_stream(self, content: str) -> Stream:
         """POST a first message asking for SSE; returns once the response headers arrived."""
         body = json.dumps({"content": content}).encode()
