@@ -89,6 +89,7 @@ class Subscription(ABC):
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release what the subscription holds."""
 
+    pushes = False  # set by a log that can push texts (memory, Redis)
     push: Callable[[Text], bool] | None = None
     pushed_at = 0.0  # loop time of the last text pushed while next() waited
 
@@ -97,7 +98,15 @@ class Subscription(ABC):
         task that brings it (the reply's writer, or the log's reader): one task wake-up per
         token instead of two. A text `push` refuses (False) is returned by next() instead.
         False: this log cannot (the default)."""
-        return False
+        if self.pushes:
+            self.push = push
+        return self.pushes
+
+    def _silence_from_last_push(self, timeout: float) -> float | None:
+        """Once a wait's deadline has passed: the new deadline if texts were pushed meanwhile
+        (the heartbeat's silence counts from the last of them), else None."""
+        pushed_at, self.pushed_at = self.pushed_at, 0.0
+        return pushed_at + timeout if pushed_at else None
 
     def _pushed(self, text: Text, loop: asyncio.AbstractEventLoop) -> bool:
         """`push`'s answer. A callback that fails is the subscriber's problem, never the task

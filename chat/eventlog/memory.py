@@ -3,7 +3,6 @@
 import asyncio
 import contextvars
 from bisect import bisect_left, bisect_right
-from collections.abc import Callable
 
 from chat import conf
 from chat.eventlog.base import End, Event, EventLog, ReasoningText, Status, Step, Subscription, Text
@@ -90,6 +89,8 @@ class _Reply:
 
 
 class MemorySubscription(Subscription):
+    pushes = True
+
     def __init__(self, reply: _Reply, offset: int, side: int | None = None) -> None:
         self.reply = reply
         self.offset = offset
@@ -97,10 +98,6 @@ class MemorySubscription(Subscription):
         self.state_seen: str | None = None
         self.future: asyncio.Future | None = None  # set while next() waits
         self.held: Event | None = None  # taken by changed(), returned by next()
-
-    def push_text(self, push: Callable[[Text], bool]) -> bool:
-        self.push = push
-        return True
 
     def changed(self) -> None:
         """The reply changed while next() waited. A plain text the push callback takes goes out
@@ -190,8 +187,8 @@ class MemorySubscription(Subscription):
                 if self in self.reply.waiters:  # (a change may have come since, and taken it)
                     self.reply.waiters.remove(self)
                 event = self._take()
-                if event is None and self.pushed_at:  # texts were pushed: silence counts from the last
-                    deadline, self.pushed_at = self.pushed_at + timeout, 0.0
+                if event is None and (later := self._silence_from_last_push(timeout)) is not None:
+                    deadline = later
                     continue
                 return event
             deadlines.waiting.pop(future, None)  # keeps the ticker's scan to the waiting ones

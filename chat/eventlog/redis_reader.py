@@ -83,6 +83,8 @@ def _expire(future: asyncio.Future) -> None:
 class RedisSubscription(Subscription):
     """One follower of one reply's stream, fed by the catch-up read and then by the reader."""
 
+    pushes = True
+
     def __init__(
         self,
         key: str,
@@ -163,10 +165,6 @@ class RedisSubscription(Subscription):
         self.failed = True
         self._wake()
 
-    def push_text(self, push: Callable[[Text], bool]) -> bool:
-        self.push = push
-        return True
-
     def _wake(self) -> None:
         waiter = self.waiter
         if waiter is None or waiter.done():
@@ -204,8 +202,8 @@ class RedisSubscription(Subscription):
             if self.failed:
                 raise LogUnavailable(self.offset, self.writer_gone, self.side)
             left = deadline - loop.time()
-            if left <= 0 and self.pushed_at:  # texts were pushed: silence counts from the last
-                deadline, self.pushed_at = self.pushed_at + timeout, 0.0
+            if left <= 0 and (later := self._silence_from_last_push(timeout)) is not None:
+                deadline = later
                 continue
             if left <= 0:
                 return None
