@@ -21,7 +21,7 @@ from bench import limits, report, scenarios
 from bench.followed import followed
 from bench.load import run_on_new_loop
 from bench.scenarios import FULL, QUICK, Sizes
-from bench.servers import SERVER_CPU, Server, base_env, copy_database, prepare_database
+from bench.servers import SERVER_CPU, Server, base_env, copy_database, count_writes, prepare_database
 
 CLIENT_CPU = 1
 LOCKED = "database is locked"
@@ -36,6 +36,7 @@ class Bench:
         self.locked = {"app": 0, "baseline": 0}
         self.client_busy = {"app": 0.0, "baseline": 0.0}
         self.databases: dict[str, Path] = {}
+        self.counted = {"flat", f"paced-{sizes.paced_levels[0]}"}
 
     async def measure(
         self, name: str, target: str, env: dict[str, str], run: Callable[[Server], Awaitable[dict]]
@@ -43,6 +44,8 @@ class Bench:
         self.runs += 1
         t0 = time.monotonic()
         database = copy_database(self.template, self.workdir / f"{self.runs:02d}-{name}-{target}.sqlite3")
+        if name in self.counted:  # the databases run() reads writes per reply from
+            count_writes(database)
         server = Server(target, base_env(database, **env)).start()
         t1 = time.monotonic()
         print(f"  {name}: {target} (pid {server.pid}) ...", end="", flush=True)

@@ -236,7 +236,7 @@ def _add_reply(
         created_at=created_at or now,
         updated_at=now,
     )
-    Message.objects.bulk_create([assistant] if with_question is None else [with_question, assistant])
+    db.insert([assistant] if with_question is None else [with_question, assistant])
     changes = {"updated_at": now, "model": info.id}
     if title:
         changes["title"] = title
@@ -255,7 +255,7 @@ def _store_turn(*, conversation: Conversation, content: str, info: ModelInfo) ->
         if new:  # a new conversation is stored with its first message, its activity included
             conversation.updated_at, conversation.model = now, info.id
             conversation.title = title or conversation.title
-            conversation.save(force_insert=True)
+            db.insert([conversation])
         user = Message(
             conversation=conversation, role=Message.Role.USER, content=content, model=info.id, created_at=now
         )

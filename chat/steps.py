@@ -22,7 +22,7 @@ class Steps:
         self.steps: list[dict] = []
         self.side = 0
         self.version = 0  # grows with every change: the checkpointer saves what changed
-        self._run_started: float | None = None  # the open reasoning run's start
+        self.run_started: float | None = None  # the open reasoning run's start (None: no run open)
         self._since = time.monotonic()  # the last event that was not reasoning
 
     def __bool__(self) -> bool:
@@ -31,7 +31,7 @@ class Steps:
     def add_reasoning(self, text: str, offset: int) -> ReasoningText:
         last = self.steps[-1] if self.steps else None
         if (
-            self._run_started is None
+            self.run_started is None
             or last is None
             or last["type"] != "reasoning"
             or last["offset"] != offset
@@ -45,7 +45,7 @@ class Steps:
                 "duration_ms": 0,
             }
             self.steps.append(last)
-            self._run_started = self._since
+            self.run_started = self._since
         self.reasoning.append(text)
         self.reasoning_length += len(text)
         last["end"] = self.reasoning_length
@@ -55,11 +55,11 @@ class Steps:
 
     def close_run(self) -> None:
         """The reasoning run in progress (if any) ends: its duration is set."""
-        if self._run_started is None:
+        if self.run_started is None:
             return
         now = time.monotonic()
-        self.steps[-1]["duration_ms"] = round((now - self._run_started) * 1000)
-        self._run_started = None
+        self.steps[-1]["duration_ms"] = round((now - self.run_started) * 1000)
+        self.run_started = None
         self._since = now
         self.version += 1
 

@@ -151,7 +151,9 @@ class MemorySubscription(Subscription):
         if reply.steps and (i := bisect_right(reply.step_ends, self.side)) < len(reply.steps):
             stop = min(stop, reply.step_offsets[i])  # the text up to the next step
         if stop > self.offset:
-            text = reply.text_from(self.offset)
+            last = reply.chunks[-1]
+            # Per token, the usual case: only the newest chunk is new to this subscriber.
+            text = last if reply.length - len(last) == self.offset else reply.text_from(self.offset)
             if len(text) > stop - self.offset:
                 text = text[: stop - self.offset]
             self.offset = stop
@@ -210,7 +212,7 @@ class MemoryEventLog(EventLog):
         self._reply(reply_id)
 
     async def append(self, reply_id: str, text: str) -> int:
-        reply = self._reply(reply_id)
+        reply = self._replies.get(reply_id) or self._reply(reply_id)  # per token: no call to make
         reply.chunks.append(text)
         reply.length += len(text)
         reply.ends.append(reply.length)

@@ -55,18 +55,23 @@ def warm_up() -> None:
 
 
 def default_model() -> str:
-    ids = [m.id for m in available_models()]
+    return _default_of(available_models())
+
+
+def _default_of(models: list[ModelInfo]) -> str:
+    ids = [m.id for m in models]
     wanted = conf.get("CHAT_MODEL")
     return wanted if wanted in ids else (ids[0] if ids else "demo")
 
 
 def resolve(model_id: str | None) -> ModelInfo:
     """The model for an id a client sent (None: the default); Invalid if it is not offered."""
-    model_id = model_id or default_model()
-    for info in available_models():
+    models = available_models()  # once: it reads the settings and the environment (issue 14)
+    model_id = model_id or _default_of(models)
+    for info in models:
         if info.id == model_id:
             return info
-    offered = ", ".join(m.id for m in available_models())
+    offered = ", ".join(m.id for m in models)
     raise Invalid(f"Unknown model {model_id!r}. This server offers: {offered}.")
 
 

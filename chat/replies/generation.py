@@ -210,7 +210,8 @@ async def _run(reply_id: str, live: _Live, provider: Provider, prompt: Prompt) -
                     if item := clean_model_text(item):
                         if first_token is None:
                             first_token = time.monotonic()
-                        live.steps.close_run()
+                        if live.steps.run_started is not None:  # per token: no call to make
+                            live.steps.close_run()
                         live.text.append(item)
                         await events.append(reply_id, item)
                 elif step := record_step(live.steps, item, live.text.length):  # issue 12
