@@ -1,8 +1,12 @@
 """The chat app's settings and their defaults, in one place.
 
-Each is read when used: from Django settings when the project sets it there, else from the
-environment variable of the same name, else the default below. So a host project can
-configure the app in `settings.py`, in the environment, or not at all.
+Each is read at its first use: from Django settings when the project sets it there, else from
+the environment variable of the same name, else the default below. So a host project can
+configure the app in `settings.py`, in the environment, or not at all. What was read is kept:
+a reply reads some 60 settings, and reading the environment for an unset one costs about a
+microsecond each time (issue 14's profile of opening a reply). A change of Django's settings
+(`override_settings`, `setting_changed`) forgets what was kept, as does `forget()` (a test that
+changes the environment).
 """
 
 import json
@@ -12,6 +16,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
 from django.utils.functional import empty
 
 DEFAULTS: dict[str, Any] = {
@@ -127,14 +132,40 @@ _EMPTY_IS_OFF = {
 }
 
 
+_kept: dict[str, Any] = {}
+_kept_from: Any = None  # the settings object what is kept was read under
+
+
+def forget(**kwargs: Any) -> None:
+    """Read every setting again at its next use."""
+    global _kept_from
+    _kept.clear()
+    _kept_from = None
+
+
+setting_changed.connect(forget, dispatch_uid="chat-conf-forget")
+
+
 def get(name: str) -> Any:
     # The settings object itself, not the lazy proxy: a missing name costs the proxy a Python
-    # __getattr__ and a raised AttributeError, about 1 µs, and a reply reads some 60 settings
-    # (issue 14). The same lookup: under override_settings this is its UserSettingsHolder.
+    # __getattr__ and a raised AttributeError. Under override_settings (pytest-django's
+    # `settings` too, deletions included) it is a new UserSettingsHolder: what was kept goes.
+    global _kept_from
     wrapped = settings._wrapped
-    if wrapped is empty:
-        settings._setup()
-        wrapped = settings._wrapped
+    if wrapped is not _kept_from:
+        if wrapped is empty:
+            settings._setup()
+            wrapped = settings._wrapped
+        _kept.clear()
+        _kept_from = wrapped
+    try:
+        return _kept[name]
+    except KeyError:
+        value = _kept[name] = _read(wrapped, name)  # an invalid environment value raises, not kept
+        return value
+
+
+def _read(wrapped: Any, name: str) -> Any:
     value = getattr(wrapped, name, _UNSET)
     if value is not _UNSET:
         return value

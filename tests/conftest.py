@@ -14,12 +14,22 @@ import psycopg
 import pytest
 import uvicorn
 
+from chat import conf
 from chat.replies import generation
 from tests import fakes
 from tests.sse_client import SSE, events
 from tests.vendor_servers import VendorServer
 
 REQUIRE_SERVICES = os.environ.get("CHAT_REQUIRE_SERVICES") == "1"
+
+
+@pytest.fixture(autouse=True)
+def _settings_read_afresh():
+    """chat.conf keeps what it read; a test that changed the environment (monkeypatch.setenv)
+    must not leave its values to the next one."""
+    conf.forget()
+    yield
+    conf.forget()
 
 
 def need_service(name: str) -> str:

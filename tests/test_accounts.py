@@ -157,3 +157,24 @@ def test_settings_come_from_settings_then_the_environment_then_the_defaults(sett
     monkeypatch.setenv("CHAT_RETRY_MS", "soon")
     with pytest.raises(ValueError, match="CHAT_RETRY_MS"):
         conf.get("CHAT_RETRY_MS")
+
+
+def test_a_setting_is_read_once_and_again_after_a_change_of_djangos_settings(settings, monkeypatch):
+    """What chat.conf read is kept (issue 14: a reply reads some 60 settings); a change of
+    Django's settings, a deletion included, has it read again."""
+    from django.test import override_settings
+
+    del settings.CHAT_DEMO_RATE
+    monkeypatch.setenv("CHAT_DEMO_RATE", "3")
+    assert conf.get("CHAT_DEMO_RATE") == 3.0
+    monkeypatch.setenv("CHAT_DEMO_RATE", "4")
+    assert conf.get("CHAT_DEMO_RATE") == 3.0  # the environment is read once
+    conf.forget()
+    assert conf.get("CHAT_DEMO_RATE") == 4.0
+    settings.CHAT_DEMO_RATE = 5.0
+    assert conf.get("CHAT_DEMO_RATE") == 5.0
+    with override_settings(CHAT_DEMO_RATE=6.0):
+        assert conf.get("CHAT_DEMO_RATE") == 6.0
+    assert conf.get("CHAT_DEMO_RATE") == 5.0
+    del settings.CHAT_DEMO_RATE
+    assert conf.get("CHAT_DEMO_RATE") == 4.0
