@@ -67,6 +67,27 @@ class Bench:
     async def both(self, name: str, env: dict[str, str], run: Callable[[Server], Awaitable[dict]]) -> dict:
         return {target: await self.measure(name, target, env, run) for target in ("app", "baseline")}
 
+    async def in_turns(
+        self, name: str, env: dict[str, str], run: Callable[[Server], Awaitable[dict]], rounds: int
+    ) -> dict:
+        """`rounds` runs of each side taken in turns (app, baseline, app, ...); each side keeps
+        its run with the lowest server CPU per token, and lists every run's figure.
+
+        The machine is a shared VM whose speed moves from one half minute to the next: in two
+        runs of the same code, the burst's app measured 35.0 and 44.6 µs per token and the
+        baseline 32.2 and 25.5, so one run of each gave 1.09x and 1.75x. Noise only adds
+        CPU; the lower of each side's runs, taken the same way for both, is the steadier
+        comparison."""
+        runs: dict[str, list[dict]] = {"app": [], "baseline": []}
+        for _ in range(rounds):
+            for target in runs:
+                runs[target].append(await self.measure(name, target, env, run))
+        kept = {}
+        for target, results in runs.items():
+            best = min(results, key=lambda result: result["cpu_us_per_token"])
+            kept[target] = {**best, "runs_cpu_us_per_token": [r["cpu_us_per_token"] for r in results]}
+        return kept
+
     async def paced_levels(self) -> dict:
         env = scenarios.paced_levels_env(self.sizes)
         levels, held = [], {"app": 0, "baseline": 0}
@@ -100,7 +121,9 @@ class Bench:
         print("4. first status and first text under load", flush=True)
         first = await self.both("first", scenarios.first_env(s), lambda srv: scenarios.first_events(srv, s))
         print("4b. replies in a burst: opened over a few seconds, the opening included", flush=True)
-        burst = await self.both("burst", scenarios.burst_env(s), lambda srv: scenarios.burst(srv, s))
+        burst = await self.in_turns(
+            "burst", scenarios.burst_env(s), lambda srv: scenarios.burst(srv, s), s.burst_rounds
+        )
         print("5. a reply followed from another process: in-process log, then Redis", flush=True)
         followed_result = await followed(self.template, self.workdir, s)
         print("6. server CPU a limit check adds to a send (in-process, memory and Redis)", flush=True)

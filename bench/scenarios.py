@@ -30,6 +30,7 @@ class Sizes:
     burst_replies: int = 400  # 7. replies in a burst: this many ...
     burst_tokens: int = 200  # ... of this many tokens at PACED_RATE ...
     burst_over: float = 8.0  # ... opened evenly over this many seconds
+    burst_rounds: int = 2  # runs of each side, taken in turns: the lower CPU is kept (bench/run.py)
     limit_sends: int = 20_000  # sends through the limit check (bench/limits.py), per backend
 
 
@@ -48,6 +49,7 @@ QUICK = Sizes(
     burst_replies=60,
     burst_tokens=40,
     burst_over=2.0,
+    burst_rounds=1,
 )
 
 

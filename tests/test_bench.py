@@ -135,3 +135,32 @@ def test_the_scenario_servers_run_on_their_own_event_log_whatever_the_callers_re
     env = base_env(tmp_path / "db.sqlite3", CHAT_DEMO_TOKENS="5")
     assert "REDIS_URL" not in env and "CHAT_DEMO_RATE" not in env
     assert env["CHAT_DEMO_TOKENS"] == "5" and env["DATABASE_URL"].endswith("db.sqlite3")
+
+
+def test_runs_taken_in_turns_keep_each_sides_lowest_cpu_and_list_every_run():
+    """Scenario 4b runs each side twice, alternately, on a noisy shared machine: both sides
+    keep their run with the lowest CPU per token, and the table shows every run."""
+    import asyncio
+
+    from bench import report
+    from bench.run import Bench
+
+    figures = iter([44.6, 32.2, 35.0, 25.5])  # app, baseline, app, baseline
+    order = []
+
+    async def measure(name, target, env, run):
+        order.append(target)
+        return {"cpu_us_per_token": next(figures), "target": target}
+
+    bench = Bench.__new__(Bench)  # no template database: measure is replaced
+    bench.measure = measure
+    kept = asyncio.run(bench.in_turns("burst", {}, None, 2))
+    assert order == ["app", "baseline", "app", "baseline"]
+    assert kept["app"]["cpu_us_per_token"] == 35.0 and kept["baseline"]["cpu_us_per_token"] == 25.5
+    assert kept["app"]["runs_cpu_us_per_token"] == [44.6, 35.0]
+    sides = [{**kept[t], "replies": 4, "tokens_per_reply": 2, "over_s": 1.0, "complete": 4} for t in kept]
+    for side in sides:
+        side.update(first_text_p50_ms=51.0, first_text_p99_ms=52.0)
+    rows = report.burst_rows(*sides)
+    assert "the lower of 2 runs each" in rows[0][0] and rows[0][3] == "1.37x"
+    assert rows[2][1:3] == ("44.6, 35.0", "32.2, 25.5")
