@@ -157,12 +157,25 @@ async def release_request_thread() -> None:
 
     Runs once a stream has sent its first event; a later sync call in this request borrows a
     worker again. The close is queued on that thread, not awaited: the next request to borrow
-    the worker runs after it, and the stream does not wait for a hop. Outside
+    the worker runs after it, and the stream does not wait for a hop. Where every connection
+    persists there is nothing to close, and nothing is queued. Outside
     `request_context` (Django's test client) this does nothing: asgiref's own per-request
     thread then stays until the response ends.
     """
     executor = _current.get()
     if executor is None or executor.worker is None:
         return
-    executor.worker.submit(close_old_connections)  # per thread: this sees to that thread's
+    if not _connections_persist():
+        executor.worker.submit(close_old_connections)  # per thread: this sees to that thread's
     executor.give_back()
+
+
+def _connections_persist() -> bool:
+    """Every database keeps its connections (CONN_MAX_AGE None: SQLite, project/settings.py).
+
+    Then the close above would find nothing to close, and cost the worker a wake-up of its own
+    per stream (issue 14): a connection that broke is seen to by the `request_started`
+    receivers the worker's next request queues ahead of its first call, or when the pool lets
+    the worker go.
+    """
+    return all(database.get("CONN_MAX_AGE") is None for database in connections.settings.values())

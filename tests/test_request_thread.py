@@ -147,6 +147,24 @@ def test_a_released_thread_sees_to_its_database_connection_as_a_request_end_woul
     assert threads.made == 1
 
 
+@pytest.mark.parametrize("max_age", [0, None])
+def test_a_released_thread_is_woken_to_close_only_where_connections_do_not_persist(
+    django_db_blocker, monkeypatch, max_age
+):
+    """With persistent connections (SQLite's setting) the close would find nothing to do: the
+    worker is not woken for it (issue 14: one thread wake-up less per stream)."""
+    import chat.request_thread
+
+    closes = []
+    monkeypatch.setattr(chat.request_thread, "close_old_connections", lambda: closes.append(1))
+    threads = ThreadPool()
+    with conn_max_age(max_age, django_db_blocker):
+        opened, after = run(connection_across_two_requests(threads, release=True))
+    assert closes == ([1] if max_age == 0 else [])
+    if max_age is None:
+        assert opened is not None and after is opened  # kept for the thread's next request
+
+
 def test_a_worker_the_pool_lets_go_closes_its_connection_first(django_db_blocker):
     from django.db import connection, connections
 
