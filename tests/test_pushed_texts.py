@@ -34,6 +34,13 @@ class Server:
         self.parts.append(message["body"])
 
 
+def paused_outlet() -> tuple[Server, Outlet]:
+    """An outlet on a server that waits for its client until `server.paused` is resolved."""
+    server = Server()
+    server.paused = asyncio.get_running_loop().create_future()
+    return server, Outlet(server.send)
+
+
 def test_a_part_the_server_takes_at_once_costs_no_task():
     async def run():
         server = Server()
@@ -48,10 +55,7 @@ def test_a_part_the_server_takes_at_once_costs_no_task():
 
 def test_a_part_the_server_must_wait_for_is_finished_in_order_before_the_next():
     async def run():
-        loop = asyncio.get_running_loop()
-        server = Server()
-        server.paused = loop.create_future()
-        outlet = Outlet(server.send)
+        server, outlet = paused_outlet()
         assert outlet.write(b"a")  # handed over; the server waits for the client
         assert outlet.pending is not None and server.parts == []
         drained = asyncio.ensure_future(outlet.drain())
@@ -80,10 +84,7 @@ def test_a_part_the_server_refuses_is_not_counted_as_sent():
 
 def test_a_wait_cancelled_reaches_the_server_call():
     async def run():
-        loop = asyncio.get_running_loop()
-        server = Server()
-        server.paused = loop.create_future()
-        outlet = Outlet(server.send)
+        server, outlet = paused_outlet()
         outlet.write(b"a")
         outlet.pending.cancel()
         with pytest.raises(asyncio.CancelledError):
