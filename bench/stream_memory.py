@@ -67,7 +67,7 @@ async def measure(port: int, count: int) -> tuple[Counter, int]:
     for stream in streams + warm:
         stream.close()
     if os.environ.get("CHAT_MEMORY_LINES"):  # the app's own part, line by line
-        for line, size in chat_lines.most_common(15):
+        for line, size in chat_lines.most_common(int(os.environ.get("CHAT_MEMORY_LINES") or 15)):
             print(f"{size / count:7.0f} B  chat/{line}")
     return groups, count
 

@@ -18,7 +18,7 @@ from chat import conf
 from chat.providers import registry
 from chat.replies.generation import engine
 from chat.request_thread import give_back_request_started, request_context, take_over_request_started
-from chat.sse import SEND
+from chat.sse import OUTLET, Outlet
 
 log = logging.getLogger("chat.asgi")
 
@@ -71,16 +71,19 @@ async def startup() -> None:
 class ChatLifespan:
     def __init__(self, app: Any) -> None:
         self.app = app
-        # A stream may write its parts to `send` itself (chat/sse.py, Outlet) only where
-        # Django's handler gets this very `send`: no ASGI middleware between them.
+        # A stream may write its parts to `send` itself, and go on without Django's handler
+        # (chat/sse.py, Outlet), only where nothing stands between the two: no ASGI middleware.
         self.direct = isinstance(app, ASGIHandler)
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] == "http":  # its sync work on a pooled thread (chat/request_thread.py)
-            if self.direct:
-                scope[SEND] = send
+            if not self.direct:
+                async with request_context():
+                    return await self.app(scope, receive, send)
+            outlet = scope[OUTLET] = Outlet(send)
             async with request_context():
-                return await self.app(scope, receive, send)
+                await self.app(scope, receive, outlet.to_django)
+            return await outlet.go_on(receive)  # a stream that went on without Django's handler
         if scope["type"] != "lifespan":
             return await self.app(scope, receive, send)
         while True:

@@ -229,7 +229,7 @@ def _add_reply(
     `with_question`, the user's message, inserted in the same statement (issue 14: one INSERT
     instead of two, about 40 µs of the turn's 550 on SQLite)."""
     assistant = Message(
-        conversation=conversation,
+        conversation_id=conversation.pk,  # not kept on the reply: an open stream holds the reply
         role=Message.Role.ASSISTANT,
         status=Message.Status.STREAMING,
         model=info.id,

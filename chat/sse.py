@@ -3,7 +3,8 @@
 import asyncio
 import json
 import re
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from contextlib import aclosing
 from dataclasses import dataclass
 from json.encoder import encode_basestring  # the C escaper json.dumps uses
 from typing import Any
@@ -68,8 +69,9 @@ class EventStreamResponse(StreamingHttpResponse):
     Django's `__aiter__` wraps the content in two more generators (`__aiter__` and the
     `streaming_content` wrapper) and copies each part with `make_bytes`: three Python frames
     resumed and a copy, per token of every stream (issue 14's profile). The app yields bytes
-    already, so while the content is still its own generator the handler gets that one. A
-    middleware that replaced `streaming_content` (GZip, say) gets Django's path unchanged.
+    already, so while the content is still its own generator the handler gets that one (or,
+    with an outlet, the part of it before the stream goes on without the handler: `GO_ON`).
+    A middleware that replaced `streaming_content` (GZip, say) gets Django's path unchanged.
     """
 
     def __init__(self, stream: AsyncIterator[bytes], outlet: "Outlet | None" = None, **kwargs: Any) -> None:
@@ -79,43 +81,64 @@ class EventStreamResponse(StreamingHttpResponse):
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         if self._iterator is self._own:
-            if self.outlet is not None:  # its bytes go out unchanged: the stream may write them too
-                self.outlet.open = True
-            return self._own
+            if self.outlet is None:
+                return self._own
+            # Its bytes go out unchanged: the stream may write them too, and go on alone.
+            self.outlet.open = True
+            return _Head(self._own, self.outlet)
         return super().__aiter__()
 
 
-# --- writing a stream's parts from another task (issue 14) ------------------------------------
+# --- writing a stream's parts from another task, and without Django's handler (issue 14) -----
 
 Send = Callable[[dict], Coroutine[Any, Any, None]]
 
-# The scope key under which the chat lifespan (chat/asgi.py) leaves the request's ASGI `send`,
+# The scope key under which the chat lifespan (chat/asgi.py) leaves the request's Outlet,
 # where it wraps Django's handler directly: nothing stands between the two.
-SEND = "chat.send"
+OUTLET = "chat.outlet"
+
+# What a stream yields, once its first event is out, to go on without Django's handler.
+GO_ON: Any = object()
+
+_END = {"type": "http.response.body", "body": b"", "more_body": False}
 
 
 class Outlet:
-    """Writes parts of the response being streamed straight to the ASGI server, from another
-    task (the reply's writer), while the response's own task waits for its next event.
+    """The ASGI server's `send` for one request's response, as the chat lifespan gives it.
 
-    The ASGI server's `send` takes a part at once unless it must wait for a slow client (flow
-    control); the call is run by hand up to that point, so the common case costs no task. If
-    it has to wait, the rest runs in a task, and `pending` is set until the response's own
-    task has waited for it (`drain`): parts never overtake one another.
+    Two uses, both for an open stream:
+    - `write`: parts written straight to the server from another task (the reply's writer),
+      while the response's own task waits for its next event. The server's `send` takes a
+      part at once unless it must wait for a slow client (flow control); the call is run by
+      hand up to that point, so the common case costs no task. If it has to wait, the rest
+      runs in a task, and `pending` is set until the response's own task has waited for it
+      (`drain`): parts never overtake one another.
+    - going on without Django's handler. Once its first event is out, a stream yields `GO_ON`:
+      Django's handler then finishes the request as if the response had ended (its request,
+      response, tasks and thread are let go) except that the end is not sent (`to_django`),
+      and the lifespan sends the rest of the stream itself (`go_on`). An idle open stream then
+      keeps what the stream needs, not a request's (issue 14: memory per idle stream).
     """
 
-    __slots__ = ("send", "pending", "open")
+    __slots__ = ("send", "pending", "open", "rest")
 
     def __init__(self, send: Send) -> None:
         self.send = send
         self.pending: asyncio.Task | None = None
         self.open = False  # set once Django's handler reads the response's own bytes
+        self.rest: AsyncIterator[bytes] | None = None  # the stream, once it goes on alone
 
     @classmethod
     def for_request(cls, request: Any) -> "Outlet | None":
-        """An outlet for the request's response, if it is served through the chat lifespan."""
-        send = request.scope.get(SEND) if hasattr(request, "scope") else None
-        return None if send is None else cls(send)
+        """The request's outlet, if it is served through the chat lifespan."""
+        return request.scope.get(OUTLET) if hasattr(request, "scope") else None
+
+    def to_django(self, message: dict) -> Awaitable[None]:
+        """The `send` Django's handler is given: the response's end is not sent where the
+        stream goes on (it is `go_on`'s to send)."""
+        if self.rest is not None and message["type"] == "http.response.body" and not message.get("more_body"):
+            return _nothing()
+        return self.send(message)
 
     def write(self, data: bytes) -> bool:
         """Send `data` now; False if it could not be handed over (it was not sent)."""
@@ -136,6 +159,101 @@ class Outlet:
                 await self.pending
             finally:
                 self.pending = None
+
+    async def go_on(self, receive: Callable[[], Awaitable[dict]]) -> None:
+        """Send the rest of a stream that went on without Django's handler, then the end.
+
+        As in Django's handler, a client that goes away cancels the stream where it waits
+        (its `finally` runs); `_Listener` waits for that with no task of its own.
+        """
+        stream, self.rest = self.rest, None
+        if stream is None:
+            return
+        listener = _Listener(receive, asyncio.current_task())
+        try:
+            async with aclosing(stream):
+                async for part in stream:
+                    await self.send({"type": "http.response.body", "body": part, "more_body": True})
+            await self.send(_END)
+        except asyncio.CancelledError:
+            if not listener.gone:
+                raise
+            listener.task.uncancel()  # the client went away: the request ends as Django's would
+        finally:
+            listener.close()
+
+
+class _Listener:
+    """Cancels a task when the client goes away, as Django's handler does, without a task of
+    its own (memory per idle stream): `receive()` is run by hand, as `Outlet.write` runs
+    `send`, and resumed by the future it waits on. Until the client goes away the ASGI server
+    gives it nothing more (the request's body has been read)."""
+
+    __slots__ = ("receive", "task", "call", "gone")
+
+    def __init__(self, receive: Callable[[], Awaitable[dict]], task: asyncio.Task) -> None:
+        self.receive = receive
+        self.task = task
+        self.gone = False
+        self.call: Any = None
+        self._listen()
+
+    def _listen(self) -> None:
+        self.call = self.receive()
+        self._resume()
+
+    def _resume(self, _: Any = None) -> None:
+        try:
+            waiting_for = self.call.send(None)
+        except StopIteration as returned:
+            self.call = None
+            if returned.value["type"] == "http.disconnect":
+                self.gone = True
+                self.task.cancel()
+            else:
+                self._listen()
+            return
+        except BaseException:  # the server stopped listening (its wait cancelled): so do we
+            self.call = None
+            return
+        if waiting_for is None:  # a bare yield to the loop
+            asyncio.get_running_loop().call_soon(self._resume)
+        else:
+            waiting_for.add_done_callback(self._resume)
+
+    def close(self) -> None:
+        call, self.call = self.call, None
+        if call is not None:
+            call.close()
+
+
+async def _nothing() -> None:
+    return None
+
+
+class _Head:
+    """Django's handler reads a stream through this until the stream yields `GO_ON`; the
+    stream is then the outlet's `rest`, and Django's reading ends (its `aclose` leaves it open)."""
+
+    __slots__ = ("stream", "outlet")
+
+    def __init__(self, stream: AsyncIterator[bytes], outlet: Outlet) -> None:
+        self.stream = stream
+        self.outlet = outlet
+
+    def __aiter__(self) -> "_Head":
+        return self
+
+    async def __anext__(self) -> bytes:
+        part = await anext(self.stream)
+        if part is GO_ON:
+            self.outlet.rest = self.stream
+            raise StopAsyncIteration
+        return part
+
+    async def aclose(self) -> None:
+        if self.outlet.rest is None:
+            await self.stream.aclose()
 
 
 async def _run_rest(call: Coroutine, waiting_for: Any) -> None:

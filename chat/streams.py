@@ -21,7 +21,7 @@ from chat.models import Message
 from chat.replies.follower import DatabaseFollower
 from chat.replies.stale import reply_rescue_text
 from chat.request_thread import release_request_thread
-from chat.sse import PING, Outlet, ServerSentEvent, event, text_event
+from chat.sse import GO_ON, PING, Outlet, ServerSentEvent, event, text_event
 
 
 def encode_step(item: Step) -> bytes:
@@ -70,7 +70,7 @@ class Progress:
         return b""
 
 
-def encode(item: Event, message: Message) -> bytes:
+def encode(item: Event, reply_id: str) -> bytes:
     if isinstance(item, Text):
         return text_event(item.offset, item.text)
     if isinstance(item, Status):
@@ -82,7 +82,7 @@ def encode(item: Event, message: Message) -> bytes:
             "error", {"error": item.error or "The model failed.", "code": item.error_code or "upstream_error"}
         )
     done = {
-        "message_id": str(message.pk),
+        "message_id": reply_id,
         "status": item.status,
         "finish_reason": item.finish_reason,
         "usage": item.usage,
@@ -93,16 +93,17 @@ def encode(item: Event, message: Message) -> bytes:
 
 
 async def _follow_database(
-    subscription: Subscription, message: Message, gone: LogUnavailable, side: int | None
+    subscription: Subscription, reply_id: str, gone: LogUnavailable, side: int | None
 ) -> Subscription:
     """The rest from the database. If the generating process died, the text its streams
     showed past its last checkpoint is still in Redis: it is kept (the reply then ends
     `interrupted` with exactly the text every viewer saw)."""
     await subscription.close()
     if gone.writer_gone:
-        text = await get_event_log().text_of(str(message.pk))
+        text = await get_event_log().text_of(reply_id)
         if text:
-            await db.run(reply_rescue_text, reply_id=str(message.pk), text=text)
+            await db.run(reply_rescue_text, reply_id=reply_id, text=text)
+    message = await db.run(Message.objects.get, pk=reply_id)
     return DatabaseFollower(message, gone.offset, gone.side if gone.side is not None else side, status=False)
 
 
@@ -113,20 +114,22 @@ async def reply_stream(
     stored), then done or error. With an `outlet` (chat/sse.py) that its response opens, the
     reply's own task writes the texts that come while this waits."""
     heartbeat = conf.get_float("CHAT_HEARTBEAT_INTERVAL")
+    reply_id = str(message.pk)
     yield ServerSentEvent(retry=conf.get_int("CHAT_RETRY_MS")).encode()
     yield event(
         "start",
         {
-            "message_id": str(message.pk),
+            "message_id": reply_id,
             "conversation_id": str(message.conversation_id),
             "model": message.model,
         },
     )
     subscription = None
     if not message.is_finished:
-        subscription = await get_event_log().subscribe(str(message.pk), offset, side)
+        subscription = await get_event_log().subscribe(reply_id, offset, side)
     if subscription is None:
         subscription = DatabaseFollower(message, offset, side)
+    del message  # an open stream keeps the reply's id, not its row (memory per idle stream)
     progress = Progress(offset, side)
     loop = asyncio.get_running_loop()
     window = conf.get_float("CHAT_MERGE_WINDOW")
@@ -152,7 +155,7 @@ async def reply_stream(
             try:
                 item, held = held or await subscription.next(heartbeat), None
             except LogUnavailable as gone:  # Redis went away: the database has the rest
-                subscription = await _follow_database(subscription, message, gone, side)
+                subscription = await _follow_database(subscription, reply_id, gone, side)
                 continue
             if outlet is not None and outlet.pending is not None:  # its parts go out in order
                 await outlet.drain()
@@ -174,7 +177,7 @@ async def reply_stream(
                     else:
                         held = more
                 last_text = loop.time()
-            yield progress.before(item) + encode(item, message) + progress.after(item)
+            yield progress.before(item) + encode(item, reply_id) + progress.after(item)
             if isinstance(item, End):
                 return
             if thread_held:  # once the first event is out, not before it (one hop less to wait for)
@@ -182,5 +185,6 @@ async def reply_stream(
                 await release_request_thread()
                 if outlet is not None and outlet.open:
                     subscription.push_text(push)
+                    yield GO_ON  # the rest without Django's handler (chat/sse.py, Outlet)
     finally:
         await subscription.close()
