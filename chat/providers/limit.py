@@ -8,7 +8,9 @@ less than one token, so a server that honours the limit ends first and is never 
 
 Reasoning deltas count too (issue 12): reasoning tokens are output tokens, which both vendors
 count in their own limits. The count runs over the whole reply, across its tool rounds (one
-provider object serves one reply).
+provider object serves one reply). A reply's tool rounds (chat/tools/rounds.py) read the
+provider inside and count with `past` as they go, one generator less per token; anything
+else that streams from the provider (a title) goes through `stream`.
 """
 
 import logging
@@ -36,24 +38,33 @@ class OutputLimit(Provider):
         self.name = inner.name
         self.deltas = 0  # over every round of the reply
 
+    def past(self, item: object, limit: int) -> bool:
+        """Counts a text or reasoning delta: True once the reply is past `limit` (cut it there)."""
+        if isinstance(item, str) and item or isinstance(item, Reasoning) and item.text:
+            self.deltas += 1
+            return self.deltas > limit
+        return False
+
+    def cut(self, limit: int) -> Finish:
+        """The end of a reply cut at `limit`."""
+        log.warning(
+            "%s model %r went past CHAT_MAX_OUTPUT_TOKENS (%d): reply cut", self.name, self.model, limit
+        )
+        # The server's own count comes at the end of a reply: none came.
+        return Finish(reason=LENGTH, usage=None)
+
     async def stream(self, prompt: Prompt) -> AsyncIterator[str | Finish]:
         limit = max_output_tokens()
-        cut = False
         # aclosing: leaving early closes the provider's stream, and with it the upstream response.
+        cut = False
         async with aclosing(self.inner.stream(prompt)) as stream:
             async for item in stream:
-                if isinstance(item, str) and item or isinstance(item, Reasoning) and item.text:
-                    self.deltas += 1
-                    if self.deltas > limit:
-                        cut = True
-                        break
+                if self.past(item, limit):
+                    cut = True
+                    break
                 yield item
         if cut:
-            log.warning(
-                "%s model %r went past CHAT_MAX_OUTPUT_TOKENS (%d): reply cut", self.name, self.model, limit
-            )
-            # The server's own count comes at the end of a reply: none came.
-            yield Finish(reason=LENGTH, usage=None)
+            yield self.cut(limit)
 
 
 def limited(provider: Provider) -> Provider:

@@ -15,6 +15,7 @@ from typing import Any
 
 from chat import conf, db
 from chat.providers.base import Finish, Prompt, Provider, Reasoning, Turn, Usage
+from chat.providers.limit import OutputLimit, max_output_tokens
 from chat.tools import Tool, ToolContext, tools_for
 from chat.tools.runner import parse_arguments, tool_run
 
@@ -70,15 +71,23 @@ async def reply_items(
     rounds = max(int(conf.get("CHAT_TOOL_ROUNDS")), 1)
     usage: Usage | None = None
     context: ToolContext | None = None
+    # The output limit (CHAT_MAX_OUTPUT_TOKENS) is counted here, not by its own generator
+    # around the provider's: one generator less to resume per token (issue 14).
+    limited = provider if isinstance(provider, OutputLimit) else None
+    source = provider.inner if limited is not None else provider
+    most = max_output_tokens()
     for number in range(1, rounds + 1):
         if prompt.tools and number == rounds:
             prompt = replace(prompt, tool_choice="none")
         finish, text = Finish(), []
-        async with aclosing(provider.stream(prompt)) as stream:
+        async with aclosing(source.stream(prompt)) as stream:
             async for item in stream:
                 if isinstance(item, Finish):
                     finish = item
                     continue
+                if limited is not None and limited.past(item, most):
+                    finish = limited.cut(most)
+                    break
                 if isinstance(item, str):
                     text.append(item)
                 yield item

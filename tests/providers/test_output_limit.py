@@ -1,9 +1,12 @@
 """CHAT_MAX_OUTPUT_TOKENS bounds every reply of every provider: page client -> app -> SDK -> fake vendor."""
 
+import asyncio
+
 import httpx2
 import openai
 import pytest
 
+from chat.providers import Finish, Prompt, Turn, registry
 from chat.providers.openai import limit_name, refuses
 from tests import fakes
 from tests.fakes import script
@@ -110,6 +113,22 @@ def test_any_registered_provider_is_cut_at_the_limit(tab, settings):
     assert text_of(received) == "0 1 2 "
     assert (stored["status"], stored["finish_reason"]) == ("complete", "length")
     assert endless in fakes.CLOSED  # its stream was closed, not read to its end
+
+
+def test_a_title_or_any_other_stream_of_the_provider_is_cut_at_the_limit_too(settings):
+    """A reply's tool rounds count the limit themselves; the provider's own `stream` (a title's
+    request) still ends at it, the model's stream closed first."""
+    settings.CHAT_MAX_OUTPUT_TOKENS = 3
+    endless = script(*({"say": f"{i} "} for i in range(10)), {"finish": "stop"})
+    provider = registry.get_provider(registry.resolve("script:fake"))
+    prompt = Prompt(model="fake", system="", turns=(Turn("user", endless),))
+
+    async def read() -> list:
+        return [item async for item in provider.stream(prompt)]
+
+    items = asyncio.run(read())
+    assert items == ["0 ", "1 ", "2 ", Finish(reason="length", usage=None)]
+    assert endless in fakes.CLOSED
 
 
 def status_error(status: int, body: dict) -> Exception:
