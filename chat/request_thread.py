@@ -15,8 +15,10 @@ call; `release_request_thread()`, once a stream has sent its first event, has th
 see to its database connections as a request's end would (`close_old_connections`: closed
 unless CONN_MAX_AGE keeps them; SQLite's are kept, see project/settings.py) and gives the
 worker back, and a sync call later in the same request (the response's close at the end)
-borrows one again. Each request's sync work still runs on one thread at a time, as
-thread-sensitive code needs; no private asgiref state is used.
+borrows one again. A stream that goes on without Django's handler (chat/sse.py, `GO_ON`) needs
+no release: the handler then finishes the request at once (the response's close, on that
+thread) and the context's end gives the worker back. Each request's sync work still runs on
+one thread at a time, as thread-sensitive code needs; no private asgiref state is used.
 `chat.asgi.with_chat` enters the context around Django's ASGI handler; a request served
 without it (Django's test client) keeps asgiref's own behaviour.
 """

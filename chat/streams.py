@@ -182,9 +182,12 @@ async def reply_stream(
                 return
             if thread_held:  # once the first event is out, not before it (one hop less to wait for)
                 thread_held = False
-                await release_request_thread()
                 if outlet is not None and outlet.open:
                     subscription.push_text(push)
-                    yield GO_ON  # the rest without Django's handler (chat/sse.py, Outlet)
+                    # The rest without Django's handler (chat/sse.py, Outlet): it finishes the
+                    # request now, on the request's thread, which then goes back to the pool.
+                    yield GO_ON
+                else:
+                    await release_request_thread()
     finally:
         await subscription.close()
