@@ -134,6 +134,10 @@ _EMPTY_IS_OFF = {
 
 _kept: dict[str, Any] = {}
 _kept_from: Any = None  # the settings object what is kept was read under
+# The lazy proxy's own attributes: its `_wrapped` read from here costs no Python call (the
+# proxy's __getattribute__ is one, 59 times per reply opened; issue 14). Django changes the
+# settings object in place in this dict (LazySettings.__setattr__ clears it, then sets it).
+_proxy = vars(settings)
 
 
 def forget(**kwargs: Any) -> None:
@@ -151,7 +155,7 @@ def get(name: str) -> Any:
     # __getattr__ and a raised AttributeError. Under override_settings (pytest-django's
     # `settings` too, deletions included) it is a new UserSettingsHolder: what was kept goes.
     global _kept_from
-    wrapped = settings._wrapped
+    wrapped = _proxy.get("_wrapped", empty)
     if wrapped is not _kept_from:
         if wrapped is empty:
             settings._setup()
