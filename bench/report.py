@@ -110,6 +110,20 @@ def rows(r: dict) -> list[tuple[str, str, str, str, str, str]]:
             _verdict(None if ratio is None else ratio >= 0.8),
         )
     )
+    # The levels are steps (2,000 then 2,500, ...), and a side at the edge of one holds it or
+    # not by the noise of the run: where each would be at a full core, from its busy share at
+    # the last level it held, reads between the steps (a figure, not the target).
+    full = {t: _at_full_core(r["paced"]["levels"], t, held[t]) for t in held}
+    out.append(
+        (
+            "  streams at a full core, from the busy share at the last level held",
+            _num(full["app"], 0),
+            _num(full["baseline"], 0),
+            _num(_ratio(full["app"], full["baseline"]), 2) + "x",
+            "",
+            "",
+        )
+    )
     both = [lv for lv in r["paced"]["levels"] if (lv["app"] or {}).get("held") and lv["baseline"]["held"]]
     if both:
         a, b = both[-1]["app"], both[-1]["baseline"]
@@ -284,6 +298,15 @@ def burst_rows(a: dict, b: dict) -> list[tuple[str, str, str, str, str, str]]:
             )
         )
     return rows
+
+
+def _at_full_core(levels: list[dict], target: str, held: int) -> float | None:
+    """Streams the side would hold at 100 % of its core: the last level it held, divided by
+    its server's busy share there."""
+    level = next((lv[target] for lv in levels if lv["streams"] == held and lv.get(target)), None)
+    if not held or level is None or not level.get("server_busy"):
+        return None
+    return held / level["server_busy"]
 
 
 def _paced_cell(level: dict | None) -> str:
