@@ -53,6 +53,11 @@ def _ratio(app: float | None, base: float | None) -> float | None:
     return app / base
 
 
+def _figures(what: str, app: float | None, base: float | None) -> tuple[str, str, str, str, str, str]:
+    """A row of two whole figures and their ratio, with no target."""
+    return (what, _num(app, 0), _num(base, 0), _num(_ratio(app, base), 2) + "x", "", "")
+
+
 def _verdict(ok: bool | None) -> str:
     return "–" if ok is None else ("met" if ok else "missed")
 
@@ -85,14 +90,7 @@ def rows(r: dict) -> list[tuple[str, str, str, str, str, str]]:
         )
     )
     out.append(
-        (
-            "tokens per second delivered, flat out",
-            _num(flat_a["tokens_per_s"], 0),
-            _num(flat_b["tokens_per_s"], 0),
-            _num(_ratio(flat_a["tokens_per_s"], flat_b["tokens_per_s"]), 2) + "x",
-            "",
-            "",
-        )
+        _figures("tokens per second delivered, flat out", flat_a["tokens_per_s"], flat_b["tokens_per_s"])
     )
 
     held = r["paced"]["held"]
@@ -115,13 +113,10 @@ def rows(r: dict) -> list[tuple[str, str, str, str, str, str]]:
     # the last level it held, reads between the steps (a figure, not the target).
     full = {t: _at_full_core(r["paced"]["levels"], t, held[t]) for t in held}
     out.append(
-        (
+        _figures(
             "  streams at a full core, from the busy share at the last level held",
-            _num(full["app"], 0),
-            _num(full["baseline"], 0),
-            _num(_ratio(full["app"], full["baseline"]), 2) + "x",
-            "",
-            "",
+            full["app"],
+            full["baseline"],
         )
     )
     both = [lv for lv in r["paced"]["levels"] if (lv["app"] or {}).get("held") and lv["baseline"]["held"]]

@@ -6,7 +6,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
@@ -149,15 +149,22 @@ class Tab:
         return response.json()
 
     def stream(
-        self, message_id: str, last_event_id: int | None = None, limit: int | None = None
+        self,
+        message_id: str,
+        last_event_id: int | None = None,
+        limit: int | None = None,
+        on_event: Callable[[SSE], None] | None = None,
     ) -> list[SSE]:
-        """Follow a reply's stream to its end, or until `limit` text events, then hang up."""
+        """Follow a reply's stream to its end, or until `limit` text events, then hang up;
+        `on_event` is called with each event as it comes."""
         headers = {} if last_event_id is None else {"Last-Event-ID": str(last_event_id)}
         received: list[SSE] = []
         with self.http.stream("GET", f"/api/messages/{message_id}/stream", headers=headers) as response:
             assert response.status_code == 200, response.read()
             for event in events(response.iter_lines()):
                 received.append(event)
+                if on_event is not None:
+                    on_event(event)
                 if event.event in ("done", "error"):
                     break
                 if limit is not None and sum(e.event == "message" for e in received) >= limit:

@@ -12,7 +12,7 @@ from django.core.signals import request_finished
 
 from chat.sse import GO_ON, EventStreamResponse, Outlet
 from tests.fakes import gate, script
-from tests.sse_client import events, text_of
+from tests.sse_client import text_of
 
 END = {"type": "http.response.body", "body": b"", "more_body": False}
 
@@ -46,21 +46,27 @@ async def served(stream, client: Client) -> Outlet:
     return outlet
 
 
+async def stream_of(parts: list, closed: list, idle: asyncio.Event | None = None):
+    """A stream of `parts`; with `idle`, it then waits for ever, as an idle reply does, once
+    `idle` is set. `closed` is appended to when it closes, however it ends."""
+    try:
+        for part in parts:
+            yield part
+        if idle is not None:
+            idle.set()
+            await asyncio.Event().wait()
+            yield b"never"
+    finally:
+        closed.append(True)
+
+
 def test_a_stream_goes_on_after_djangos_handler_is_done_and_ends_once():
     closed = []
-
-    async def stream():
-        try:
-            yield b"first"
-            yield GO_ON
-            yield b"second"
-            yield b"last"
-        finally:
-            closed.append(True)
+    stream = stream_of([b"first", GO_ON, b"second", b"last"], closed)
 
     async def run():
         client = Client()
-        outlet = await served(stream(), client)
+        outlet = await served(stream, client)
         # Django's handler sent the start and the first part, and its end was held back.
         assert [m["type"] for m in client.messages] == ["http.response.start", "http.response.body"]
         assert client.body == [b"first"] and client.messages[-1]["more_body"] is True
@@ -89,19 +95,9 @@ def test_a_stream_that_does_not_go_on_is_ended_by_djangos_handler():
 def test_a_client_that_goes_away_cancels_the_stream_where_it_waits_and_the_request_ends():
     closed, waiting = [], asyncio.Event()
 
-    async def stream():
-        try:
-            yield b"first"
-            yield GO_ON
-            waiting.set()
-            await asyncio.Event().wait()  # an idle reply
-            yield b"never"
-        finally:
-            closed.append(True)
-
     async def run():
         client = Client()
-        outlet = await served(stream(), client)
+        outlet = await served(stream_of([b"first", GO_ON], closed, idle=waiting), client)
         going_on = asyncio.ensure_future(outlet.go_on(client.receive))
         await waiting.wait()
         tasks = len(asyncio.all_tasks())
@@ -131,14 +127,9 @@ def test_the_stream_is_not_cancelled_for_a_client_that_stays():
 
 
 def test_a_server_cancelling_the_request_is_not_taken_for_a_client_gone():
-    async def stream():
-        yield GO_ON
-        await asyncio.Event().wait()
-        yield b"never"
-
     async def run():
         client = Client()
-        outlet = await served(stream(), client)
+        outlet = await served(stream_of([GO_ON], [], idle=asyncio.Event()), client)
         going_on = asyncio.ensure_future(outlet.go_on(client.receive))
         await asyncio.sleep(0.01)
         going_on.cancel()  # uvicorn at the end of its graceful shutdown
@@ -174,24 +165,23 @@ def test_an_open_stream_holds_none_of_djangos_request_and_still_gets_every_event
 ):
     sent = tab.send(script({"say": "Hello"}, {"gate": "alone"}, {"say": " world"}), model="script:fake")
     mid = sent["assistant_message"]["id"]
-    received = []
-    with tab.http.stream("GET", f"/api/messages/{mid}/stream") as response:
-        for event in events(response.iter_lines()):
-            received.append(event)
-            if event.event == "message":
-                # Django's handler is done with this request (its end was not sent): no task of
-                # its own is left, and `request_finished` has been sent, while the stream is open.
-                # Four requests: the page, the conversation, the message, and this stream.
-                deadline = time.monotonic() + 5
-                while (_djangos_tasks(server.server.loop) or len(finished_requests) < 4) and (
-                    time.monotonic() < deadline
-                ):
-                    time.sleep(0.01)
-                assert _djangos_tasks(server.server.loop) == []
-                assert len(finished_requests) == 4
-                gate("alone").set()
-            if event.event in ("done", "error"):
-                break
+
+    def on_event(event) -> None:
+        if event.event != "message" or gate("alone").is_set():
+            return
+        # Django's handler is done with this request (its end was not sent): no task of its
+        # own is left, and `request_finished` has been sent, while the stream is open. Four
+        # requests: the page, the conversation, the message, and this stream.
+        deadline = time.monotonic() + 5
+        while (
+            _djangos_tasks(server.server.loop) or len(finished_requests) < 4
+        ) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert _djangos_tasks(server.server.loop) == []
+        assert len(finished_requests) == 4
+        gate("alone").set()
+
+    received = tab.stream(mid, on_event=on_event)
     assert text_of(received) == "Hello world" and received[-1].event == "done"
     assert [e.event for e in received[:3]] == ["retry", "start", "status"]
 
