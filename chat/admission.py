@@ -26,6 +26,20 @@ def estimate_tokens(text: str) -> int:
 
 
 class Admission:
+    __slots__ = (  # kept by its reply for as long as it runs: no __dict__ (memory per idle stream)
+        "owner",
+        "ip",
+        "stream",
+        "use_cache",
+        "admitted",
+        "started_reply",
+        "reply_leases",
+        "stream_lease",
+        "cache_key",
+        "cached",
+        "limiter",
+    )
+
     def __init__(self, *, owner: str, ip: str, stream: bool = False, cache: bool = True) -> None:
         self.owner = owner  # "user:<id>" or "visitor:<token>"
         self.ip = ip

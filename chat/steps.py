@@ -16,6 +16,8 @@ from chat.eventlog.base import ReasoningText, Step, Text, ToolCallStep, ToolResu
 class Steps:
     """The steps of one reply being generated, with the place of each (text offset, side)."""
 
+    __slots__ = ("reasoning", "reasoning_length", "steps", "side", "version", "run_started", "_since")
+
     def __init__(self) -> None:
         self.reasoning: list[str] = []
         self.reasoning_length = 0

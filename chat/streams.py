@@ -46,6 +46,8 @@ class Progress:
     """The `status` events that say what a reply is doing, derived from the events around them
     (issue 12): `reasoning`, `tool` (with its name), `writing`, and `thinking` after a result."""
 
+    __slots__ = ("kind",)
+
     def __init__(self, offset: int, side: int | None) -> None:
         # After a text id the client was writing; after a step id, it is not known.
         self.kind = "text" if side is None and offset > 0 else None

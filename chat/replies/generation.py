@@ -56,7 +56,7 @@ class _Text:
         return self.chunks[0] if self.chunks else ""
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)  # one per reply in flight: no __dict__ (memory per idle stream)
 class _Live:
     """A reply this process is generating."""
 
