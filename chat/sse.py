@@ -187,15 +187,20 @@ class _Listener:
     """Cancels a task when the client goes away, as Django's handler does, without a task of
     its own (memory per idle stream): `receive()` is run by hand, as `Outlet.write` runs
     `send`, and resumed by the future it waits on. Until the client goes away the ASGI server
-    gives it nothing more (the request's body has been read)."""
+    gives it nothing more (the request's body has been read).
 
-    __slots__ = ("receive", "task", "call", "gone")
+    The cancel is made from the loop, not from here: a client already gone when the stream
+    goes on is seen at once, and the task must not be left with a cancel it would take at
+    its next wait after the stream has ended (`close` withdraws one not made yet)."""
+
+    __slots__ = ("receive", "task", "call", "gone", "cancelling")
 
     def __init__(self, receive: Callable[[], Awaitable[dict]], task: asyncio.Task) -> None:
         self.receive = receive
         self.task = task
         self.gone = False
         self.call: Any = None
+        self.cancelling: asyncio.Handle | None = None
         self._listen()
 
     def _listen(self) -> None:
@@ -209,7 +214,7 @@ class _Listener:
             self.call = None
             if returned.value["type"] == "http.disconnect":
                 self.gone = True
-                self.task.cancel()
+                self.cancelling = asyncio.get_running_loop().call_soon(self.task.cancel)
             else:
                 self._listen()
             return
@@ -225,6 +230,8 @@ class _Listener:
         call, self.call = self.call, None
         if call is not None:
             call.close()
+        if self.cancelling is not None:
+            self.cancelling.cancel()
 
 
 async def _nothing() -> None:

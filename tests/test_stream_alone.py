@@ -110,6 +110,21 @@ def test_a_client_that_goes_away_cancels_the_stream_where_it_waits_and_the_reque
     asyncio.run(run())
 
 
+def test_a_client_gone_before_the_stream_goes_on_leaves_no_cancel_behind():
+    closed = []
+
+    async def run():
+        client = Client()
+        client.away.set_result(None)  # gone already: receive() answers at once
+        outlet = await served(stream_of([GO_ON, b"a", b"b"], closed), client)
+        await outlet.go_on(client.receive)  # the rest needs no wait: it is sent, and the end
+        assert client.body == [b"a", b"b", b""] and closed == [True]
+        await asyncio.sleep(0.01)  # a cancel left on the task would land here
+        assert asyncio.current_task().cancelling() == 0
+
+    asyncio.run(run())
+
+
 def test_the_stream_is_not_cancelled_for_a_client_that_stays():
     async def stream():
         yield GO_ON
