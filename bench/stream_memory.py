@@ -66,8 +66,9 @@ async def measure(port: int, count: int) -> tuple[Counter, int]:
             )
     for stream in streams + warm:
         stream.close()
-    if os.environ.get("CHAT_MEMORY_LINES"):  # the app's own part, line by line
-        for line, size in chat_lines.most_common(int(os.environ.get("CHAT_MEMORY_LINES") or 15)):
+    lines = int(os.environ.get("CHAT_MEMORY_LINES") or 0)
+    if lines:  # CHAT_MEMORY_LINES=N: the app's own part, its N largest lines
+        for line, size in chat_lines.most_common(lines):
             print(f"{size / count:7.0f} B  chat/{line}")
     return groups, count
 
