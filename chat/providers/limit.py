@@ -55,8 +55,8 @@ class OutputLimit(Provider):
 
     async def stream(self, prompt: Prompt) -> AsyncIterator[str | Finish]:
         limit = max_output_tokens()
-        # aclosing: leaving early closes the provider's stream, and with it the upstream response.
         cut = False
+        # aclosing: leaving early closes the provider's stream, and with it the upstream response.
         async with aclosing(self.inner.stream(prompt)) as stream:
             async for item in stream:
                 if self.past(item, limit):
