@@ -107,12 +107,16 @@ class Outlet:
     """The ASGI server's `send` for one request's response, as the chat lifespan gives it.
 
     Two uses, both for an open stream:
-    - `write`: parts written straight to the server from another task (the reply's writer),
-      while the response's own task waits for its next event. The server's `send` takes a
-      part at once unless it must wait for a slow client (flow control); the call is run by
-      hand up to that point, so the common case costs no task. If it has to wait, the rest
-      runs in a task, and `pending` is set until the response's own task has waited for it
-      (`drain`): parts never overtake one another.
+    - `write`: parts written to the server from another task (the reply's writer), while the
+      response's own task waits for its next event. They are sent at the end of the loop's
+      turn, with those of every other stream written to in it (`_Turn`), so the server's
+      writes to its clients come together rather than spread between the replies' Python
+      work (the cost of a write on one machine is mostly waking its reader). The server's
+      `send` takes a part at once unless it must wait for a slow client (flow control); the
+      call is run by hand up to that point, so the common case costs no task. If it has to
+      wait, the rest runs in a task, and `pending` is set until the response's own task has
+      waited for it (`drain`, which also sends at once what is still `queued`): parts never
+      overtake one another.
     - going on without Django's handler. Once its first event is out, a stream yields `GO_ON`:
       Django's handler then finishes the request as if the response had ended (its request,
       response, tasks and thread are let go) except that the end is not sent (`to_django`),
@@ -120,11 +124,12 @@ class Outlet:
       keeps what the stream needs, not a request's (issue 14: memory per idle stream).
     """
 
-    __slots__ = ("send", "pending", "open", "rest")
+    __slots__ = ("send", "pending", "queued", "open", "rest")
 
     def __init__(self, send: Send) -> None:
         self.send = send
         self.pending: asyncio.Task | None = None
+        self.queued: list[bytes] | None = None  # written, to be sent at the end of the turn
         self.open = False  # set once Django's handler reads the response's own bytes
         self.rest: AsyncIterator[bytes] | None = None  # the stream, once it goes on alone
 
@@ -140,20 +145,38 @@ class Outlet:
             return _nothing()
         return self.send(message)
 
-    def write(self, data: bytes) -> bool:
-        """Send `data` now; False if it could not be handed over (it was not sent)."""
-        call = self.send({"type": "http.response.body", "body": data, "more_body": True})
+    def write(self, data: bytes) -> None:
+        """Send `data` at the end of this turn of the loop, after what was written before it."""
+        if self.queued is None:
+            self.queued = [data]
+            _turn_of(asyncio.get_running_loop()).add(self)
+        else:
+            self.queued.append(data)
+
+    def flush(self) -> None:
+        """Send now what was written; what the server refuses, the response's own task sends
+        again at its next event (`drain`), and fails there."""
+        parts, self.queued = self.queued, None
+        if parts is None:
+            return
+        message = {"type": "http.response.body", "body": b"".join(parts), "more_body": True}
+        call = self.send(message)
         try:
-            waiting_for = call.send(None)
-        except StopIteration:
-            return True
-        except Exception:  # nothing was written: the response's own task sends it, and fails there
-            return False
-        self.pending = asyncio.ensure_future(_run_rest(call, waiting_for))
-        return True
+            # A `for` ends where the call returns without raising StopIteration (per token).
+            for waiting_for in call.__await__():
+                self.pending = asyncio.ensure_future(_run_rest(call, waiting_for))
+                return
+        except Exception:
+            self.pending = asyncio.ensure_future(self.send(message))
+
+    @property
+    def busy(self) -> bool:
+        """Parts written are still to be sent: the response's own task must `drain` first."""
+        return self.pending is not None or self.queued is not None
 
     async def drain(self) -> None:
-        """Wait for a part the server was still sending (before the response's next part)."""
+        """Send what was written and not yet sent, before the response's next part."""
+        self.flush()
         if self.pending is not None:
             try:
                 await self.pending
@@ -180,6 +203,7 @@ class Outlet:
                 raise
             listener.task.uncancel()  # the client went away: the request ends as Django's would
         finally:
+            self.queued = None  # a stream ended early: nothing more goes to its client
             listener.close()
 
 
@@ -232,6 +256,38 @@ class _Listener:
             call.close()
         if self.cancelling is not None:
             self.cancelling.cancel()
+
+
+class _Turn:
+    """The outlets written to in this turn of an event loop: sent together at its end."""
+
+    __slots__ = ("loop", "outlets")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.outlets: list[Outlet] = []
+
+    def add(self, outlet: Outlet) -> None:
+        if not self.outlets:
+            self.loop.call_soon(self.flush)
+        self.outlets.append(outlet)
+
+    def flush(self) -> None:
+        outlets, self.outlets = self.outlets, []
+        for outlet in outlets:
+            outlet.flush()
+
+
+_turns: dict[asyncio.AbstractEventLoop, _Turn] = {}
+
+
+def _turn_of(loop: asyncio.AbstractEventLoop) -> _Turn:
+    turn = _turns.get(loop)
+    if turn is None:
+        for closed in [other for other in _turns if other.is_closed()]:
+            del _turns[closed]
+        turn = _turns[loop] = _Turn(loop)
+    return turn
 
 
 async def _nothing() -> None:

@@ -140,15 +140,15 @@ async def reply_stream(
     thread_held = True  # the request's thread, given back after the first event
 
     def push(item: Text) -> bool:
-        """A text that came while this stream waited, written out by the reply's own task (a
-        task wake-up less per token); refused where this task has more to do: a status to
-        send first, a text within the merge window, a write the server is still doing."""
+        """A text that came while this stream waited, handed to the outlet by the reply's own
+        task (a task wake-up less per token; the outlet sends it at the end of the loop's
+        turn); refused where this task has more to do: a status to send first, a text within
+        the merge window, a write the server is still doing."""
         nonlocal last_text
         now = loop.time()
         if progress.kind != "Text" or now - last_text < window or outlet.pending is not None:
             return False
-        if not outlet.write(text_event(item.offset, item.text)):
-            return False
+        outlet.write(text_event(item.offset, item.text))
         last_text = now
         return True
 
@@ -159,7 +159,7 @@ async def reply_stream(
             except LogUnavailable as gone:  # Redis went away: the database has the rest
                 subscription = await _follow_database(subscription, reply_id, gone, side)
                 continue
-            if outlet is not None and outlet.pending is not None:  # its parts go out in order
+            if outlet is not None and outlet.busy:  # its parts go out in order
                 await outlet.drain()
             if item is None:
                 yield PING

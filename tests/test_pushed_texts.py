@@ -41,14 +41,32 @@ def paused_outlet() -> tuple[Server, Outlet]:
     return server, Outlet(server.send)
 
 
-def test_a_part_the_server_takes_at_once_costs_no_task():
+def test_parts_written_in_a_turn_of_the_loop_are_sent_at_its_end_and_cost_no_task():
+    async def run():
+        one, two = Server(), Server()
+        first, second = Outlet(one.send), Outlet(two.send)
+        before = len(asyncio.all_tasks())
+        first.write(b"a")
+        second.write(b"x")
+        first.write(b"b")
+        assert one.parts == [] and two.parts == [] and first.busy  # not yet: the turn goes on
+        await asyncio.sleep(0)  # the end of the turn
+        assert one.parts == [b"ab"] and two.parts == [b"x"]  # one write per stream, in order
+        assert not first.busy and not second.busy
+        assert len(asyncio.all_tasks()) == before
+
+    asyncio.run(run())
+
+
+def test_drain_sends_at_once_what_was_written_and_the_turn_does_not_send_it_again():
     async def run():
         server = Server()
         outlet = Outlet(server.send)
-        before = len(asyncio.all_tasks())
-        assert outlet.write(b"a") and outlet.write(b"b")
-        assert server.parts == [b"a", b"b"] and outlet.pending is None
-        assert len(asyncio.all_tasks()) == before
+        outlet.write(b"a")
+        await outlet.drain()  # the response's own task, about to send a part of its own
+        assert server.parts == [b"a"]
+        await asyncio.sleep(0)
+        assert server.parts == [b"a"]
 
     asyncio.run(run())
 
@@ -56,8 +74,9 @@ def test_a_part_the_server_takes_at_once_costs_no_task():
 def test_a_part_the_server_must_wait_for_is_finished_in_order_before_the_next():
     async def run():
         server, outlet = paused_outlet()
-        assert outlet.write(b"a")  # handed over; the server waits for the client
-        assert outlet.pending is not None and server.parts == []
+        outlet.write(b"a")
+        await asyncio.sleep(0)  # handed over at the end of the turn; the server waits
+        assert outlet.pending is not None and outlet.busy and server.parts == []
         drained = asyncio.ensure_future(outlet.drain())
         await asyncio.sleep(0.01)
         assert not drained.done()
@@ -65,19 +84,28 @@ def test_a_part_the_server_must_wait_for_is_finished_in_order_before_the_next():
         server.paused = None
         await drained
         assert server.parts == [b"a"] and outlet.pending is None
-        assert outlet.write(b"b") and server.parts == [b"a", b"b"]
+        outlet.write(b"b")
+        await asyncio.sleep(0)
+        assert server.parts == [b"a", b"b"]
 
     asyncio.run(run())
 
 
-def test_a_part_the_server_refuses_is_not_counted_as_sent():
+def test_a_part_the_server_refuses_fails_the_responses_own_task_at_its_next_event():
+    calls = []
+
     async def broken(message: dict) -> None:
+        calls.append(message["body"])
         raise RuntimeError("response already complete")
 
     async def run():
         outlet = Outlet(broken)
-        assert outlet.write(b"a") is False
-        assert outlet.pending is None
+        outlet.write(b"a")
+        await asyncio.sleep(0)  # the turn's end: refused, kept for the response's own task
+        assert outlet.busy
+        with pytest.raises(RuntimeError, match="already complete"):
+            await outlet.drain()
+        assert calls == [b"a", b"a"] and not outlet.busy
 
     asyncio.run(run())
 
@@ -86,6 +114,7 @@ def test_a_wait_cancelled_reaches_the_server_call():
     async def run():
         server, outlet = paused_outlet()
         outlet.write(b"a")
+        await asyncio.sleep(0)
         outlet.pending.cancel()
         with pytest.raises(asyncio.CancelledError):
             await outlet.drain()
