@@ -11,6 +11,8 @@ from typing import Any
 
 from django.http import StreamingHttpResponse
 
+from chat.loops import PerLoop
+
 # The SSE spec ends a line at CRLF, CR or LF, and nothing else (str.splitlines() would also
 # split at U+2028, form feeds and more, changing the data).
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
@@ -278,16 +280,7 @@ class _Turn:
             outlet.flush()
 
 
-_turns: dict[asyncio.AbstractEventLoop, _Turn] = {}
-
-
-def _turn_of(loop: asyncio.AbstractEventLoop) -> _Turn:
-    turn = _turns.get(loop)
-    if turn is None:
-        for closed in [other for other in _turns if other.is_closed()]:
-            del _turns[closed]
-        turn = _turns[loop] = _Turn(loop)
-    return turn
+_turn_of = PerLoop(_Turn)
 
 
 async def _nothing() -> None:

@@ -6,6 +6,7 @@ from bisect import bisect_left, bisect_right
 
 from chat import conf
 from chat.eventlog.base import End, Event, EventLog, ReasoningText, Status, Step, Subscription, Text
+from chat.loops import PerLoop
 
 
 class _Deadlines:
@@ -43,16 +44,7 @@ class _Deadlines:
                     future.set_result(False)
 
 
-_deadlines: dict[asyncio.AbstractEventLoop, _Deadlines] = {}
-
-
-def _deadlines_of(loop: asyncio.AbstractEventLoop) -> _Deadlines:
-    deadlines = _deadlines.get(loop)
-    if deadlines is None:
-        for closed in [other for other in _deadlines if other.is_closed()]:
-            del _deadlines[closed]
-        deadlines = _deadlines[loop] = _Deadlines()
-    return deadlines
+_deadlines_of = PerLoop(lambda loop: _Deadlines())
 
 
 class _Reply:
