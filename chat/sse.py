@@ -164,7 +164,8 @@ class Outlet:
         message = {"type": "http.response.body", "body": b"".join(parts), "more_body": True}
         call = self.send(message)
         try:
-            # A `for` ends where the call returns without raising StopIteration (per token).
+            # Run by hand: a `for` over the call ends where it returns at once, with no
+            # StopIteration to raise and catch (per token); it stops where the server must wait.
             for waiting_for in call.__await__():
                 self.pending = asyncio.ensure_future(_run_rest(call, waiting_for))
                 return
