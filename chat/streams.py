@@ -139,7 +139,7 @@ async def reply_stream(
     held: Event | None = None
     thread_held = True  # the request's thread, given back after the first event
 
-    def push(offset: int, text: str) -> bool:
+    def push(item: Text) -> bool:
         """A text that came while this stream waited, handed to the outlet by the reply's own
         task (a task wake-up less per token; the outlet sends it at the end of the loop's
         turn); refused where this task has more to do: a status to send first, a text within
@@ -148,7 +148,7 @@ async def reply_stream(
         now = loop.time()
         if progress.kind != "Text" or now - last_text < window or outlet.pending is not None:
             return False
-        outlet.write(text_event(offset, text))
+        outlet.write(text_event(item.offset, item.text))
         last_text = now
         return True
 

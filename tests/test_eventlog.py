@@ -90,10 +90,10 @@ class EventLogContract:
             pushed: list[Text] = []
             refuse = {"c"}
 
-            def push(offset: int, text: str) -> bool:
-                if text in refuse:
+            def push(item: Text) -> bool:
+                if item.text in refuse:
                     return False
-                pushed.append(Text(offset, text))
+                pushed.append(item)
                 return True
 
             supported = sub.push_text(push)

@@ -173,10 +173,10 @@ def test_a_waiting_subscriber_gets_plain_texts_pushed_and_the_rest_from_next():
         pushed: list[Text] = []
         refuse = False
 
-        def push(offset: int, text: str) -> bool:
+        def push(item: Text) -> bool:
             if refuse:
                 return False
-            pushed.append(Text(offset, text))
+            pushed.append(item)
             return True
 
         assert subscription.push_text(push)
@@ -204,7 +204,7 @@ def test_a_push_that_fails_never_fails_the_writer(caplog):
         await log.open("r")
         subscription = await log.subscribe("r", 0)
 
-        def broken(offset: int, text: str) -> bool:
+        def broken(item: Text) -> bool:
             raise RuntimeError("a bug in the stream")
 
         subscription.push_text(broken)
@@ -226,7 +226,7 @@ def test_silence_is_counted_from_the_last_text_pushed():
         log = MemoryEventLog()
         await log.open("r")
         subscription = await log.subscribe("r", 0)
-        subscription.push_text(lambda offset, text: True)
+        subscription.push_text(lambda item: True)
         loop = asyncio.get_running_loop()
         start = loop.time()
         waiting = asyncio.ensure_future(subscription.next(0.2))

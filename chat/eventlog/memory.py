@@ -98,28 +98,14 @@ class MemorySubscription(Subscription):
         if future is None or future.done():
             return
         if self.push is not None:
-            reply = self.reply
-            chunks = reply.chunks
-            if (  # per token, the usual case: the newest chunk is all this subscriber lacks
-                reply.length > self.offset
-                and reply.length - len(chunks[-1]) == self.offset
-                and reply.state == self.state_seen
-                and (not reply.steps or reply.step_ends[-1] == self.side)
-            ):
-                self.offset = reply.length
-                if self._pushed(reply.length, chunks[-1], future.get_loop()):
-                    reply.waiters.append(self)
-                    return
-                self.held = Text(reply.length, chunks[-1])
-            else:
-                event = self._pending()
-                if event is None:  # nothing for this subscriber (a state it does not show)
-                    reply.waiters.append(self)
-                    return
-                if type(event) is Text and self._pushed(event.offset, event.text, future.get_loop()):
-                    reply.waiters.append(self)
-                    return
-                self.held = event
+            event = self._pending()
+            if event is None:  # nothing for this subscriber (a state it does not show)
+                self.reply.waiters.append(self)
+                return
+            if type(event) is Text and self._pushed(event, future.get_loop()):
+                self.reply.waiters.append(self)
+                return
+            self.held = event
         future.set_result(True)
 
     def _next_step(self) -> Step | None:

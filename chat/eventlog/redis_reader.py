@@ -172,8 +172,8 @@ class RedisSubscription(Subscription):
         # One plain text while next() waits: the push callback may write it from here, the
         # reader's task (chat/streams.py), and next() goes on waiting.
         queue = self.queue
-        one = queue[0] if len(queue) == 1 and type(queue[0]) is Text and not self.failed else None
-        if one is not None and self.push and self._pushed(one.offset, one.text, waiter.get_loop()):
+        one_text = len(queue) == 1 and type(queue[0]) is Text and not self.failed
+        if one_text and self.push is not None and self._pushed(queue[0], waiter.get_loop()):
             self.offset = queue.popleft().offset
             return
         waiter.set_result(True)
