@@ -6,6 +6,7 @@ runs each HTTP request's sync work on a pooled thread it gives back when a strea
 """
 
 import asyncio
+import contextvars
 import gc
 import logging
 import signal
@@ -81,8 +82,11 @@ class ChatLifespan:
                 async with request_context():
                     return await self.app(scope, receive, send)
             outlet = scope[OUTLET] = Outlet(send)
-            async with request_context():
-                await self.app(scope, receive, outlet.to_django)
+            # In a task of its own, with a copy of this one's context: what the request sets
+            # there (asgiref's locals, the request's executor) goes when it ends, rather than
+            # stay with an open stream for its life (issue 14: memory per idle stream).
+            django = self._django(scope, receive, outlet)
+            await asyncio.get_running_loop().create_task(django, context=contextvars.copy_context())
             return await outlet.go_on(receive)  # a stream that went on without Django's handler
         if scope["type"] != "lifespan":
             return await self.app(scope, receive, send)
@@ -98,6 +102,10 @@ class ChatLifespan:
                 give_back_request_started()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+    async def _django(self, scope: dict, receive: Any, outlet: Outlet) -> None:
+        async with request_context():
+            await self.app(scope, receive, outlet.to_django)
 
 
 def with_chat(application: Any) -> ChatLifespan:

@@ -8,9 +8,10 @@ less than one token, so a server that honours the limit ends first and is never 
 
 Reasoning deltas count too (issue 12): reasoning tokens are output tokens, which both vendors
 count in their own limits. The count runs over the whole reply, across its tool rounds (one
-provider object serves one reply). A reply's tool rounds (chat/tools/rounds.py) read the
-provider inside and count with `past` as they go, one generator less per token; anything
-else that streams from the provider (a title) goes through `stream`.
+provider object serves one reply). A reply (chat/replies/generation.py) reads the provider
+inside, through its tool rounds if it has any (chat/tools/rounds.py), and counts with `past`
+as it goes, one generator less per token; anything else that streams from the provider (a
+title) goes through `stream`.
 """
 
 import logging

@@ -23,6 +23,7 @@ from chat.checks import check_workers_without_redis, worker_count
 from chat.eventlog import End, get_event_log
 from chat.models import Message
 from chat.providers import Finish, Prompt, Provider, ProviderError
+from chat.providers.limit import OutputLimit, max_output_tokens
 from chat.replies.checkpoints import checkpoint_forever, update_message
 from chat.replies.stale import replies_recover_stale, sweep_forever
 from chat.steps import Steps, record_step
@@ -200,12 +201,18 @@ async def _run(reply_id: str, live: _Live, provider: Provider, prompt: Prompt) -
     first_token: float | None = None
     finish = Finish()
     end_status, error, code = Message.Status.COMPLETE.value, None, None
+    # CHAT_MAX_OUTPUT_TOKENS, counted over the whole reply, every round (chat/providers/limit.py).
+    limited = provider if isinstance(provider, OutputLimit) else None
+    most = max_output_tokens()
     try:
         # reply_items: the provider's rounds, tool calls run between them (issue 12).
         async with aclosing(reply_items(provider, prompt, reply_id=reply_id)) as stream:
             async for item in stream:
                 if isinstance(item, Finish):
                     finish = item
+                elif limited is not None and limited.past(item, most):
+                    finish = limited.cut(most)
+                    break
                 elif isinstance(item, str):
                     if item := clean_model_text(item):
                         if first_token is None:

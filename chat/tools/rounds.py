@@ -15,7 +15,7 @@ from typing import Any
 
 from chat import conf, db
 from chat.providers.base import Finish, Prompt, Provider, Reasoning, Turn, Usage
-from chat.providers.limit import OutputLimit, max_output_tokens
+from chat.providers.limit import OutputLimit
 from chat.tools import Tool, ToolContext, tools_for
 from chat.tools.runner import parse_arguments, tool_run
 
@@ -63,31 +63,37 @@ def _context(reply_id: str) -> ToolContext:
     )
 
 
-async def reply_items(
-    provider: Provider, prompt: Prompt, *, reply_id: str
-) -> AsyncIterator[str | Reasoning | ToolStarted | ToolEnded | Finish]:
-    """Text and reasoning deltas, tool steps, then one Finish whose usage sums the rounds."""
-    tools: dict[str, Tool] = tools_for(provider.name) if prompt.tools else {}
+Item = str | Reasoning | ToolStarted | ToolEnded | Finish
+
+
+def reply_items(provider: Provider, prompt: Prompt, *, reply_id: str) -> AsyncIterator[Item]:
+    """Text and reasoning deltas, tool steps, then one Finish whose usage sums the rounds.
+
+    The output limit (CHAT_MAX_OUTPUT_TOKENS) is not counted here but by the reader of these
+    items (`OutputLimit.past`, chat/replies/generation.py): a prompt that offers no tools is one
+    round, the provider's own stream, read with no generator of this module around it (one
+    less to resume per token, and to keep while a reply waits: issue 14).
+    """
+    source = provider.inner if isinstance(provider, OutputLimit) else provider
+    if not prompt.tools:
+        return source.stream(prompt)
+    return _rounds(source, prompt, reply_id=reply_id)
+
+
+async def _rounds(provider: Provider, prompt: Prompt, *, reply_id: str) -> AsyncIterator[Item]:
+    tools: dict[str, Tool] = tools_for(provider.name)
     rounds = max(int(conf.get("CHAT_TOOL_ROUNDS")), 1)
     usage: Usage | None = None
     context: ToolContext | None = None
-    # The output limit (CHAT_MAX_OUTPUT_TOKENS) is counted here, not by its own generator
-    # around the provider's: one generator less to resume per token (issue 14).
-    limited = provider if isinstance(provider, OutputLimit) else None
-    source = provider.inner if limited is not None else provider
-    most = max_output_tokens()
     for number in range(1, rounds + 1):
-        if prompt.tools and number == rounds:
+        if number == rounds:
             prompt = replace(prompt, tool_choice="none")
         finish, text = Finish(), []
-        async with aclosing(source.stream(prompt)) as stream:
+        async with aclosing(provider.stream(prompt)) as stream:
             async for item in stream:
                 if isinstance(item, Finish):
                     finish = item
                     continue
-                if limited is not None and limited.past(item, most):
-                    finish = limited.cut(most)
-                    break
                 if isinstance(item, str):
                     text.append(item)
                 yield item
