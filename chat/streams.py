@@ -109,6 +109,44 @@ async def _follow_database(
     return DatabaseFollower(message, gone.offset, gone.side if gone.side is not None else side, status=False)
 
 
+class _Pace:
+    """A stream's merge window (when it last sent a text) and, as `push`, the texts the reply's
+    own task hands to its outlet while the stream waits. Fields, not a closure's cells: an open
+    stream keeps less (issue 14: memory per idle stream)."""
+
+    __slots__ = ("loop", "window", "last_text", "progress", "outlet")
+
+    def __init__(self, progress: Progress, outlet: Outlet | None) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.window = conf.get_float("CHAT_MERGE_WINDOW")
+        self.last_text = -self.window
+        self.progress = progress
+        self.outlet = outlet
+
+    def wait(self) -> float:
+        """How long a text must wait for the window to pass (none if 0 or less)."""
+        return self.last_text + self.window - self.loop.time()
+
+    def sent(self) -> None:
+        self.last_text = self.loop.time()
+
+    def push(self, item: Text) -> bool:
+        """A text that came while this stream waited, handed to the outlet by the reply's own
+        task (a task wake-up less per token; the outlet sends it at the end of the loop's
+        turn); refused where the stream's task has more to do: a status to send first, a text
+        within the merge window, a write the server is still doing."""
+        now = self.loop.time()
+        if (
+            self.progress.kind != "Text"
+            or now - self.last_text < self.window
+            or self.outlet.pending is not None
+        ):
+            return False
+        self.outlet.write(text_event(item.offset, item.text))
+        self.last_text = now
+        return True
+
+
 async def reply_stream(
     message: Message, offset: int, side: int | None = None, outlet: Outlet | None = None
 ) -> AsyncIterator[bytes]:
@@ -133,24 +171,9 @@ async def reply_stream(
         subscription = DatabaseFollower(message, offset, side)
     del message  # an open stream keeps the reply's id, not its row (memory per idle stream)
     progress = Progress(offset, side)
-    loop = asyncio.get_running_loop()
-    window = conf.get_float("CHAT_MERGE_WINDOW")
-    last_text = -window
+    pace = _Pace(progress, outlet)
     held: Event | None = None
     thread_held = True  # the request's thread, given back after the first event
-
-    def push(item: Text) -> bool:
-        """A text that came while this stream waited, handed to the outlet by the reply's own
-        task (a task wake-up less per token; the outlet sends it at the end of the loop's
-        turn); refused where this task has more to do: a status to send first, a text within
-        the merge window, a write the server is still doing."""
-        nonlocal last_text
-        now = loop.time()
-        if progress.kind != "Text" or now - last_text < window or outlet.pending is not None:
-            return False
-        outlet.write(text_event(item.offset, item.text))
-        last_text = now
-        return True
 
     try:
         while True:
@@ -165,7 +188,7 @@ async def reply_stream(
                 yield PING
                 continue
             if isinstance(item, Text | ReasoningText):
-                wait = last_text + window - loop.time()
+                wait = pace.wait()
                 if wait > 0:  # a busy stream: what arrives within this frame goes out as one event
                     await asyncio.sleep(wait)
                     try:
@@ -178,14 +201,14 @@ async def reply_stream(
                         item = ReasoningText(more.offset, more.side, item.text + more.text)
                     else:
                         held = more
-                last_text = loop.time()
+                pace.sent()
             yield progress.before(item) + encode(item, reply_id) + progress.after(item)
             if isinstance(item, End):
                 return
             if thread_held:  # once the first event is out, not before it (one hop less to wait for)
                 thread_held = False
                 if outlet is not None and outlet.open:
-                    subscription.push_text(push)
+                    subscription.push_text(pace.push)
                     # The rest without Django's handler (chat/sse.py, Outlet): it finishes the
                     # request now, on the request's thread, which then goes back to the pool.
                     yield GO_ON
