@@ -66,15 +66,17 @@ def iter_demo_tokens(question: str, length: int | None = None) -> Iterator[str]:
     """The reply as tokens (roughly words with their leading space), `length` of them if set.
 
     Lazy past the answer itself: the parts that make a long reply are made as they are reached.
+    Within the answer, a place in its shared tokens, with no generator frame (issue 14).
     """
-    count = 0
-    for token in _answer_tokens(question):
-        if length is not None and count >= length:
-            return
-        count += 1
-        yield token
-    n = 0
-    while length is not None and count < length:
+    answer = _answer_tokens(question)
+    if length is None or length <= len(answer):
+        return itertools.islice(answer, length)
+    return itertools.chain(answer, _more_tokens(length - len(answer)))
+
+
+def _more_tokens(length: int) -> Iterator[str]:
+    count, n = 0, 0
+    while count < length:
         n += 1
         for match in _TOKEN.finditer("\n\n" + _MORE[(n - 1) % len(_MORE)].format(n=n)):
             if count >= length:
@@ -155,13 +157,13 @@ class DemoProvider(Provider):
         limit = conf.get_int("CHAT_MAX_OUTPUT_TOKENS")
         start = time.monotonic()
         count, cut = 0, False
-        for i, token in enumerate(tokens):
-            if i == limit:  # a token past the limit: the reply reached it, as a model's would
+        for token in tokens:
+            if count == limit:  # a token past the limit: the reply reached it, as a model's would
                 cut = True
                 break
             count += 1
             # Pace from the start, not from the last token, so a busy loop does not slow it.
-            delay = start + (i + 1) / rate - time.monotonic() if rate > 0 else 0
+            delay = start + count / rate - time.monotonic() if rate > 0 else 0
             await asyncio.sleep(max(delay, 0))
             yield token
         words = sum(len(t.content.split()) for t in prompt.turns) + len(prompt.system.split())
