@@ -121,7 +121,7 @@ def rows(r: dict) -> list[tuple[str, str, str, str, str, str]]:
             full["baseline"],
         )
     )
-    both = [lv for lv in r["paced"]["levels"] if (lv["app"] or {}).get("held") and lv["baseline"]["held"]]
+    both = [lv for lv in r["paced"]["levels"] if all((lv[t] or {}).get("held") for t in ("app", "baseline"))]
     if both:
         a, b = both[-1]["app"], both[-1]["baseline"]
         out.append(
@@ -314,7 +314,8 @@ def _paced_cell(level: dict | None) -> str:
     if not level["all_streaming"]:
         return f"✗ not all streaming ({_num(level['p99_ms'])})"
     mark = "" if level["held"] else " ✗"
-    return f"{_num(level['p99_ms'])}{mark}; {level['server_busy'] * 100:.0f} %"
+    first = f" (first run {_num(level['first_p99_ms'])} ✗)" if "first_p99_ms" in level else ""
+    return f"{_num(level['p99_ms'])}{mark}{first}; {level['server_busy'] * 100:.0f} %"
 
 
 def table(r: dict) -> str:

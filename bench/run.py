@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from bench import limits, report, scenarios
 from bench.followed import followed
@@ -98,9 +99,20 @@ class Bench:
                 if target in behind:  # it fell behind at fewer streams
                     level[target] = None
                     continue
-                level[target] = result = await self.measure(
-                    f"paced-{n}", target, env, lambda s, n=n: scenarios.paced(s, self.sizes, n)
-                )
+
+                def run(n: int = n, target: str = target) -> Any:
+                    return self.measure(
+                        f"paced-{n}", target, env, lambda s: scenarios.paced(s, self.sizes, n)
+                    )
+
+                result = await run()
+                if not result["held"]:
+                    # Once more before a side is taken to fall behind: on a shared VM a pause of
+                    # the host alone has put one run's p99 over 50 ms at half a core's load (the
+                    # baseline: 82.8 ms at 1,750 streams, 57 % busy, held at 2,500 an hour
+                    # before). The second run decides; the first one's p99 is kept beside it.
+                    result = {**await run(), "first_p99_ms": result["p99_ms"]}
+                level[target] = result
                 if result["held"]:
                     held[target] = max(held[target], n)
                 else:
