@@ -3,6 +3,7 @@
 
 import asyncio
 import concurrent.futures
+import contextvars
 import json
 import socket
 import time
@@ -158,6 +159,41 @@ def test_only_a_request_served_through_the_chat_lifespan_has_an_outlet(rf):
     assert ChatLifespan(ASGIHandler()).direct
     assert not ChatLifespan(lambda scope, receive, send: None).direct
     assert Outlet.for_request(rf.get("/")) is None  # WSGI, or Django's test client
+
+
+def test_what_a_request_sets_in_its_context_goes_when_django_is_done_with_it():
+    """Django's part of a request runs in a task of its own, in a copy of the connection's
+    context: what it sets there (asgiref's locals, the request's executor) does not stay with
+    an open stream for the stream's life (issue 14: memory per idle stream)."""
+    from django.core.handlers.asgi import ASGIHandler
+
+    from chat.asgi import ChatLifespan
+    from chat.request_thread import _current
+
+    marker: contextvars.ContextVar[str | None] = contextvars.ContextVar("marker", default=None)
+    seen: dict = {}
+    sent: list[dict] = []
+
+    class Handler(ASGIHandler):
+        async def __call__(self, scope, receive, send):
+            marker.set("set by the request")
+            seen["executor"] = _current.get()
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    async def receive() -> dict:
+        return {"type": "http.disconnect"}
+
+    async def run() -> tuple:
+        await ChatLifespan(Handler())({"type": "http"}, receive, send)
+        return marker.get(), _current.get()
+
+    assert asyncio.run(run()) == (None, None)
+    assert seen["executor"] is not None  # the request had its own while Django's handler ran
+    assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]
 
 
 # --- the memory log: a text pushed while next() waits, anything else returned -----------------

@@ -125,3 +125,20 @@ def test_a_checkpoint_saves_the_steps_while_the_reply_goes_on(tab, steps):
     assert during.status == "streaming"
     assert [step["type"] for step in during.steps] == ["reasoning", "tool"] and during.reasoning
     assert tab.wait_finished(mid, cid)["status"] == "complete"
+
+
+def test_a_prompt_that_offers_no_tools_is_read_from_the_provider_with_no_rounds_around_it():
+    """One round, the provider's own stream: no generator of the rounds to resume per token,
+    or to keep while a reply waits (issue 14); the reply counts the output limit either way."""
+    from chat.providers.base import Prompt, ToolSpec, Turn
+    from chat.providers.demo import DEMO_TOOL, DemoProvider
+    from chat.providers.limit import OutputLimit
+    from chat.tools.rounds import reply_items
+
+    provider = OutputLimit(DemoProvider("demo"))
+    turns = (Turn("user", "Hi"),)
+    offered = (ToolSpec(DEMO_TOOL, "The server's clock.", {"type": "object", "properties": {}}),)
+    plain = reply_items(provider, Prompt("demo", "", turns), reply_id="r")
+    with_tools = reply_items(provider, Prompt("demo", "", turns, tools=offered), reply_id="r")
+    assert plain.ag_code is DemoProvider._answer.__code__
+    assert with_tools.ag_code.co_name == "_rounds"

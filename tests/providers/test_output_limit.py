@@ -116,7 +116,7 @@ def test_any_registered_provider_is_cut_at_the_limit(tab, settings):
 
 
 def test_a_title_or_any_other_stream_of_the_provider_is_cut_at_the_limit_too(settings):
-    """A reply's tool rounds count the limit themselves; the provider's own `stream` (a title's
+    """A reply counts the limit itself (chat/replies/generation.py); the provider's own `stream` (a title's
     request) still ends at it, the model's stream closed first."""
     settings.CHAT_MAX_OUTPUT_TOKENS = 3
     endless = script(*({"say": f"{i} "} for i in range(10)), {"finish": "stop"})
