@@ -132,10 +132,9 @@ def test_a_prompt_that_offers_no_tools_is_read_from_the_provider_with_no_rounds_
     or to keep while a reply waits (issue 14); the reply counts the output limit either way."""
     from chat.providers.base import Prompt, ToolSpec, Turn
     from chat.providers.demo import DEMO_TOOL, DemoProvider
-    from chat.providers.limit import OutputLimit
     from chat.tools.rounds import reply_items
 
-    provider = OutputLimit(DemoProvider("demo"))
+    provider = DemoProvider("demo")
     turns = (Turn("user", "Hi"),)
     offered = (ToolSpec(DEMO_TOOL, "The server's clock.", {"type": "object", "properties": {}}),)
     plain = reply_items(provider, Prompt("demo", "", turns), reply_id="r")

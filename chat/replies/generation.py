@@ -204,9 +204,10 @@ async def _run(reply_id: str, live: _Live, provider: Provider, prompt: Prompt) -
     # CHAT_MAX_OUTPUT_TOKENS, counted over the whole reply, every round (chat/providers/limit.py).
     limited = provider if isinstance(provider, OutputLimit) else None
     most = max_output_tokens()
+    model = provider if limited is None else limited.inner
     try:
         # reply_items: the provider's rounds, tool calls run between them (issue 12).
-        async with aclosing(reply_items(provider, prompt, reply_id=reply_id)) as stream:
+        async with aclosing(reply_items(model, prompt, reply_id=reply_id)) as stream:
             async for item in stream:
                 if isinstance(item, Finish):
                     finish = item

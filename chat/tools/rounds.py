@@ -15,7 +15,6 @@ from typing import Any
 
 from chat import conf, db
 from chat.providers.base import Finish, Prompt, Provider, Reasoning, Turn, Usage
-from chat.providers.limit import OutputLimit
 from chat.tools import Tool, ToolContext, tools_for
 from chat.tools.runner import parse_arguments, tool_run
 
@@ -69,15 +68,14 @@ Item = str | Reasoning | ToolStarted | ToolEnded | Finish
 def reply_items(provider: Provider, prompt: Prompt, *, reply_id: str) -> AsyncIterator[Item]:
     """Text and reasoning deltas, tool steps, then one Finish whose usage sums the rounds.
 
-    The output limit (CHAT_MAX_OUTPUT_TOKENS) is not counted here but by the reader of these
-    items (`OutputLimit.past`, chat/replies/generation.py): a prompt that offers no tools is one
+    `provider` is the model's own, not its `OutputLimit`: the output limit is counted by the
+    reader of these items (chat/replies/generation.py). A prompt that offers no tools is one
     round, the provider's own stream, read with no generator of this module around it (one
     less to resume per token, and to keep while a reply waits: issue 14).
     """
-    source = provider.inner if isinstance(provider, OutputLimit) else provider
     if not prompt.tools:
-        return source.stream(prompt)
-    return _rounds(source, prompt, reply_id=reply_id)
+        return provider.stream(prompt)
+    return _rounds(provider, prompt, reply_id=reply_id)
 
 
 async def _rounds(provider: Provider, prompt: Prompt, *, reply_id: str) -> AsyncIterator[Item]:
