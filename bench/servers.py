@@ -130,6 +130,10 @@ class Server:
             *("taskset", "-c", SERVER_CPU),  # taskset execs: the pid is the server's
             *(sys.executable, "-m", "uvicorn", TARGETS[self.target], "--port", str(self.port)),
             *("--no-access-log", "--log-level", "warning"),
+            # As README's deployment and `manage.py runserver` start it: the app decides whom to
+            # believe about X-Forwarded-For (CHAT_TRUSTED_PROXIES), so uvicorn's own middleware,
+            # which would stay in every open stream's call chain, is not used; the same for both.
+            "--no-proxy-headers",
         ]
         self.proc = subprocess.Popen(
             args,
@@ -194,7 +198,9 @@ async def in_process(**chat: str) -> AsyncIterator[int]:
     import uvicorn
 
     port = free_port()
-    config = uvicorn.Config(TARGETS["app"], port=port, log_level="warning", lifespan="on")
+    config = uvicorn.Config(
+        TARGETS["app"], port=port, log_level="warning", lifespan="on", proxy_headers=False
+    )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     while not server.started:  # noqa: ASYNC110 - uvicorn's flag, no event to wait on

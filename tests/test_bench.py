@@ -38,6 +38,8 @@ def test_the_quick_benchmark_runs_end_to_end_and_reports_every_metric(tmp_path):
         assert first_level["all_streaming"], first_level
         idle = r["idle"][target]
         assert idle["all_pinged"] and idle["texts"] == 0 and idle["rss_after_kib"] > 0
+        # measured past the first streams, whose one-time growth is reported apart
+        assert idle["first_streams"] > 0 and idle["rss_start_kib"] > 0 and idle["first_kib_per_stream"] != 0
         first = r["first"][target]
         assert first["answered"] == first["probes"] == first["stops_ok"], first
         assert 0 < first["status_p50_ms"] <= first["status_p99_ms"]
@@ -53,6 +55,7 @@ def test_the_quick_benchmark_runs_end_to_end_and_reports_every_metric(tmp_path):
     assert r["writes"]["paced"]["mean"] >= 2
     assert r["limits"]["memory"]["cpu_us_per_send"] > 0 and r["limits"]["memory"]["sends"] > 0
     assert "limit check adds per send, memory backend" in table
+    assert "the server's one-time growth included" in table
     assert "replies in a burst: server CPU per token" in table
     assert set(r["paced"]["held"]) == {"app", "baseline"}
     followed = r["followed"]  # 5. a reply followed from another process (Redis), if redis-server is here
