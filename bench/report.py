@@ -53,9 +53,11 @@ def _ratio(app: float | None, base: float | None) -> float | None:
     return app / base
 
 
-def _figures(what: str, app: float | None, base: float | None) -> tuple[str, str, str, str, str, str]:
-    """A row of two whole figures and their ratio, with no target."""
-    return (what, _num(app, 0), _num(base, 0), _num(_ratio(app, base), 2) + "x", "", "")
+def _figures(
+    what: str, app: float | None, base: float | None, digits: int = 0
+) -> tuple[str, str, str, str, str, str]:
+    """A row of two figures (whole unless `digits`) and their ratio, with no target."""
+    return (what, _num(app, digits), _num(base, digits), _num(_ratio(app, base), 2) + "x", "", "")
 
 
 def _verdict(ok: bool | None) -> str:
@@ -162,24 +164,20 @@ def rows(r: dict) -> list[tuple[str, str, str, str, str, str]]:
     )
     if "first_kib_per_stream" in idle_a and "first_kib_per_stream" in idle_b:
         out.append(
-            (
+            _figures(
                 f"  the first {idle_a['first_streams']:,}, the server's one-time growth included "
                 "(KB per stream)",
-                _num(idle_a["first_kib_per_stream"]),
-                _num(idle_b["first_kib_per_stream"]),
-                _num(_ratio(idle_a["first_kib_per_stream"], idle_b["first_kib_per_stream"]), 2) + "x",
-                "",
-                "",
+                idle_a["first_kib_per_stream"],
+                idle_b["first_kib_per_stream"],
+                digits=1,
             )
         )
     out.append(
-        (
+        _figures(
             "idle CPU per stream, heartbeat every 1 s (µs/s)",
-            _num(idle_a["idle_cpu_us_per_stream_s"]),
-            _num(idle_b["idle_cpu_us_per_stream_s"]),
-            _num(_ratio(idle_a["idle_cpu_us_per_stream_s"], idle_b["idle_cpu_us_per_stream_s"]), 2) + "x",
-            "",
-            "",
+            idle_a["idle_cpu_us_per_stream_s"],
+            idle_b["idle_cpu_us_per_stream_s"],
+            digits=1,
         )
     )
 
