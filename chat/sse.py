@@ -147,11 +147,12 @@ class Outlet:
             return _nothing()
         return self.send(message)
 
-    def write(self, data: bytes) -> None:
-        """Send `data` at the end of this turn of the loop, after what was written before it."""
+    def write(self, data: bytes, turn: "_Turn | None" = None) -> None:
+        """Send `data` at the end of this turn of the loop (`turn`: the running loop's, if the
+        caller has it), after what was written before it."""
         if self.queued is None:
             self.queued = [data]
-            _turn_of(asyncio.get_running_loop()).add(self)
+            (turn or turn_of(asyncio.get_running_loop())).add(self)
         else:
             self.queued.append(data)
 
@@ -281,7 +282,7 @@ class _Turn:
             outlet.flush()
 
 
-_turn_of = PerLoop(_Turn)
+turn_of = PerLoop(_Turn)  # a loop's _Turn
 
 
 async def _nothing() -> None:

@@ -21,7 +21,7 @@ from chat.models import Message
 from chat.replies.follower import DatabaseFollower
 from chat.replies.stale import reply_rescue_text
 from chat.request_thread import release_request_thread
-from chat.sse import GO_ON, PING, Outlet, ServerSentEvent, event, text_event
+from chat.sse import GO_ON, PING, Outlet, ServerSentEvent, event, text_event, turn_of
 
 
 def encode_step(item: Step) -> bytes:
@@ -114,10 +114,10 @@ class _Pace:
     own task hands to its outlet while the stream waits. Fields, not a closure's cells: an open
     stream keeps less (issue 14: memory per idle stream)."""
 
-    __slots__ = ("loop", "window", "last_text", "progress", "outlet")
+    __slots__ = ("turn", "window", "last_text", "progress", "outlet")
 
     def __init__(self, progress: Progress, outlet: Outlet | None) -> None:
-        self.loop = asyncio.get_running_loop()
+        self.turn = turn_of(asyncio.get_running_loop())  # the loop's, looked up once, not per text
         self.window = conf.get_float("CHAT_MERGE_WINDOW")
         self.last_text = -self.window
         self.progress = progress
@@ -125,24 +125,24 @@ class _Pace:
 
     def wait(self) -> float:
         """How long a text must wait for the window to pass (none if 0 or less)."""
-        return self.last_text + self.window - self.loop.time()
+        return self.last_text + self.window - self.turn.loop.time()
 
     def sent(self) -> None:
-        self.last_text = self.loop.time()
+        self.last_text = self.turn.loop.time()
 
-    def push(self, item: Text) -> bool:
+    def push(self, offset: int, text: str) -> bool:
         """A text that came while this stream waited, handed to the outlet by the reply's own
         task (a task wake-up less per token; the outlet sends it at the end of the loop's
         turn); refused where the stream's task has more to do: a status to send first, a text
         within the merge window, a write the server is still doing."""
-        now = self.loop.time()
+        now = self.turn.loop.time()
         if (
             self.progress.kind != "Text"
             or now - self.last_text < self.window
             or self.outlet.pending is not None
         ):
             return False
-        self.outlet.write(text_event(item.offset, item.text))
+        self.outlet.write(text_event(offset, text), self.turn)
         self.last_text = now
         return True
 

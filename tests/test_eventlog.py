@@ -90,10 +90,10 @@ class EventLogContract:
             pushed: list[Text] = []
             refuse = {"c"}
 
-            def push(item: Text) -> bool:
-                if item.text in refuse:
+            def push(offset: int, text: str) -> bool:
+                if text in refuse:
                     return False
-                pushed.append(item)
+                pushed.append(Text(offset, text))
                 return True
 
             supported = sub.push_text(push)

@@ -209,10 +209,10 @@ def test_a_waiting_subscriber_gets_plain_texts_pushed_and_the_rest_from_next():
         pushed: list[Text] = []
         refuse = False
 
-        def push(item: Text) -> bool:
+        def push(offset: int, text: str) -> bool:
             if refuse:
                 return False
-            pushed.append(item)
+            pushed.append(Text(offset, text))
             return True
 
         assert subscription.push_text(push)
@@ -240,7 +240,7 @@ def test_a_push_that_fails_never_fails_the_writer(caplog):
         await log.open("r")
         subscription = await log.subscribe("r", 0)
 
-        def broken(item: Text) -> bool:
+        def broken(offset: int, text: str) -> bool:
             raise RuntimeError("a bug in the stream")
 
         subscription.push_text(broken)
@@ -262,7 +262,7 @@ def test_silence_is_counted_from_the_last_text_pushed():
         log = MemoryEventLog()
         await log.open("r")
         subscription = await log.subscribe("r", 0)
-        subscription.push_text(lambda item: True)
+        subscription.push_text(lambda offset, text: True)
         loop = asyncio.get_running_loop()
         start = loop.time()
         waiting = asyncio.ensure_future(subscription.next(0.2))
@@ -284,9 +284,9 @@ def writes(monkeypatch):
     counts = {"written": 0, "waited": 0}
     write, run_rest = Outlet.write, sse._run_rest
 
-    def counted_write(self, data):
+    def counted_write(self, data, turn=None):
         counts["written"] += 1
-        return write(self, data)
+        return write(self, data, turn)
 
     def counted_rest(call, waiting_for):
         counts["waited"] += 1

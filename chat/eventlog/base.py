@@ -90,14 +90,14 @@ class Subscription(ABC):
         """Release what the subscription holds."""
 
     pushes = False  # set by a log that can push texts (memory, Redis)
-    push: Callable[[Text], bool] | None = None
+    push: Callable[[int, str], bool] | None = None
     pushed_at = 0.0  # loop time of the last text pushed while next() waited
 
-    def push_text(self, push: Callable[[Text], bool]) -> bool:
-        """Optional: while next() waits, hand each plain text to `push` as it comes, on the
-        task that brings it (the reply's writer, or the log's reader): one task wake-up per
-        token instead of two. A text `push` refuses (False) is returned by next() instead.
-        False: this log cannot (the default)."""
+    def push_text(self, push: Callable[[int, str], bool]) -> bool:
+        """Optional: while next() waits, hand each plain text to `push(offset, text)` (a Text's
+        fields: no object made per token) as it comes, on the task that brings it (the reply's
+        writer, or the log's reader): one task wake-up per token instead of two. A text `push`
+        refuses (False) is returned by next() instead. False: this log cannot (the default)."""
         if self.pushes:
             self.push = push
         return self.pushes
@@ -108,11 +108,11 @@ class Subscription(ABC):
         pushed_at, self.pushed_at = self.pushed_at, 0.0
         return pushed_at + timeout if pushed_at else None
 
-    def _pushed(self, text: Text, loop: asyncio.AbstractEventLoop) -> bool:
+    def _pushed(self, offset: int, text: str, loop: asyncio.AbstractEventLoop) -> bool:
         """`push`'s answer. A callback that fails is the subscriber's problem, never the task
         that brings the text: it is dropped, and next() returns the text."""
         try:
-            done = self.push(text)
+            done = self.push(offset, text)
         except Exception:
             log.exception("A stream could not take a text pushed to it; it reads the log instead")
             self.push = None

@@ -98,14 +98,30 @@ class MemorySubscription(Subscription):
         if future is None or future.done():
             return
         if self.push is not None:
-            event = self._pending()
-            if event is None:  # nothing for this subscriber (a state it does not show)
-                self.reply.waiters.append(self)
-                return
-            if type(event) is Text and self._pushed(event, future.get_loop()):
-                self.reply.waiters.append(self)
-                return
-            self.held = event
+            reply = self.reply
+            last = reply.chunks[-1] if reply.chunks else ""
+            if (
+                last
+                and reply.length - len(last) == self.offset
+                and not reply.steps
+                and reply.end is None
+                and (reply.state is None or reply.state == self.state_seen)
+            ):
+                # Per token, the usual case: the newest chunk is all that is new to this
+                # subscriber (what _pending would return, without making its Text).
+                if self._pushed(reply.length, last, future.get_loop()):
+                    self.offset = reply.length
+                    reply.waiters.append(self)
+                    return
+            else:
+                event = self._pending()
+                if event is None:  # nothing for this subscriber (a state it does not show)
+                    reply.waiters.append(self)
+                    return
+                if type(event) is Text and self._pushed(event.offset, event.text, future.get_loop()):
+                    reply.waiters.append(self)
+                    return
+                self.held = event
         future.set_result(True)
 
     def _next_step(self) -> Step | None:

@@ -172,8 +172,8 @@ class RedisSubscription(Subscription):
         # One plain text while next() waits: the push callback may write it from here, the
         # reader's task (chat/streams.py), and next() goes on waiting.
         queue = self.queue
-        one_text = len(queue) == 1 and type(queue[0]) is Text and not self.failed
-        if one_text and self.push is not None and self._pushed(queue[0], waiter.get_loop()):
+        text = queue[0] if len(queue) == 1 and not self.failed and self.push is not None else None
+        if type(text) is Text and self._pushed(text.offset, text.text, waiter.get_loop()):
             self.offset = queue.popleft().offset
             return
         waiter.set_result(True)
