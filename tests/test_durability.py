@@ -329,3 +329,38 @@ def test_on_sqlite_the_writer_threads_leave_the_log_to_the_checkpointer(transact
     assert autocheckpoint() == 1000  # elsewhere: SQLite's default
     busy, frames, copied = asyncio.run(asyncio.to_thread(wal_checkpoint))
     assert busy == 0 and frames > 0 and copied == frames
+
+
+def test_a_checkpoint_writes_only_live_replies_and_names_those_stopped_or_deleted(transactional_db):
+    """_save_checkpoints: a reply asked to stop (from another process) or deleted is not
+    written and is returned, to be stopped; every other is written, texts, steps and touches,
+    whether or not such a reply is among them."""
+    from chat.replies.checkpoints import _save_checkpoints
+
+    conversation = Conversation.objects.create(visitor="v", model="demo")
+
+    def reply(**fields) -> str:
+        return str(Message.objects.create(conversation=conversation, role="assistant", **fields).pk)
+
+    live, idle, stopped, idle_stopped = (reply(status="streaming", content="old") for _ in range(4))
+    Message.objects.filter(pk__in=[stopped, idle_stopped]).update(stop_requested=True)
+    deleted = reply(status="streaming")
+    Message.objects.filter(pk=deleted).delete()
+    Message.objects.filter(pk=idle).update(status="interrupted")  # a sweeper took it for dead
+    steps = {live: {"steps": [{"kind": "tool", "name": "t"}]}, stopped: {"steps": [{"kind": "x"}]}}
+
+    # All alive: nothing to stop.
+    assert _save_checkpoints({live: "new"}, [idle], steps) == set()
+    rows = {str(m.pk): m for m in Message.objects.filter(conversation=conversation)}
+    assert rows[live].content == "new" and rows[live].steps == steps[live]["steps"]
+    assert rows[idle].status == "streaming" and rows[idle].content == "old"
+
+    gone = _save_checkpoints(
+        {live: "newer", stopped: "not kept", deleted: "lost"}, [idle, idle_stopped], steps
+    )
+    assert gone == {stopped, deleted, idle_stopped}
+    rows = {str(m.pk): m for m in Message.objects.filter(conversation=conversation)}
+    assert rows[live].content == "newer"
+    assert rows[stopped].content == "old" and rows[stopped].steps != steps[stopped]["steps"]
+    assert rows[idle_stopped].content == "old"
+    assert deleted not in rows

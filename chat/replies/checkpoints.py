@@ -127,25 +127,29 @@ def _save_batch(
 
 def _save_checkpoints(changed: dict[str, str], idle: list[str], steps: dict[str, dict]) -> set[str]:
     """One transaction; returns the replies to stop. `status` is set too: a sweeper that took
-    a live reply for dead (its checkpoints held up behind a busy database) is corrected."""
+    a live reply for dead (its checkpoints held up behind a busy database) is corrected.
+
+    Only a reply that still exists and is not asked to stop is written. The rows written say
+    whether every reply was: only where fewer were is it asked which (issue 14: the question,
+    asked each time, was a third of a checkpoint's CPU on SQLite, 5.5 of 16 µs a reply)."""
     ids = [*changed, *idle]
     now = timezone.now()
-    alive: set[str] = set()
     with transaction.atomic():
-        for start in range(0, len(ids), _BATCH):
-            alive |= _not_stopped(ids[start : start + _BATCH])
-        texts = [(content, reply_id) for reply_id, content in changed.items() if reply_id in alive]
-        if texts:  # one statement for all: an ORM update per reply costs more than the write
-            _update_texts(texts, now)
-        for _, reply_id in texts:  # issue 12: reasoning and tool steps, with the text
-            if reply_id in steps:
+        written = _update_texts(list(changed.items()), now) if changed else 0
+        for start in range(0, len(idle), _BATCH):
+            written += Message.objects.filter(
+                pk__in=idle[start : start + _BATCH], stop_requested=False
+            ).update(updated_at=now, status=STREAMING)
+        gone: set[str] = set()
+        if written != len(ids):  # some reply is gone, or asked to stop: which
+            alive: set[str] = set()
+            for start in range(0, len(ids), _BATCH):
+                alive |= _not_stopped(ids[start : start + _BATCH])
+            gone = set(ids) - alive
+        for reply_id in changed:  # issue 12: reasoning and tool steps, with the text
+            if reply_id in steps and reply_id not in gone:
                 update_message(reply_id, steps[reply_id])
-        touch = [reply_id for reply_id in idle if reply_id in alive]
-        for start in range(0, len(touch), _BATCH):
-            Message.objects.filter(pk__in=touch[start : start + _BATCH]).update(
-                updated_at=now, status=STREAMING
-            )
-    return set(ids) - alive
+    return gone
 
 
 def _db_id(reply_id: str, conn) -> object:
@@ -196,17 +200,23 @@ def update_message(reply_id: str, fields: dict) -> int:
         return cursor.rowcount
 
 
-def _update_texts(texts: list[tuple[str, str]], now) -> None:
+def _update_texts(texts: list[tuple[str, str]], now) -> int:
+    """One statement for all (reply id, text), an ORM update per reply costing more than the
+    write; a reply asked to stop is left as it is. The number of rows written."""
     conn = _connection()
     quote, meta = conn.ops.quote_name, Message._meta
-    sql = "UPDATE {} SET {} = %s, {} = %s, {} = %s WHERE {} = %s".format(
+    sql = "UPDATE {} SET {} = %s, {} = %s, {} = %s WHERE {} = %s AND {} = %s".format(
         quote(meta.db_table),
-        *(quote(meta.get_field(name).column) for name in ("content", "updated_at", "status", "id")),
+        *(
+            quote(meta.get_field(name).column)
+            for name in ("content", "updated_at", "status", "id", "stop_requested")
+        ),
     )
     when = conn.ops.adapt_datetimefield_value(now)
-    params = [(content, when, STREAMING, _db_id(reply_id, conn)) for content, reply_id in texts]
+    params = [(content, when, STREAMING, _db_id(reply_id, conn), False) for reply_id, content in texts]
     with conn.cursor() as cursor:
         cursor.executemany(sql, params)
+        return cursor.rowcount
 
 
 def wal_checkpoint() -> tuple[int, int, int]:
