@@ -275,6 +275,43 @@ def test_silence_is_counted_from_the_last_text_pushed():
     asyncio.run(run())
 
 
+def test_only_a_text_alone_is_pushed_a_new_status_or_a_step_wakes_the_subscriber_first():
+    """The memory log pushes the newest text at once only when it is all that is new to the
+    subscriber; a state it shows, a step, or the end go through next(), in the log's order."""
+    from chat.eventlog import ReasoningText
+
+    async def run():
+        log = MemoryEventLog()
+        await log.open("r")
+        subscription = await log.subscribe("r", 0)
+        pushed: list[Text] = []
+
+        def push(offset: int, text: str) -> bool:
+            pushed.append(Text(offset, text))
+            return True
+
+        subscription.push_text(push)
+
+        async def waiting_for(change) -> object:
+            waiting = asyncio.ensure_future(subscription.next(5))
+            await asyncio.sleep(0)
+            await change()
+            return await waiting
+
+        assert await waiting_for(lambda: log.set_status("r", "thinking")) == Status("thinking")
+        step = ReasoningText(0, 3, "hmm")
+        assert await waiting_for(lambda: log.append_step("r", step)) == step
+        waiting = asyncio.ensure_future(subscription.next(5))
+        await asyncio.sleep(0)
+        await log.append("r", "Hel")  # after a step: pushed all the same
+        await log.append("r", "lo")
+        assert pushed == [Text(3, "Hel"), Text(5, "lo")] and not waiting.done()
+        await log.end("r", End(status="complete"))
+        assert await waiting == End(status="complete")
+
+    asyncio.run(run())
+
+
 # --- through the real server --------------------------------------------------------------------
 
 
