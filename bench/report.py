@@ -325,7 +325,10 @@ def _paced_cell(level: dict | None) -> str:
     if not level["all_streaming"]:
         return f"✗ not all streaming ({_num(level['p99_ms'])})"
     mark = "" if level["held"] else " ✗"
-    first = f" (first run {_num(level['first_p99_ms'])} ✗)" if "first_p99_ms" in level else ""
+    first = ""
+    if "first_p99_ms" in level:  # the run before this one, which did not hold
+        before = level["first_p99_ms"]
+        first = f" (first run {'not all open in time' if before is None else _num(before)} ✗)"
     return f"{_num(level['p99_ms'])}{mark}{first}; {level['server_busy'] * 100:.0f} %"
 
 

@@ -167,3 +167,31 @@ def test_runs_taken_in_turns_keep_each_sides_lowest_cpu_and_list_every_run():
     rows = report.burst_rows(*sides)
     assert "the lower of 2 runs each" in rows[0][0] and rows[0][3] == "1.37x"
     assert rows[2][1:3] == ("44.6, 35.0", "32.2, 25.5")
+
+
+def test_a_level_whose_first_run_did_not_open_in_time_is_run_again_and_reported():
+    """Held streams: a side whose streams did not all open in time gets a second run (the
+    run of 05:16 on 2026-11-22 stopped here, the first run having no p99), and the table
+    says what the first run did."""
+    import asyncio
+    import dataclasses
+
+    from bench import report
+    from bench.run import Bench
+    from bench.scenarios import QUICK
+
+    timed_out = {"streams": 2, "open_s": None, "held": False, "all_streaming": False, "errors": 0}
+    held = {"streams": 2, "open_s": 0.1, "held": True, "all_streaming": True, "p99_ms": 12.0, "server_busy": 0.5}
+    runs = {"app": iter([timed_out, held]), "baseline": iter([held])}
+
+    async def measure(name, target, env, run):
+        return dict(next(runs[target]))
+
+    bench = Bench.__new__(Bench)
+    bench.sizes = dataclasses.replace(QUICK, paced_levels=(2,))
+    bench.measure = measure
+    result = asyncio.run(bench.paced_levels())
+    level = result["levels"][0]
+    assert result["held"] == {"app": 2, "baseline": 2}
+    assert level["app"]["first_p99_ms"] is None
+    assert report._paced_cell(level["app"]) == "12.0 (first run not all open in time ✗); 50 %"
