@@ -6,14 +6,18 @@ threads and connections bounded however many replies run.
 """
 
 import asyncio
+import datetime
 import functools
+import operator
 import threading
+import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from django.db import DatabaseError, connection, connections, models, router
 from django.db.backends.signals import connection_created
+from django.db.models import fields as django_fields
 from django.db.models.signals import post_save, pre_save
 
 from chat import conf
@@ -101,21 +105,106 @@ def insert(objs: list[models.Model]) -> None:
         for obj in objs:
             obj.save(force_insert=True)
         return
-    fields = model._meta.local_concrete_fields
-    values = [[field.pre_save(obj, True) for field in fields] for obj in objs]
+    conn = connections[router.db_for_write(model)]  # the connection itself, not the thread's proxy
+    sql, read, prepare = _insert_statement(model, conn.alias, conn.vendor, len(objs))
+    values = [[get(obj) for get in read] for obj in objs]
     if any(hasattr(value, "resolve_expression") for row in values for value in row):
         model.objects.bulk_create(objs)
         return
-    conn = connections[router.db_for_write(model)]  # the connection itself, not the thread's proxy
+    params = [p(v, conn) for row in values for p, v in zip(prepare, row, strict=True)]
+    with conn.cursor() as cursor:
+        cursor.execute(sql, params)
+    for obj in objs:
+        obj._state.adding, obj._state.db = False, conn.alias
+
+
+@functools.cache
+def _insert_statement(
+    model: type[models.Model], alias: str, vendor: str, rows: int
+) -> tuple[str, tuple, tuple]:
+    """The INSERT of `rows` rows of `model` on that connection, how each column's value is read
+    from an object (`pre_save`) and how it is prepared (`_preparer`): the same for every turn,
+    so made once (issue 14)."""
+    conn = connections[alias]
+    fields = model._meta.local_concrete_fields
+    read = tuple(_reader(field) for field in fields)
     quote = conn.ops.quote_name
     placeholders = "({})".format(", ".join(["%s"] * len(fields)))
     sql = "INSERT INTO {} ({}) VALUES {}".format(
         quote(model._meta.db_table),
         ", ".join(quote(f.column) for f in fields),
-        ", ".join([placeholders] * len(objs)),
+        ", ".join([placeholders] * rows),
     )
-    params = [f.get_db_prep_save(v, conn) for row in values for f, v in zip(fields, row, strict=True)]
-    with conn.cursor() as cursor:
-        cursor.execute(sql, params)
-    for obj in objs:
-        obj._state.adding, obj._state.db = False, conn.alias
+    return sql, read, preparers(fields, vendor)
+
+
+def preparers(fields: list[models.Field], vendor: str) -> tuple[Callable[[Any, Any], Any], ...]:
+    """How to prepare each field's value on a connection of `vendor`, as `get_db_prep_save`."""
+    if vendor not in ("sqlite", "postgresql"):  # the backends whose adapt_* methods `_preparer` knows
+        return tuple(field.get_db_prep_save for field in fields)
+    return tuple(_preparer(field) for field in fields)
+
+
+def _reader(field: models.Field) -> Callable[[models.Model], Any]:
+    """`field.pre_save(obj, add=True)`: the attribute itself where that is all it does (Django's
+    own `pre_save`, or a date field's without auto_now or auto_now_add)."""
+    pre_save = type(field).pre_save
+    plain = pre_save is models.Field.pre_save or (
+        pre_save in (models.DateField.pre_save, models.DateTimeField.pre_save)
+        and not (field.auto_now or field.auto_now_add)
+    )
+    if plain:
+        return operator.attrgetter(field.attname)
+    return functools.partial(field.pre_save, add=True)
+
+
+# Django's own field classes (exactly these, not subclasses, which may prepare values their own
+# way) whose `get_db_prep_save` gives back a value of these types unchanged.
+_AS_IS: dict[type, tuple[type, ...]] = {
+    django_fields.CharField: (str, type(None)),
+    django_fields.TextField: (str, type(None)),
+    django_fields.BooleanField: (bool, type(None)),
+    django_fields.IntegerField: (type(None),),
+    django_fields.PositiveIntegerField: (type(None),),
+    django_fields.BigIntegerField: (type(None),),
+}
+
+
+def _preparer(field: models.Field) -> Callable[[Any, Any], Any]:
+    """`field.get_db_prep_save(value, conn)`, with the layers it goes through skipped for the
+    usual values of Django's own fields: storing a turn prepared some 50 values through
+    three or four calls each, about half of `insert`'s CPU (issue 14: the writer thread's
+    share of opening a reply). Any other value or field goes through Django's method."""
+    general = field.get_db_prep_save
+    kind = type(field)
+    if kind is models.ForeignKey:  # a key is prepared by the field it points to, unless None or ""
+        target = _preparer(field.target_field)
+
+        def prepare_key(value: Any, conn: Any) -> Any:
+            return general(value, conn) if value is None or value == "" else target(value, conn)
+
+        return prepare_key
+    if kind in _AS_IS:
+        as_is = _AS_IS[kind]
+
+        def prepare(value: Any, conn: Any) -> Any:
+            return value if type(value) in as_is else general(value, conn)
+
+        return prepare
+    if kind is django_fields.UUIDField:
+
+        def prepare_uuid(value: Any, conn: Any) -> Any:
+            if type(value) is not uuid.UUID:
+                return general(value, conn)
+            return value if conn.features.has_native_uuid_field else value.hex
+
+        return prepare_uuid
+    if kind is django_fields.DateTimeField:
+
+        def prepare_datetime(value: Any, conn: Any) -> Any:
+            if type(value) is not datetime.datetime or value.tzinfo is None:  # naive: Django warns
+                return general(value, conn)
+            return conn.ops.adapt_datetimefield_value(value)
+
+        return prepare_datetime
+    return general

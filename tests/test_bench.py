@@ -181,7 +181,14 @@ def test_a_level_whose_first_run_did_not_open_in_time_is_run_again_and_reported(
     from bench.scenarios import QUICK
 
     timed_out = {"streams": 2, "open_s": None, "held": False, "all_streaming": False, "errors": 0}
-    held = {"streams": 2, "open_s": 0.1, "held": True, "all_streaming": True, "p99_ms": 12.0, "server_busy": 0.5}
+    held = {
+        "streams": 2,
+        "open_s": 0.1,
+        "held": True,
+        "all_streaming": True,
+        "p99_ms": 12.0,
+        "server_busy": 0.5,
+    }
     runs = {"app": iter([timed_out, held]), "baseline": iter([held])}
 
     async def measure(name, target, env, run):

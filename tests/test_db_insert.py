@@ -108,3 +108,56 @@ def test_a_row_that_exists_is_refused_and_changes_nothing(transactional_db):
     with pytest.raises(Exception, match="(?i)unique|duplicate"):
         db.insert([again])
     assert stored(Conversation, conversation.pk)["title"] == "first"
+
+
+def _postgresql_connection():
+    """A PostgreSQL wrapper, never connected: what its operations and features prepare."""
+    from django.db.backends.postgresql.base import DatabaseWrapper
+
+    return DatabaseWrapper({**connection.settings_dict, "ENGINE": "django.db.backends.postgresql"}, "pg")
+
+
+@pytest.mark.django_db
+@pytest.mark.filterwarnings("ignore:DateTimeField .* received a naive datetime")
+def test_each_value_is_prepared_as_its_fields_own_method_prepares_it():
+    """The preparers that skip Django's layers for the usual values (issue 14) give what
+    `get_db_prep_save` gives, on SQLite and PostgreSQL, for those values and for the others
+    (which go through Django's method): a lazy string, a number in a text field, a naive time,
+    a key given as text or as an empty string, a value of a field Django's classes would not
+    keep as it is."""
+    from django.utils.functional import lazy
+
+    now = timezone.now()
+    samples = [
+        None,
+        "",
+        "text ✓",
+        lazy(lambda: "lazy text", str)(),
+        7,
+        True,
+        False,
+        now,
+        now.replace(tzinfo=None),
+        Message._meta.pk.default(),
+        "4f1c7d2a9b8e4c3d8a6b5e4f3a2b1c0d",
+        [{"kind": "tool"}],
+        {"a": 1},
+    ]
+    fields = [*Message._meta.local_concrete_fields, *Conversation._meta.local_concrete_fields]
+    for conn in (connection, _postgresql_connection()):
+        prepare = db.preparers(fields, conn.vendor)
+        checked = 0
+        for field, prepare_one in zip(fields, prepare, strict=True):
+            for value in samples:
+                try:
+                    expected = field.get_db_prep_save(value, conn)
+                except Exception as exc:  # noqa: BLE001 - the same refusal either way
+                    with pytest.raises(type(exc)):
+                        prepare_one(value, conn)
+                    continue
+                got = prepare_one(value, conn)
+                assert type(got) is type(expected), (conn.vendor, field.name, value)
+                # psycopg's Jsonb wrapper compares by identity: compare what it wraps
+                assert getattr(got, "obj", got) == getattr(expected, "obj", expected), (field.name, value)
+                checked += 1
+        assert checked > len(fields) * 5
