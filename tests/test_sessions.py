@@ -63,3 +63,54 @@ def test_writes_are_djangos(db):
     assert DjangoStore(store.session_key).load() == {"chat_visitor": "v2"}
     store.flush()
     assert not Session.objects.exists()
+
+
+def _no_thread(*args, **kwargs):
+    raise AssertionError("the session was read on a thread")
+
+
+def test_on_sqlite_an_async_load_reads_on_the_event_loop_itself(transactional_db, monkeypatch):
+    """No thread hop (issue 14): the read runs on the loop's own connection, and sees what
+    another connection committed a moment before."""
+    import chat.sessions
+
+    key = saved(chat_visitor="v1")
+    monkeypatch.setattr(chat.sessions, "sync_to_async", _no_thread)
+    assert asyncio.run(SessionStore(key).aload()) == {"chat_visitor": "v1"}
+    store = DjangoStore(key)
+    store["chat_visitor"] = "v2"
+    store.save()
+    assert asyncio.run(SessionStore(key).aload()) == {"chat_visitor": "v2"}
+    Session.objects.filter(pk=key).update(expire_date=timezone.now() - timedelta(seconds=1))
+    expired = SessionStore(key)
+    assert asyncio.run(expired.aload()) == {} and expired.session_key is None
+
+
+def test_a_read_the_loop_cannot_make_goes_to_a_thread(transactional_db, monkeypatch):
+    """SQLite busy or unreadable, or a database another connection would not see (in memory):
+    the load goes the usual way, on a thread, and gives the same."""
+    import sqlite3
+
+    from django.db import connections
+
+    import chat.sessions
+
+    key = saved(chat_visitor="v1")
+    hops, real = [], chat.sessions.sync_to_async
+
+    def counted(fn):
+        hops.append(fn)
+        return real(fn)
+
+    monkeypatch.setattr(chat.sessions, "sync_to_async", counted)
+    broken = sqlite3.connect(":memory:")
+    broken.close()  # any use raises sqlite3.ProgrammingError
+    name = str(connection.settings_dict["NAME"])
+    monkeypatch.setattr(chat.sessions._here, "sqlite", (name, broken), raising=False)
+    assert asyncio.run(SessionStore(key).aload()) == {"chat_visitor": "v1"}
+    assert len(hops) == 1
+    monkeypatch.delattr(chat.sessions._here, "sqlite")
+    monkeypatch.setattr(type(connections["default"]), "is_in_memory_db", lambda self: True)
+    assert asyncio.run(SessionStore(key).aload()) == {"chat_visitor": "v1"}
+    assert len(hops) == 2
+    assert not hasattr(chat.sessions._here, "sqlite")  # it did not even open its connection
