@@ -15,7 +15,7 @@ from typing import Any
 
 from django.core.handlers.asgi import ASGIHandler
 
-from chat import conf
+from chat import conf, handling
 from chat.providers import registry
 from chat.replies.generation import engine
 from chat.request_thread import give_back_request_started, request_context, take_over_request_started
@@ -75,6 +75,9 @@ class ChatLifespan:
         # A stream may write its parts to `send` itself, and go on without Django's handler
         # (chat/sse.py, Outlet), only where nothing stands between the two: no ASGI middleware.
         self.direct = isinstance(app, ASGIHandler)
+        # Django's handling of a request, its end on the loop where it needs no thread
+        # (chat/handling.py), where Django's own method is the code copied there.
+        self.finishes = self.direct and handling.serves(app)
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] == "http":  # its sync work on a pooled thread (chat/request_thread.py)
@@ -95,17 +98,24 @@ class ChatLifespan:
             if message["type"] == "lifespan.startup":
                 await startup()
                 take_over_request_started()
+                if self.finishes:
+                    handling.take_over()
                 _chain_shutdown_signals(asyncio.get_running_loop())
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await engine.stop()
                 give_back_request_started()
+                if self.finishes:
+                    handling.give_back()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
     async def _django(self, scope: dict, receive: Any, outlet: Outlet) -> None:
         async with request_context():
-            await self.app(scope, receive, outlet.to_django)
+            if self.finishes:
+                await handling.handle(self.app, scope, receive, outlet.to_django)
+            else:
+                await self.app(scope, receive, outlet.to_django)
 
 
 def with_chat(application: Any) -> ChatLifespan:

@@ -43,10 +43,12 @@ class ThreadPool:
         self.keep = keep
         self.idle: list[ThreadPoolExecutor] = []
         self.made = 0  # worker threads made so far (tests and the benchmark's notes)
+        self.lent = 0  # times a worker was taken, for a request (tests)
         self.lock = threading.Lock()  # take/give run on the loop; the lock keeps others safe
 
     def take(self) -> ThreadPoolExecutor:
         with self.lock:
+            self.lent += 1
             if self.idle:
                 return self.idle.pop()
             self.made += 1
@@ -151,6 +153,13 @@ class request_context:  # noqa: N801 - used as `async with request_context():`, 
         finally:
             _current.reset(self.token)
             self.executor.give_back()
+
+
+def holds_thread() -> bool:
+    """Whether this request holds a worker thread now (outside `request_context`, as if it did:
+    its thread is asgiref's own)."""
+    executor = _current.get()
+    return executor is None or executor.worker is not None
 
 
 async def release_request_thread() -> None:

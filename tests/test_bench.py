@@ -95,7 +95,7 @@ def test_opening_replies_makes_no_thread_and_few_hops():
     """bench/hops.py counts (never times) the calls handed to threads while replies run: a
     request borrows a pooled thread (chat/request_thread.py) and the middleware hooks that
     do no I/O stay on the loop (chat/middleware.py); before issue 14, 22 calls a reply and
-    3 new threads; 4 waited for on the request's thread, then 2, now 1."""
+    3 new threads; 4 waited for on the request's thread, then 2, now none."""
     result = subprocess.run(
         [sys.executable, "-m", "bench.hops", "5"], cwd=ROOT, capture_output=True, text=True, timeout=110
     )
@@ -107,10 +107,10 @@ def test_opening_replies_makes_no_thread_and_few_hops():
     request_hops = sum(
         float(line.split()[0]) for line in lines if "chat-request:" in line and "(queued" not in line
     )
-    # The response's close alone: on SQLite the session is read on the loop (chat/sessions.py);
-    # Django's request_started receivers run queued ahead of it (chat/request_thread.py), not in
-    # a hop of their own.
-    assert request_hops <= 1.5, result.stdout
+    # None: on SQLite the session is read on the loop (chat/sessions.py) and the request ends
+    # there (chat/handling.py), its writes on the replies' writer thread.
+    assert request_hops <= 0.5, result.stdout
+    assert "chat-request" not in result.stdout, result.stdout
     assert "Signal.asend" not in result.stdout
 
 
