@@ -77,7 +77,8 @@ def _receivers_here() -> None:
 
 
 def _close_here(response: Any) -> None:
-    """Where Django's handler would hop: the response closed, then Django's receivers."""
+    """The response closed (`request_finished` sent), then Django's receivers, on whichever
+    thread `_finish` chose."""
     response.close()
     _receivers_here()
 
@@ -104,9 +105,7 @@ def _closes_only_requests(response: Any) -> bool:
 
 async def _finish(response: Any) -> None:
     if _nothing_needs_a_thread(response):
-        response.close()  # request_finished, to no one
-        close_old_connections()  # this thread's: none opened (Django keeps the loop off them)
-        reset_urlconf(sender=None)
+        _close_here(response)  # on the loop: this thread has no connection of Django's open
     else:
         await sync_to_async(_close_here)(response)
 
