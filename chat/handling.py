@@ -49,9 +49,12 @@ def django_handle_is_known() -> bool:
 
 
 def serves(app: Any) -> bool:
-    """`handle` may serve `app`'s requests: Django's ASGI handler, whose own method (not
-    overridden) is the code copied here."""
-    if not isinstance(app, ASGIHandler) or type(app).handle is not ASGIHandler.handle:
+    """`handle` may serve `app`'s requests: Django's ASGI handler, with its own `__call__` and
+    `handle` (neither overridden), the latter the code copied here."""
+    if not isinstance(app, ASGIHandler):
+        return False
+    kind = type(app)
+    if kind.__call__ is not ASGIHandler.__call__ or kind.handle is not ASGIHandler.handle:
         return False
     return django_handle_is_known()
 

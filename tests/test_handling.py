@@ -58,8 +58,13 @@ def test_only_djangos_own_handler_is_served_by_the_copy():
         async def handle(self, scope, receive, send):
             return await super().handle(scope, receive, send)
 
+    class Called(ASGIHandler):
+        async def __call__(self, scope, receive, send):
+            return await super().__call__(scope, receive, send)
+
     assert handling.serves(ASGIHandler())
     assert not handling.serves(Overridden())
+    assert not handling.serves(Called())
     assert not handling.serves(object())
 
 
