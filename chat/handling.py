@@ -39,8 +39,11 @@ from chat import request_thread
 
 # sha256 of `inspect.getsource(ASGIHandler.handle)` in Django 5.2.19, the code `handle` copies.
 DJANGO_HANDLE = "98faeb5bef800331e6a8002fbc96b30e4122a23438ae45a047190a531ea11323"
-_RECEIVERS = (close_old_connections, close_caches, reset_urlconf)  # Django connects these
-_taken_over = False
+# Django connects these; the chat lifespan takes them over (`take_over`) where `handle` serves.
+REQUEST_FINISHED = request_thread.DjangoReceivers(
+    signals.request_finished, (close_old_connections, close_caches, reset_urlconf)
+)
+take_over, give_back = REQUEST_FINISHED.take_over, REQUEST_FINISHED.give_back
 
 
 def django_handle_is_known() -> bool:
@@ -59,24 +62,9 @@ def serves(app: Any) -> bool:
     return django_handle_is_known()
 
 
-def take_over() -> None:
-    global _taken_over
-    for receiver in _RECEIVERS:
-        signals.request_finished.disconnect(receiver)
-    _taken_over = True
-
-
-def give_back() -> None:
-    global _taken_over
-    for receiver in _RECEIVERS:
-        signals.request_finished.connect(receiver)
-    _taken_over = False
-
-
 def _receivers_here() -> None:
-    if _taken_over:
-        for receiver in _RECEIVERS:
-            receiver(sender=None)
+    if REQUEST_FINISHED.taken:
+        REQUEST_FINISHED.run()
 
 
 def _close_here(response: Any) -> None:
@@ -88,7 +76,7 @@ def _close_here(response: Any) -> None:
 
 def _nothing_needs_a_thread(response: Any) -> bool:
     return (
-        _taken_over
+        REQUEST_FINISHED.taken
         and not signals.request_finished.has_listeners()  # a project's receiver may do I/O
         and not request_thread.holds_thread()
         and _closes_only_requests(response)
@@ -172,7 +160,7 @@ async def handle(self: ASGIHandler, scope: dict, receive: Any, send: Any) -> Non
         response = tasks[1].result()
     except asyncio.CancelledError:
         await signals.request_finished.asend(sender=self.__class__)
-        if _taken_over:
+        if REQUEST_FINISHED.taken:
             await sync_to_async(_receivers_here)()
     else:
         await _finish(response)

@@ -66,8 +66,33 @@ class ThreadPool:
 pool = ThreadPool()
 
 
-_DJANGO_REQUEST_STARTED = (reset_queries, close_old_connections)  # django/db/__init__.py connects these
-_taken_over = False
+class DjangoReceivers:
+    """Django's own receivers of one of its signals, taken over by the chat lifespan: while it
+    runs, they are disconnected from the signal and the app runs them itself, where it chooses
+    (`request_started` here, `request_finished` in chat/handling.py; issue 14)."""
+
+    def __init__(self, signal: Any, receivers: tuple[Callable[..., Any], ...]) -> None:
+        self.signal = signal
+        self.receivers = receivers
+        self.taken = False
+
+    def take_over(self) -> None:
+        for receiver in self.receivers:
+            self.signal.disconnect(receiver)
+        self.taken = True
+
+    def give_back(self) -> None:
+        for receiver in self.receivers:
+            self.signal.connect(receiver)
+        self.taken = False
+
+    def run(self) -> None:
+        for receiver in self.receivers:
+            receiver(sender=None)
+
+
+# django/db/__init__.py connects these
+REQUEST_STARTED = DjangoReceivers(request_started, (reset_queries, close_old_connections))
 
 
 def take_over_request_started() -> None:
@@ -81,22 +106,11 @@ def take_over_request_started() -> None:
     their own. A request that makes no sync call has no connection to see to. The chat
     app's lifespan calls this at start-up and `give_back_request_started` at shutdown.
     """
-    global _taken_over
-    for receiver in _DJANGO_REQUEST_STARTED:
-        request_started.disconnect(receiver)
-    _taken_over = True
+    REQUEST_STARTED.take_over()
 
 
 def give_back_request_started() -> None:
-    global _taken_over
-    for receiver in _DJANGO_REQUEST_STARTED:
-        request_started.connect(receiver)
-    _taken_over = False
-
-
-def _request_started_here() -> None:
-    for receiver in _DJANGO_REQUEST_STARTED:
-        receiver()
+    REQUEST_STARTED.give_back()
 
 
 class RequestExecutor(Executor):
@@ -106,14 +120,14 @@ class RequestExecutor(Executor):
         self.threads = threads
         self.worker: ThreadPoolExecutor | None = None
         self.last: Future | None = None  # one worker runs calls in order: the last one done, all are
-        self.started = not _taken_over  # Django's request_started receivers have run (or will)
+        self.started = not REQUEST_STARTED.taken  # Django's request_started receivers have run (or will)
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
         if self.worker is None:
             self.worker = self.threads.take()
         if not self.started:
             self.started = True
-            self.worker.submit(_request_started_here)
+            self.worker.submit(REQUEST_STARTED.run)
         self.last = self.worker.submit(fn, *args, **kwargs)
         return self.last
 

@@ -23,7 +23,7 @@ CHANGED = {
     "+    await _finish(error_response)",
     "-    await sync_to_async(response.close)()",
     "+    await _finish(response)",
-    "+    if _taken_over:",
+    "+    if REQUEST_FINISHED.taken:",
     "+        await sync_to_async(_receivers_here)()",
 }
 
@@ -89,14 +89,15 @@ def _finish_in_a_request(response, *, borrow: bool) -> tuple[int, list[str]]:
                 await sync_to_async(int)()
             await handling._finish(response)
 
-    taken, handling._RECEIVERS = handling._RECEIVERS, (close_old_connections, reset_urlconf)
+    receivers = handling.REQUEST_FINISHED.receivers
+    handling.REQUEST_FINISHED.receivers = (close_old_connections, reset_urlconf)
     reconnect = request_finished.disconnect(close_old_connections)  # Django's test client's
     handling.take_over()
     try:
         asyncio.run(request())
     finally:
         handling.give_back()
-        handling._RECEIVERS = taken
+        handling.REQUEST_FINISHED.receivers = receivers
         if not reconnect:
             request_finished.disconnect(close_old_connections)
     return threads.lent, where
