@@ -122,15 +122,19 @@ def test_what_a_response_has_to_close_is_closed_on_a_thread():
 
 def test_a_projects_own_receiver_still_hears_each_request_end_on_the_requests_thread(server):
     heard = []
+    ended = threading.Semaphore(0)
 
     def receiver(sender, **kwargs):
         heard.append(threading.current_thread().name)
+        ended.release()
 
     request_finished.connect(receiver, weak=False)
     try:
         lent = request_thread.pool.lent
         assert _get(server, "/api/models").status_code == 200
         assert _get(server, "/api/conversations").status_code == 200  # its sync work on a thread
+        # The signal is sent once the response is out: the client may read it first.
+        assert all(ended.acquire(timeout=10) for _ in range(2)), heard
     finally:
         request_finished.disconnect(receiver)
     assert len(heard) == 2 and all(name.startswith("chat-request") for name in heard), heard
