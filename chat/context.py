@@ -12,6 +12,7 @@ from collections.abc import Iterable, Iterator, Sequence
 
 from django.db import connection
 
+from chat import db
 from chat.models import Message
 from chat.providers import Turn
 
@@ -78,9 +79,7 @@ def turns_newest_first(conversation_id: uuid.UUID) -> Iterator[Turn]:
     ]
     sql, until, size = select + order, [], FIRST_READ
     while True:
-        with connection.cursor() as cursor:
-            cursor.execute(sql, [*params, *until, size])
-            rows = cursor.fetchall()
+        rows = db.execute(connection, sql, [*params, *until, size], fetch=True)
         if len(rows) < size:  # the first message is reached
             yield from (Turn(row[0], row[1]) for row in rows)
             return

@@ -19,6 +19,8 @@ from django.contrib.sessions.backends import db
 from django.db import connections, router
 from django.utils import timezone
 
+from chat import db as chat_db
+
 _UNREAD = object()
 _here = threading.local()  # `.sqlite`: this thread's own connection for reading sessions
 
@@ -55,10 +57,8 @@ class SessionStore(db.SessionStore):
         Django's `_get_session_from_db` does."""
         connection = connections[router.db_for_read(self.model)]
         sql, params = self._query(connection)
-        with connection.cursor() as cursor:
-            cursor.execute(sql, params)
-            row = cursor.fetchone()
-        return self._found(row)
+        rows = chat_db.execute(connection, sql, params, fetch=True)
+        return self._found(rows[0] if rows else None)
 
     def _found(self, row: tuple | None) -> str | None:
         if row is None:

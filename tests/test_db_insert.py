@@ -1,10 +1,12 @@
-"""chat.db.insert: a turn's rows in one statement, stored as the ORM's save() stores them."""
+"""chat.db.insert: a turn's rows in one statement, stored as the ORM's save() stores them; and
+chat.db.execute, which runs the app's own statements."""
 
 from datetime import timedelta
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.db import connection, models
+from django.db import IntegrityError, connection, models
+from django.db.backends.sqlite3.base import SQLiteCursorWrapper
 from django.db.models.signals import post_save
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -105,7 +107,7 @@ def test_a_row_that_exists_is_refused_and_changes_nothing(transactional_db):
     conversation = Conversation(model="demo", visitor="v", title="first")
     db.insert([conversation])
     again = Conversation(pk=conversation.pk, model="demo", visitor="v", title="second")
-    with pytest.raises(Exception, match="(?i)unique|duplicate"):
+    with pytest.raises(IntegrityError, match="(?i)unique|duplicate"):  # Django's, as from its cursor
         db.insert([again])
     assert stored(Conversation, conversation.pk)["title"] == "first"
 
@@ -161,3 +163,63 @@ def test_each_value_is_prepared_as_its_fields_own_method_prepares_it():
                 assert getattr(got, "obj", got) == getattr(expected, "obj", expected), (field.name, value)
                 checked += 1
         assert checked > len(fields) * 5
+
+
+def _conversions(monkeypatch) -> list[str]:
+    """The statements Django's SQLite cursor converts from here on (`%s` to `?`)."""
+    converted, convert = [], SQLiteCursorWrapper.convert_query
+
+    def counting(self, query, **kwargs):
+        converted.append(query)
+        return convert(self, query, **kwargs)
+
+    monkeypatch.setattr(SQLiteCursorWrapper, "convert_query", counting)
+    return converted
+
+
+def _titles_sql() -> tuple[str, str]:
+    table = connection.ops.quote_name(Conversation._meta.db_table)
+    update = f"UPDATE {table} SET title = %s WHERE visitor = %s AND title <> '100%%'"
+    return update, f"SELECT title FROM {table} WHERE visitor = %s ORDER BY title"
+
+
+@pytest.mark.skipif(connection.vendor != "sqlite", reason="SQLite's cursor converts placeholders")
+def test_a_statement_nothing_watches_goes_to_the_drivers_cursor_converted_once(transactional_db, monkeypatch):
+    """Issue 14: Django's SQLite cursor scans each statement for `%s` at every execution; the
+    app's own go to the driver's cursor as `?`, converted once, with the same results."""
+    for title in ("a", "b", "100%"):
+        db.insert([Conversation(model="demo", visitor="v", title=title)])
+    update, select = _titles_sql()
+    db._qmark.cache_clear()
+    converted = _conversions(monkeypatch)
+    assert db.execute(connection, update, ["same", "v"]) == 2  # the row count; `%%` is a literal %
+    assert db.execute(connection, select, ["v"], fetch=True) == [("100%",), ("same",), ("same",)]
+    assert db.execute(connection, update, [("x", "v"), ("y", "nobody")], many=True) == 2
+    assert db.execute(connection, update, ["z", "v"]) == 2
+    assert converted == [update, select]  # each once, by Django's own method
+    with pytest.raises(IntegrityError):  # errors are Django's, as from its own cursor
+        db.execute(connection, f"INSERT INTO {Conversation._meta.db_table} (id) VALUES (%s)", [None])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_statement_watched_goes_through_djangos_cursor_as_before(monkeypatch):
+    """The debug log and a project's execute wrappers see the app's statements as they did."""
+    db.insert([Conversation(model="demo", visitor="v", title="a")])
+    update, select = _titles_sql()
+    db._qmark.cache_clear()
+    converted = _conversions(monkeypatch)
+    seen = []
+
+    def wrapper(execute, sql, params, many, context):
+        seen.append((sql, many))
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(wrapper):
+        assert db.execute(connection, update, ["b", "v"]) == 1
+        assert db.execute(connection, select, ["v"], fetch=True) == [("b",)]
+    assert seen == [(update, False), (select, False)]
+    with CaptureQueriesContext(connection) as queries:
+        db.execute(connection, update, [("c", "v")], many=True)
+    assert [q["sql"] for q in queries] == [f"1 times: {update}"]  # Django's log of executemany
+    if connection.vendor == "sqlite":
+        assert converted == [update, select, update]

@@ -176,10 +176,9 @@ def _not_stopped(ids: list[str]) -> set[str]:
         ", ".join(["%s"] * len(ids)),
         quote(meta.get_field("stop_requested").column),
     )
-    with conn.cursor() as cursor:
-        cursor.execute(sql, [*(_db_id(reply_id, conn) for reply_id in ids), False])
-        # A UUID, or its 32 hex digits (SQLite): the canonical text either way, as `ids` are.
-        return {str(uuid.UUID(str(row[0]))) for row in cursor.fetchall()}
+    rows = db.execute(conn, sql, [*(_db_id(reply_id, conn) for reply_id in ids), False], fetch=True)
+    # A UUID, or its 32 hex digits (SQLite): the canonical text either way, as `ids` are.
+    return {str(uuid.UUID(str(row[0]))) for row in rows}
 
 
 def update_message(reply_id: str, fields: dict) -> int:
@@ -190,9 +189,7 @@ def update_message(reply_id: str, fields: dict) -> int:
     conn = _connection()
     sql, prepare = _update_statement(tuple(fields), conn.alias, conn.vendor)
     params = [p(value, conn) for p, value in zip(prepare, fields.values(), strict=True)]
-    with conn.cursor() as cursor:
-        cursor.execute(sql, [*params, _db_id(reply_id, conn)])
-        return cursor.rowcount
+    return db.execute(conn, sql, [*params, _db_id(reply_id, conn)])
 
 
 @functools.cache
@@ -221,9 +218,7 @@ def _update_texts(texts: list[tuple[str, str]], now) -> int:
     )
     when = conn.ops.adapt_datetimefield_value(now)
     params = [(content, when, STREAMING, _db_id(reply_id, conn), False) for reply_id, content in texts]
-    with conn.cursor() as cursor:
-        cursor.executemany(sql, params)
-        return cursor.rowcount
+    return db.execute(conn, sql, params, many=True)
 
 
 def wal_checkpoint() -> tuple[int, int, int]:
