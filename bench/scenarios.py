@@ -36,6 +36,7 @@ class Sizes:
         3000,
         3500,
         4000,
+        4500,  # a host where the app holds 4,000 and the baseline not 5,000 (2026-12) read 1.00x
         5000,
     )
     paced_window: float = 8.0  # seconds measured once every stream has its first token
