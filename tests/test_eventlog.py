@@ -6,6 +6,7 @@ ids, and `settle()`, which returns once what was written is visible to the reade
 """
 
 import asyncio
+import inspect
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -56,6 +57,26 @@ class EventLogContract:
             return await backend.reader.subscribe(backend.new_id(missing=True), 0)
 
         assert run(go()) is None
+
+    def test_append_now_where_offered_is_append(self, backend):
+        """Issue 14: the reply's task appends with a plain call where the log offers one."""
+        if backend.writer.append_now is None:  # a log whose append waits (the database's): only it
+            assert inspect.iscoroutinefunction(backend.writer.append)
+            return
+
+        async def go():
+            log, rid = backend.writer, backend.new_id()
+            await log.open(rid)
+            sub = await backend.reader.subscribe(rid, 0)
+            lengths = [log.append_now(rid, "Hel"), await log.append(rid, "lo"), log.append_now(rid, " you")]
+            await log.end(rid, End(status="complete", finish_reason="stop"))
+            rest = await follow(sub)
+            await sub.close()
+            return lengths, rest
+
+        lengths, rest = run(go())
+        assert lengths == [3, 5, 9]
+        assert texts(rest) == "Hello you" and rest[-1] == End("complete", "stop")
 
     def test_subscriber_sees_status_then_text_then_end(self, backend):
         async def go():

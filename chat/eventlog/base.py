@@ -132,6 +132,11 @@ class EventLog(ABC):
     async def append(self, reply_id: str, text: str) -> int:
         """Append a delta; return the text's new length."""
 
+    # A log whose `append` never waits offers it as a plain method too, `append_now(reply_id,
+    # text) -> int`, which the reply's task calls per delta instead: no coroutine made and run
+    # per token (issue 14). None: only `append`.
+    append_now: Callable[[str, str], int] | None = None
+
     @abstractmethod
     async def append_step(self, reply_id: str, step: Step) -> None:
         """Append a reasoning delta or a tool step, its place already set by the generator."""

@@ -220,6 +220,9 @@ class MemoryEventLog(EventLog):
         self._reply(reply_id)
 
     async def append(self, reply_id: str, text: str) -> int:
+        return self.append_now(reply_id, text)
+
+    def append_now(self, reply_id: str, text: str) -> int:
         reply = self._replies.get(reply_id) or self._reply(reply_id)  # per token: no call to make
         reply.chunks.append(text)
         reply.length += len(text)

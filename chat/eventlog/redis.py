@@ -268,7 +268,10 @@ class RedisEventLog(EventLog):
             self.dirty.set()
 
     async def append(self, reply_id: str, text: str) -> int:
-        length = await self.local.append(reply_id, text)
+        return self.append_now(reply_id, text)
+
+    def append_now(self, reply_id: str, text: str) -> int:
+        length = self.local.append_now(reply_id, text)
         out = self.writing.get(reply_id)
         if out is not None:  # _put's, without a Text per delta
             out.add_text(length, text)

@@ -39,17 +39,14 @@ STOPPED, INTERRUPTED = Message.Status.STOPPED.value, Message.Status.INTERRUPTED.
 
 
 class _Text:
-    """The reply's text so far, joined only when saved."""
+    """The reply's text so far: its chunks and their length, kept by the reply's task per token;
+    joined only when saved."""
 
     __slots__ = ("chunks", "length")
 
     def __init__(self) -> None:
         self.chunks: list[str] = []
         self.length = 0
-
-    def append(self, delta: str) -> None:
-        self.chunks.append(delta)
-        self.length += len(delta)
 
     def value(self) -> str:
         if len(self.chunks) > 1:
@@ -205,6 +202,7 @@ async def _run(reply_id: str, live: _Live, provider: Provider, prompt: Prompt) -
     limited = provider if isinstance(provider, OutputLimit) else None
     most = max_output_tokens()
     model = provider if limited is None else limited.inner
+    append_now, text = events.append_now, live.text  # per token: no lookups, no coroutine
     try:
         # reply_items: the provider's rounds, tool calls run between them (issue 12).
         async with aclosing(reply_items(model, prompt, reply_id=reply_id)) as stream:
@@ -220,8 +218,12 @@ async def _run(reply_id: str, live: _Live, provider: Provider, prompt: Prompt) -
                             first_token = time.monotonic()
                         if live.steps.run_started is not None:  # per token: no call to make
                             live.steps.close_run()
-                        live.text.append(item)
-                        await events.append(reply_id, item)
+                        text.chunks.append(item)  # _Text's, inline: per token
+                        text.length += len(item)
+                        if append_now is not None:
+                            append_now(reply_id, item)
+                        else:
+                            await events.append(reply_id, item)
                 elif step := record_step(live.steps, item, live.text.length):  # issue 12
                     if first_token is None:
                         first_token = time.monotonic()
