@@ -6,6 +6,7 @@ the functions with the most samples on the stack (total) and at its top (self), 
 the samples. Only the thread holding the GIL is sampled (`--gil`): the samples are the
 Python work, not threads waiting. The collapsed stacks are kept in bench/results/profile-SCENARIO-TARGET.txt.
 Needs py-spy (`.venv/bin/pip install py-spy`; it reads the server's memory: run as root).
+`--syscalls` counts the server's system calls with strace instead, per reply.
 """
 
 import argparse
@@ -97,26 +98,37 @@ def top(collapsed: Path, count: int) -> str:
     return "\n".join(out)
 
 
-async def _run(server: Server, run, out: Path, rate: int) -> dict:
+def _spy(server: Server, out: Path, rate: int) -> list[str]:
+    return [
+        shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy")),
+        "record",
+        "--pid",
+        str(server.pid),
+        "--format",
+        "raw",
+        "--rate",
+        str(rate),
+        "--output",
+        str(out),
+        "--nonblocking",
+        "--gil",
+    ]
+
+
+def _strace(server: Server, out: Path) -> list[str]:
+    """System calls of every thread of the server, counted (`strace -c`): a count, unlike the
+    time, that is the same on a fast host and a slow one, where each call may cost more."""
+    strace = shutil.which("strace")
+    if strace is None:
+        raise SystemExit("strace is not installed (Debian's strace package)")
+    return [strace, "-c", "-f", "-q", "-o", str(out), "-p", str(server.pid)]
+
+
+async def _run(server: Server, run, watcher: list[str]) -> dict:
     spy = subprocess.Popen(  # noqa: ASYNC220 - started once, waited for in a thread below
-        [
-            shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy")),
-            "record",
-            "--pid",
-            str(server.pid),
-            "--format",
-            "raw",
-            "--rate",
-            str(rate),
-            "--output",
-            str(out),
-            "--nonblocking",
-            "--gil",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        watcher, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
-    await asyncio.sleep(1.0)  # py-spy attached
+    await asyncio.sleep(1.0)  # py-spy (or strace) attached
     try:
         return await run(server)
     finally:
@@ -132,6 +144,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=int, default=200, help="samples per second")
     parser.add_argument("--top", type=int, default=40)
     parser.add_argument("--no-spy", action="store_true", help="the scenario's figures only")
+    parser.add_argument(
+        "--syscalls", action="store_true", help="count the server's system calls (strace) instead of py-spy"
+    )
     parser.add_argument(
         "--burst-tokens", type=int, help="tokens per burst reply (1: what opening a reply costs)"
     )
@@ -150,7 +165,13 @@ def main(argv: list[str] | None = None) -> int:
         server = Server(args.target, base_env(database, **env)).start()
         loop = new_loop()
         try:
-            measured = run(server) if args.no_spy else _run(server, run, out, args.rate)
+            if args.no_spy:
+                measured = run(server)
+            elif args.syscalls:
+                out = out.with_name(f"syscalls-{args.scenario}-{args.target}.txt")
+                measured = _run(server, run, _strace(server, out))
+            else:
+                measured = _run(server, run, _spy(server, out, args.rate))
             before, threads_before = _user_system(server.pid), thread_cpu(server.pid)
             result = loop.run_until_complete(measured)
             after, threads = _user_system(server.pid), thread_cpu(server.pid)
@@ -166,10 +187,28 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{key}: {value}")
     print(f"context switches (whole server life, all threads): {switches}")
     print("server CPU by thread: " + ", ".join(f"{name} {s:.2f} s" for name, s in threads.most_common() if s))
-    if not args.no_spy:
+    if args.syscalls:
+        print()
+        print(syscalls(out, result.get("replies") or result.get("streams") or 1, args.top))
+    elif not args.no_spy:
         print()
         print(top(out, args.top))
     return 0
+
+
+def syscalls(summary: Path, per: int, count: int) -> str:
+    """strace's table (`-c`) as calls per reply (per stream where the scenario has no replies).
+    The burst with one token a reply (`burst --syscalls --burst-tokens 1`) counts what opening a
+    reply asks of the kernel; the warm-up's few replies are counted with them."""
+    rows = []
+    for line in summary.read_text().splitlines():
+        fields = line.split()
+        if len(fields) >= 5 and fields[3].isdigit() and fields[-1] != "total":
+            rows.append((int(fields[3]), fields[-1]))
+    rows.sort(reverse=True)
+    out = [f"system calls per reply (or stream), {per:,} of them: {sum(n for n, _ in rows) / per:.1f}"]
+    out += [f"  {n / per:8.1f}  {name}" for n, name in rows[:count]]
+    return "\n".join(out)
 
 
 if __name__ == "__main__":

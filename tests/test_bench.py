@@ -203,3 +203,24 @@ def test_a_level_whose_first_run_did_not_open_in_time_is_run_again_and_reported(
     assert result["held"] == {"app": 2, "baseline": 2}
     assert level["app"]["first_p99_ms"] is None
     assert report._paced_cell(level["app"]) == "12.0 (first run not all open in time ✗); 50 %"
+
+
+def test_the_system_calls_are_counted_per_reply_from_straces_table(tmp_path):
+    """`bench.profile --syscalls`: strace's own table (-c -f), read as calls per reply."""
+    from bench.profile import syscalls
+
+    table = tmp_path / "strace.txt"
+    table.write_text(
+        "% time     seconds  usecs/call     calls    errors syscall\n"
+        "------ ----------- ----------- --------- --------- ----------------\n"
+        " 77.60    0.580181          97      5965       862 futex\n"
+        "  2.83    0.021136           1     16898           pwrite64\n"
+        "  1.73    0.012963           3      3653           write\n"
+        "------ ----------- ----------- --------- --------- ----------------\n"
+        "100.00    0.614280          23     26516       862 total\n"
+    )
+    assert syscalls(table, 404, 2).splitlines() == [
+        "system calls per reply (or stream), 404 of them: 65.6",
+        "      41.8  pwrite64",
+        "      14.8  futex",
+    ]
