@@ -48,6 +48,10 @@ class _Text:
         self.chunks: list[str] = []
         self.length = 0
 
+    def append(self, delta: str) -> None:  # the reply's task does the same inline, per token
+        self.chunks.append(delta)
+        self.length += len(delta)
+
     def value(self) -> str:
         if len(self.chunks) > 1:
             self.chunks[:] = ["".join(self.chunks)]
@@ -218,7 +222,7 @@ async def _run(reply_id: str, live: _Live, provider: Provider, prompt: Prompt) -
                             first_token = time.monotonic()
                         if live.steps.run_started is not None:  # per token: no call to make
                             live.steps.close_run()
-                        text.chunks.append(item)  # _Text's, inline: per token
+                        text.chunks.append(item)  # text.append(item), inline: per token
                         text.length += len(item)
                         if append_now is not None:
                             append_now(reply_id, item)
