@@ -1,6 +1,9 @@
 # Two commands: `make run` and `make test` (see README.md).
 PYTHON ?= python3
-VENV := .venv
+VENV ?= .venv
+# A Django release to install in place of the newest one pyproject.toml allows, e.g.
+# DJANGO="django>=5.2,<5.3" (.ci/run runs the suite on each supported Django this way).
+DJANGO ?=
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 ADDRPORT ?= 127.0.0.1:8000
@@ -10,7 +13,8 @@ ADDRPORT ?= 127.0.0.1:8000
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m pip install --quiet -e ".[test]" $(if $(DJANGO),"$(DJANGO)")
+	$(BIN)/python -m django --version
 	touch $(STAMP)
 
 install: $(STAMP)

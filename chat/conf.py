@@ -4,9 +4,9 @@ Each is read at its first use: from Django settings when the project sets it the
 the environment variable of the same name, else the default below. So a host project can
 configure the app in `settings.py`, in the environment, or not at all. What was read is kept:
 a reply reads some 60 settings, and reading the environment for an unset one costs about a
-microsecond each time (issue 14's profile of opening a reply). A change of Django's settings
-(`override_settings`, `setting_changed`) forgets what was kept, as does `forget()` (a test that
-changes the environment).
+microsecond each time (a profile of opening a reply). Django's `setting_changed` signal
+(`override_settings`, pytest-django's `settings`) forgets what was kept, as does `forget()` (a
+test that changes the environment).
 """
 
 import json
@@ -17,7 +17,6 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
-from django.utils.functional import empty
 
 DEFAULTS: dict[str, Any] = {
     # Models offered (`provider:model` ids) and the default one. An empty list offers `demo` plus
@@ -133,44 +132,30 @@ _EMPTY_IS_OFF = {
 
 
 _kept: dict[str, Any] = {}
-_kept_from: Any = None  # the settings object what is kept was read under
-# The lazy proxy's own attributes: its `_wrapped` read from here costs no Python call (the
-# proxy's __getattribute__ is one, 59 times per reply opened; issue 14). Django changes the
-# settings object in place in this dict (LazySettings.__setattr__ clears it, then sets it).
-_proxy = vars(settings)
 
 
 def forget(**kwargs: Any) -> None:
-    """Read every setting again at its next use."""
-    global _kept_from
+    """Read every setting again at its next use (Django sends `setting_changed` when a test or
+    `override_settings` changes one; a test that changes the environment calls this itself)."""
     _kept.clear()
-    _kept_from = None
 
 
 setting_changed.connect(forget, dispatch_uid="chat-conf-forget")
 
 
 def get(name: str) -> Any:
-    # The settings object itself, not the lazy proxy: a missing name costs the proxy a Python
-    # __getattr__ and a raised AttributeError. Under override_settings (pytest-django's
-    # `settings` too, deletions included) it is a new UserSettingsHolder: what was kept goes.
-    global _kept_from
-    wrapped = _proxy.get("_wrapped", empty)
-    if wrapped is not _kept_from:
-        if wrapped is empty:
-            settings._setup()
-            wrapped = settings._wrapped
-        _kept.clear()
-        _kept_from = wrapped
+    """The setting's value: Django's settings, else the environment, else the default; kept
+    after the first read. A name the project does not set costs `getattr` on Django's lazy
+    settings an AttributeError each time, so keeping what was read matters on the hot path."""
     try:
         return _kept[name]
     except KeyError:
-        value = _kept[name] = _read(wrapped, name)  # an invalid environment value raises, not kept
+        value = _kept[name] = _read(name)  # an invalid environment value raises, and is not kept
         return value
 
 
-def _read(wrapped: Any, name: str) -> Any:
-    value = getattr(wrapped, name, _UNSET)
+def _read(name: str) -> Any:
+    value = getattr(settings, name, _UNSET)
     if value is not _UNSET:
         return value
     raw = os.environ.get(name)

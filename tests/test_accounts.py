@@ -153,6 +153,7 @@ def test_settings_come_from_settings_then_the_environment_then_the_defaults(sett
     assert conf.get("CHAT_DEMO_RATE") == 7.0
     assert conf.get("CHAT_MODELS") == settings.CHAT_MODELS  # tests/settings.py sets it
     del settings.CHAT_MODELS
+    conf.forget()  # a deletion sends no setting_changed (see the test below)
     assert conf.get("CHAT_MODELS") == ["demo", "openai:gpt-4o-mini"]
     monkeypatch.setenv("CHAT_RETRY_MS", "soon")
     with pytest.raises(ValueError, match="CHAT_RETRY_MS"):
@@ -160,8 +161,9 @@ def test_settings_come_from_settings_then_the_environment_then_the_defaults(sett
 
 
 def test_a_setting_is_read_once_and_again_after_a_change_of_djangos_settings(settings, monkeypatch):
-    """What chat.conf read is kept (issue 14: a reply reads some 60 settings); a change of
-    Django's settings, a deletion included, has it read again."""
+    """What chat.conf read is kept (a reply reads some 60 settings); a change of Django's
+    settings (its `setting_changed` signal) has it read again. A deletion through
+    pytest-django's `settings` sends no signal, so the test forgets by hand there."""
     from django.test import override_settings
 
     del settings.CHAT_DEMO_RATE
@@ -177,4 +179,6 @@ def test_a_setting_is_read_once_and_again_after_a_change_of_djangos_settings(set
         assert conf.get("CHAT_DEMO_RATE") == 6.0
     assert conf.get("CHAT_DEMO_RATE") == 5.0
     del settings.CHAT_DEMO_RATE
+    assert conf.get("CHAT_DEMO_RATE") == 5.0  # no signal: still what was read
+    conf.forget()
     assert conf.get("CHAT_DEMO_RATE") == 4.0
