@@ -87,3 +87,32 @@ def test_the_server_freezes_what_start_up_loaded_and_collects_less_often(setting
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "module", "extra"),
+    [
+        ("CHAT_MODELS", ["demo", "openai:gpt-4o-mini"], "openai", "openai"),
+        ("CHAT_MODEL", "anthropic:claude-haiku-4-5", "anthropic", "anthropic"),
+        ("REDIS_URL", "redis://127.0.0.1:6379/0", "redis", "redis"),
+    ],
+)
+def test_a_part_asked_for_without_its_extra_is_named_with_the_extra(
+    settings, monkeypatch, setting, value, module, extra
+):
+    """The vendor SDKs and Redis are extras: a site that asks for one without installing it
+    is told at `manage.py check` which extra to install. (None in sys.modules is how Python
+    itself marks a module as not importable.)"""
+    assert "chat.E003" not in ids()
+    setattr(settings, setting, value)
+    assert "chat.E003" not in ids()  # installed here
+    monkeypatch.setitem(sys.modules, module, None)
+    [error] = [m for m in run_checks() if m.id == "chat.E003"]
+    assert module in error.msg and error.hint == f"pip install 'chat-sse[{extra}]'"
+
+
+def test_the_demo_model_on_sqlite_needs_no_extra(settings, monkeypatch):
+    settings.CHAT_MODELS, settings.CHAT_MODEL = ["demo"], "demo"
+    for module in ("openai", "anthropic", "httpx2", "redis", "psycopg"):
+        monkeypatch.setitem(sys.modules, module, None)
+    assert "chat.E003" not in ids()
