@@ -149,4 +149,5 @@ def test_the_private_name_check_finds_what_it_is_for(tmp_path):
         found = private_uses(sample, own)
     finally:
         sample.unlink()
-    assert [use.split(" ", 1)[1] for use in found] == ["_autoreload_started", "_private", "_iterator", "_wrapped"]
+    expected = ["_autoreload_started", "_private", "_iterator", "_wrapped"]
+    assert [use.split(" ", 1)[1] for use in found] == expected
