@@ -172,6 +172,18 @@ def rows(r: dict) -> list[tuple[str, str, str, str, str, str]]:
                 digits=1,
             )
         )
+    peer = r["idle"].get("django")
+    if peer is not None:  # the obvious Django view (bench/django_peer.py): the app's target
+        out.append(
+            (
+                "  the obvious Django view (peer): memory per idle stream (KB); app / peer",
+                _num(idle_a["kib_per_stream"]),
+                _num(peer["kib_per_stream"]),
+                _num(_ratio(idle_a["kib_per_stream"], peer["kib_per_stream"]), 2) + "x (peer)",
+                "≤ peer",
+                _verdict(idle_a["kib_per_stream"] <= peer["kib_per_stream"]),
+            )
+        )
     out.append(
         _figures(
             "idle CPU per stream, heartbeat every 1 s (µs/s)",
@@ -205,7 +217,7 @@ def rows(r: dict) -> list[tuple[str, str, str, str, str, str]]:
     )
 
     if "burst" in r:
-        out += burst_rows(r["burst"]["app"], r["burst"]["baseline"])
+        out += burst_rows(r["burst"]["app"], r["burst"]["baseline"], r["burst"].get("django"))
 
     writes = r["writes"]
     out.append(
@@ -264,7 +276,7 @@ def rows(r: dict) -> list[tuple[str, str, str, str, str, str]]:
     return out
 
 
-def burst_rows(a: dict, b: dict) -> list[tuple[str, str, str, str, str, str]]:
+def burst_rows(a: dict, b: dict, peer: dict | None = None) -> list[tuple[str, str, str, str, str, str]]:
     """4b. replies in a burst (issue 14)."""
     what = (
         f"{a['replies']:,} replies of {a['tokens_per_reply']} tokens at 20 tokens/s, "
@@ -294,6 +306,14 @@ def burst_rows(a: dict, b: dict) -> list[tuple[str, str, str, str, str, str]]:
             _verdict(None if first is None else first <= 2 and complete),
         ),
     ]
+    if peer is not None:  # the obvious Django view (bench/django_peer.py), against the baseline
+        rows.append(
+            _figures(
+                "  the obvious Django view (peer): CPU per token (µs), against the baseline",
+                peer["cpu_us_per_token"],
+                b["cpu_us_per_token"],
+            )
+        )
     if len(runs_a) > 1:
         rows.append(
             (

@@ -25,6 +25,8 @@ from bench.scenarios import FULL, QUICK, Sizes
 from bench.servers import SERVER_CPU, Server, base_env, copy_database, count_writes, prepare_database
 
 CLIENT_CPU = 1
+# The app, the bare ASGI baseline, and the obvious Django view as a peer (bench/django_peer.py).
+WITH_PEER = ("app", "baseline", "django")
 LOCKED = "database is locked"
 
 
@@ -34,8 +36,8 @@ class Bench:
         self.template = workdir / "template.sqlite3"
         prepare_database(self.template)
         self.runs = 0
-        self.locked = {"app": 0, "baseline": 0}
-        self.client_busy = {"app": 0.0, "baseline": 0.0}
+        self.locked = {"app": 0, "baseline": 0, "django": 0}
+        self.client_busy = {"app": 0.0, "baseline": 0.0, "django": 0.0}
         self.databases: dict[str, Path] = {}
         self.counted = {"flat", f"paced-{sizes.paced_levels[0]}"}
 
@@ -65,11 +67,22 @@ class Bench:
         print(f" start {t1 - t0:.1f} s, run {t2 - t1:.1f} s, stop {t3 - t2:.1f} s", flush=True)
         return result
 
-    async def both(self, name: str, env: dict[str, str], run: Callable[[Server], Awaitable[dict]]) -> dict:
-        return {target: await self.measure(name, target, env, run) for target in ("app", "baseline")}
+    async def both(
+        self,
+        name: str,
+        env: dict[str, str],
+        run: Callable[[Server], Awaitable[dict]],
+        targets: tuple[str, ...] = ("app", "baseline"),
+    ) -> dict:
+        return {target: await self.measure(name, target, env, run) for target in targets}
 
     async def in_turns(
-        self, name: str, env: dict[str, str], run: Callable[[Server], Awaitable[dict]], rounds: int
+        self,
+        name: str,
+        env: dict[str, str],
+        run: Callable[[Server], Awaitable[dict]],
+        rounds: int,
+        targets: tuple[str, ...] = ("app", "baseline"),
     ) -> dict:
         """`rounds` runs of each side taken in turns (app, baseline, app, ...); each side keeps
         its run with the lowest server CPU per token, and lists every run's figure.
@@ -79,7 +92,7 @@ class Bench:
         baseline 32.2 and 25.5, so one run of each gave 1.09x and 1.75x. Noise only adds
         CPU; the lower of each side's runs, taken the same way for both, is the steadier
         comparison."""
-        runs: dict[str, list[dict]] = {"app": [], "baseline": []}
+        runs: dict[str, list[dict]] = {target: [] for target in targets}
         for _ in range(rounds):
             for target in runs:
                 runs[target].append(await self.measure(name, target, env, run))
@@ -130,12 +143,12 @@ class Bench:
         print("2. streams held at 20 tokens/s", flush=True)
         paced = await self.paced_levels()
         print("3. memory per idle stream", flush=True)
-        idle = await self.both("idle", scenarios.IDLE_ENV, lambda srv: scenarios.idle(srv, s))
+        idle = await self.both("idle", scenarios.IDLE_ENV, lambda srv: scenarios.idle(srv, s), WITH_PEER)
         print("4. first status and first text under load", flush=True)
         first = await self.both("first", scenarios.first_env(s), lambda srv: scenarios.first_events(srv, s))
         print("4b. replies in a burst: opened over a few seconds, the opening included", flush=True)
         burst = await self.in_turns(
-            "burst", scenarios.burst_env(s), lambda srv: scenarios.burst(srv, s), s.burst_rounds
+            "burst", scenarios.burst_env(s), lambda srv: scenarios.burst(srv, s), s.burst_rounds, WITH_PEER
         )
         print("5. a reply followed from another process: in-process log, then Redis", flush=True)
         followed_result = await followed(self.template, self.workdir, s)

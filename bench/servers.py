@@ -23,7 +23,12 @@ from bench.load import run_on_new_loop
 T = TypeVar("T")
 
 ROOT = Path(__file__).resolve().parent.parent
-TARGETS = {"app": "project.asgi:application", "baseline": "bench.baseline:app"}
+TARGETS = {
+    "app": "project.asgi:application",
+    "baseline": "bench.baseline:app",
+    # A peer: the obvious Django view (an async view, a StreamingHttpResponse, no persistence).
+    "django": "bench.django_peer:application",
+}
 SERVER_CPU = "0"
 _TICK = os.sysconf("SC_CLK_TCK")
 
@@ -114,7 +119,7 @@ def copy_database(template: Path, path: Path) -> Path:
 
 @dataclass
 class Server:
-    target: str  # "app" or "baseline"
+    target: str  # "app", "baseline" or the peer "django"
     env: dict[str, str]
     port: int = field(default_factory=free_port)
     lines: list[str] = field(default_factory=list)

@@ -51,6 +51,10 @@ def test_the_quick_benchmark_runs_end_to_end_and_reports_every_metric(tmp_path):
         assert 0 < r["client_busy"][target] < 1.5
 
     assert r["idle"]["app"]["kib_per_stream"] > 0
+    # the obvious Django view, a peer in the idle and burst scenarios (bench/django_peer.py)
+    assert r["idle"]["django"]["all_pinged"] and r["idle"]["django"]["kib_per_stream"] != 0
+    assert r["burst"]["django"]["complete"] == r["burst"]["django"]["replies"]
+    assert "the obvious Django view (peer)" in table
     assert r["writes"]["flat"]["mean"] >= 2 and r["writes"]["flat"]["replies"] > 0
     assert r["writes"]["paced"]["mean"] >= 2
     assert r["limits"]["memory"]["cpu_us_per_send"] > 0 and r["limits"]["memory"]["sends"] > 0
