@@ -19,6 +19,7 @@ from django.core.cache import caches
 
 from chat import conf
 from chat.providers import Prompt, Provider, Turn
+from chat.providers.limit import OutputLimit
 
 log = logging.getLogger("chat.answercache")
 
@@ -56,7 +57,7 @@ def _turn(turn: Turn) -> list:
 
 def answer_key(*, provider: Provider, prompt: Prompt, scope: str) -> str:
     """The key of the answer to exactly this prompt, from this provider, for this scope."""
-    inner = getattr(provider, "inner", provider)  # the provider inside its output limit
+    inner = provider.inner if isinstance(provider, OutputLimit) else provider
     recipe = {
         "v": VERSION,
         "provider": [provider.name, f"{type(inner).__module__}.{type(inner).__qualname__}"],
