@@ -36,6 +36,7 @@ class Admission:
         "reply_leases",
         "stream_lease",
         "cache_key",
+        "cache_shared",
         "cached",
         "limiter",
     )
@@ -50,6 +51,7 @@ class Admission:
         self.reply_leases: list[Lease] = []
         self.stream_lease: Lease | None = None
         self.cache_key: str | None = None
+        self.cache_shared = False  # the key is read by other owners too (CHAT_CACHE_SCOPE=global)
         self.cached = False
         self.limiter: Limiter | None = None  # the one that counted it, which gives back its leases
 
@@ -84,7 +86,9 @@ class Admission:
         self.started_reply = True
         if not self.use_cache or answercache.ttl() <= 0:
             return provider
-        self.cache_key = answercache.answer_key(provider=provider, prompt=prompt, owner=self.owner)
+        scope = answercache.scope_of(self.owner)
+        self.cache_shared = answercache.is_shared(scope)
+        self.cache_key = answercache.answer_key(provider=provider, prompt=prompt, scope=scope)
         answer = await answercache.answer_get(self.cache_key)
         if answer is None:
             return provider
@@ -92,10 +96,11 @@ class Admission:
         self.cached = True
         return ReplayProvider(answer.text, answer.finish_reason)
 
-    async def ended(self, *, end: End, text: str) -> None:
+    async def ended(self, *, end: End, text: str, tools_called: bool) -> None:
         """The reply ended: its leases go back, its tokens are charged, a complete answer is kept.
 
-        Never raises: the reply must still be saved.
+        An answer built with a tool is kept for its owner only: a tool reads its owner's data
+        (the ToolContext), and the answer carries it. Never raises: the reply must still be saved.
         """
         try:
             limiter = self._limiter()
@@ -105,6 +110,7 @@ class Admission:
                 tokens = reported if reported is not None else estimate_tokens(text)
                 await limiter.charge(owner=self.owner, tokens=tokens)
             keep = end.status == Message.Status.COMPLETE and end.finish_reason == "stop"
+            keep = keep and not (tools_called and self.cache_shared)
             if keep and self.cache_key is not None and not self.cached:
                 await answercache.answer_set(self.cache_key, answercache.Answer(text, end.finish_reason))
         except Exception:

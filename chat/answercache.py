@@ -1,9 +1,13 @@
 """Cached answers (../shared/API.md "Cached answers"), through Django's cache framework.
 
-The key is a hash of everything that shapes an answer: the provider and model, the system
-prompt, every turn sent, the generation settings, and whose answers may be reused (the owner,
-or everyone with CHAT_CACHE_SCOPE=global). Only replies that ended `complete` with
-finish_reason `stop` are kept, for CHAT_CACHE_TTL seconds.
+The key is a hash of everything that shapes an answer: the provider (its registered name and
+class) and model, the system prompt, every turn sent with all it carries (tool calls and
+results included), the tools offered and the tool choice, the generation settings, and whose
+answers may be reused (the owner, or everyone with CHAT_CACHE_SCOPE=global). So an answer is
+only ever told again for a prompt identical to the one that made it. Only replies that ended
+`complete` with finish_reason `stop` are kept, for CHAT_CACHE_TTL seconds; a reply that called
+a tool is kept for its owner only, never in the global scope, since a tool reads its owner's
+data (docs/API-extensions.md, "Cached answers and tools").
 """
 
 import hashlib
@@ -14,11 +18,12 @@ from dataclasses import dataclass
 from django.core.cache import caches
 
 from chat import conf
-from chat.providers import Prompt, Provider
+from chat.providers import Prompt, Provider, Turn
+from chat.providers.limit import OutputLimit
 
 log = logging.getLogger("chat.answercache")
 
-VERSION = 1  # bump when the key's recipe changes, so old entries are never read
+VERSION = 2  # bump when the key's recipe changes, so old entries are never read
 # Settings that change what a model answers, for the same conversation.
 GENERATION_SETTINGS = ("CHAT_MAX_OUTPUT_TOKENS", "CHAT_DEMO_TOKENS")
 
@@ -37,18 +42,35 @@ def scope_of(owner: str) -> str:
     return "global" if conf.get("CHAT_CACHE_SCOPE") == "global" else owner
 
 
-def answer_key(*, provider: Provider, prompt: Prompt, owner: str) -> str:
+def is_shared(scope: str) -> bool:
+    """Whether answers kept in this scope are told to other owners."""
+    return scope == "global"
+
+
+def _turn(turn: Turn) -> list:
+    if not (turn.tool_calls or turn.tool_call_id or turn.is_error or turn.replay is not None):
+        return [turn.role, turn.content]  # most turns: their text is all they send
+    calls = [[call.id, call.name, call.arguments] for call in turn.tool_calls]
+    # `replay` is what a vendor gets back of an assistant turn (Anthropic's blocks): sent, so keyed.
+    return [turn.role, turn.content, calls, turn.tool_call_id, turn.is_error, turn.replay]
+
+
+def answer_key(*, provider: Provider, prompt: Prompt, scope: str) -> str:
+    """The key of the answer to exactly this prompt, from this provider, for this scope."""
+    inner = provider.inner if isinstance(provider, OutputLimit) else provider
     recipe = {
         "v": VERSION,
-        "provider": f"{type(provider).__module__}.{type(provider).__qualname__}",
+        "provider": [provider.name, f"{type(inner).__module__}.{type(inner).__qualname__}"],
         "model": prompt.model,
         "system": prompt.system,
-        "turns": [[turn.role, turn.content] for turn in prompt.turns],
+        "turns": [_turn(turn) for turn in prompt.turns],
+        "tools": [[tool.name, tool.description, tool.parameters] for tool in prompt.tools],
+        "tool_choice": prompt.tool_choice,
         "settings": {name: conf.get(name) for name in GENERATION_SETTINGS},
-        "scope": scope_of(owner),
+        "scope": scope,
     }
-    digest = hashlib.sha256(json.dumps(recipe, ensure_ascii=False, sort_keys=True).encode()).hexdigest()
-    return f"chat:answer:{digest}"
+    text = json.dumps(recipe, ensure_ascii=False, sort_keys=True, default=repr)
+    return f"chat:answer:{hashlib.sha256(text.encode()).hexdigest()}"
 
 
 def _cache():

@@ -9,7 +9,8 @@ from datetime import UTC, datetime
 
 from asgiref.sync import async_to_sync
 from django.contrib import admin
-from django.contrib.auth import get_user_model
+from django.contrib.auth import get_permission_codename, get_user_model
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import reverse
@@ -72,8 +73,21 @@ def _who(who: str) -> str:
     return format_html("address <code>{}</code>", who)
 
 
+def may_view_conversations(request: HttpRequest) -> bool:
+    """The admin's own rule for viewing conversations (ModelAdmin.has_view_permission): the
+    `view` or the `change` permission. Refusals name the same people (addresses, user names,
+    visitor ids), so they need the same."""
+    opts = Conversation._meta
+    return any(
+        request.user.has_perm(f"{opts.app_label}.{get_permission_codename(action, opts)}")
+        for action in ("view", "change")
+    )
+
+
 def refusals_view(request: HttpRequest) -> HttpResponse:
     """Who is being limited: the recent refusals, grouped by who and which limit."""
+    if not may_view_conversations(request):
+        raise PermissionDenied
     groups: dict[tuple[str, str], dict] = {}
     for entry in async_to_sync(_refusals)():
         group = groups.setdefault(

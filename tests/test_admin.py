@@ -1,9 +1,12 @@
 """The admin's real views, as a logged-in staff user: list, filters, search, transcript, delete."""
 
 import time
+import uuid
 from datetime import timedelta
 
+import httpx
 import pytest
+from django.contrib.auth.models import Permission
 from django.urls import reverse
 from django.utils import timezone
 
@@ -256,3 +259,35 @@ def test_deleting_a_conversation_in_the_admin_stops_its_running_reply(server, ta
     assert not gate("never").is_set()
     # The stream of the deleted reply ends too, rather than waiting for a gate never opened.
     assert tab.get(f"/api/messages/{reply_id}/stream").status_code == 404
+
+
+def admin_login(server, user) -> httpx.Client:
+    """A browser of the real server's admin, signed in as `user` (password `pw`) through its form."""
+    browser = httpx.Client(base_url=server.url, timeout=10)
+    browser.get("/admin/login/")
+    token = browser.cookies["csrftoken"]
+    form = {"username": user.get_username(), "password": "pw", "csrfmiddlewaretoken": token}
+    assert browser.post("/admin/login/?next=/admin/", data=form).status_code == 302
+    return browser
+
+
+def test_who_is_refused_needs_the_permission_to_view_conversations(server, tab, settings, django_user_model):
+    settings.CHAT_LIMITS_PREFIX = f"test-{uuid.uuid4().hex[:12]}"
+    settings.CHAT_LIMIT_MESSAGES = "1/day"
+    cid = tab.conversation(model="script:fake")["id"]
+    quick = script({"say": "ok"}, {"finish": "stop"})
+    assert tab.post(f"/api/conversations/{cid}/messages", json={"content": quick}).status_code == 201
+    assert tab.post(f"/api/conversations/{cid}/messages", json={"content": quick}).status_code == 429
+    visitor = Conversation.objects.get(pk=cid).visitor[:12]
+    clerk = django_user_model.objects.create_user("clerk", password="pw", is_staff=True)
+    viewer = django_user_model.objects.create_user("viewer", password="pw", is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_conversation"))
+    for user, allowed in ((clerk, False), (viewer, True)):
+        browser = admin_login(server, user)
+        try:
+            response = browser.get("/admin/chat/conversation/limits/")
+            assert response.status_code == (200 if allowed else 403), user
+            assert (visitor in response.text) is allowed
+            assert ("messages per person" in response.text) is allowed
+        finally:
+            browser.close()

@@ -1,10 +1,12 @@
 """Cached answers through the real server (../shared/API.md "Cached answers")."""
 
+import hashlib
 import uuid
 
 import pytest
 
 from chat.models import Message
+from chat.tools import ToolContext
 from tests.fakes import ModelCalls, script
 from tests.sse_client import events, last_id, text_of
 
@@ -148,3 +150,147 @@ def test_a_cached_answer_costs_no_tokens_but_counts_as_a_message(tab, settings, 
     assert response.status_code == 429 and response.json()["limit"] == "messages"
     settings.CHAT_LIMIT_MESSAGES = "0"
     assert tab.post(f"/api/conversations/{cid}/messages", json={"content": content}).status_code == 201
+
+
+# --- answers built from tools, and what a shared answer must match -------------------------
+
+OPENAI = "openai:gpt-test"
+
+
+def owner_note(context: ToolContext) -> str:
+    """The asker's own private note (a host tool that reads its owner's data)."""
+    owner = f"user {context.user_id}" if context.user_id is not None else f"visitor {context.visitor}"
+    return "note of " + hashlib.sha256(owner.encode()).hexdigest()[:16]
+
+
+@pytest.fixture
+def tool_cache(settings, openai_vendor):
+    """The answer cache on, a tool that reads its owner's data offered to the fake OpenAI server."""
+    settings.CHAT_CACHE_TTL = 60
+    settings.CHAT_CACHE_PIECE_INTERVAL = 0.001
+    settings.CHAT_TOOLS = "tests.test_answercache.owner_note"
+    return settings, openai_vendor
+
+
+def play_tool_answer(vendor) -> None:
+    """The model's next reply: it calls owner_note, then answers with what the tool read."""
+    vendor.play({"call": "owner_note", "id": "call_note"}, {"finish": "tool_calls"})
+    vendor.play({"echo": "tool"})
+
+
+def unique_question() -> str:
+    return f"What does my note say? ({uuid.uuid4().hex[:8]})"
+
+
+def test_an_answer_built_from_a_tool_is_never_served_to_another_owner(tab, new_tab, tool_cache):
+    settings, vendor = tool_cache
+    settings.CHAT_CACHE_SCOPE = "global"
+    question_text = unique_question()
+    play_tool_answer(vendor)
+    first = ask(tab, question_text, model=OPENAI)
+    assert text_of(first).startswith("note of ") and "cached" not in first[-1].json
+    other = new_tab()
+    play_tool_answer(vendor)
+    received = ask(other, question_text, model=OPENAI)
+    assert "cached" not in received[-1].json  # the model was asked again, for this owner
+    assert text_of(received).startswith("note of ") and text_of(received) != text_of(first)
+    assert len(vendor.completions()) == 4
+
+
+def test_another_owner_cannot_plant_the_answer_a_tool_would_have_built(tab, new_tab, tool_cache):
+    settings, vendor = tool_cache
+    settings.CHAT_CACHE_SCOPE = "global"
+    question_text = unique_question()
+    planter = new_tab()
+    play_tool_answer(vendor)
+    planted = text_of(ask(planter, question_text, model=OPENAI))
+    play_tool_answer(vendor)
+    received = ask(tab, question_text, model=OPENAI)
+    assert "cached" not in received[-1].json and text_of(received) != planted
+
+
+def test_an_answer_built_from_a_tool_is_kept_for_its_owner_in_owner_scope(tab, new_tab, tool_cache):
+    settings, vendor = tool_cache
+    question_text = unique_question()
+    play_tool_answer(vendor)
+    first = text_of(ask(tab, question_text, model=OPENAI))
+    again = ask(tab, question_text, model=OPENAI)
+    assert again[-1].json["cached"] is True and text_of(again) == first  # the same owner
+    play_tool_answer(vendor)
+    assert "cached" not in ask(new_tab(), question_text, model=OPENAI)[-1].json
+    assert len(vendor.completions()) == 4
+
+
+def test_an_answer_that_called_no_tool_is_still_shared_in_global_scope(tab, new_tab, tool_cache):
+    settings, vendor = tool_cache
+    settings.CHAT_CACHE_SCOPE = "global"
+    question_text = f"What is the capital of France? ({uuid.uuid4().hex[:8]})"
+    vendor.play({"say": "Paris."})
+    ask(tab, question_text, model=OPENAI)
+    received = ask(new_tab(), question_text, model=OPENAI)
+    assert received[-1].json["cached"] is True and text_of(received) == "Paris."
+    assert len(vendor.completions()) == 1
+
+
+def test_a_shared_answer_needs_the_same_tools_offered(tab, new_tab, settings, model_calls):
+    settings.CHAT_CACHE_SCOPE = "global"
+    content, _ = question()
+    ask(tab, content)
+    settings.CHAT_TOOLS = "tests.test_answercache.owner_note"  # offered now: another prompt
+    assert "cached" not in ask(new_tab(), content)[-1].json
+    assert len(model_calls) == 2
+
+
+def test_the_same_model_name_at_another_provider_misses(tab, settings, openai_vendor, model_calls):
+    settings.CHAT_MODELS = [*settings.CHAT_MODELS, "script:gpt-test"]
+    content, answer = question()
+    assert text_of(ask(tab, content, model="script:gpt-test")) == answer
+    openai_vendor.play({"say": "From the other server."})
+    received = ask(tab, content, model=OPENAI)
+    assert "cached" not in received[-1].json and text_of(received) == "From the other server."
+
+
+def test_the_key_covers_everything_a_prompt_sends():
+    """Two prompts that differ in anything sent to the model never share an answer."""
+    from dataclasses import replace
+
+    from chat.answercache import answer_key
+    from chat.providers import Prompt, ToolCall, ToolSpec, Turn
+    from chat.providers.limit import limited
+    from tests.fakes import ScriptProvider
+
+    base = Prompt(
+        model="m",
+        system="s",
+        turns=(
+            Turn("user", "q"),
+            Turn("assistant", "a", tool_calls=(ToolCall("c1", "t", "{}"),)),
+            Turn("tool", "r", tool_call_id="c1"),
+        ),
+        tools=(ToolSpec("t", "a tool", {"type": "object"}),),
+    )
+    variants = [
+        replace(base, system="s2"),
+        replace(
+            base,
+            turns=(
+                *base.turns[:1],
+                replace(base.turns[1], tool_calls=(ToolCall("c1", "t", '{"x": 1}'),)),
+                base.turns[2],
+            ),
+        ),
+        replace(base, turns=(*base.turns[:2], replace(base.turns[2], is_error=True))),
+        replace(
+            base,
+            turns=(*base.turns[:1], replace(base.turns[1], replay=[{"type": "thinking"}]), base.turns[2]),
+        ),
+        replace(base, tools=(ToolSpec("t", "another description", {"type": "object"}),)),
+        replace(base, tools=()),
+        replace(base, tool_choice="none"),
+    ]
+    provider = limited(ScriptProvider("m"))
+    key = answer_key(provider=provider, prompt=base, scope="global")
+    assert answer_key(provider=limited(ScriptProvider("m")), prompt=base, scope="global") == key
+    assert answer_key(provider=provider, prompt=base, scope="visitor:x") != key
+    keys = {answer_key(provider=provider, prompt=variant, scope="global") for variant in variants}
+    assert key not in keys and len(keys) == len(variants)

@@ -7,7 +7,11 @@ short default reply). Steps, as in tests/fakes.py:
   {"say": "text"}               one text delta (`sent` keeps the time it was written)
   {"repeat": "text"}            that delta again and again, until the client hangs up (a model
                                 stuck in a loop)
-  {"status": 429}               answer that HTTP status with the vendor's error body (first step)
+  {"status": 429}               answer that HTTP status with the vendor's error body (first step);
+                                with "message": "..." that body quotes it (an upstream that
+                                echoes what it was sent, a key included)
+  {"echo": "tool"}              one text delta: the last tool result the request sent back (a
+                                model that answers from what a tool read)
   {"gate": "name"}              send nothing until the test opens it: gate("name").set()
   {"drop": True}                close the connection mid-reply
   {"error": "overloaded"}       the vendor's error event inside the stream
@@ -144,7 +148,8 @@ class VendorServer:
             return True
         steps = self._scripts.popleft() if self._scripts else [{"say": "Hello"}, {"say": " there"}]
         if "status" in steps[0]:
-            await _send_json(writer, steps[0]["status"], _error_body(self, steps[0]["status"]))
+            status, message = steps[0]["status"], steps[0].get("message")
+            await _send_json(writer, status, _error_body(self, status, message))
             return True
         if not any("finish" in s or "drop" in s or "error" in s or "repeat" in s for s in steps):
             steps = [*steps, {"finish": "stop"}]
@@ -161,6 +166,8 @@ class VendorServer:
                 if "say" in step and limit is not None and wire.parts >= limit:
                     await _chunk(writer, wire.end(wire.LENGTH, None))
                     break
+                if "echo" in step:
+                    step = {"say": _last_tool_result(request.body or {})}
                 if "say" in step:
                     self.sent.append((step["say"], time.monotonic()))
                     await _chunk(writer, wire.text(step["say"]))
@@ -364,13 +371,23 @@ def _unsupported_body(name: str) -> dict:
     }
 
 
-def _error_body(server: VendorServer, status: int) -> dict:
+def _last_tool_result(body: dict) -> str:
+    """The content of the last tool result in a request, in either vendor's format."""
+    results = [m["content"] for m in body.get("messages", []) if m.get("role") == "tool"]
+    for message in body.get("messages", []):
+        blocks = message.get("content") if isinstance(message.get("content"), list) else []
+        results += [b["content"] for b in blocks if b.get("type") == "tool_result"]
+    return str(results[-1]) if results else "no tool result"
+
+
+def _error_body(server: VendorServer, status: int, quoted: str | None = None) -> dict:
     kind = ERROR_TYPES[server.vendor].get(status, "api_error")
     # As OpenAI does, a 401 quotes the key it was given: it must go no further than here.
     key = next(
         (r.headers.get("authorization") or r.headers.get("x-api-key") for r in server.requests[-1:]), ""
     )
     message = f"Incorrect API key provided: {key}" if status == 401 else f"fake {status}"
+    message = quoted if quoted is not None else message
     if server.vendor == "anthropic":
         return {"type": "error", "error": {"type": kind, "message": message}}
     return {"error": {"message": message, "type": kind, "code": None}}

@@ -4,24 +4,36 @@ Both official SDKs (`openai`, `anthropic`) have the same error classes (APIStatu
 `status_code`, APIConnectionError, APITimeoutError under it) and the same HTTP library
 (`httpx2`), whose errors can surface as they are while a stream is read. A sentence built
 here never quotes the upstream's own message for an auth failure (OpenAI's echoes part of
-the key) and never names a key: it names the setting to check.
+the key) and never names a key: it names the setting to check. What it does quote of an
+upstream (the reason for a 400) may hold a key, whole, masked (`sk-...1234****`) or in part:
+no run of KEY_PIECE characters of any configured key leaves here (`redact`).
 """
 
 import asyncio
 import logging
+import os
 import re
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from functools import lru_cache
 from types import ModuleType
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx2
+from django.conf import settings
 
 from chat import conf
 from chat.providers.base import ProviderError
 
 log = logging.getLogger("chat.providers")
+
+# The shortest run of a key's characters that is never shown. Shorter runs say nothing useful
+# about a key (a vendor's prefix, `sk-ant-`, is 7) and would blot out ordinary words.
+KEY_PIECE = 8
+KEY_SUFFIX = "_API_KEY"
+REDACTED = "[key]"
+MASK = "*•"  # what an upstream masks the rest of a key with: taken away with the key
 
 _clients: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple, Any]]" = (
     weakref.WeakKeyDictionary()
@@ -99,7 +111,61 @@ def failure(
     log.warning(
         "%s model %r at %s failed: %s", vendor, model, host_of(conf.get(f"{prefix}_BASE_URL")), detail
     )
-    return error
+    # Stored and shown as it is: the last place a key quoted by the upstream can be taken out.
+    return ProviderError(redact(error.message, configured_keys(prefix)), code=error.code)
+
+
+def configured_keys(prefix: str = "") -> tuple[str, ...]:
+    """Every API key this server is configured with: OPENAI_API_KEY, ANTHROPIC_API_KEY, the
+    failing provider's `<prefix>_API_KEY`, and any other `*_API_KEY` in the settings or the
+    environment (a host provider's), wherever conf would read it from."""
+    names = {"OPENAI_API_KEY", "ANTHROPIC_API_KEY", *([f"{prefix}{KEY_SUFFIX}"] if prefix else [])}
+    names.update(name for name in dir(settings) if name.endswith(KEY_SUFFIX))
+    names.update(name for name in os.environ if name.endswith(KEY_SUFFIX))
+    keys = {getattr(settings, name, None) or os.environ.get(name) for name in names}
+    return tuple(sorted(key.strip() for key in keys if isinstance(key, str) and key.strip()))
+
+
+@lru_cache(maxsize=8)
+def _key_pieces(keys: tuple[str, ...]) -> frozenset[str]:
+    """Every run of KEY_PIECE characters of these keys: a text holds a piece of a key (8 or
+    more of its characters in a row) exactly where it holds one of these."""
+    return frozenset(key[i : i + KEY_PIECE] for key in keys for i in range(len(key) - KEY_PIECE + 1))
+
+
+def redact(text: str, keys: Iterable[str]) -> str:
+    """`text` with every run of KEY_PIECE or more characters of a key replaced by REDACTED.
+
+    One pass over the text with a window of KEY_PIECE characters: overlapping windows found
+    in a key join into the longest run they cover, which goes whole, with the mask next to it.
+    """
+    keys = tuple(keys)
+    for key in keys:
+        if len(key) < KEY_PIECE:  # too short to cut into pieces: the key itself never shows
+            text = text.replace(key, REDACTED)
+    pieces = _key_pieces(tuple(key for key in keys if len(key) >= KEY_PIECE))
+    if not pieces:
+        return text
+    spans: list[list[int]] = []
+    for start in range(len(text) - KEY_PIECE + 1):
+        if text[start : start + KEY_PIECE] in pieces:
+            end = start + KEY_PIECE
+            if spans and start <= spans[-1][1]:
+                spans[-1][1] = end
+            else:
+                spans.append([start, end])
+    if not spans:
+        return text
+    out, at = [], 0
+    for start, end in spans:
+        while start > at and text[start - 1] in MASK:
+            start -= 1
+        while end < len(text) and text[end] in MASK:
+            end += 1
+        out += [text[at:start], REDACTED]
+        at = end
+    out.append(text[at:])
+    return "".join(out)
 
 
 def _status_failure(exc: Any, *, vendor: str, model: str, setting: str) -> ProviderError:
@@ -143,8 +209,5 @@ def _quote(exc: Any) -> str:
     message = error.get("message") if isinstance(error, dict) else None
     if not isinstance(message, str) or not message.strip():
         return "no reason given."
-    message = " ".join(message.split())
-    for name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY"):
-        if key := conf.get(name):
-            message = message.replace(key, "[key]")
+    message = " ".join(message.split())  # its keys go in `failure`, after the cut: none is missed
     return (message if len(message) <= 300 else message[:299] + "…").rstrip(".") + "."

@@ -262,7 +262,8 @@ async def _run(reply_id: str, live: _Live, provider: Provider, prompt: Prompt) -
         cached=live.admission is not None and live.admission.cached,
     )
     if live.admission is not None:  # every reply ends here: its limits are given back first
-        await live.admission.ended(end=end, text=live.text.value())
+        tools_called = any(step["type"] == "tool" for step in live.steps.steps)
+        await live.admission.ended(end=end, text=live.text.value(), tools_called=tools_called)
     timings = {
         "time_to_first_token_ms": None if first_token is None else round((first_token - started) * 1000),
         "duration_ms": round((time.monotonic() - started) * 1000),

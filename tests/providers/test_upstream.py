@@ -8,6 +8,7 @@ import time
 import pytest
 
 from chat.models import Message
+from chat.providers.upstream import redact
 from tests.conftest import ANTHROPIC_TEST_KEY, OPENAI_TEST_KEY
 from tests.sse_client import events, text_of
 
@@ -171,3 +172,69 @@ def test_a_client_going_away_does_not_stop_the_upstream(tab, vendor):
     stored = tab.wait_finished(mid, cid)
     assert (stored["status"], stored["content"]) == ("complete", "one two")
     assert not vendor.completions()[-1].closed_early.is_set()
+
+
+# Keys of the length vendors issue, and how an upstream's 400 may quote one: whole, masked as
+# OpenAI masks them, or in part.
+QUOTED_KEYS = {
+    "OPENAI_API_KEY": "sk-test-SECRETKEY0123456789abcdefghij",
+    "ANTHROPIC_API_KEY": "sk-ant-api03-QUIETKEY9876543210zyxwvut",
+    "MISTRAL_API_KEY": "ms-HOSTKEY-24680135792468013579",  # a host provider's key, in its settings
+}
+QUOTES = {
+    "whole": lambda key: key,
+    "masked": lambda key: key[:23] + "****",
+    "middle": lambda key: key[6:18],
+    "tail": lambda key: "..." + key[-10:],
+}
+
+
+def pieces_of(key: str, size: int = 8) -> set[str]:
+    return {key[i : i + size] for i in range(len(key) - size + 1)}
+
+
+@pytest.mark.parametrize("quote", sorted(QUOTES))
+def test_no_piece_of_a_key_quoted_by_the_upstream_reaches_a_client_or_the_database(
+    tab, vendor, settings, quote
+):
+    for name, key in QUOTED_KEYS.items():
+        setattr(settings, name, key)
+    quoted = " and ".join(QUOTES[quote](key) for key in QUOTED_KEYS.values())
+    vendor.play({"status": 400, "message": f"Invalid 'api_key' value: {quoted}. See the docs."})
+    mid, cid = send(tab, vendor)
+    shown = tab.get(f"/api/messages/{mid}/stream").text
+    assert tab.wait_finished(mid, cid)["status"] == "error"
+    shown += tab.get(f"/api/conversations/{cid}").text
+    stored = Message.objects.get(pk=mid)
+    assert stored.error_code == "bad_request" and "Invalid 'api_key' value:" in stored.error
+    seen = shown + stored.error
+    assert {piece for key in QUOTED_KEYS.values() for piece in pieces_of(key) if piece in seen} == set()
+
+
+KEY = "sk-test-SECRETKEY0123456789"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (f"bad {KEY}.", "bad [key]."),
+        (f"{KEY}", "[key]"),
+        (f"masked {KEY[:20]}**** here", "masked [key] here"),  # the mask goes with it
+        (f"tail ****{KEY[-8:]}", "tail [key]"),
+        (f"middle {KEY[5:13]}!", "middle [key]!"),  # exactly 8 characters in a row
+        (f"seven {KEY[5:12]}!", f"seven {KEY[5:12]}!"),  # 7 are left: they say nothing
+        (f"{KEY[:10]}{KEY[-10:]}", "[key]"),  # two runs that touch: one
+        (f"{KEY[:10]} {KEY[-10:]}", "[key] [key]"),
+        ("sk-test-", "[key]"),  # the vendor's prefix is 8 characters here: it goes too
+        ("nothing to hide", "nothing to hide"),
+    ],
+)
+def test_redact_takes_out_every_run_of_eight_characters_of_a_key(text, expected):
+    assert redact(text, [KEY]) == expected
+
+
+def test_redact_takes_out_a_short_key_whole_and_every_key_it_is_given():
+    assert redact("a abc123 b", ["abc123"]) == "a [key] b"
+    other = "ant-QUIETKEY98765"
+    assert redact(f"{KEY[3:15]} and {other[2:12]}", [KEY, other]) == "[key] and [key]"
+    assert redact("anything", []) == "anything"
