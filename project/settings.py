@@ -1,6 +1,7 @@
 """Settings for the chat project, read from the environment (see README: Configuration)."""
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -179,6 +180,27 @@ else:
 
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = LOGOUT_REDIRECT_URL = "chat:page"
+
+# Failed sign-ins (the admin's and /accounts/login/) are throttled by django-axes: after
+# LOGIN_FAILURE_LIMIT failures for one username, or from one client address (chat/proxies.py's,
+# so CHAT_TRUSTED_PROXIES applies), both are refused, the right password too, with 429 and
+# Retry-After until those failures are LOGIN_COOLOFF_MINUTES old (project/logins.py). Counted in
+# the database, so every process shares them. LOGIN_FAILURE_LIMIT=0 turns it off.
+INSTALLED_APPS += ["axes"]
+# Last, as axes asks: it turns the view's answer to a locked sign-in into the 429 page.
+MIDDLEWARE += ["axes.middleware.AxesMiddleware"]
+# First: a locked sign-in is refused before any password is checked.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT = int(os.environ.get("LOGIN_FAILURE_LIMIT") or 10)
+AXES_ENABLED = AXES_FAILURE_LIMIT > 0
+AXES_COOLOFF_TIME = timedelta(minutes=float(os.environ.get("LOGIN_COOLOFF_MINUTES") or 15))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]  # each counted on its own
+AXES_CLIENT_IP_CALLABLE = "chat.proxies.client_ip"
+AXES_HANDLER = "project.logins.SignInAttempts"  # forgives an account's failures when it signs in
+AXES_RESET_ON_SUCCESS = False  # axes' own would forgive the address's too (project/logins.py)
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False  # refused attempts are not counted
+AXES_LOCKOUT_CALLABLE = "project.logins.locked_out"
+AXES_DISABLE_ACCESS_LOG = True  # no record of every successful sign-in, as before
 
 CORS_ALLOWED_ORIGINS = env_list("CHAT_CORS_ORIGINS", [])
 # An origin allowed to call the API with credentials passes Django's CSRF origin check too.
