@@ -77,9 +77,9 @@ def lockout_message(seconds: int) -> str:
 def locked_out(request: HttpRequest, *ignored: object) -> HttpResponse:
     """AXES_LOCKOUT_CALLABLE: 429, Retry-After, and the sentence on the sign-in page's look.
 
-    Axes calls it with the refused request and, after it, the view's response and the
-    credentials, in an order that differs between its sync and async middleware: the page
-    needs neither, so it takes only the request."""
+    Axes calls it with the refused request, then the view's response and the credentials; its
+    async middleware (the one this project runs) passes the credentials where the response
+    belongs (jazzband/django-axes#1494). The page needs neither, so it reads only the request."""
     seconds = retry_after(request)
     response = render(
         request, "registration/locked_out.html", {"message": lockout_message(seconds)}, status=429

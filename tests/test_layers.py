@@ -47,7 +47,7 @@ def test_no_import_inside_a_function_in_the_engine():
 # --- private names of the libraries the app stands on ---------------------------------------
 
 PROJECT = CHAT.parent / "project"
-LIBRARIES = ("django", "asgiref", "uvicorn", "whitenoise", "servestatic", "limits", "redis")
+LIBRARIES = ("django", "asgiref", "uvicorn", "whitenoise", "servestatic", "limits", "redis", "axes")
 # Underscore names that are documented API: Django's Model._meta (the Model _meta API) and
 # Model._state (adding, db), the default and base managers; namedtuple's methods; os._exit.
 DOCUMENTED = {
@@ -124,9 +124,9 @@ def private_uses(path: Path, own: set[str]) -> list[str]:
 
 def test_the_app_reads_no_private_name_of_the_libraries_it_stands_on():
     """chat/ and project/ use the documented API of Django, asgiref, uvicorn, the static-file
-    server, `limits` and redis-py: an underscore name the app does not define itself is
-    another library's internal, which changes without notice (and pins the app to one
-    release). A departure that cannot be avoided is written so that it reads no such name."""
+    server, `limits`, redis-py and (the project's) django-axes: an underscore name the app does
+    not define itself is another library's internal, which changes without notice (and pins
+    the app to one release). A departure that cannot be avoided is written so that it reads no such name."""
     files = app_files()
     own = own_private_names(files)
     problems = [use for path in files for use in private_uses(path, own)]
