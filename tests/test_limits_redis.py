@@ -1,6 +1,9 @@
-"""Limits shared through Redis by two server processes, and a killed process's slots freed.
+"""Limits shared through Redis by two server processes, a killed process's slots freed, a
+script flush that takes no slot twice, and Redis's own outage.
 
-Real Redis (REDIS_URL), keys under a prefix of this test's own, deleted afterwards.
+Real Redis (REDIS_URL), keys under a prefix of this test's own, deleted afterwards; the outage
+on a redis-server of the test's own. SCRIPT FLUSH empties the scripts of the whole server (every
+database): clients of it reload theirs (redis-py's `Script` does).
 """
 
 import signal
@@ -14,6 +17,7 @@ import pytest
 from tests.conftest import free_port, need_service
 from tests.processes import PYTHON, ServerProcess, Visitor, migrate, server_env
 from tests.sse_client import text_of
+from tests.test_redis_processes import RedisServer
 
 
 @pytest.fixture
@@ -156,3 +160,29 @@ def stop(browser: Visitor, url: str, reply: dict) -> None:
     """Stop a reply; its slot is given back before its end is saved."""
     response = browser.http.post(f"{url}/api/messages/{reply['id']}/stop", headers=browser.headers)
     assert response.status_code == 200 and response.json()["status"] == "stopped", response.text
+
+
+def test_while_redis_is_down_sends_are_let_through_and_counted_again_once_it_is_back(tmp_path):
+    """Redis's own outage, for real (a redis-server of the test's own, killed): the one failure
+    that lets requests through, with a warning; the counts resume when Redis is back."""
+    redis_server = RedisServer().start()
+    database = f"sqlite:///{tmp_path / 'down.sqlite3'}"
+    migrate(server_env(database))
+    env = server_env(
+        database, REDIS_URL=redis_server.url, CHAT_LIMIT_MESSAGES="2/day", CHAT_REDIS_TIMEOUT="1"
+    )
+    port = free_port()
+    command = [PYTHON, "-m", "uvicorn", "project.asgi:application", "--port", str(port)]
+    a = ServerProcess(command, env, port).start()
+    try:
+        browser = Visitor(a.url, session_first=True)
+        assert [post(browser, a.url, "hello").status_code for _ in range(3)] == [201, 201, 429]
+        redis_server.kill()
+        assert [post(browser, a.url, "hello").status_code for _ in range(2)] == [201, 201]
+        a.wait_for(lambda: "Limits not checked" in a.output, 10, "the warning")
+        assert a.output.count("Limits not checked") == 1  # at most one every 30 s
+        redis_server.start()  # the same port, empty: counting starts again
+        assert [post(browser, a.url, "hello").status_code for _ in range(3)] == [201, 201, 429]
+    finally:
+        a.stop()
+        redis_server.kill()
