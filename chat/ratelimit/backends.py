@@ -185,12 +185,12 @@ class Counters:
         self.windows[key] = (start, current + 1, previous, expiry)
         return True
 
-    def used(self, key: str, now: float) -> Quota:
+    def quota(self, key: str, now: float) -> Quota:
         used, ends = self.fixed.get(key, (0, now))
         return Quota(used, ends - now) if ends > now else Quota(0, 0.0)
 
     def charge(self, key: str, cost: int, expiry: float, now: float) -> None:
-        quota = self.used(key, now)
+        quota = self.quota(key, now)
         self.fixed[key] = (quota.used + cost, now + (quota.renews_in if quota.used else expiry))
 
     def sweep(self, now: float) -> None:
@@ -227,7 +227,7 @@ class MemoryBackend(Backend):
         self.counters.sweep(now)
         outcome = Outcome(
             quotas=tuple(
-                self.counters.used(item.key_for(*who), now).used < item.amount for item, who in checks.quotas
+                self.counters.quota(item.key_for(*who), now).used < item.amount for item, who in checks.quotas
             ),
             leases=tuple(len(self._live(key)) < limit for key, _, limit in checks.leases),
             hits=tuple(
@@ -244,7 +244,7 @@ class MemoryBackend(Backend):
         return self.counters.window(item.key_for(*identifiers), item.get_expiry(), time.monotonic())
 
     async def quota(self, item: RateLimitItem, identifiers: tuple[str, ...]) -> Quota:
-        return self.counters.used(item.key_for(*identifiers), time.monotonic())
+        return self.counters.quota(item.key_for(*identifiers), time.monotonic())
 
     async def charge(self, item: RateLimitItem, identifiers: tuple[str, ...], cost: int) -> None:
         self.counters.charge(item.key_for(*identifiers), cost, item.get_expiry(), time.monotonic())
