@@ -88,6 +88,9 @@ DEFAULTS: dict[str, Any] = {
     "CHAT_TRUSTED_PROXIES": [],
     # The prefix of the limits' Redis keys.
     "CHAT_LIMITS_PREFIX": "chat:limits",
+    # Where the limits count, a dotted path to a chat.ratelimit Backend class; empty: Redis
+    # when REDIS_URL is set, else this process's memory.
+    "CHAT_LIMITS_BACKEND": "",
     # Cached answers (chat/answercache.py): seconds kept (0: off), `owner` or `global`, the
     # Django cache used, and the pause between the pieces of a cached answer (seconds).
     "CHAT_CACHE_TTL": 0,
