@@ -143,17 +143,3 @@ def limits_settings(app_configs, **kwargs) -> list[Error]:
         except ImproperlyConfigured as exc:
             errors.append(Error(str(exc), id="chat.E001"))
     return errors
-
-
-@register()
-def gc_settings(app_configs, **kwargs) -> list[Error]:
-    """CHAT_GC_THRESHOLDS (chat/asgi.py): up to three whole numbers, as gc.set_threshold takes."""
-    try:
-        thresholds = conf.get_ints("CHAT_GC_THRESHOLDS")
-    except ImproperlyConfigured as exc:
-        return [Error(str(exc), id="chat.E002")]
-    if len(thresholds) > 3:
-        return [
-            Error(f"CHAT_GC_THRESHOLDS takes at most three numbers, not {len(thresholds)}.", id="chat.E002")
-        ]
-    return []

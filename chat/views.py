@@ -27,7 +27,7 @@ from chat.ratelimit import get_limiter
 from chat.serializers import conversation_json, message_json
 from chat.services import Owner
 from chat.signals import VISITOR_KEY
-from chat.sse import Outlet, sse_response
+from chat.sse import sse_response
 from chat.streams import reply_stream
 
 _OFFSET = re.compile(r"([0-9]{1,15})(?:\.([0-9]{1,15}))?")  # `T`, or `T.S` after a step (issue 12)
@@ -202,8 +202,7 @@ async def _sent(
     request: HttpRequest, user_message, assistant_message, admission: Admission, extra: dict | None = None
 ) -> HttpResponse:
     if wants_stream(request):
-        outlet = Outlet.for_request(request)
-        return sse_response(admission.hold_stream(reply_stream(assistant_message, 0, outlet=outlet)), outlet)
+        return sse_response(admission.hold_stream(reply_stream(assistant_message, 0)))
     body = {
         **(extra or {}),
         "user_message": message_json(user_message),
@@ -297,9 +296,8 @@ async def stream_view(request: HttpRequest, message_id: str) -> HttpResponse:
         )
     limiter = get_limiter()
     lease = await limiter.open_stream(ip=client_ip(request))
-    outlet = Outlet.for_request(request)
-    stream = reply_stream(message, offset, side, outlet)
-    return sse_response(stream if lease is None else limiter.holding(lease, stream), outlet)
+    stream = reply_stream(message, offset, side)
+    return sse_response(stream if lease is None else limiter.holding(lease, stream))
 
 
 @api("GET")

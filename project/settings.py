@@ -116,7 +116,7 @@ DATABASES = {
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # A pool per process (Django's, psycopg_pool): requests borrow a connection and give it
-    # back when they end (a stream at once: chat/request_thread.py), the replies' writer
+    # back when they end (a stream once it is open: chat/streams.py), the replies' writer
     # threads (CHAT_DB_THREADS) keep one each. So a process never holds more than
     # DATABASE_POOL_SIZE connections however many requests arrive at once; a request that
     # finds none free waits up to 10 s. Persistent connections (CONN_MAX_AGE) would not bound
@@ -135,11 +135,8 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "timeout": 30,
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
-    # Connections kept open (persistent): requests run on pooled threads (chat/request_thread.py),
-    # each keeping its connection for the next request, and opening one cost 4 % of the CPU of
-    # opening a reply (issue 14's profile). At most IDLE_KEPT idle threads stay; a thread the
-    # pool lets go closes its connection first.
-    DATABASES["default"]["CONN_MAX_AGE"] = None
+    # No persistent connections (CONN_MAX_AGE 0, as Django advises under ASGI): each request
+    # runs on a thread of its own, so a connection kept would serve no other request.
     # Tests share the database with a real server thread, so it must be a file.
     DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / "test-db.sqlite3")}
 

@@ -64,5 +64,3 @@ CHAT_CACHE_TTL = 0
 # The demo model's reasoning and tool call (issue 12) change its replies' events and text;
 # the suite's demo replies stay plain, and tests/test_tools.py turns them on.
 CHAT_DEMO_STEPS = False
-# The in-process servers leave the test process's garbage collector as Python has it (no freeze).
-CHAT_GC_THRESHOLDS = ""

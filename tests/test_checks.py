@@ -65,25 +65,20 @@ def test_django_security_checks_silenced_for_chat_middleware_still_hold(settings
     assert [w.id for w in check_security_middleware()] == [ours]  # an entry that does not import
 
 
-@pytest.mark.parametrize("value", ["5000,x", "-1", "1,2,3,4"])
-def test_gc_thresholds_written_wrong_are_named_at_start(settings, value):
-    settings.CHAT_GC_THRESHOLDS = value
-    assert "chat.E002" in ids()
-
-
-def test_the_server_freezes_what_start_up_loaded_and_collects_less_often(settings):
+def test_the_server_leaves_the_garbage_collector_alone_unless_the_project_tunes_it(server):
+    """The app's lifespan (the test server has started it) never freezes or retunes the host's
+    collector; a project that wants it calls chat.asgi.tune_garbage_collector itself."""
     import gc
 
     from chat.asgi import tune_garbage_collector
 
     before = gc.get_threshold()
+    assert gc.get_freeze_count() == 0
     try:
-        settings.CHAT_GC_THRESHOLDS = ""
-        tune_garbage_collector()
-        assert gc.get_threshold() == before and gc.get_freeze_count() == 0  # left alone
-        settings.CHAT_GC_THRESHOLDS = "5000,20,100"
-        tune_garbage_collector()
+        tune_garbage_collector(thresholds=(5000, 20, 100))
         assert gc.get_threshold() == (5000, 20, 100) and gc.get_freeze_count() > 0
+        with pytest.raises(ValueError, match="one to three"):
+            tune_garbage_collector(thresholds=(1, 2, 3, 4))
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
