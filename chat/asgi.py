@@ -14,6 +14,7 @@ from typing import Any
 
 from chat.providers import registry
 from chat.replies.generation import engine
+from chat.threads import RequestThreads, request_context
 
 log = logging.getLogger("chat.asgi")
 
@@ -83,22 +84,29 @@ async def startup() -> None:
 
 
 class ChatLifespan:
-    """Answers `lifespan` (the engine's start and stop); passes everything else to `app`."""
+    """Answers `lifespan` (the engine's start and stop); passes everything else to `app`, an
+    HTTP request's sync work on a thread borrowed from a pool (chat/threads.py)."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
+        self.threads = RequestThreads()
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            async with request_context(self.threads):
+                return await self.app(scope, receive, send)
         if scope["type"] != "lifespan":
             return await self.app(scope, receive, send)
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                self.threads.reopen()
                 await startup()
                 interrupt_replies_at_shutdown_signals(asyncio.get_running_loop())
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await engine.stop()
+                self.threads.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 

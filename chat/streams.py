@@ -3,9 +3,6 @@
 import asyncio
 from collections.abc import AsyncIterator
 
-from asgiref.sync import sync_to_async
-from django.db import close_old_connections
-
 from chat import conf, db
 from chat.eventlog import (
     End,
@@ -24,6 +21,7 @@ from chat.models import Message
 from chat.replies.follower import DatabaseFollower
 from chat.replies.stale import reply_rescue_text
 from chat.sse import PING, ServerSentEvent, event, text_event
+from chat.threads import release_request_thread
 
 
 def encode_step(item: Step) -> bytes:
@@ -148,18 +146,6 @@ async def _merged(
     return item, more
 
 
-async def _release_request_connections() -> None:
-    """What a request's end does for its database connections, done once its stream is open.
-
-    Django's `close_old_connections`, on the request's own thread (where the view's queries
-    ran): closed unless CONN_MAX_AGE keeps them, or given back to the pool (PostgreSQL). An
-    open stream may last minutes; holding a pooled connection for that long would let a pool
-    of ten be emptied by ten idle streams. The stream's own reads and writes go through the
-    replies' writer threads (chat/db.py), not this one.
-    """
-    await sync_to_async(close_old_connections)()
-
-
 async def reply_stream(message: Message, offset: int, side: int | None = None) -> AsyncIterator[bytes]:
     """retry, start, what came after the place (`offset`, and `side` for a step id; live or
     stored), then done or error."""
@@ -204,6 +190,6 @@ async def reply_stream(message: Message, offset: int, side: int | None = None) -
                 return
             if connections_held:  # after the first event, not before it: one hop less to wait for
                 connections_held = False
-                await _release_request_connections()
+                await release_request_thread()
     finally:
         await subscription.close()
