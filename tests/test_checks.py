@@ -8,6 +8,9 @@ from django.core.checks import run_checks
 
 from chat.checks import worker_count
 
+# Django 6's model checks ask the database what it supports (JSONField), as `manage.py check` does.
+pytestmark = pytest.mark.django_db
+
 
 def ids(deploy: bool = False) -> set[str]:
     return {m.id for m in run_checks(include_deployment_checks=deploy) if m.id.startswith("chat.")}
