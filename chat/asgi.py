@@ -13,10 +13,9 @@ import signal
 import threading
 from typing import Any
 
-from django.conf import settings
-from django.core.handlers import asgi as django_asgi
 from django.urls import NoReverseMatch, get_script_prefix, reverse
 
+from chat import conf
 from chat.providers import registry
 from chat.replies.generation import engine
 from chat.views import body_limit, body_too_large, error_response
@@ -114,10 +113,10 @@ class BodyLimit:
     Django reads the body; everything else goes to `app` untouched.
 
     Django's ASGIHandler reads a request's whole body, spooled to a temporary file past
-    FILE_UPLOAD_MAX_MEMORY_SIZE, before any middleware or view runs (Django ticket #33699,
-    "Read ASGI request body from asynchronous queue on demand",
-    https://code.djangoproject.com/ticket/33699): the view's own check came after a 500 MiB
-    body had been written to disk. Here, with the ASGI spec's messages alone:
+    FILE_UPLOAD_MAX_MEMORY_SIZE, before any middleware or view runs (reading it on demand
+    instead is Django ticket #33699, https://code.djangoproject.com/ticket/33699, whose pull
+    request #15704 was closed unmerged): the view's own check came after a 500 MiB body had
+    been written to disk. Here, with the ASGI spec's messages alone:
     - a `Content-Length` over the limit is answered 413 at once; Django is not called and the
       body is not read (a client that sent `Expect: 100-continue` is never asked for it);
     - any other body (chunked, or from a server that passes on more than it declared) is
@@ -128,7 +127,9 @@ class BodyLimit:
     Only paths under the API's prefix (`reverse("chat:api")`, wherever the host mounted the
     app) are limited. CHAT_MAX_BODY_BYTES is the chat API's limit, whose bodies are small JSON
     objects; the host's other paths (the admin, its forms, its file uploads) keep Django's
-    behaviour and the host's own limits (DATA_UPLOAD_MAX_MEMORY_SIZE, the proxy's).
+    behaviour and the host's own limits (the proxy's). Django's DATA_UPLOAD_MAX_MEMORY_SIZE
+    is no limit to apply here to every path: it leaves out the files of a multipart upload,
+    which only Django's parser can tell apart, so refusing on it would refuse a host's uploads.
     """
 
     def __init__(self, app: Any) -> None:
@@ -147,11 +148,12 @@ class BodyLimit:
     def limits(self, scope: dict) -> bool:
         """Whether the request is the API's: its path, as Django will resolve it (without the
         script name), starts with the API's prefix."""
-        if self.urlconf != settings.ROOT_URLCONF:  # found again when a test changes it
-            self.urlconf, self.api_prefix = settings.ROOT_URLCONF, api_prefix()
+        urlconf = conf.get("ROOT_URLCONF")  # conf: kept, and read again when a test changes it
+        if urlconf != self.urlconf:
+            self.urlconf, self.api_prefix = urlconf, api_prefix()
         if self.api_prefix is None:
             return False
-        script_name = django_asgi.get_script_prefix(scope)
+        script_name = conf.get("FORCE_SCRIPT_NAME") or scope.get("root_path", "")  # as Django takes it
         path = scope["path"]
         return (path.removeprefix(script_name) if script_name else path).startswith(self.api_prefix)
 

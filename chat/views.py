@@ -154,7 +154,7 @@ def body_limit() -> int:
     """The most bytes an API request's body may carry: CHAT_MAX_BODY_BYTES, or Django's
     DATA_UPLOAD_MAX_MEMORY_SIZE where the host set that lower (`request.body` refuses more)."""
     limit = conf.get_int("CHAT_MAX_BODY_BYTES")
-    django_limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    django_limit = conf.get("DATA_UPLOAD_MAX_MEMORY_SIZE")
     return limit if django_limit is None else min(limit, django_limit)
 
 

@@ -156,39 +156,55 @@ def test_a_body_longer_than_its_content_length_reaches_the_api_only_as_declared(
     assert list(Conversation.objects.values_list("title", flat=True)) == ["Declared"]
 
 
+def http_scope(path: str, content_length: int, root_path: str = "") -> dict:
+    """A request's scope as a server passes it (the ASGI spec's `http` scope)."""
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": root_path,
+        "query_string": b"",
+        "headers": [(b"host", b"127.0.0.1"), (b"content-length", str(content_length).encode())],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
+    }
+
+
+def served(scope: dict, body: list[bytes]) -> list[dict]:
+    """What the application sends for `scope` and the body's messages, once it has returned."""
+
+    async def run() -> list[dict]:
+        communicator = ApplicationCommunicator(application, scope)
+        for part in body:
+            await communicator.send_input({"type": "http.request", "body": part, "more_body": True})
+        sent = [await communicator.receive_output(5), await communicator.receive_output(5)]
+        await communicator.wait(5)  # the application (Django's handler in it) returned, without an error
+        assert await communicator.receive_nothing()
+        return sent
+
+    return asyncio.run(asyncio.wait_for(run(), 10))
+
+
 def test_a_server_that_passes_on_more_than_the_content_length_is_cut_at_the_limit(limit):
     """A server that does not frame bodies (the ASGI spec leaves it to the server): the bytes
     are counted as they come, whatever the header said, and Django's handler is told the
     client went away once they pass the limit."""
-
-    async def run() -> list[dict]:
-        scope = {
-            "type": "http",
-            "asgi": {"version": "3.0"},
-            "http_version": "1.1",
-            "method": "POST",
-            "scheme": "http",
-            "path": "/api/conversations",
-            "raw_path": b"/api/conversations",
-            "root_path": "",
-            "query_string": b"",
-            "headers": [(b"host", b"127.0.0.1"), (b"content-length", b"20")],
-            "client": ("127.0.0.1", 50000),
-            "server": ("127.0.0.1", 8000),
-        }
-        communicator = ApplicationCommunicator(application, scope)
-        for _ in range(3):
-            await communicator.send_input({"type": "http.request", "body": b" " * 4000, "more_body": True})
-        start = await communicator.receive_output(5)
-        body = await communicator.receive_output(5)
-        await communicator.wait(5)  # Django's handler returned, without an error
-        assert await communicator.receive_nothing()
-        return [start, body]
-
-    start, body = asyncio.run(asyncio.wait_for(run(), 10))
+    start, body = served(http_scope("/api/conversations", content_length=20), [b" " * 4000] * 3)
     assert start["type"] == "http.response.start" and start["status"] == 413
     assert (b"connection", b"close") in start["headers"]
     assert json.loads(body["body"]) == too_large() and not body.get("more_body", False)
+
+
+def test_the_limit_follows_the_script_name_the_server_gives(limit):
+    """Behind a proxy that mounts the site under /site (uvicorn --root-path /site), the path
+    Django resolves is what follows the root path."""
+    scope = http_scope("/site/api/conversations", content_length=500 * 2**20, root_path="/site")
+    start, body = served(scope, [])
+    assert start["status"] == 413 and json.loads(body["body"]) == too_large()
 
 
 def test_the_hosts_other_paths_are_not_held_to_the_chat_limit(server, limit):
