@@ -150,9 +150,22 @@ def admission_for(request: HttpRequest, owner: Owner, *, cache: bool = True) -> 
     return Admission(owner=owner.key, ip=client_ip(request), stream=wants_stream(request), cache=cache)
 
 
-def read_json(request: HttpRequest, *, required: bool) -> dict:
+def body_limit() -> int:
+    """The most bytes an API request's body may carry: CHAT_MAX_BODY_BYTES, or Django's
+    DATA_UPLOAD_MAX_MEMORY_SIZE where the host set that lower (`request.body` refuses more)."""
     limit = conf.get_int("CHAT_MAX_BODY_BYTES")
-    too_large = TooLarge(f"The request body is over the limit of {limit:,} bytes.")
+    django_limit = conf.get("DATA_UPLOAD_MAX_MEMORY_SIZE")
+    return limit if django_limit is None else min(limit, django_limit)
+
+
+def body_too_large(limit: int) -> TooLarge:
+    """The 413 of a body over `limit`, the view's and chat.asgi.BodyLimit's alike."""
+    return TooLarge(f"The request body is over the limit of {limit:,} bytes.")
+
+
+def read_json(request: HttpRequest, *, required: bool) -> dict:
+    limit = body_limit()
+    too_large = body_too_large(limit)
     try:
         if int(request.META.get("CONTENT_LENGTH") or 0) > limit:
             raise too_large
