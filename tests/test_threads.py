@@ -9,10 +9,6 @@ from asgiref.sync import sync_to_async
 from chat.threads import RequestThreads, release_request_thread, request_context
 
 
-def _worker_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name.startswith("chat-request")]
-
-
 def test_a_requests_sync_calls_run_on_one_thread_and_the_next_request_reuses_it():
     threads = RequestThreads(keep=4)
 
@@ -51,16 +47,16 @@ def test_a_stream_gives_its_thread_back_and_a_later_call_borrows_one_again():
 def test_closing_the_pool_ends_its_threads():
     threads = RequestThreads(keep=4)
 
-    async def many() -> None:
-        async def one() -> None:
+    async def many() -> list[threading.Thread]:
+        async def one() -> threading.Thread:
             async with request_context(threads):
-                await sync_to_async(threading.get_ident)()
+                return await sync_to_async(threading.current_thread)()
 
-        await asyncio.gather(*(one() for _ in range(3)))
+        return list(await asyncio.gather(*(one() for _ in range(3))))
 
-    asyncio.run(asyncio.wait_for(many(), 10))
-    assert len(_worker_threads()) >= 1
+    workers = asyncio.run(asyncio.wait_for(many(), 10))
+    assert all(worker.is_alive() for worker in workers)
     threads.close()
-    for thread in _worker_threads():
-        thread.join(5)
-    assert _worker_threads() == []
+    for worker in workers:
+        worker.join(5)
+    assert not any(worker.is_alive() for worker in workers)
