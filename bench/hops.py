@@ -18,7 +18,6 @@ from functools import partial
 from bench import scenarios
 from bench.load import Client
 from bench.servers import measure_in_process
-from chat import request_thread
 
 
 def _name(fn) -> str:
@@ -35,19 +34,13 @@ def _name(fn) -> str:
 async def count(port: int, replies: int) -> tuple[Counter, int]:
     client = Client(port)
     await client.warm_up(scenarios.QUESTION)
-    # The request threads' pool as a server that has served a while has it: a few idle
-    # workers (a reply's response may still be closing on one when the next request comes).
-    workers = [request_thread.pool.take() for _ in range(4)]
-    for worker in workers:
-        await asyncio.wrap_future(worker.submit(int))
-        request_thread.pool.give(worker)
     seen: Counter = Counter()
     submitted: list[tuple[str, str, Future]] = []
     original, original_callback = ThreadPoolExecutor.submit, Future.add_done_callback
 
     def submit(self, fn, /, *args, **kwargs):
         pool = self._thread_name_prefix
-        if pool.startswith("ThreadPoolExecutor-"):  # asgiref's default: a new executor per request
+        if pool.startswith("ThreadPoolExecutor-"):  # asgiref's: a new executor per request (Django's)
             pool = "a request's own new thread"
         future = original(self, fn, *args, **kwargs)
         submitted.append((pool, _name(fn), future))

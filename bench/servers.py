@@ -77,6 +77,8 @@ def base_env(database: Path, **chat: str) -> dict[str, str]:
         # The demo's plain answer, token for token as the baseline streams it (issue 12's
         # reasoning and tool round are measured by bench/tool_turn.py).
         CHAT_DEMO_STEPS="0",
+        # The collector tuning a server of many streams opts in to (project/asgi.py).
+        GC_THRESHOLDS="5000,20,100",
     )
     env.update(chat)
     return env

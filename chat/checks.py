@@ -6,56 +6,13 @@ from collections.abc import Iterable
 
 from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
-from django.core.checks.security import base as security_checks
-from django.core.checks.security import csrf as csrf_checks
 from django.core.exceptions import ImproperlyConfigured
-from django.utils.module_loading import import_string
 
 from chat import conf
 from chat.eventlog import REDIS, backend_path
 
 GZIP = "django.middleware.gzip.GZipMiddleware"
 WSGI_SERVERS = ("gunicorn.app", "uwsgi", "mod_wsgi", "waitress", "werkzeug.serving")
-
-
-# Django's deploy checks look for its own middleware by name; chat.middleware's subclasses
-# (issue 14) give the same protection. A project that lists them silences those three checks
-# (project/settings.py does) and these say the same, knowing subclasses.
-SECURITY_MIDDLEWARE = (
-    ("security.W001", "django.middleware.security.SecurityMiddleware", security_checks.W001, "chat.W004"),
-    (
-        "security.W002",
-        "django.middleware.clickjacking.XFrameOptionsMiddleware",
-        security_checks.W002,
-        "chat.W005",
-    ),
-    ("security.W003", "django.middleware.csrf.CsrfViewMiddleware", csrf_checks.W003, "chat.W006"),
-)
-
-
-def has_middleware(path: str) -> bool:
-    """`path`, or a subclass of it, is in MIDDLEWARE."""
-    wanted = import_string(path)
-    for entry in getattr(settings, "MIDDLEWARE", []):
-        try:
-            cls = import_string(entry)
-        except ImportError:
-            continue
-        if isinstance(cls, type) and issubclass(cls, wanted):
-            return True
-    return False
-
-
-@register(Tags.security, deploy=True)
-def check_security_middleware(app_configs: Iterable | None = None, **kwargs) -> list[Warning]:
-    silenced = set(getattr(settings, "SILENCED_SYSTEM_CHECKS", []))
-    return [
-        Warning(
-            warning.msg, hint=f"Add {path} (or a subclass, as in chat.middleware) to MIDDLEWARE.", id=ours
-        )
-        for django_id, path, warning, ours in SECURITY_MIDDLEWARE
-        if django_id in silenced and not has_middleware(path)
-    ]
 
 
 @register(Tags.compatibility)
@@ -143,17 +100,3 @@ def limits_settings(app_configs, **kwargs) -> list[Error]:
         except ImproperlyConfigured as exc:
             errors.append(Error(str(exc), id="chat.E001"))
     return errors
-
-
-@register()
-def gc_settings(app_configs, **kwargs) -> list[Error]:
-    """CHAT_GC_THRESHOLDS (chat/asgi.py): up to three whole numbers, as gc.set_threshold takes."""
-    try:
-        thresholds = conf.get_ints("CHAT_GC_THRESHOLDS")
-    except ImproperlyConfigured as exc:
-        return [Error(str(exc), id="chat.E002")]
-    if len(thresholds) > 3:
-        return [
-            Error(f"CHAT_GC_THRESHOLDS takes at most three numbers, not {len(thresholds)}.", id="chat.E002")
-        ]
-    return []

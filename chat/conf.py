@@ -88,6 +88,9 @@ DEFAULTS: dict[str, Any] = {
     "CHAT_TRUSTED_PROXIES": [],
     # The prefix of the limits' Redis keys.
     "CHAT_LIMITS_PREFIX": "chat:limits",
+    # Where the limits count, a dotted path to a chat.ratelimit Backend class; empty: Redis
+    # when REDIS_URL is set, else this process's memory.
+    "CHAT_LIMITS_BACKEND": "",
     # Cached answers (chat/answercache.py): seconds kept (0: off), `owner` or `global`, the
     # Django cache used, and the pause between the pieces of a cached answer (seconds).
     "CHAT_CACHE_TTL": 0,
@@ -111,11 +114,6 @@ DEFAULTS: dict[str, Any] = {
     "CHAT_REDIS_MAXLEN": 20_000,
     # Seconds to wait for Redis before a reply goes on without it (then: the database).
     "CHAT_REDIS_TIMEOUT": 2.0,
-    # The server process's garbage collector (chat/asgi.py, at start-up): what start-up loaded
-    # is frozen out of collections (gc.freeze) and collections run at these thresholds, not
-    # Python's 700, 10, 10 (issue 14: a full collection walked every open stream's objects,
-    # 0.2 s at 700 streams). Empty: Python's own collector, untouched.
-    "CHAT_GC_THRESHOLDS": "5000,20,100",
 }
 
 # The type of an environment value whose default is None.

@@ -20,12 +20,12 @@ from chat.eventlog import (
 from chat.models import Message
 from chat.replies.follower import DatabaseFollower
 from chat.replies.stale import reply_rescue_text
-from chat.request_thread import release_request_thread
-from chat.sse import GO_ON, PING, Outlet, ServerSentEvent, event, text_event, turn_of
+from chat.sse import PING, ServerSentEvent, event, text_event
+from chat.threads import release_request_thread
 
 
 def encode_step(item: Step) -> bytes:
-    """A reasoning delta or a tool step, with its `<offset>.<side>` id (issue 12)."""
+    """A reasoning delta or a tool step, with its `<offset>.<side>` id (docs/API-extensions.md)."""
     place = f"{item.offset}.{item.side}"
     if isinstance(item, ReasoningText):
         return event("reasoning", {"text": item.text}, id=place)
@@ -44,7 +44,8 @@ def encode_step(item: Step) -> bytes:
 
 class Progress:
     """The `status` events that say what a reply is doing, derived from the events around them
-    (issue 12): `reasoning`, `tool` (with its name), `writing`, and `thinking` after a result."""
+    (docs/API-extensions.md): `reasoning`, `tool` (with its name), `writing`, and `thinking` after
+    a result."""
 
     __slots__ = ("kind",)
 
@@ -110,49 +111,44 @@ async def _follow_database(
 
 
 class _Pace:
-    """A stream's merge window (when it last sent a text) and, as `push`, the texts the reply's
-    own task hands to its outlet while the stream waits. Fields, not a closure's cells: an open
-    stream keeps less (issue 14: memory per idle stream)."""
+    """A stream's merge window: when it last sent a text. Fields, not a closure's cells: an open
+    stream keeps less (memory per idle stream)."""
 
-    __slots__ = ("turn", "window", "last_text", "progress", "outlet")
+    __slots__ = ("loop", "window", "last_text")
 
-    def __init__(self, progress: Progress, outlet: Outlet | None) -> None:
-        self.turn = turn_of(asyncio.get_running_loop())  # the loop's, looked up once, not per text
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
         self.window = conf.get_float("CHAT_MERGE_WINDOW")
         self.last_text = -self.window
-        self.progress = progress
-        self.outlet = outlet
 
     def wait(self) -> float:
         """How long a text must wait for the window to pass (none if 0 or less)."""
-        return self.last_text + self.window - self.turn.loop.time()
+        return self.last_text + self.window - self.loop.time()
 
     def sent(self) -> None:
-        self.last_text = self.turn.loop.time()
-
-    def push(self, offset: int, text: str) -> bool:
-        """A text that came while this stream waited, handed to the outlet by the reply's own
-        task (a task wake-up less per token; the outlet sends it at the end of the loop's
-        turn); refused where the stream's task has more to do: a status to send first, a text
-        within the merge window, a write the server is still doing."""
-        now = self.turn.loop.time()
-        if (
-            self.progress.kind != "Text"
-            or now - self.last_text < self.window
-            or self.outlet.pending is not None
-        ):
-            return False
-        self.outlet.write(text_event(offset, text), self.turn)
-        self.last_text = now
-        return True
+        self.last_text = self.loop.time()
 
 
-async def reply_stream(
-    message: Message, offset: int, side: int | None = None, outlet: Outlet | None = None
-) -> AsyncIterator[bytes]:
+async def _merged(
+    subscription: Subscription, item: Text | ReasoningText, wait: float
+) -> tuple[Event, Event | None]:
+    """`item` with what else of its kind arrives within `wait` (a busy stream sends it as one
+    event); the next event, if it is of another kind, is held for the next turn."""
+    await asyncio.sleep(wait)
+    try:
+        more = await subscription.next(0)
+    except LogUnavailable:
+        return item, None  # seen at the next turn
+    if isinstance(item, Text) and isinstance(more, Text):
+        return Text(more.offset, item.text + more.text), None
+    if isinstance(item, ReasoningText) and isinstance(more, ReasoningText):
+        return ReasoningText(more.offset, more.side, item.text + more.text), None
+    return item, more
+
+
+async def reply_stream(message: Message, offset: int, side: int | None = None) -> AsyncIterator[bytes]:
     """retry, start, what came after the place (`offset`, and `side` for a step id; live or
-    stored), then done or error. With an `outlet` (chat/sse.py) that its response opens, the
-    reply's own task writes the texts that come while this waits."""
+    stored), then done or error."""
     heartbeat = conf.get_float("CHAT_HEARTBEAT_INTERVAL")
     reply_id = str(message.pk)
     yield ServerSentEvent(retry=conf.get_int("CHAT_RETRY_MS")).encode()
@@ -170,10 +166,9 @@ async def reply_stream(
     if subscription is None:
         subscription = DatabaseFollower(message, offset, side)
     del message  # an open stream keeps the reply's id, not its row (memory per idle stream)
-    progress = Progress(offset, side)
-    pace = _Pace(progress, outlet)
+    progress, pace = Progress(offset, side), _Pace()
     held: Event | None = None
-    thread_held = True  # the request's thread, given back after the first event
+    connections_held = True  # the request's, let go once the first event is out
 
     try:
         while True:
@@ -182,37 +177,19 @@ async def reply_stream(
             except LogUnavailable as gone:  # Redis went away: the database has the rest
                 subscription = await _follow_database(subscription, reply_id, gone, side)
                 continue
-            if outlet is not None and outlet.busy:  # its parts go out in order
-                await outlet.drain()
             if item is None:
                 yield PING
                 continue
             if isinstance(item, Text | ReasoningText):
                 wait = pace.wait()
                 if wait > 0:  # a busy stream: what arrives within this frame goes out as one event
-                    await asyncio.sleep(wait)
-                    try:
-                        more = await subscription.next(0)
-                    except LogUnavailable:
-                        more = None  # seen at the next turn
-                    if isinstance(item, Text) and isinstance(more, Text):
-                        item = Text(more.offset, item.text + more.text)
-                    elif isinstance(item, ReasoningText) and isinstance(more, ReasoningText):
-                        item = ReasoningText(more.offset, more.side, item.text + more.text)
-                    else:
-                        held = more
+                    item, held = await _merged(subscription, item, wait)
                 pace.sent()
             yield progress.before(item) + encode(item, reply_id) + progress.after(item)
             if isinstance(item, End):
                 return
-            if thread_held:  # once the first event is out, not before it (one hop less to wait for)
-                thread_held = False
-                if outlet is not None and outlet.open:
-                    subscription.push_text(pace.push)
-                    # The rest without Django's handler (chat/sse.py, Outlet): it finishes the
-                    # request now, on the request's thread, which then goes back to the pool.
-                    yield GO_ON
-                else:
-                    await release_request_thread()
+            if connections_held:  # after the first event, not before it: one hop less to wait for
+                connections_held = False
+                await release_request_thread()
     finally:
         await subscription.close()

@@ -27,7 +27,7 @@ from chat.ratelimit import get_limiter
 from chat.serializers import conversation_json, message_json
 from chat.services import Owner
 from chat.signals import VISITOR_KEY
-from chat.sse import Outlet, sse_response
+from chat.sse import sse_response
 from chat.streams import reply_stream
 
 _OFFSET = re.compile(r"([0-9]{1,15})(?:\.([0-9]{1,15}))?")  # `T`, or `T.S` after a step (issue 12)
@@ -150,9 +150,22 @@ def admission_for(request: HttpRequest, owner: Owner, *, cache: bool = True) -> 
     return Admission(owner=owner.key, ip=client_ip(request), stream=wants_stream(request), cache=cache)
 
 
-def read_json(request: HttpRequest, *, required: bool) -> dict:
+def body_limit() -> int:
+    """The most bytes an API request's body may carry: CHAT_MAX_BODY_BYTES, or Django's
+    DATA_UPLOAD_MAX_MEMORY_SIZE where the host set that lower (`request.body` refuses more)."""
     limit = conf.get_int("CHAT_MAX_BODY_BYTES")
-    too_large = TooLarge(f"The request body is over the limit of {limit:,} bytes.")
+    django_limit = conf.get("DATA_UPLOAD_MAX_MEMORY_SIZE")
+    return limit if django_limit is None else min(limit, django_limit)
+
+
+def body_too_large(limit: int) -> TooLarge:
+    """The 413 of a body over `limit`, the view's and chat.asgi.BodyLimit's alike."""
+    return TooLarge(f"The request body is over the limit of {limit:,} bytes.")
+
+
+def read_json(request: HttpRequest, *, required: bool) -> dict:
+    limit = body_limit()
+    too_large = body_too_large(limit)
     try:
         if int(request.META.get("CONTENT_LENGTH") or 0) > limit:
             raise too_large
@@ -202,8 +215,7 @@ async def _sent(
     request: HttpRequest, user_message, assistant_message, admission: Admission, extra: dict | None = None
 ) -> HttpResponse:
     if wants_stream(request):
-        outlet = Outlet.for_request(request)
-        return sse_response(admission.hold_stream(reply_stream(assistant_message, 0, outlet=outlet)), outlet)
+        return sse_response(admission.hold_stream(reply_stream(assistant_message, 0)))
     body = {
         **(extra or {}),
         "user_message": message_json(user_message),
@@ -297,9 +309,8 @@ async def stream_view(request: HttpRequest, message_id: str) -> HttpResponse:
         )
     limiter = get_limiter()
     lease = await limiter.open_stream(ip=client_ip(request))
-    outlet = Outlet.for_request(request)
-    stream = reply_stream(message, offset, side, outlet)
-    return sse_response(stream if lease is None else limiter.holding(lease, stream), outlet)
+    stream = reply_stream(message, offset, side)
+    return sse_response(stream if lease is None else limiter.holding(lease, stream))
 
 
 @api("GET")

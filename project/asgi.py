@@ -18,6 +18,11 @@ except ImproperlyConfigured as exc:  # e.g. no SECRET_KEY with DEBUG off: say wh
     print(f"Cannot start the server: {exc}", file=sys.stderr, flush=True)
     sys.exit(STARTUP_FAILURE)
 
-from chat.asgi import with_chat  # noqa: E402  (needs the app registry loaded)
+from chat.asgi import tune_garbage_collector, with_chat  # noqa: E402  (needs the app registry loaded)
 
 application = with_chat(django_application)
+
+# A server that holds many open streams may opt in to the collector tuning the app offers:
+# GC_THRESHOLDS=5000,20,100 (the benchmarks set it); unset, Python's collector is left alone.
+if thresholds := os.environ.get("GC_THRESHOLDS", "").strip():
+    tune_garbage_collector(thresholds=tuple(int(n) for n in thresholds.split(",")))

@@ -41,7 +41,7 @@ ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"] if
 # HTTPS=1: the site is served over HTTPS, by uvicorn itself or behind a proxy that says so in
 # X-Forwarded-Proto (believed only from CHAT_TRUSTED_PROXIES: chat/proxies.py drops it from
 # anyone else). HSTS tells browsers to come back over HTTPS only, for SECURE_HSTS_SECONDS.
-SILENCED_SYSTEM_CHECKS: list[str] = []  # added to below, each with its reason
+# Without it, `check --deploy` says what is missing (security.W004, W008, W012, W016).
 HTTPS = env_bool("HTTPS", False)
 if HTTPS:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
@@ -49,18 +49,20 @@ if HTTPS:
     SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = True
     SECURE_HSTS_SECONDS = int(os.environ.get("SECURE_HSTS_SECONDS") or 365 * 24 * 3600)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
+    # Off by default: browsers' preload list is a commitment that takes months to undo, so
+    # `check --deploy` keeps asking (security.W021) until the operator decides, either way.
     SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
-    # `check --deploy` asks for both; each is the operator's choice, made in the environment
-    # (README: Deploying), so the check stays quiet about the one left off. Preload is off by
-    # default: browsers' preload list is a commitment that takes months to undo.
-    SILENCED_SYSTEM_CHECKS += [
-        *([] if SECURE_HSTS_INCLUDE_SUBDOMAINS else ["security.W005"]),
-        *([] if SECURE_HSTS_PRELOAD else ["security.W021"]),
-    ]
+
+# Nothing is silenced by the project: a check is silenced only where the environment says so
+# (comma separated, e.g. SILENCED_SYSTEM_CHECKS=security.W021,chat.W003), each the operator's
+# own decision (README: Deploying).
+SILENCED_SYSTEM_CHECKS = env_list("SILENCED_SYSTEM_CHECKS", [])
 
 INSTALLED_APPS = [
     # `chat` comes before staticfiles so that its streaming `runserver` wins.
     "chat",
+    # Its system checks for the static files settings below.
+    "servestatic",
     "corsheaders",
     "django.contrib.admin",
     "django.contrib.auth",
@@ -74,21 +76,16 @@ MIDDLEWARE = [
     # First: X-Forwarded-* from a peer that is not in CHAT_TRUSTED_PROXIES are dropped here.
     "chat.proxies.ForwardedHeadersMiddleware",
     "corsheaders.middleware.CorsMiddleware",
-    # Django's own middleware, with the hooks that do no I/O run on the event loop rather than
-    # through a thread hop each (chat/middleware.py; Django's classes work too, slower).
-    "chat.middleware.SecurityMiddleware",
+    "django.middleware.security.SecurityMiddleware",
     # Static files, DEBUG on or off, with no collectstatic step (after the HTTPS redirect).
-    "project.static_files.StaticFilesMiddleware",
-    "chat.middleware.SessionMiddleware",
-    "chat.middleware.CommonMiddleware",
-    "chat.middleware.CsrfViewMiddleware",
-    "chat.middleware.AuthenticationMiddleware",
-    "chat.middleware.MessageMiddleware",
-    "chat.middleware.XFrameOptionsMiddleware",
+    "servestatic.middleware.ServeStaticMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
-# Django's deploy checks find its security, clickjacking and CSRF middleware only by their
-# names; chat.W004-W006 check the same, knowing chat.middleware's subclasses.
-SILENCED_SYSTEM_CHECKS += ["security.W001", "security.W002", "security.W003"]
 
 ROOT_URLCONF = "project.urls"
 WSGI_APPLICATION = "project.wsgi.application"
@@ -117,7 +114,7 @@ DATABASES = {
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # A pool per process (Django's, psycopg_pool): requests borrow a connection and give it
-    # back when they end (a stream at once: chat/request_thread.py), the replies' writer
+    # back when they end (a stream once it is open: chat/streams.py), the replies' writer
     # threads (CHAT_DB_THREADS) keep one each. So a process never holds more than
     # DATABASE_POOL_SIZE connections however many requests arrive at once; a request that
     # finds none free waits up to 10 s. Persistent connections (CONN_MAX_AGE) would not bound
@@ -136,11 +133,8 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "timeout": 30,
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
-    # Connections kept open (persistent): requests run on pooled threads (chat/request_thread.py),
-    # each keeping its connection for the next request, and opening one cost 4 % of the CPU of
-    # opening a reply (issue 14's profile). At most IDLE_KEPT idle threads stay; a thread the
-    # pool lets go closes its connection first.
-    DATABASES["default"]["CONN_MAX_AGE"] = None
+    # No persistent connections (CONN_MAX_AGE 0, as Django advises under ASGI): each request
+    # runs on a thread of its own, so a connection kept would serve no other request.
     # Tests share the database with a real server thread, so it must be a file.
     DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / "test-db.sqlite3")}
 
@@ -160,8 +154,10 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
-# WhiteNoise serves the apps' static files where they are (and STATIC_ROOT's, if collected).
-WHITENOISE_USE_FINDERS = True
+# ServeStatic (an async-capable WhiteNoise) serves the apps' static files where they are, found
+# by Django's finders at start: no collectstatic step. While DEBUG is on it looks them up again
+# on each request, so that edits show at once (SERVESTATIC_AUTOREFRESH's default).
+SERVESTATIC_USE_FINDERS = True
 
 # Django's database sessions, read with one SELECT instead of the ORM (chat/sessions.py).
 SESSION_ENGINE = "chat.sessions"

@@ -64,11 +64,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+class LoopServer(uvicorn.Server):
+    """A uvicorn server that keeps its event loop, for work sent from other threads."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    async def startup(self, sockets=None) -> None:
+        self.loop = asyncio.get_running_loop()
+        await super().startup(sockets=sockets)
+
+
 class LiveServer:
     """The project's ASGI application under uvicorn, in a thread of this process."""
 
     def __init__(self) -> None:
-        from chat.management.commands.runserver import LoopServer
         from project.asgi import application
 
         self.sock = socket.socket()

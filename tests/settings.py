@@ -64,8 +64,6 @@ CHAT_CACHE_TTL = 0
 # The demo model's reasoning and tool call (issue 12) change its replies' events and text;
 # the suite's demo replies stay plain, and tests/test_tools.py turns them on.
 CHAT_DEMO_STEPS = False
-# The in-process servers leave the test process's garbage collector as Python has it (no freeze).
-CHAT_GC_THRESHOLDS = ""
 # The suite signs in many times from one address: failed sign-ins are not throttled here;
 # tests/test_logins.py turns the throttle on.
 AXES_ENABLED = False

@@ -95,43 +95,37 @@ def test_the_big_conversation_benchmark_runs_end_to_end(tmp_path):
 
 
 @pytest.mark.timeout(120)
-def test_opening_replies_makes_no_thread_and_few_hops():
-    """bench/hops.py counts (never times) the calls handed to threads while replies run: a
-    request borrows a pooled thread (chat/request_thread.py) and the middleware hooks that
-    do no I/O stay on the loop (chat/middleware.py); before issue 14, 22 calls a reply and
-    3 new threads; 4 waited for on the request's thread, then 2, now none."""
+def test_a_replys_thread_hops_are_a_few_never_one_per_token():
+    """bench/hops.py counts (never times) the calls handed to threads while replies run. The
+    app's own hops, the reply's writes on the replies' writer thread, are a few per reply
+    whatever its length (40 tokens here). Django's own middleware (MiddlewareMixin) hands each
+    of its hooks to the request's thread under ASGI: 13 hops a reply for the project's seven,
+    until Django makes it one transition for the chain (Django ticket #37177)."""
     result = subprocess.run(
         [sys.executable, "-m", "bench.hops", "5"], cwd=ROOT, capture_output=True, text=True, timeout=110
     )
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
-    assert lines[-1].split() == ["0.0", "threads", "started"], result.stdout
-    assert "a request's own new thread" not in result.stdout
-    assert not any("Middleware" in line for line in lines), result.stdout
-    request_hops = sum(
-        float(line.split()[0]) for line in lines if "chat-request:" in line and "(queued" not in line
-    )
-    # None: on SQLite the session is read on the loop (chat/sessions.py) and the request ends
-    # there (chat/handling.py), its writes on the replies' writer thread.
-    assert request_hops <= 0.5, result.stdout
-    assert "chat-request" not in result.stdout, result.stdout
-    assert "Signal.asend" not in result.stdout
+    writer_hops = sum(float(line.split()[0]) for line in lines if "chat-db:" in line)
+    assert 0 < writer_hops <= 8, result.stdout
+    middleware = sum(float(line.split()[0]) for line in lines if "Middleware." in line)
+    assert middleware <= 13.5, result.stdout
 
 
 @pytest.mark.timeout(120)
-def test_a_streamed_token_wakes_one_task_not_two():
+def test_a_streamed_token_costs_a_bounded_number_of_python_calls():
     """bench/calls.py counts (never times) the Python calls per token on the event loop: the
-    reply's task writes each text to its waiting streams itself (chat/sse.py, Outlet), so the
-    stream's generator and Django's sending loop are not resumed per token (before: twice each)."""
+    reply's task appends it, the stream's generator sends it through Django's handler. About
+    40 with Django 5.2; a change that made the path per token heavier shows here."""
     result = subprocess.run(
         [sys.executable, "-m", "bench.calls", "5"], cwd=ROOT, capture_output=True, text=True, timeout=110
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    per_token = {line.split()[1]: float(line.split()[0]) for line in result.stdout.splitlines()[2:]}
-    assert per_token.get("chat/sse.py:write", 0) >= 0.5, result.stdout
-    # A few texts may still take the usual way (two within the merge window on a busy machine).
-    assert per_token.get("chat/streams.py:reply_stream", 0) < 0.5, result.stdout
-    assert per_token.get("django/core/handlers/asgi.py:send_response", 0) < 0.5, result.stdout
+    lines = result.stdout.splitlines()
+    total = next(float(line.split()[0]) for line in lines if "Python calls per token" in line)
+    per_token = {line.split()[1]: float(line.split()[0]) for line in lines[2:]}
+    assert total < 60, result.stdout
+    assert 0.5 <= per_token.get("chat/streams.py:reply_stream", 0) <= 3, result.stdout
 
 
 def test_the_scenario_servers_run_on_their_own_event_log_whatever_the_callers_redis(monkeypatch, tmp_path):

@@ -77,22 +77,48 @@ def test_manage_py_runs_in_development_without_any_setting(database):
     assert "(security.W009) Your SECRET_KEY" in done.stderr
 
 
-def test_check_deploy_reports_no_issue_in_the_documented_production_environment():
-    env = without(server_env("postgres://chat@db.internal/chat"), "ALLOWED_HOSTS", "SECRET_KEY")
-    env.update(
-        DEBUG="0",
-        SECRET_KEY=secrets.token_urlsafe(50),
-        ALLOWED_HOSTS="chat.example.org",
-        HTTPS="1",
-        CHAT_TRUSTED_PROXIES="10.0.0.2",
-        REDIS_URL="redis://10.0.0.3:6379/0",
-    )
+def check_deploy(**settings: str) -> str:
+    """`manage.py check --deploy` with DEBUG off, a real key and `settings`: what it printed."""
+    env = without(server_env("postgres://chat@db.internal/chat"), "SILENCED_SYSTEM_CHECKS")
+    env.update(DEBUG="0", SECRET_KEY=secrets.token_urlsafe(50), **settings)
     done = subprocess.run(
         [PYTHON, "manage.py", "check", "--deploy"], cwd=ROOT, env=env, capture_output=True, text=True
     )
     assert done.returncode == 0, done.stderr
-    assert "System check identified no issues" in done.stdout, done.stdout + done.stderr
-    assert "WARNINGS" not in done.stdout + done.stderr
+    return done.stdout + done.stderr
+
+
+def reported(output: str) -> set[str]:
+    return set(re.findall(r"\(([a-z]+\.[EW]\d+)\)", output))
+
+
+def test_check_deploy_without_https_reports_django_s_own_warnings_and_silences_nothing():
+    """Django's own middleware by name: its HSTS, SSL-redirect and CSRF-cookie checks fire."""
+    output = check_deploy(ALLOWED_HOSTS="chat.example.org", REDIS_URL="redis://10.0.0.3:6379/0")
+    assert {"security.W004", "security.W008", "security.W012", "security.W016"} <= reported(output)
+    assert "(0 silenced)" in output
+
+
+PRODUCTION = {
+    "ALLOWED_HOSTS": "chat.example.org",
+    "HTTPS": "1",
+    "CHAT_TRUSTED_PROXIES": "10.0.0.2",
+    "REDIS_URL": "redis://10.0.0.3:6379/0",
+}
+
+
+def test_check_deploy_in_the_documented_production_environment_asks_only_about_preload():
+    """HSTS preload is the operator's decision (months to undo): asked until it is made."""
+    assert reported(check_deploy(**PRODUCTION)) == {"security.W021"}
+
+
+@pytest.mark.parametrize(
+    "decision", [{"SECURE_HSTS_PRELOAD": "1"}, {"SILENCED_SYSTEM_CHECKS": "security.W021"}], ids=["yes", "no"]
+)
+def test_check_deploy_reports_no_issue_once_the_operator_decides_about_preload(decision):
+    output = check_deploy(**PRODUCTION, **decision)
+    assert "System check identified no issues" in output, output
+    assert "WARNINGS" not in output
 
 
 # --- DEBUG off under uvicorn: the page and its static files -------------------------------
@@ -129,7 +155,7 @@ def test_uvicorn_runs_with_debug_off_by_default_and_serves_the_page_s_files(star
         for path, response in files.items():
             assert response.status_code == 200, path
             assert response.headers["content-type"].startswith(("text/javascript", "text/css")), path
-            assert response.headers["cache-control"] == "max-age=60, public", path  # WhiteNoise's
+            assert response.headers["cache-control"] == "max-age=60, public", path  # ServeStatic's
         chat_js = files["/static/chat/chat.js"]
         assert chat_js.content == (ROOT / "chat/static/chat/chat.js").read_bytes()
 

@@ -4,14 +4,20 @@ tests/settings.py turns every limit off; each test here turns on the ones it is 
 key prefix of its own, so that it starts from fresh counts.
 """
 
+import logging
+import os
 import time
 import uuid
 
 import httpx
 import pytest
 
+from chat import conf
 from chat.models import Conversation, Message
+from chat.ratelimit.backends import Checks, MemoryBackend, Outcome
+from chat.ratelimit.redis import RedisBackend
 from chat.replies import generation
+from tests.conftest import free_port, need_service
 from tests.fakes import gate, script
 from tests.sse_client import text_of
 
@@ -19,11 +25,39 @@ FAKE = "script:fake"
 QUICK = script({"say": "ok"}, {"finish": "stop", "usage": [1, 1]})
 
 
+class LimitsOnlyRedis(RedisBackend):
+    """The environment's Redis (REDIS_URL) for the limits alone: the rest of the in-process
+    server (its event log) stays in memory, as tests/settings.py has it."""
+
+    @classmethod
+    def from_settings(cls) -> "LimitsOnlyRedis":
+        return cls(os.environ["REDIS_URL"], str(conf.get("CHAT_LIMITS_PREFIX")))
+
+
 @pytest.fixture
-def lim(settings):
+def fresh(settings):
     """The settings, with every limit off and counts of this test's own (a fresh key prefix)."""
     settings.CHAT_LIMITS_PREFIX = f"test-{uuid.uuid4().hex[:12]}"
     return settings
+
+
+@pytest.fixture(params=["memory", "redis"])
+def lim(request, fresh):
+    """Fresh counts in memory, then in Redis: both backends must answer alike."""
+    settings, prefix = fresh, fresh.CHAT_LIMITS_PREFIX
+    if request.param == "memory":
+        yield settings
+        return
+    import redis
+
+    url = need_service("REDIS_URL")
+    settings.CHAT_LIMITS_BACKEND = "tests.test_limits.LimitsOnlyRedis"
+    yield settings
+    client = redis.Redis.from_url(url)
+    keys = list(client.scan_iter(match=f"{prefix}*", count=1000))  # "-proxied" too
+    if keys:
+        client.delete(*keys)
+    client.close()
 
 
 def refused(response: httpx.Response, limit: str) -> dict:
@@ -44,17 +78,9 @@ def send(tab, cid: str, content: str = QUICK, **headers) -> httpx.Response:
     return tab.post(f"/api/conversations/{cid}/messages", json={"content": content}, headers=headers)
 
 
-def early_in_a_second() -> None:
-    """Wait (at most a second, in short steps) for the start of a wall-clock second: the memory
-    storage's windows are whole seconds, and the test's sends must fall in one."""
-    while time.time() % 1 > 0.3:
-        time.sleep(0.02)
-
-
 def test_the_message_over_the_limit_is_refused_stores_nothing_and_passes_later(tab, lim):
     lim.CHAT_LIMIT_MESSAGES = "3/second"
     cid = tab.conversation(model=FAKE)["id"]
-    early_in_a_second()
     for _ in range(3):
         assert send(tab, cid).status_code == 201
     before = counts()
@@ -283,3 +309,48 @@ def test_the_admin_shows_an_owners_usage_and_who_is_refused(tab, server, lim, dj
         assert "Limits: who is refused" in admin.get("/admin/chat/conversation/").text
     finally:
         admin.close()
+
+
+# --- a storage out of reach lets requests through; a bug fails them (CHAT_LIMITS_BACKEND) ----
+
+
+class UnreachableRedis(RedisBackend):
+    """Redis where nothing listens: every call is refused a connection, as when Redis is down."""
+
+    @classmethod
+    def from_settings(cls) -> "UnreachableRedis":
+        return cls(f"redis://127.0.0.1:{free_port()}/0", "unreachable", socket_connect_timeout=2)
+
+
+class Buggy(MemoryBackend):
+    """A backend with a bug: what a renamed attribute of a library it calls would give."""
+
+    async def check(self, checks: Checks) -> Outcome:
+        return await self.storage.acquire_sliding_window_entry(checks)  # no such attribute
+
+
+def test_limits_whose_storage_is_out_of_reach_let_requests_through_and_say_so(tab, fresh, caplog):
+    fresh.CHAT_LIMITS_BACKEND = "tests.test_limits.UnreachableRedis"
+    fresh.CHAT_LIMIT_MESSAGES, fresh.CHAT_LIMIT_REPLIES, fresh.CHAT_QUOTA_TOKENS = "1/day", 1, "1/day"
+    cid = tab.conversation(model=FAKE)["id"]
+    with caplog.at_level(logging.WARNING, logger="chat.ratelimit"):
+        for _ in range(3):  # each past every limit, were they counted
+            reply = tab.send(QUICK, cid)["assistant_message"]
+            assert tab.stream(reply["id"])[-1].event == "done"
+    warnings = [r.getMessage() for r in caplog.records if r.name == "chat.ratelimit"]
+    assert len(warnings) == 1, warnings  # at most one every 30 s
+    assert "ConnectionError" in warnings[0] and "let through" in warnings[0]
+
+
+def test_limits_that_fail_with_a_bug_fail_the_send_and_start_no_reply(tab, fresh):
+    """Only the storage's own outage lets requests through: any other error is a 500, never a
+    limit that turned itself off."""
+    fresh.CHAT_LIMITS_BACKEND = "tests.test_limits.Buggy"
+    fresh.CHAT_LIMIT_REPLIES = 3
+    cid = tab.conversation(model=FAKE)["id"]
+    before = counts()
+    response = send(tab, cid)
+    assert response.status_code == 500, response.text
+    assert response.json()["code"] == "internal_error"
+    assert counts() == before  # no message stored, no reply started
+    assert tab.get(f"/api/conversations/{cid}").json()["messages"] == []

@@ -1,11 +1,15 @@
-"""Limits shared through Redis by two server processes, and a killed process's slots freed.
+"""Limits shared through Redis by two server processes, a killed process's slots freed, a
+script flush that takes no slot twice, and Redis's own outage.
 
-Real Redis (REDIS_URL), keys under a prefix of this test's own, deleted afterwards.
+Real Redis (REDIS_URL), keys under a prefix of this test's own, deleted afterwards; the outage
+on a redis-server of the test's own. SCRIPT FLUSH empties the scripts of the whole server (every
+database): clients of it reload theirs (redis-py's `Script` does).
 """
 
 import signal
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -13,6 +17,7 @@ import pytest
 from tests.conftest import free_port, need_service
 from tests.processes import PYTHON, ServerProcess, Visitor, migrate, server_env
 from tests.sse_client import text_of
+from tests.test_redis_processes import RedisServer
 
 
 @pytest.fixture
@@ -101,42 +106,83 @@ def test_the_answer_cache_is_shared_by_two_processes(start):
     assert [e.json["state"] for e in received if e.event == "status"] == ["cached", "writing"]
 
 
-def test_the_pipelined_checks_count_as_the_limits_library_does(redis_prefix):
-    """chat/ratelimit/redis.py queues the library's own script on its own keys: the counts it
-    leaves must read back through the library's public API, and refuse where the library would."""
-    import asyncio
+def leases_held(url: str, prefix: str) -> int:
+    """The reply slots held in Redis under this test's prefix (live or not yet lapsed)."""
+    import redis
 
-    from limits import parse
+    client = redis.Redis.from_url(url)
+    try:
+        return sum(client.zcard(key) for key in client.scan_iter(match=f"{prefix}:leases:replies/*"))
+    finally:
+        client.close()
 
-    from chat.ratelimit.backends import Checks
-    from chat.ratelimit.redis import RedisBackend
+
+def test_a_burst_after_a_script_flush_admits_exactly_the_limit_and_leaves_no_orphan_slot(start, redis_prefix):
+    """After a Redis restart or SCRIPT FLUSH, every script is gone: a request's admission must
+    still take its slot once, not twice (the slot of a refused request blocked its owner for
+    the whole stale window, and a burst admitted anywhere from none to all of the limit)."""
+    import redis
 
     url, prefix = redis_prefix
-    item = parse("3/day")
+    # A stale window of 10 s: a slot left behind would still be held when the test looks.
+    a = start(
+        CHAT_LIMIT_REPLIES="3",
+        CHAT_LIMIT_MESSAGES="30/minute",
+        CHAT_LIMIT_MESSAGES_IP="120/minute",
+        CHAT_CHECKPOINT_INTERVAL="1",
+        CHAT_DEMO_RATE="2",
+        CHAT_DEMO_TOKENS="200",
+    )
+    browser = Visitor(a.url, session_first=True)
+    flusher = redis.Redis.from_url(url)
+    try:
+        for burst in range(3):
+            flusher.script_flush()
+            with ThreadPoolExecutor(8) as pool:
+                responses = list(pool.map(lambda _: post(browser, a.url, "a long reply"), range(8)))
+            statuses = sorted(r.status_code for r in responses)
+            assert statuses == [201] * 3 + [429] * 5, (burst, [r.text for r in responses])
+            assert {r.json()["limit"] for r in responses if r.status_code == 429} == {"replies"}
+            assert leases_held(url, prefix) == 3
+            replies = [r.json()["assistant_message"] for r in responses if r.status_code == 201]
+            stop(browser, a.url, replies[0])
+            assert leases_held(url, prefix) == 2
+            fourth = post(browser, a.url, "one more")  # a slot is free as soon as a reply ends
+            assert fourth.status_code == 201, fourth.text
+            for reply in [*replies[1:], fourth.json()["assistant_message"]]:
+                stop(browser, a.url, reply)
+            assert leases_held(url, prefix) == 0
+    finally:
+        flusher.close()
 
-    async def scenario() -> tuple:
-        backend = RedisBackend(url, prefix)
-        try:
-            checks = Checks(
-                quota=None, leases=(("replies/x", "lease-1", 1),), hits=((item, ("m", "x")),), ttl=5
-            )
-            first = await backend.check(checks)
-            again = Checks(
-                quota=(parse("5/day"), ("tokens", "x")), leases=(), hits=((item, ("m", "x")),), ttl=5
-            )
-            outcomes = [await backend.check(again) for _ in range(3)]
-            window = await backend.storage.get_sliding_window(item.key_for("m", "x"), item.get_expiry())
-            public = await backend.window.hit(item, "m", "x")  # the library's own call agrees: full
-            await backend.quota.hit(parse("5/day"), "tokens", "x", cost=5)
-            spent = await backend.check(again)
-            held = await backend.held("replies/x")
-            return first, outcomes, window, public, spent, held
-        finally:
-            await backend.close()
 
-    first, outcomes, window, public, spent, held = asyncio.run(scenario())
-    assert first.leases == (True,) and first.hits == (True,) and held == 1
-    assert [o.hits for o in outcomes] == [(True,), (True,), (False,)]
-    assert all(o.quota for o in outcomes)
-    assert window[2] == 3 and public is False
-    assert spent.quota is False
+def stop(browser: Visitor, url: str, reply: dict) -> None:
+    """Stop a reply; its slot is given back before its end is saved."""
+    response = browser.http.post(f"{url}/api/messages/{reply['id']}/stop", headers=browser.headers)
+    assert response.status_code == 200 and response.json()["status"] == "stopped", response.text
+
+
+def test_while_redis_is_down_sends_are_let_through_and_counted_again_once_it_is_back(tmp_path):
+    """Redis's own outage, for real (a redis-server of the test's own, killed): the one failure
+    that lets requests through, with a warning; the counts resume when Redis is back."""
+    redis_server = RedisServer().start()
+    database = f"sqlite:///{tmp_path / 'down.sqlite3'}"
+    migrate(server_env(database))
+    env = server_env(
+        database, REDIS_URL=redis_server.url, CHAT_LIMIT_MESSAGES="2/day", CHAT_REDIS_TIMEOUT="1"
+    )
+    port = free_port()
+    command = [PYTHON, "-m", "uvicorn", "project.asgi:application", "--port", str(port)]
+    a = ServerProcess(command, env, port).start()
+    try:
+        browser = Visitor(a.url, session_first=True)
+        assert [post(browser, a.url, "hello").status_code for _ in range(3)] == [201, 201, 429]
+        redis_server.kill()
+        assert [post(browser, a.url, "hello").status_code for _ in range(2)] == [201, 201]
+        a.wait_for(lambda: "Limits not checked" in a.output, 10, "the warning")
+        assert a.output.count("Limits not checked") == 1  # at most one every 30 s
+        redis_server.start()  # the same port, empty: counting starts again
+        assert [post(browser, a.url, "hello").status_code for _ in range(3)] == [201, 201, 429]
+    finally:
+        a.stop()
+        redis_server.kill()

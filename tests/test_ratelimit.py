@@ -1,14 +1,19 @@
-"""The limiter's parts that need no server: rates, waits, the sentences, leases that lapse."""
+"""The limiter's parts that need no server: rates, waits, the sentences, leases that lapse,
+and the counting every backend does alike (memory, and Redis when REDIS_URL is set)."""
 
 import asyncio
+import time
+import uuid
+from collections.abc import Callable, Iterator
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
-from limits import parse
+from limits import RateLimitItem, parse
 
-from chat.ratelimit.backends import MemoryBackend
+from chat.ratelimit.backends import Backend, Checks, Counters, MemoryBackend
 from chat.ratelimit.limiter import in_words, sliding_wait
 from chat.ratelimit.rules import describe, parse_count, parse_rate
+from tests.conftest import need_service
 
 
 @pytest.mark.parametrize("value", ["0", "", None, "off", "0/minute"])
@@ -81,3 +86,151 @@ def test_a_limit_written_wrong_fails_the_system_check(settings):
     settings.CHAT_LIMIT_MESSAGES = "thirty a minute"
     with pytest.raises(SystemCheckError, match="CHAT_LIMIT_MESSAGES: 'thirty a minute'"):
         call_command("check")
+
+
+def test_memory_counts_are_forgotten_once_lapsed():
+    counters = Counters()
+    item = parse("2/minute")
+    assert counters.hit("a", 2, 60, now=1000.0) and counters.hit("a", 2, 60, now=1001.0)
+    assert not counters.hit("a", 2, 60, now=1002.0)
+    counters.charge("q", 5, 3600, now=1000.0)
+    counters.sweep(now=1000.0 + Counters.SWEEP_EVERY)  # within two windows: kept
+    assert "a" in counters.windows and "q" in counters.fixed
+    counters.sweep(now=1000.0 + 3600)
+    assert counters.windows == {} and counters.fixed == {}
+    assert counters.window("a", item.get_expiry(), now=5000.0).used(60) == 0
+
+
+# --- every backend counts alike --------------------------------------------------------------
+
+MINUTE = parse("10/minute")
+WHO = ("messages", "visitor:x")
+
+
+@pytest.fixture
+def make_redis_backend() -> Iterator[Callable[[], Backend]]:
+    """Redis backends on keys of this test's own, deleted afterwards."""
+    import redis
+
+    from chat.ratelimit.redis import RedisBackend
+
+    url = need_service("REDIS_URL")
+    prefix = f"chat-test-{uuid.uuid4().hex[:12]}"
+    yield lambda: RedisBackend(url, prefix)
+    client = redis.Redis.from_url(url)
+    keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+@pytest.fixture(params=["memory", "redis"])
+def make_backend(request) -> Callable[[], Backend]:
+    """Each backend in turn, made inside the test's own event loop (a Redis client belongs to
+    one loop)."""
+    return MemoryBackend if request.param == "memory" else request.getfixturevalue("make_redis_backend")
+
+
+def run(make_backend: Callable[[], Backend], scenario) -> object:
+    async def main() -> object:
+        backend = make_backend()
+        try:
+            return await asyncio.wait_for(scenario(backend), 10)
+        finally:
+            await backend.close()
+
+    return asyncio.run(main())
+
+
+async def put_window(
+    backend: Backend, item: RateLimitItem, *, started_ago: float, current: int, previous: int
+):
+    """A message window as it would be had its current window started `started_ago` seconds
+    ago with these counts (a state reached in minutes, written in a moment)."""
+    key, expiry = item.key_for(*WHO), item.get_expiry()
+    if isinstance(backend, MemoryBackend):
+        backend.counters.windows[key] = (time.monotonic() - started_ago, current, previous, expiry)
+        return
+    seconds, micros = await backend.client.time()
+    start = seconds * 1000 + micros // 1000 - int(started_ago * 1000)
+    name = f"{backend.prefix}:sliding:{key}"
+    await backend.client.hset(name, mapping={"s": start, "c": current, "p": previous})
+    await backend.client.pexpire(name, 2 * expiry * 1000)
+
+
+def hits(item: RateLimitItem = MINUTE) -> Checks:
+    return Checks(quotas=(), leases=(), hits=((item, WHO),), ttl=5)
+
+
+@pytest.mark.parametrize(
+    "started_ago, current, previous, allowed, weighs",
+    [
+        (0, 0, 0, 10, 60),  # nothing counted yet: a first hit starts the window
+        (30, 0, 9, 6, 30),  # 9 weighing half: 4 (rounded down), so 6 more
+        (20, 3, 7, 3, 40),  # 7 x 40/60, 4 (rounded down), and 3 in this window
+        (80, 8, 2, 5, 40),  # the window ended 20 s ago: its 8 are the previous, weighing 40/60: 5
+        (130, 8, 2, 10, 60),  # two windows ago: nothing left (a new window starts at the hit)
+    ],
+)
+def test_a_sliding_window_weighs_the_previous_window(
+    make_backend, started_ago, current, previous, allowed, weighs
+):
+    async def scenario(backend: Backend) -> tuple:
+        await put_window(backend, MINUTE, started_ago=started_ago, current=current, previous=previous)
+        results = [(await backend.check(hits())).hits[0] for _ in range(allowed + 1)]
+        return results, await backend.window(MINUTE, WHO)
+
+    results, window = run(make_backend, scenario)
+    assert results == [True] * allowed + [False]
+    assert window.used(60) == 10
+    assert window.previous_ttl == pytest.approx(weighs, abs=1)
+    assert window.current_ttl == pytest.approx(60 + weighs, abs=1)
+
+
+def test_a_refused_request_takes_no_slot_and_still_counts_its_message(make_backend):
+    async def scenario(backend: Backend) -> tuple:
+        assert await backend.acquire("replies/x", "first", 1, 5)
+        checks = Checks(quotas=(), leases=(("replies/x", "second", 1),), hits=((MINUTE, WHO),), ttl=5)
+        refused = await backend.check(checks)
+        await backend.release("replies/x", "first")
+        admitted = await backend.check(checks)
+        return refused, admitted, await backend.held("replies/x"), await backend.window(MINUTE, WHO)
+
+    refused, admitted, held, window = run(make_backend, scenario)
+    assert (refused.leases, refused.hits, refused.admitted) == ((False,), (True,), False)
+    assert (admitted.leases, admitted.hits, admitted.admitted) == ((True,), (True,), True)
+    assert held == 1 and window.current == 2
+
+
+def test_a_token_quota_is_a_window_from_the_first_charge_and_refuses_once_spent(make_backend):
+    day, whose = parse("10/day"), ("tokens", "visitor:x")
+    checks = Checks(quotas=((day, whose),), leases=(), hits=(), ttl=5)
+
+    async def scenario(backend: Backend) -> tuple:
+        before = await backend.quota(day, whose)
+        await backend.charge(day, whose, 7)
+        first = await backend.quota(day, whose)
+        open_ = await backend.check(checks)
+        await backend.charge(day, whose, 5)  # the reply that crosses it is charged in full
+        return before, first, open_, await backend.check(checks), await backend.quota(day, whose)
+
+    before, first, open_, spent, after = run(make_backend, scenario)
+    assert (before.used, before.renews_in) == (0, 0)
+    assert first.used == 7 and first.renews_in == pytest.approx(86400, abs=5)
+    assert open_.quotas == (True,) and open_.admitted
+    assert spent.quotas == (False,) and not spent.admitted
+    assert after.used == 12 and after.renews_in <= first.renews_in  # the window did not restart
+
+
+def test_an_admission_after_a_script_flush_runs_once(make_redis_backend):
+    """Redis forgets its scripts when it restarts or is told SCRIPT FLUSH: the call that meets
+    NOSCRIPT ran nothing, and runs once when sent again."""
+
+    async def scenario(backend: Backend) -> tuple:
+        await backend.client.script_flush()
+        checks = Checks(quotas=(), leases=(("replies/x", "only", 1),), hits=((MINUTE, WHO),), ttl=5)
+        outcome = await backend.check(checks)
+        return outcome, await backend.held("replies/x"), await backend.window(MINUTE, WHO)
+
+    outcome, held, window = run(make_redis_backend, scenario)
+    assert outcome.admitted and held == 1 and window.current == 1

@@ -5,8 +5,10 @@ import sqlite3
 import time
 from pathlib import Path
 
+import django
 import httpx
 import pytest
+import uvicorn
 
 from tests.conftest import free_port
 from tests.processes import PYTHON, ROOT, ServerProcess, migrate, server_env
@@ -87,15 +89,20 @@ def test_events_arrive_over_time_not_at_the_end(start, kind):
 def test_runserver_keeps_the_banner_addrport_and_static_files(start):
     server = start("runserver")
     server.wait_for(lambda: "Quit the server with CONTROL-C." in server.output, 20, "the banner")
-    assert f"Starting development server at http://127.0.0.1:{server.port}/" in server.output
-    assert "Django version 5.2" in server.output
+    # What serves, whatever Django's own banner says (6.0's: "Starting WSGI development server").
+    started = (
+        f"Starting ASGI development server (uvicorn {uvicorn.__version__}) at http://127.0.0.1:{server.port}/"
+    )
+    assert started in server.output
+    assert f"Django version {django.get_version()}" in server.output
+    assert "System check identified no issues" in server.output
     assert "Watching for file changes with StatReloader" in server.output
     css = httpx.get(server.url + "/static/chat/chat.css")
     assert css.status_code == 200 and "color-scheme" in css.text
 
 
 def test_runserver_accepts_nostatic_and_the_app_still_serves_its_static_files(start):
-    """As in production, the application serves them (project/static_files.py, WhiteNoise)."""
+    """As in production, the application serves them (ServeStatic's middleware)."""
     server = start("runserver", extra_args=("--nostatic", "--noreload"))
     assert httpx.get(server.url + "/static/chat/chat.css").status_code == 200
 
@@ -104,8 +111,8 @@ def test_runserver_accepts_nostatic_and_the_app_still_serves_its_static_files(st
     ("kind", "extra_args", "sig", "group"),
     [
         ("runserver", (), signal.SIGINT, True),  # Ctrl-C in the terminal: the whole job
-        ("runserver", (), signal.SIGTERM, False),  # kill <pid> of the reloader's parent
         ("runserver", ("--noreload",), signal.SIGINT, True),
+        ("runserver", ("--noreload",), signal.SIGTERM, False),
         ("uvicorn", (), signal.SIGTERM, False),
         ("uvicorn", (), signal.SIGINT, True),
     ],
@@ -123,6 +130,21 @@ def test_stopping_the_server_saves_replies_in_flight_as_interrupted(
     [(status, content)] = rows(database, "SELECT status, content FROM chat_message WHERE role = 'assistant'")
     assert status == "interrupted"
     assert content == text_of(received) and len(content) > 0
+
+
+def test_sigterm_to_the_reloader_s_parent_leaves_the_reply_to_the_next_start_s_sweeper(start, database):
+    """Django's reloader kills the server process on SIGTERM (runserver's docstring): the reply
+    keeps its last checkpoint, and the next server marks it `interrupted`."""
+    env = {"CHAT_DEMO_RATE": "20", "CHAT_DEMO_TOKENS": "400", "CHAT_CHECKPOINT_INTERVAL": "0.1"}
+    server = start("runserver", **env)
+    terminate = lambda: server.signal(signal.SIGTERM)  # noqa: E731 - the parent only
+    received = stream_reply(server.url, "a long answer", stop_after=5, on_text=terminate)
+    assert server.wait(20) == 0, server.output
+    assert received[-1].event not in ("done", "error")  # the connection just died
+    status = "SELECT status FROM chat_message WHERE role = 'assistant'"
+    assert rows(database, status) == [("streaming",)]
+    next_start = start("uvicorn", **env)
+    next_start.wait_for(lambda: rows(database, status) == [("interrupted",)], 15, "the sweeper")
 
 
 def test_a_code_change_reloads_runserver_and_saves_the_reply_in_flight(start, database):

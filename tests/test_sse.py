@@ -56,7 +56,9 @@ def _served(response) -> list[bytes]:
     return [m["body"] for m in sent[1:-1]]
 
 
-def test_the_handler_reads_the_apps_own_stream_and_a_middlewares_replacement_alike():
+def test_the_response_is_djangos_own_streaming_response_with_the_sse_headers():
+    from django.http import StreamingHttpResponse
+
     from chat.sse import sse_response
 
     async def stream():
@@ -64,8 +66,11 @@ def test_the_handler_reads_the_apps_own_stream_and_a_middlewares_replacement_ali
         yield text_event(1, "a")
 
     response = sse_response(stream())
-    assert aiter(response) is response._own  # no wrapper generators between (issue 14)
-    assert _served(sse_response(stream())) == [b"retry: 1\n\n", text_event(1, "a")]
+    assert type(response) is StreamingHttpResponse and response.is_async
+    assert response["Content-Type"] == "text/event-stream; charset=utf-8"
+    assert response["Cache-Control"] == "no-cache, no-transform"
+    assert response["X-Accel-Buffering"] == "no"
+    assert _served(response) == [b"retry: 1\n\n", text_event(1, "a")]  # one part per event
 
     replaced = sse_response(stream())
 

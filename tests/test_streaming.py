@@ -1,6 +1,9 @@
 """The SSE stream against a real uvicorn server: live delivery, resuming, stop, heartbeats."""
 
+import socket
+import threading
 import time
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -8,7 +11,7 @@ import pytest
 from chat.models import Message
 from chat.providers.demo import demo_tokens
 from tests.fakes import CLOSED, gate, script
-from tests.sse_client import events, last_id, text_of
+from tests.sse_client import Parser, events, last_id, text_of
 
 
 def test_events_arrive_as_they_are_produced(tab):
@@ -272,3 +275,146 @@ def test_deleting_a_conversation_stops_its_running_reply(tab):
     assert tab.delete(f"/api/conversations/{cid}").status_code == 204
     assert steps in CLOSED
     assert not Message.objects.filter(conversation_id=cid).exists()
+
+
+# --- the stream as Django's own handler sends it ------------------------------------------------
+
+
+def test_djangos_own_request_signal_receivers_stay_connected_while_the_app_runs(server):
+    """The app's lifespan (started by the test server) leaves the host's signals as they are."""
+    from django.core.signals import request_finished, request_started
+    from django.db import close_old_connections, reset_queries
+
+    for signal, receiver in (
+        (request_started, reset_queries),
+        (request_started, close_old_connections),
+        (request_finished, close_old_connections),
+    ):
+        assert signal.disconnect(receiver), f"{receiver.__name__} was not connected"
+        signal.connect(receiver)
+
+
+def test_a_projects_own_request_finished_receiver_hears_every_request_end_a_streams_included(tab):
+    from django.core.signals import request_finished
+
+    ended = threading.Semaphore(0)
+
+    def receiver(sender, **kwargs):
+        ended.release()
+
+    request_finished.connect(receiver, weak=False)
+    try:
+        assert tab.get("/api/models").status_code == 200
+        sent = tab.send(script({"say": "Hello"}), model="script:fake")  # its stream: one more
+        assert text_of(tab.stream(sent["assistant_message"]["id"])) == "Hello"
+        # Three requests (the models, the send, the stream); the signal is sent once each
+        # response is out, so the client may have read it first.
+        assert all(ended.acquire(timeout=10) for _ in range(3))
+    finally:
+        request_finished.disconnect(receiver)
+
+
+def test_a_client_that_hangs_up_ends_its_request_while_the_reply_goes_on(tab, server):
+    sent = tab.send(
+        script({"say": "one"}, {"gate": "hung up"}, {"say": " two"}, {"finish": "stop"}), model="script:fake"
+    )
+    mid = sent["assistant_message"]["id"]
+    tasks = server.server.server_state.tasks  # uvicorn's running request tasks
+    assert text_of(tab.stream(mid, limit=1)) == "one"  # then hang up
+    deadline = time.monotonic() + 5
+    while tasks and time.monotonic() < deadline:  # the stream's request ends at once, not at
+        time.sleep(0.01)  # its next heartbeat or the reply's end
+    assert not tasks
+    gate("hung up").set()
+    done = tab.wait_finished(mid, sent["assistant_message"]["conversation_id"])
+    assert (done["status"], done["content"]) == ("complete", "one two")
+
+
+def test_a_paced_reply_streams_every_text_once_in_order_and_resumes_from_any_id(tab):
+    words = [f" word{i}" for i in range(12)]
+    paced = [x for word in words for x in ({"say": word}, {"sleep": 0.03})]  # past the merge window
+    sent = tab.send(script(*paced), model="script:fake")
+    mid = sent["assistant_message"]["id"]
+    received = tab.stream(mid)
+    texts = [e for e in received if e.event == "message"]
+    assert "".join(e.json["text"] for e in texts) == "".join(words) == Message.objects.get(pk=mid).content
+    # Each id is the text's length once it is added; each event is whole tokens (a busy
+    # machine may merge two within the window).
+    ends = {len("".join(words[: i + 1])) for i in range(len(words))}
+    assert all(int(e.id) in ends for e in texts)
+    assert [int(e.id) for e in texts] == sorted({int(e.id) for e in texts})
+    assert [e.event for e in received[:3]] == ["retry", "start", "status"]
+    assert received[-1].event == "done"
+    middle = int(texts[len(texts) // 2].id)
+    assert text_of(tab.stream(mid, last_event_id=middle)) == "".join(words)[middle:]
+
+
+def test_no_heartbeat_while_texts_flow(tab, settings):
+    """The heartbeat fills silence only: texts a tenth of the interval apart need none."""
+    settings.CHAT_HEARTBEAT_INTERVAL = 0.5
+    paced = [x for i in range(20) for x in ({"say": f"{i} "}, {"sleep": 0.05})]
+    sent = tab.send(script(*paced), model="script:fake")
+    received = tab.stream(sent["assistant_message"]["id"])
+    first_text = next(i for i, e in enumerate(received) if e.event == "message")
+    assert [e for e in received[first_text:] if e.event == "comment"] == []
+    assert text_of(received) == "".join(f"{i} " for i in range(20))
+
+
+def _raw_stream(base_url: str, path: str, cookies: dict) -> socket.socket:
+    """A client with a tiny receive window that sends its request and then reads nothing."""
+    url = urlsplit(base_url)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect((url.hostname, url.port))
+    cookie = "; ".join(f"{k}={v}" for k, v in cookies.items())
+    lines = [f"GET {path} HTTP/1.1", f"Host: {url.netloc}", f"Cookie: {cookie}", "Accept: text/event-stream"]
+    sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+    return sock
+
+
+def _read_events(sock: socket.socket, timeout: float = 30) -> list:
+    """The whole chunked SSE body, parsed, once the client reads again."""
+    sock.settimeout(timeout)
+    data = b""
+    while not data.endswith(b"\r\n0\r\n\r\n"):
+        more = sock.recv(1 << 16)
+        assert more, "the server closed the connection early"
+        data += more
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head[:200]
+    payload = b""
+    while body:
+        size, _, rest = body.partition(b"\r\n")
+        n = int(size, 16)
+        payload, body = payload + rest[:n], rest[n + 2 :]
+    parser, received = Parser(), []
+    for line in payload.decode().split("\n"):
+        if (event := parser.feed(line)) is not None:
+            received.append(event)
+    return received
+
+
+def test_a_client_that_stops_reading_gets_every_text_once_in_order(tab):
+    """Flow control: the server's writes to a client that reads nothing wait, and nothing is
+    lost or repeated. 9 MB, 30 ms apart: more than the kernel's socket buffers take (they grow
+    to 4 MB) and uvicorn's 64 KiB."""
+    letters = [chr(ord("a") + i % 26) for i in range(150)]
+    paced = [x for letter in letters for x in ({"say": letter, "times": 60_000}, {"sleep": 0.02})]
+    sent = tab.send(script(*paced), model="script:fake")
+    mid = sent["assistant_message"]["id"]
+    sock = _raw_stream(str(tab.http.base_url), f"/api/messages/{mid}/stream", dict(tab.http.cookies))
+    try:
+        deadline = time.monotonic() + 30
+        while Message.objects.get(pk=mid).status == Message.Status.STREAMING:
+            assert time.monotonic() < deadline, "the reply did not end"
+            time.sleep(0.1)
+        received = _read_events(sock)
+    finally:
+        sock.close()
+    texts = [e for e in received if e.event == "message"]
+    expected = "".join(letter * 60_000 for letter in letters)
+    assert text_of(received) == expected == Message.objects.get(pk=mid).content
+    ids = [int(e.id) for e in texts]
+    assert ids == sorted(set(ids)) and ids[-1] == len(expected)
+    assert last_id(received) == len(expected)
+    assert received[-1].event == "done" and received[-1].json["status"] == "complete"

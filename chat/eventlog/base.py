@@ -1,13 +1,9 @@
 """What an event log stores for a reply, and the interface every backend implements."""
 
-import asyncio
-import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
-
-log = logging.getLogger("chat.eventlog")
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,38 +85,6 @@ class Subscription(ABC):
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release what the subscription holds."""
 
-    pushes = False  # set by a log that can push texts (memory, Redis)
-    push: Callable[[int, str], bool] | None = None
-    pushed_at = 0.0  # loop time of the last text pushed while next() waited
-
-    def push_text(self, push: Callable[[int, str], bool]) -> bool:
-        """Optional: while next() waits, hand each plain text to `push(offset, text)` (a Text's
-        fields: no object made per token) as it comes, on the task that brings it (the reply's
-        writer, or the log's reader): one task wake-up per token instead of two. A text `push`
-        refuses (False) is returned by next() instead. False: this log cannot (the default)."""
-        if self.pushes:
-            self.push = push
-        return self.pushes
-
-    def _silence_from_last_push(self, timeout: float) -> float | None:
-        """Once a wait's deadline has passed: the new deadline if texts were pushed meanwhile
-        (the heartbeat's silence counts from the last of them), else None."""
-        pushed_at, self.pushed_at = self.pushed_at, 0.0
-        return pushed_at + timeout if pushed_at else None
-
-    def _pushed(self, offset: int, text: str, loop: asyncio.AbstractEventLoop) -> bool:
-        """`push`'s answer. A callback that fails is the subscriber's problem, never the task
-        that brings the text: it is dropped, and next() returns the text."""
-        try:
-            done = self.push(offset, text)
-        except Exception:
-            log.exception("A stream could not take a text pushed to it; it reads the log instead")
-            self.push = None
-            return False
-        if done:
-            self.pushed_at = loop.time()
-        return done
-
 
 class EventLog(ABC):
     """Written by the one task generating a reply; read by any number of subscribers."""
@@ -134,7 +98,7 @@ class EventLog(ABC):
 
     # A log whose `append` never waits offers it as a plain method too, `append_now(reply_id,
     # text) -> int`, which the reply's task calls per delta instead: no coroutine made and run
-    # per token (issue 14). None: only `append`.
+    # per token, which a burst of replies pays on every token. None: only `append`.
     append_now: Callable[[str, str], int] | None = None
 
     @abstractmethod

@@ -81,48 +81,18 @@ class _Reply:
 
 
 class MemorySubscription(Subscription):
-    pushes = True
-
     def __init__(self, reply: _Reply, offset: int, side: int | None = None) -> None:
         self.reply = reply
         self.offset = offset
         self.side = reply.side_before(offset) if side is None else side
         self.state_seen: str | None = None
         self.future: asyncio.Future | None = None  # set while next() waits
-        self.held: Event | None = None  # taken by changed(), returned by next()
 
     def changed(self) -> None:
-        """The reply changed while next() waited. A plain text the push callback takes goes out
-        from here, on the writer's task, and next() goes on waiting; anything else wakes it."""
+        """The reply changed while next() waited: wake it."""
         future = self.future
-        if future is None or future.done():
-            return
-        if self.push is not None:
-            reply = self.reply
-            last = reply.chunks[-1] if reply.chunks else ""
-            if (
-                last
-                and reply.length - len(last) == self.offset
-                and not reply.steps
-                and reply.end is None
-                and (reply.state is None or reply.state == self.state_seen)
-            ):
-                # Per token, the usual case: the newest chunk is all that is new to this
-                # subscriber (what _pending would return, without making its Text).
-                if self._pushed(reply.length, last, future.get_loop()):
-                    self.offset = reply.length
-                    reply.waiters.append(self)
-                    return
-            else:
-                event = self._pending()
-                if event is None:  # nothing for this subscriber (a state it does not show)
-                    reply.waiters.append(self)
-                    return
-                if type(event) is Text and self._pushed(event.offset, event.text, future.get_loop()):
-                    reply.waiters.append(self)
-                    return
-                self.held = event
-        future.set_result(True)
+        if future is not None and not future.done():
+            future.set_result(True)
 
     def _next_step(self) -> Step | None:
         """The step due before any more text, reasoning deltas merged while they lag."""
@@ -170,17 +140,12 @@ class MemorySubscription(Subscription):
             return reply.end
         return None
 
-    def _take(self) -> Event | None:
-        event, self.held = self.held, None
-        return event or self._pending()
-
     async def next(self, timeout: float) -> Event | None:
-        event = self._take()
+        event = self._pending()
         if event is not None or timeout <= 0:
             return event
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        self.pushed_at = 0.0
         while event is None:
             left = deadline - loop.time()
             if left <= 0:
@@ -196,13 +161,9 @@ class MemorySubscription(Subscription):
             if not woken:  # the deadline, not a change: this waiter goes
                 if self in self.reply.waiters:  # (a change may have come since, and taken it)
                     self.reply.waiters.remove(self)
-                event = self._take()
-                if event is None and (later := self._silence_from_last_push(timeout)) is not None:
-                    deadline = later
-                    continue
-                return event
+                return self._pending()
             deadlines.waiting.pop(future, None)  # keeps the ticker's scan to the waiting ones
-            event = self._take()
+            event = self._pending()
         return event
 
 

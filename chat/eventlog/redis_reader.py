@@ -83,8 +83,6 @@ def _expire(future: asyncio.Future) -> None:
 class RedisSubscription(Subscription):
     """One follower of one reply's stream, fed by the catch-up read and then by the reader."""
 
-    pushes = True
-
     def __init__(
         self,
         key: str,
@@ -167,16 +165,8 @@ class RedisSubscription(Subscription):
 
     def _wake(self) -> None:
         waiter = self.waiter
-        if waiter is None or waiter.done():
-            return
-        # One plain text while next() waits: the push callback may write it from here, the
-        # reader's task (chat/streams.py), and next() goes on waiting.
-        queue = self.queue
-        text = queue[0] if len(queue) == 1 and not self.failed and self.push is not None else None
-        if type(text) is Text and self._pushed(text.offset, text.text, waiter.get_loop()):
-            self.offset = queue.popleft().offset
-            return
-        waiter.set_result(True)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(True)
 
     def _pop(self) -> Event:
         item = self.queue.popleft()
@@ -195,16 +185,12 @@ class RedisSubscription(Subscription):
     async def next(self, timeout: float) -> Event | None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        self.pushed_at = 0.0
         while True:
             if self.queue:
                 return self._pop()
             if self.failed:
                 raise LogUnavailable(self.offset, self.writer_gone, self.side)
             left = deadline - loop.time()
-            if left <= 0 and (later := self._silence_from_last_push(timeout)) is not None:
-                deadline = later
-                continue
             if left <= 0:
                 return None
             # A timer per wait, not asyncio.wait_for (a task and a shield per delta).
@@ -216,8 +202,7 @@ class RedisSubscription(Subscription):
                 timer.cancel()
                 self.waiter = None
             # Silence: is the writer still there? Its checkpoints keep the stream's TTL up.
-            # (Texts pushed meanwhile say it is.)
-            if woken or self.queue or self.failed or self.pushed_at > loop.time() - self.check_every:
+            if woken or self.queue or self.failed:
                 continue
             if not await self.alive(self.key):
                 self.failed = self.writer_gone = True

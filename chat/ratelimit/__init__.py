@@ -5,33 +5,27 @@ In this process's memory by default; in Redis, shared by every process, when RED
 
 import asyncio
 
-from django.utils.module_loading import import_string
-
 from chat import conf
+from chat.ratelimit.backends import backend_create, backend_path
 from chat.ratelimit.limiter import Lease, Limiter
 from chat.ratelimit.rules import Rules, rules
 
 _limiters: dict[tuple, Limiter] = {}
 
 
-def _backend_config() -> tuple[str | None, str]:
-    return conf.get("REDIS_URL") or None, str(conf.get("CHAT_LIMITS_PREFIX"))
+def _backend_config() -> tuple[str, str | None, str]:
+    return backend_path(), conf.get("REDIS_URL") or None, str(conf.get("CHAT_LIMITS_PREFIX"))
 
 
 def get_limiter() -> Limiter:
     """The limiter for the running loop (its storage's connections belong to one loop)."""
     loop = asyncio.get_running_loop()
-    url, prefix = _backend_config()
-    key = (loop, url, prefix)
+    key = (loop, *_backend_config())
     limiter = _limiters.get(key)
     if limiter is None:
         for closed in [k for k in _limiters if k[0].is_closed()]:
             del _limiters[closed]
-        if url:
-            backend = import_string("chat.ratelimit.redis.RedisBackend")(url, prefix)
-        else:
-            backend = import_string("chat.ratelimit.backends.MemoryBackend")()
-        limiter = _limiters[key] = Limiter(backend)
+        limiter = _limiters[key] = Limiter(backend_create(key[1]))
     return limiter
 
 

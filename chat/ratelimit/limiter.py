@@ -7,17 +7,20 @@ import math
 import time
 import uuid
 import weakref
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Awaitable
+from dataclasses import astuple, dataclass, field
+from typing import TypeVar
 
 from limits import RateLimitItem
 
 from chat import conf
 from chat.errors import RateLimited
-from chat.ratelimit.backends import Backend, Checks
+from chat.ratelimit.backends import Backend, Checks, Outcome
 from chat.ratelimit.rules import Rules, describe, rules
 
 log = logging.getLogger("chat.ratelimit")
+T = TypeVar("T")
+F = TypeVar("F")
 
 # Nobody knows when a reply or a stream will end; a client that waits this long and asks
 # again has a fair chance, and the sentence says what to wait for.
@@ -48,10 +51,10 @@ def sliding_wait(
 ) -> float:
     """Seconds until a sliding window counter allows one more hit.
 
-    The `limits` library weighs the previous window by the part of it still inside the sliding
-    window (`previous * previous_ttl / expiry`) and allows a hit while the weighted count
-    is under the limit. Its own reset time is when the current window ends, which is too
-    early when the current window alone is full; this solves for the moment instead.
+    The counter (chat/ratelimit/backends.py) weighs the previous window by the part of it still
+    inside the sliding window (`previous * previous_ttl / expiry`) and allows a hit while the
+    weighted count is under the limit. The end of the current window is too early an answer
+    when the current window alone is full; this solves for the moment instead.
     """
     expiry, limit = item.get_expiry(), item.amount
     window_left = max(current_ttl - expiry, 0.0)
@@ -66,13 +69,11 @@ def sliding_wait(
 
 
 class Limiter:
-    """One per event loop and backend: the `limits` strategies, the leases this process holds
-    (refreshed in the background while their holders live) and the backend."""
+    """One per event loop and backend: the backend, and the leases this process holds
+    (refreshed in the background while their holders live)."""
 
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
-        self.window = backend.window
-        self.quota = backend.quota
         self.held: weakref.WeakSet[Lease] = weakref.WeakSet()
         self.refresher: asyncio.Task | None = None
         self._warned = 0.0
@@ -82,10 +83,9 @@ class Limiter:
     async def admit(self, *, owner: str, ip: str, reply: bool = True, stream: bool = False) -> list[Lease]:
         """Check every limit for a request that would start a reply (and open its stream).
 
-        The checks run together (with Redis, in one round trip): a request refused by one limit
-        is still counted by the message windows that had room (an attempt is an attempt), and
-        gives back the slots it took. Raises RateLimited; returns the leases to release when
-        the work ends.
+        The checks run together, atomically (with Redis, one script): a request refused by one
+        limit is still counted by the message windows that had room (an attempt is an attempt),
+        and takes no slot. Raises RateLimited; returns the leases to release when the work ends.
         """
         current = rules()
         if not current.any:
@@ -104,29 +104,27 @@ class Limiter:
             if item is not None
         ]
         checks = Checks(
-            quota=None if current.tokens is None else (current.tokens, ("tokens", owner)),
+            quotas=() if current.tokens is None else ((current.tokens, ("tokens", owner)),),
             leases=tuple((lease.key, lease.id, limit) for _, lease, limit, _ in wanted),
             hits=tuple((item, (name, who)) for name, item, who in hits),
             ttl=conf.stale_after(),
         )
-        outcome = await self._safely(self.backend.check(checks), None)
-        if outcome is None:  # the storage failed: let the request through
+        outcome: Outcome | None = await self._safely(self.backend.check(checks), None)
+        if outcome is None:  # the storage is out of reach: let the request through
             return []
-        taken = [lease for (_, lease, _, _), ok in zip(wanted, outcome.leases, strict=True) if ok]
-        self._hold(taken)
-        try:
-            if not outcome.quota:
-                await self._refuse_quota(current.tokens, owner)
-            for (name, _, limit, who), ok in zip(wanted, outcome.leases, strict=True):
-                if not ok:
-                    await self._refuse_busy(name, limit, who)
-            for (name, item, who), ok in zip(hits, outcome.hits, strict=True):
-                if not ok:
-                    await self._refuse_window(item, name, who)
-        except BaseException:
-            await self.release(taken)
-            raise
-        return taken
+        if outcome.admitted:
+            taken = [lease for _, lease, _, _ in wanted]
+            self._hold(taken)
+            return taken
+        if not all(outcome.quotas):
+            await self._refuse_quota(current.tokens, owner)
+        for (name, _, limit, who), ok in zip(wanted, outcome.leases, strict=True):
+            if not ok:
+                await self._refuse_busy(name, limit, who)
+        for (name, item, who), ok in zip(hits, outcome.hits, strict=True):
+            if not ok:
+                await self._refuse_window(item, name, who)
+        raise RuntimeError(f"Refused by no limit: {outcome}")  # a backend answered wrong
 
     async def open_stream(self, *, ip: str) -> Lease | None:
         limit = rules().streams_ip
@@ -144,8 +142,8 @@ class Limiter:
             self._ensure_refresher()
 
     async def _refuse_quota(self, item: RateLimitItem, owner: str) -> None:
-        stats = await self._safely(self.quota.get_window_stats(item, "tokens", owner), None)
-        wait = item.get_expiry() if stats is None else stats.reset_time - time.time()
+        quota = await self._safely(self.backend.quota(item, ("tokens", owner)), None)
+        wait = item.get_expiry() if quota is None else quota.renews_in
         await self._refuse(
             "tokens",
             owner,
@@ -154,9 +152,8 @@ class Limiter:
         )
 
     async def _refuse_window(self, item: RateLimitItem, limit: str, who: str) -> None:
-        key, expiry = item.key_for(limit, who), item.get_expiry()
-        window = await self._safely(self.backend.storage.get_sliding_window(key, expiry), None)
-        wait = expiry if window is None else sliding_wait(item, *window)
+        window = await self._safely(self.backend.window(item, (limit, who)), None)
+        wait = item.get_expiry() if window is None else sliding_wait(item, *astuple(window))
         whose = "from your network address" if limit == "messages_ip" else "from you"
         await self._refuse(
             limit,
@@ -195,7 +192,7 @@ class Limiter:
         """Count a reply's output tokens against its owner's quota, even past it."""
         item = rules().tokens
         if item is not None and tokens > 0:
-            await self._safely(self.quota.hit(item, "tokens", owner, cost=tokens), None)
+            await self._safely(self.backend.charge(item, ("tokens", owner), tokens), None)
 
     async def holding(self, lease: Lease | None, stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         """The stream, with its lease released when it ends, however it ends."""
@@ -218,7 +215,11 @@ class Limiter:
         while self.held:
             await asyncio.sleep(max(conf.stale_after() / 3, 0.05))
             leases = [(lease.key, lease.id) for lease in list(self.held) if not lease.released]
-            await self._safely(self.backend.refresh(leases, conf.stale_after()), None)
+            try:
+                await self._safely(self.backend.refresh(leases, conf.stale_after()), None)
+            except Exception:
+                # No request to fail here: said loudly, every time, and tried again.
+                log.exception("Leases not refreshed: they lapse within the stale-reply window")
 
     # --- what the admin shows --------------------------------------------------------------
 
@@ -230,34 +231,34 @@ class Limiter:
             result["replies"] = {"used": held, "limit": current.replies}
         if current.messages is not None:
             item = current.messages
-            previous, previous_ttl, count, _ = await self.backend.storage.get_sliding_window(
-                item.key_for("messages", owner), item.get_expiry()
-            )
-            used = math.floor(previous * previous_ttl / item.get_expiry() + count)
-            result["messages"] = {"used": used, "limit": describe(item)}
+            window = await self.backend.window(item, ("messages", owner))
+            result["messages"] = {"used": window.used(item.get_expiry()), "limit": describe(item)}
         if current.tokens is not None:
             item = current.tokens
-            key = item.key_for("tokens", owner)
-            used = await self.backend.storage.get(key)
-            renews = await self.backend.storage.get_expiry(key) - time.time()
+            quota = await self.backend.quota(item, ("tokens", owner))
             result["tokens"] = {
-                "used": used,
+                "used": quota.used,
                 "limit": describe(item),
-                "renews_in": in_words(renews) if used else None,
+                "renews_in": in_words(quota.renews_in) if quota.used else None,
             }
         return result
 
     async def refusals(self) -> list[dict]:
         return await self.backend.refusals()
 
-    # --- a shared backend that fails lets requests through ----------------------------------
+    # --- a storage out of reach lets requests through; any other error is an error ----------
 
-    async def _safely(self, call, fallback):
+    async def _safely(self, call: Awaitable[T], fallback: F) -> T | F:
+        """`call`'s result; `fallback` if the backend says its storage is out of reach (Redis
+        down: the app keeps serving, unlimited, and says so). Any other exception propagates:
+        a limit that fails open on a bug turns itself off without a word."""
         try:
             return await call
-        except Exception as exc:  # noqa: BLE001 - limits must not take the app down with Redis
+        except Exception as exc:
+            if not self.backend.outage(exc):
+                raise
             now = time.monotonic()
             if now - self._warned > _WARN_EVERY:
                 self._warned = now
-                log.warning("Limits not checked (their storage failed: %s); requests are let through", exc)
+                log.warning("Limits not checked (their storage failed: %r); requests are let through", exc)
             return fallback
