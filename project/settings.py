@@ -116,8 +116,8 @@ DATABASES = {
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # A pool per process (Django's, psycopg_pool): requests borrow a connection and give it
-    # back when they end (a stream at once: chat/request_thread.py), the replies' writer
-    # threads (CHAT_DB_THREADS) keep one each. So a process never holds more than
+    # back when they end (request_finished), the replies' writer threads (CHAT_DB_THREADS)
+    # keep one each until the server stops. So a process never holds more than
     # DATABASE_POOL_SIZE connections however many requests arrive at once; a request that
     # finds none free waits up to 10 s. Persistent connections (CONN_MAX_AGE) would not bound
     # anything under ASGI: each request runs on a thread of its own, with a connection of its
@@ -135,11 +135,11 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "timeout": 30,
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
-    # Connections kept open (persistent): requests run on pooled threads (chat/request_thread.py),
-    # each keeping its connection for the next request, and opening one cost 4 % of the CPU of
-    # opening a reply (issue 14's profile). At most IDLE_KEPT idle threads stay; a thread the
-    # pool lets go closes its connection first.
-    DATABASES["default"]["CONN_MAX_AGE"] = None
+    # No persistent connections (CONN_MAX_AGE 0, Django's default, as its docs ask under
+    # ASGI): Django runs each request's sync work on a thread of its own that ends with the
+    # request, so a kept connection would never serve another request, only linger until
+    # garbage-collected. A request's connection closes when it ends; the replies' writer
+    # threads (chat/db.py) are the app's own and keep theirs until the server stops.
     # Tests share the database with a real server thread, so it must be a file.
     DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / "test-db.sqlite3")}
 
@@ -161,9 +161,6 @@ STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 # WhiteNoise serves the apps' static files where they are (and STATIC_ROOT's, if collected).
 WHITENOISE_USE_FINDERS = True
-
-# Django's database sessions, read with one SELECT instead of the ORM (chat/sessions.py).
-SESSION_ENGINE = "chat.sessions"
 
 # The API answers a missing token with its JSON error itself; this sends the admin's and the
 # login page's forms Django's own page instead (chat.views.csrf_failure).
