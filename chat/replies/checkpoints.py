@@ -13,9 +13,11 @@ import logging
 import time
 from collections.abc import Container
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 from django.db import DatabaseError, OperationalError, connection, transaction
+from django.db.models import Field
 from django.utils import timezone
 
 from chat import conf, db
@@ -138,9 +140,7 @@ def _save_checkpoints(changed: dict[str, str], idle: list[str], steps: dict[str,
     now = timezone.now()
     live = Message.objects.filter(stop_requested=False)
     with transaction.atomic():
-        written = 0
-        for reply_id, text in changed.items():  # one UPDATE each (see the module's note)
-            written += live.filter(pk=reply_id).update(content=text, updated_at=now, status=STREAMING)
+        written = _update_texts(changed, now) if changed else 0
         for start in range(0, len(idle), _BATCH):
             touched = live.filter(pk__in=idle[start : start + _BATCH])
             written += touched.update(updated_at=now, status=STREAMING)
@@ -154,6 +154,32 @@ def _save_checkpoints(changed: dict[str, str], idle: list[str], steps: dict[str,
             if reply_id in steps and reply_id not in gone:
                 update_message(reply_id, steps[reply_id])
     return gone
+
+
+def _update_texts(texts: dict[str, str], now: datetime) -> int:
+    """Every (reply, text) in one statement run many times on Django's cursor (`executemany`);
+    a reply asked to stop is left as it is. The number of rows written.
+
+    Its SQL, because a checkpoint writes every live reply each interval: with 100 replies on
+    SQLite, a round cost 7.8M instructions so, 70M as one `update()` per reply, 98M as one
+    `update()` of a Case/When, 287M with `bulk_update` (callgrind, 4 chunks of 25)."""
+    meta, quote = Message._meta, connection.ops.quote_name
+    content, updated_at, status, pk, stop = (
+        meta.get_field(name) for name in ("content", "updated_at", "status", "id", "stop_requested")
+    )
+    sql = "UPDATE {} SET {} = %s, {} = %s, {} = %s WHERE {} = %s AND {} = %s".format(
+        quote(meta.db_table), *(quote(f.column) for f in (content, updated_at, status, pk, stop))
+    )
+
+    def prepared(field: Field, value: object) -> object:  # as the ORM prepares the field's values
+        return field.get_db_prep_value(value, connection)
+
+    same = prepared(updated_at, now), prepared(status, STREAMING)
+    not_stopped = prepared(stop, False)
+    rows = [(prepared(content, text), *same, prepared(pk, rid), not_stopped) for rid, text in texts.items()]
+    with connection.cursor() as cursor:
+        cursor.executemany(sql, rows)
+        return cursor.rowcount
 
 
 def _not_stopped(ids: list[str]) -> set[str]:
