@@ -98,6 +98,7 @@ class Runtime:
         self._pools: dict[str, _Pool] = {}
         self._tasks: set[asyncio.Task] = set()
         self._registries: list[_Registry] = []
+        self._making = threading.RLock()  # two loops (threads) asking at once make one part, one pool
 
     # --- what the app asks for -----------------------------------------------------------
 
@@ -113,7 +114,10 @@ class Runtime:
         `start(part)` runs at each `runtime.start()`, `stop(part)` at each `runtime.stop()`."""
         found = self._parts.get(key)
         if found is None:
-            found = self._parts[key] = _Part(make(), start, stop)
+            with self._making:
+                found = self._parts.get(key)
+                if found is None:
+                    found = self._parts[key] = _Part(make(), start, stop)
         return found.value
 
     def executor(
@@ -122,8 +126,11 @@ class Runtime:
         """The pool of threads named `name`, made on first use (`threads` read then)."""
         pool = self._pools.get(name)
         if pool is None:
-            count = threads() if callable(threads) else threads
-            pool = self._pools[name] = _Pool(name, count, initializer)
+            with self._making:
+                pool = self._pools.get(name)
+                if pool is None:
+                    count = threads() if callable(threads) else threads
+                    pool = self._pools[name] = _Pool(name, count, initializer)
         return pool.executor
 
     def spawn(
@@ -175,7 +182,8 @@ class Runtime:
             if part.start is None and part.stop is not None:
                 await part.stop(part.value)
         await self._close_registries()
-        pools, self._pools = list(self._pools.values()), {}
+        with self._making:
+            pools, self._pools = list(self._pools.values()), {}
         for pool in pools:
             await pool.close()
 
@@ -196,7 +204,7 @@ class Runtime:
             value = registry.values.of.pop(loop, None)
             if value is not None and registry.close is not None:
                 await registry.close(value)
-            for closed in [other for other in registry.values.of if other.is_closed()]:
+            for closed in [other for other in list(registry.values.of) if other.is_closed()]:
                 del registry.values.of[closed]
 
 
