@@ -18,8 +18,9 @@ from django.urls import NoReverseMatch, get_script_prefix, reverse
 
 from chat import conf
 from chat.providers import registry
-from chat.replies.generation import engine
-from chat.threads import RequestThreads, request_context
+from chat.replies import generation
+from chat.runtime import runtime
+from chat.threads import request_context, request_threads
 from chat.views import body_limit, body_too_large, error_response
 
 log = logging.getLogger("chat.asgi")
@@ -50,7 +51,9 @@ def interrupt_replies_at_shutdown_signals(loop: asyncio.AbstractEventLoop) -> bo
         previous = signal.getsignal(sig)
 
         def handler(signum: int, frame: Any, previous: Any = previous) -> None:
-            loop.call_soon_threadsafe(lambda: asyncio.ensure_future(engine.interrupt_all()))
+            loop.call_soon_threadsafe(
+                lambda: runtime.spawn(generation.interrupt_all(), name="chat-interrupt-all")
+            )
             if callable(previous):
                 previous(signum, frame)
             elif previous == signal.SIG_DFL and signum == signal.SIGINT:
@@ -82,7 +85,7 @@ def tune_garbage_collector(thresholds: tuple[int, ...] = (5000, 20, 100)) -> Non
 
 
 async def startup() -> None:
-    await engine.start()
+    await runtime.start()
     try:  # in a thread: listing a local server's models may wait for CHAT_DISCOVERY_TIMEOUT
         await asyncio.to_thread(registry.warm_up)
     except Exception:  # a broken provider must not keep the server from starting
@@ -95,24 +98,21 @@ class ChatLifespan:
 
     def __init__(self, app: Any) -> None:
         self.app = app
-        self.threads = RequestThreads()
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] == "http":
-            async with request_context(self.threads):
+            async with request_context(request_threads()):
                 return await self.app(scope, receive, send)
         if scope["type"] != "lifespan":
             return await self.app(scope, receive, send)
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                self.threads.reopen()
                 await startup()
                 interrupt_replies_at_shutdown_signals(asyncio.get_running_loop())
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                await engine.stop()
-                self.threads.close()
+                await runtime.stop()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 

@@ -46,8 +46,8 @@ def check_served_under_wsgi(app_configs: Iterable | None = None, **kwargs) -> li
     return [
         Warning(
             f"The chat streams need ASGI, but {where}: under WSGI a reply arrives all at once at its end.",
-            hint="Serve the project with `uvicorn project.asgi:application` (or your project's asgi.py "
-            "wrapped in chat.asgi.with_chat) and set ASGI_APPLICATION.",
+            hint="Set ASGI_APPLICATION to your project's asgi application, wrapped in "
+            "chat.asgi.with_chat, and serve that with uvicorn (README: Add to your project).",
             id="chat.W002",
         )
     ]

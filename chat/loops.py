@@ -17,7 +17,7 @@ class PerLoop(Generic[T]):
     def __call__(self, loop: asyncio.AbstractEventLoop) -> T:
         value = self.of.get(loop)
         if value is None:
-            for closed in [other for other in self.of if other.is_closed()]:
+            for closed in [other for other in list(self.of) if other.is_closed()]:  # list(): atomic
                 del self.of[closed]
             value = self.of[loop] = self.make(loop)
         return value

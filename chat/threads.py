@@ -29,6 +29,8 @@ from typing import Any
 from asgiref.sync import ThreadSensitiveContext, sync_to_async
 from django.db import close_old_connections, connections
 
+from chat.runtime import runtime
+
 IDLE_KEPT = 32  # idle worker threads kept for the next requests (a burst reuses them)
 
 
@@ -55,7 +57,7 @@ class RequestThreads:
                 return
         _let_go(worker)
 
-    def close(self) -> None:
+    async def close(self) -> None:
         """Let every idle worker go (the server stops); a worker lent out goes when given back."""
         with self.lock:
             idle, self.idle = self.idle, []
@@ -63,9 +65,16 @@ class RequestThreads:
         for worker in idle:
             _let_go(worker)
 
-    def reopen(self, keep: int = IDLE_KEPT) -> None:
+    async def reopen(self, keep: int = IDLE_KEPT) -> None:
         with self.lock:
             self.keep = keep
+
+
+def request_threads() -> RequestThreads:
+    """The process's pool, owned by the runtime: its idle threads end when the runtime stops."""
+    return runtime.part(
+        "chat-request-threads", RequestThreads, start=RequestThreads.reopen, stop=RequestThreads.close
+    )
 
 
 def _let_go(worker: ThreadPoolExecutor) -> None:

@@ -5,12 +5,11 @@ import gc
 import os
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import httpx
 from django.conf import settings as django_settings
-from django.db import connection, connections
+from django.db import connection
 from django.utils import timezone
 
 from chat import db
@@ -298,8 +297,8 @@ def test_a_checkpoint_round_writes_in_chunks_that_let_other_writes_in_between(tr
         live = engine.live[str(reply.pk)] = generation._Live()
         live.text.append(f"text {i}")
     monkeypatch.setattr(checkpoints, "CHUNK", 2)
-    # One writer thread, as on SQLite (PostgreSQL's four would run the send beside a chunk).
-    monkeypatch.setattr(db, "_executor", ThreadPoolExecutor(max_workers=1, thread_name_prefix="chat-db"))
+    # One writer thread, as on SQLite, the suite's (PostgreSQL's four would run the send beside a chunk).
+    assert db.executor()._max_workers == 1
     order: list[str] = []  # as the writer thread runs them
     real_run_to_end, real_save_batch = db.run_to_end, checkpoints._save_batch
 
@@ -315,11 +314,7 @@ def test_a_checkpoint_round_writes_in_chunks_that_let_other_writes_in_between(tr
 
     monkeypatch.setattr(checkpoints, "_save_batch", save_batch)
     monkeypatch.setattr(checkpoints.db, "run_to_end", run_to_end)
-    try:
-        asyncio.run(checkpoints.checkpoint_once(engine))
-    finally:
-        db._executor.submit(connections.close_all).result()  # the writer's own connection
-        db._executor.shutdown()
+    asyncio.run(checkpoints.checkpoint_once(engine))
     assert order == ["chunk of 2", "a send", "chunk of 2"]
     stored = {m.pk: m.content for m in Message.objects.filter(conversation=conversation)}
     assert [stored[r.pk] for r in replies] == ["text 0", "text 1", "text 2", "text 3", ""]

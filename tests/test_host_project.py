@@ -1,9 +1,12 @@
 """`chat` in a new Django project, exactly as README's "Add to your project" says.
 
-The wheel is built from this repository and installed in a fresh virtual environment; a new
-site with a custom user model is made by `django-admin startproject`, the README's snippets
-are added to its files as they are written there, and the result is driven through a real
-server: the API (stream, resume, stop), the page in Chromium, and the admin.
+The wheel is built from this repository and installed in a fresh virtual environment that
+already has the Django this suite runs on (CI: 3.13 with Django 6.1, 3.11 with Django 5.2),
+which the wheel must keep. A new site with a custom user model is made by `django-admin
+startproject`, the README's snippets are added to its files as they are written there, its
+`manage.py check` must be clean, and the result is driven through real servers: the API
+(stream, resume, stop) under `manage.py runserver` and under `uvicorn mysite.asgi:application`,
+the page in Chromium and the admin under runserver.
 """
 
 import os
@@ -12,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import django
 import httpx
 import pytest
 
@@ -55,7 +59,11 @@ def site(tmp_path_factory):
     wheel = next((tmp / "dist").glob("chat_sse-*.whl"))
     run(sys.executable, "-m", "venv", tmp / "venv", cwd=tmp)
     python = tmp / "venv" / "bin" / "python"
+    # The site's Django first, then the wheel alone (the demo model on SQLite needs no extra):
+    # installing the app must not replace the site's Django.
+    run(python, "-m", "pip", "install", "-q", f"django=={django.get_version()}", cwd=tmp, timeout=600)
     run(python, "-m", "pip", "install", "-q", wheel, cwd=tmp, timeout=600)
+    assert run(python, "-m", "django", "--version", cwd=tmp).strip() == django.get_version()
     # The wheel is the app alone: no `project` package; templates and static files inside.
     found = run(
         python,
@@ -92,6 +100,8 @@ def site(tmp_path_factory):
             f.write("\n" + body)
     assert steps[4][1].strip() == "python manage.py migrate"
     run(python, "manage.py", "migrate", "--noinput", cwd=site, env=env, timeout=120)
+    checked = run(python, "manage.py", "check", cwd=site, env=env, timeout=60)
+    assert checked.strip() == "System check identified no issues (0 silenced).", checked
     superuser = {**env, "DJANGO_SUPERUSER_PASSWORD": ADMIN_PASSWORD}
     run(
         python,
@@ -120,21 +130,31 @@ def host_env(**extra: str) -> dict[str, str]:
     return env
 
 
-@pytest.fixture(scope="module")
-def host(site):
+def serve(site: tuple[Path, Path], *args: str):
+    """The site served by `python <args>` on a free port (`{port}` in args), stopped after."""
     directory, python = site
     port = free_port()
-    server = ServerProcess(
-        [str(python), "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"],
-        host_env(),
-        port,
-        cwd=directory,
-    ).start(timeout=60)
+    command = [str(python), *(arg.format(port=port) for arg in args)]
+    server = ServerProcess(command, host_env(), port, cwd=directory).start(timeout=60)
     yield server
     server.stop()
 
 
-def test_the_api_streams_resumes_and_stops_under_the_prefix(host):
+@pytest.fixture(scope="module")
+def host(site):
+    """`manage.py runserver`, as the README says it streams."""
+    yield from serve(site, "manage.py", "runserver", "127.0.0.1:{port}", "--noreload")
+
+
+@pytest.fixture(scope="module")
+def uvicorn_host(site):
+    """The site's own asgi.py under uvicorn (a dependency of the wheel), as in production."""
+    yield from serve(site, "-m", "uvicorn", "mysite.asgi:application", "--host", "127.0.0.1", "--port={port}")
+
+
+@pytest.mark.parametrize("server", ["host", "uvicorn_host"], ids=["runserver", "uvicorn"])
+def test_the_api_streams_resumes_and_stops_under_the_prefix(server, request):
+    host = request.getfixturevalue(server)
     with httpx.Client(base_url=host.url, timeout=20) as http:
         page = http.get(PREFIX)
         assert page.status_code == 200 and f'data-app-root="{PREFIX}"' in page.text

@@ -209,9 +209,9 @@ def test_the_models_title_counts_against_the_token_quota(tab, lim, titles):
     sent = tab.send(twelve, tab.conversation(model=FAKE)["id"])
     assert text_of(tab.stream(sent["assistant_message"]["id"]))
     deadline = time.monotonic() + 10
-    while services._title_tasks and time.monotonic() < deadline:  # the title asked, and done
+    while services.title_tasks() and time.monotonic() < deadline:  # the title asked, and done
         time.sleep(0.02)
-    assert not services._title_tasks
+    assert not services.title_tasks()
     cid = tab.conversation(model=FAKE)["id"]
     if titles:
         refused(send(tab, cid), "tokens")

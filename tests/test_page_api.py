@@ -193,7 +193,7 @@ def test_a_rename_before_the_model_answers_wins(tab, titles):
     assert renamed.status_code == 200
     gate("late").set()
     finished(tab, sent)
-    wait_until(lambda: title_prompts(since) and not services._title_tasks)  # asked, and done
+    wait_until(lambda: title_prompts(since) and not services.title_tasks())  # asked, and done
     assert Conversation.objects.get(pk=conversation["id"]).title == "Mine"
 
 
@@ -210,7 +210,7 @@ def test_no_title_is_asked_of_a_model_whose_reply_failed(tab, titles):
     steps = script({"fail": "No."})
     sent = tab.send(steps, model="script:fake")
     finished(tab, sent)
-    wait_until(lambda: not services._title_tasks)
+    wait_until(lambda: not services.title_tasks())
     assert title_prompts(since) == []
     assert Conversation.objects.get(pk=sent["assistant_message"]["conversation_id"]).title == title_from(
         steps
@@ -221,7 +221,7 @@ def test_a_failing_title_request_keeps_the_first_messages_title(tab, titles):
     since = len(PROMPTS)
     steps = script({"say": "answered"}, {"fail": "No.", "if_system": True})  # the title request fails
     sent = tab.send(steps, model="script:fake")
-    wait_until(lambda: title_prompts(since) and not services._title_tasks)
+    wait_until(lambda: title_prompts(since) and not services.title_tasks())
     assert finished(tab, sent)["status"] == "complete"
     assert Conversation.objects.get(pk=sent["assistant_message"]["conversation_id"]).title == title_from(
         steps

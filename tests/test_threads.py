@@ -25,7 +25,7 @@ def test_a_requests_sync_calls_run_on_one_thread_and_the_next_request_reuses_it(
     first, second = asyncio.run(asyncio.wait_for(main(), 10))
     assert len(first) == 1 and first == second  # one thread per request, reused by the next
     assert threads.made == 1
-    threads.close()
+    asyncio.run(threads.close())
 
 
 def test_a_stream_gives_its_thread_back_and_a_later_call_borrows_one_again():
@@ -41,7 +41,7 @@ def test_a_stream_gives_its_thread_back_and_a_later_call_borrows_one_again():
 
     before, after = asyncio.run(asyncio.wait_for(main(), 10))
     assert before == after and threads.made == 1
-    threads.close()
+    asyncio.run(threads.close())
 
 
 def test_closing_the_pool_ends_its_threads():
@@ -56,7 +56,7 @@ def test_closing_the_pool_ends_its_threads():
 
     workers = asyncio.run(asyncio.wait_for(many(), 10))
     assert all(worker.is_alive() for worker in workers)
-    threads.close()
+    asyncio.run(threads.close())
     for worker in workers:
         worker.join(5)
     assert not any(worker.is_alive() for worker in workers)

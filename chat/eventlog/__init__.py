@@ -1,7 +1,5 @@
 """The event log of each reply: what the generator appends and every stream follows."""
 
-from functools import lru_cache
-
 from django.utils.module_loading import import_string
 
 from chat import conf
@@ -18,14 +16,10 @@ from chat.eventlog.base import (
     ToolCallStep,
     ToolResultStep,
 )
+from chat.runtime import runtime
 
 MEMORY = "chat.eventlog.memory.MemoryEventLog"
 REDIS = "chat.eventlog.redis.RedisEventLog"
-
-
-@lru_cache(maxsize=4)
-def _load(path: str) -> EventLog:
-    return import_string(path)()
 
 
 def backend_path() -> str:
@@ -34,7 +28,9 @@ def backend_path() -> str:
 
 
 def get_event_log() -> EventLog:
-    return _load(backend_path())
+    """The runtime's event log of this backend, made on first use, closed when it stops."""
+    path = backend_path()
+    return runtime.part(("chat-event-log", path), lambda: import_string(path)(), stop=EventLog.close)
 
 
 __all__ = [

@@ -1,12 +1,11 @@
 """An event log in this process's memory: one server process (one uvicorn worker)."""
 
 import asyncio
-import contextvars
 from bisect import bisect_left, bisect_right
 
 from chat import conf
 from chat.eventlog.base import End, Event, EventLog, ReasoningText, Status, Step, Subscription, Text
-from chat.loops import PerLoop
+from chat.runtime import runtime
 
 
 class _Deadlines:
@@ -26,10 +25,8 @@ class _Deadlines:
         self.waiting[future] = loop.time() + timeout
         self.period = min(self.period, max(timeout / 4, 0.005))
         if self.task is None or self.task.done():
-            # Not in the context of the request that first waited: the ticker outlives it.
-            self.task = loop.create_task(
-                self._tick(), name="chat-eventlog-deadlines", context=contextvars.Context()
-            )
+            # The runtime's: not in the context of the request that first waited (it outlives it).
+            self.task = runtime.spawn(self._tick(), name="chat-eventlog-deadlines", loop=loop)
 
     async def _tick(self) -> None:
         loop = asyncio.get_running_loop()
@@ -44,7 +41,7 @@ class _Deadlines:
                     future.set_result(False)
 
 
-_deadlines_of = PerLoop(lambda loop: _Deadlines())
+_deadlines_of = runtime.per_loop(lambda loop: _Deadlines())
 
 
 class _Reply:

@@ -11,6 +11,7 @@ import threading
 import time
 
 from chat import conf
+from chat.runtime import runtime
 
 log = logging.getLogger("chat.providers")
 
@@ -47,7 +48,7 @@ def served_models(base_url: str, api_key: str | None) -> list[str]:
             stale = key not in _refreshing
             _refreshing.add(key)
         if stale:
-            threading.Thread(target=_fetch, args=(key,), name="chat-model-list", daemon=True).start()
+            runtime.executor("chat-model-list", 1).submit(_fetch, key)  # ends with the runtime
     return names
 
 

@@ -13,7 +13,6 @@ import asyncio
 import logging
 import os
 import re
-import weakref
 from collections.abc import Callable, Iterable
 from functools import lru_cache
 from types import ModuleType
@@ -25,6 +24,7 @@ from django.conf import settings
 
 from chat import conf
 from chat.providers.base import ProviderError
+from chat.runtime import runtime
 
 log = logging.getLogger("chat.providers")
 
@@ -35,14 +35,20 @@ KEY_SUFFIX = "_API_KEY"
 REDACTED = "[key]"
 MASK = "*•"  # what an upstream masks the rest of a key with: taken away with the key
 
-_clients: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple, Any]]" = (
-    weakref.WeakKeyDictionary()
-)
+
+async def _clients_close(clients: dict[tuple, Any]) -> None:
+    """At stop: each SDK client's connections (both SDKs' async clients have `close()`)."""
+    for client in clients.values():
+        await client.close()
+
+
+# The SDK clients of each event loop (their connections belong to it), by options.
+_clients = runtime.per_loop(lambda loop: {}, close=_clients_close)
 
 
 def client_for(factory: Callable[..., Any], **options: Any) -> Any:
     """The SDK client for these options on the running loop, made once (making one takes ~20 ms)."""
-    per_loop = _clients.setdefault(asyncio.get_running_loop(), {})
+    per_loop = _clients(asyncio.get_running_loop())
     key = (factory, *sorted(options.items()))
     if key not in per_loop:
         per_loop[key] = factory(**options, timeout=timeout(), max_retries=0)

@@ -2,8 +2,9 @@
 
 A reply is a task on the server's event loop, not part of any HTTP response: clients come
 and go, the reply goes on. The database sees the insert, the checkpoints (checkpoints.py)
-and the final save, once. One Engine per process owns the replies it generates and the
-background tasks that serve them; the ASGI lifespan (chat/asgi.py) starts and stops it.
+and the final save, once. The Engine owns the replies this process generates and the
+background tasks that serve them; the runtime (chat/runtime.py) owns the engine, and starts
+and stops it with the server.
 """
 
 import asyncio
@@ -24,8 +25,9 @@ from chat.eventlog import End, get_event_log
 from chat.models import Message
 from chat.providers import Finish, Prompt, Provider, ProviderError
 from chat.providers.limit import OutputLimit, max_output_tokens
-from chat.replies.checkpoints import checkpoint_forever, update_message
+from chat.replies.checkpoints import Snapshot, checkpoint_forever, update_message
 from chat.replies.stale import replies_recover_stale, sweep_forever
+from chat.runtime import runtime
 from chat.steps import Steps, record_step
 from chat.text import clean_model_text
 from chat.tools.rounds import reply_items
@@ -104,10 +106,13 @@ class Engine:
     def ensure_running(self) -> None:
         """Start, once per event loop, the checkpointer, the sweeper and the event log's tasks."""
         loop = asyncio.get_running_loop()
-        for name, run in (("chat-checkpointer", checkpoint_forever), ("chat-sweeper", sweep_forever)):
+        for name, run in (
+            ("chat-checkpointer", lambda: checkpoint_forever(self)),
+            ("chat-sweeper", lambda: sweep_forever(self.running_ids)),
+        ):
             task = self.tasks.get((loop, name))
             if task is None or task.done():
-                self.tasks[loop, name] = loop.create_task(run(self), name=name, context=contextvars.Context())
+                self.tasks[loop, name] = loop.create_task(run(), name=name, context=contextvars.Context())
         get_event_log().start(on_stop=self.stop_requested)
 
     def background(self) -> list[asyncio.Task]:
@@ -146,8 +151,44 @@ class Engine:
             await asyncio.wait(tasks, timeout=timeout)
         return len(tasks)
 
+    # --- what the checkpointer asks (checkpoints.LiveReplies) ------------------------------
 
-engine = Engine()
+    def snapshot(self, ids: list[str], *, now: float, touch_every: float) -> list[Snapshot]:
+        """Of these replies, those still live with something to save: text or steps that
+        changed (with the text), or no touch for `touch_every` seconds (the text left out)."""
+        taken = []
+        for reply_id in ids:
+            live = self.live.get(reply_id)
+            if live is None:  # ended since the round began: its final save has the text
+                continue
+            steps = live.steps.stored() if live.steps.version != live.steps_saved else None
+            if steps is not None or live.text.length != live.saved:
+                taken.append(Snapshot(reply_id, live.text.value(), steps, live.steps.version))
+            elif now - live.touched >= touch_every:
+                taken.append(Snapshot(reply_id, None, None, live.steps.version))
+        return taken
+
+    def saving(self, snapshots: list[Snapshot], write: asyncio.Future) -> None:
+        """A reply's final save waits for `write`, the checkpoint of it being written."""
+        for snapshot in snapshots:
+            live = self.live.get(snapshot.reply_id)
+            if live is not None:
+                live.inflight = write
+
+    def mark_saved(self, snapshots: list[Snapshot], *, now: float) -> None:
+        """These snapshots are in the database, as of `now` (monotonic)."""
+        for snapshot in snapshots:
+            live = self.live.get(snapshot.reply_id)
+            if live is None:
+                continue
+            live.touched = now
+            if snapshot.text is not None:
+                live.saved = len(snapshot.text)
+            if snapshot.steps is not None:
+                live.steps_saved = snapshot.steps_version
+
+
+engine = runtime.part("chat-engine", Engine, start=Engine.start, stop=Engine.stop)  # the runtime's
 
 
 def running_ids() -> Container[str]:
@@ -248,7 +289,7 @@ async def _run(reply_id: str, live: _Live, provider: Provider, prompt: Prompt) -
     if step := live.steps.end(end_status):
         await events.append_step(reply_id, step)
     engine.live.pop(reply_id, None)
-    if live.inflight is not None:  # the final save must come after a checkpoint under way
+    if live.inflight is not None and not live.inflight.done():  # after a checkpoint under way
         await asyncio.wait([live.inflight])
     usage = finish.usage
     end = End(

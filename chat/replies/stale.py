@@ -2,18 +2,14 @@
 
 import asyncio
 import logging
-from collections.abc import Container
+from collections.abc import Callable, Container
 from datetime import timedelta
-from typing import TYPE_CHECKING
 
 from django.db.models.functions import Length
 from django.utils import timezone
 
 from chat import conf, db
 from chat.models import Message
-
-if TYPE_CHECKING:
-    from chat.replies.generation import Engine
 
 log = logging.getLogger("chat.generation")
 
@@ -33,10 +29,11 @@ def replies_recover_stale(*, running: Container[str] = ()) -> int:
     return stale.filter(pk__in=ids).update(status=Message.Status.INTERRUPTED, updated_at=timezone.now())
 
 
-async def sweep_forever(engine: "Engine") -> None:
+async def sweep_forever(running_ids: Callable[[], Container[str]]) -> None:
+    """Every half stale window: `running_ids()`, the replies this process generates, are alive."""
     while True:
         try:
-            count = await db.run(replies_recover_stale, running=engine.running_ids())
+            count = await db.run(replies_recover_stale, running=running_ids())
             if count:
                 log.warning("Marked %d reply(ies) left streaming by a stopped process as interrupted", count)
         except Exception as exc:  # never let the sweeper die: a later pass may succeed

@@ -12,13 +12,13 @@ import inspect
 import json
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from django.db import close_old_connections
 
 from chat import conf
+from chat.runtime import runtime
 from chat.text import clean_model_text
 from chat.tools import Tool, ToolContext
 
@@ -26,7 +26,6 @@ log = logging.getLogger("chat.tools")
 
 RESULT_CHARS = 20_000  # the most of a result a model is sent (and stored)
 _THREADS = 8
-_executor: ThreadPoolExecutor | None = None
 
 
 @dataclass(frozen=True)
@@ -87,18 +86,11 @@ def _call_sync(func: Any, kwargs: dict) -> Any:
         close_old_connections()
 
 
-def _pool() -> ThreadPoolExecutor:
-    global _executor
-    if _executor is None:
-        _executor = ThreadPoolExecutor(max_workers=_THREADS, thread_name_prefix="chat-tool")
-    return _executor
-
-
 async def _invoke(tool: Tool, kwargs: dict) -> Any:
     if tool.is_async:
         return await tool.func(**kwargs)
-    future = asyncio.get_running_loop().run_in_executor(_pool(), _call_sync, tool.func, kwargs)
-    return await future
+    pool = runtime.executor("chat-tool", _THREADS)
+    return await asyncio.get_running_loop().run_in_executor(pool, _call_sync, tool.func, kwargs)
 
 
 async def tool_run(

@@ -19,6 +19,7 @@ from chat.eventlog import End, Text, get_event_log
 from chat.models import Conversation
 from chat.providers import registry
 from chat.replies import generation
+from chat.runtime import runtime
 from chat.services import Owner
 
 CLI_VISITOR = "cli"
@@ -56,11 +57,11 @@ class Command(BaseCommand):
             sys.exit(1)
 
     async def chat_then_stop(self, question: str, options: dict) -> bool:
-        """The reply engine stops with the command, as it does with a server."""
+        """What runs (the reply engine, its threads) stops with the command, as with a server."""
         try:
             return await self.chat(question, options)
         finally:
-            await generation.engine.stop()
+            await runtime.stop()
 
     async def chat(self, question: str, options: dict) -> bool:
         """Send, print the reply as it streams, then a summary on stderr; True if the model failed."""
