@@ -168,7 +168,7 @@ class Counters:
     def __init__(self) -> None:
         self.windows: dict[str, tuple[float, int, int, float]] = {}  # start, current, previous, expiry
         self.fixed: dict[str, tuple[int, float]] = {}  # used, ends
-        self.swept = time.monotonic()
+        self.swept = -math.inf  # the first sweep runs whenever it is asked for
 
     def _state(self, key: str, expiry: float, now: float) -> tuple[float, int, int]:
         start, current, previous, _ = self.windows.get(key, (now, 0, 0, expiry))
