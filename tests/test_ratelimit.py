@@ -133,6 +133,7 @@ def test_an_address_limit_set_to_zero_is_off(settings):
 
 def test_memory_counts_are_forgotten_once_lapsed():
     counters = Counters()
+    counters.swept = 1000.0  # its last sweep on this test's clock, not the machine's uptime
     item = parse("2/minute")
     assert counters.hit("a", 2, 60, now=1000.0) and counters.hit("a", 2, 60, now=1001.0)
     assert not counters.hit("a", 2, 60, now=1002.0)
