@@ -78,7 +78,9 @@ def limits_api_backend():
         async def check(self, checks: Checks) -> Outcome:
             """One call per check; the leases taken last, only when the rest passed (and given
             back if a later one is refused): not atomic, so a slot may be seen taken a moment."""
-            quotas = tuple([await self.fixed.test(item, *who) for item, who in checks.quotas])
+            # `limits` tests a quota against its own amount: an address's quota held to one
+            # visitor's share for a client without a session has no counterpart there.
+            quotas = tuple([await self.fixed.test(item, *who) for item, who, _ in checks.quotas])
             hits = tuple([await self.sliding.hit(item, *who) for item, who in checks.hits])
             leases: list[bool] = []
             if all(quotas) and all(hits):
@@ -91,7 +93,7 @@ def limits_api_backend():
             if not outcome.admitted:
                 for (key, lease, _), taken in zip(checks.leases, leases, strict=True):
                     if taken:
-                        await self.release(key, lease)
+                        await self.release([(key, lease)])
             return outcome
 
         async def window(self, item, identifiers) -> Window:
@@ -104,8 +106,9 @@ def limits_api_backend():
             stats = await self.fixed.get_window_stats(item, *identifiers)
             return Quota(item.amount - stats.remaining, max(stats.reset_time - time.time(), 0))
 
-        async def charge(self, item, identifiers, cost: int) -> None:
-            await self.fixed.hit(item, *identifiers, cost=cost)
+        async def charge(self, quotas, cost: int) -> None:
+            for item, identifiers in quotas:
+                await self.fixed.hit(item, *identifiers, cost=cost)
 
     return LimitsApiBackend
 
@@ -137,7 +140,7 @@ async def run(sends: int, tokens: bool, design: str) -> dict:
         leases = await limiter.admit(owner=owner, ip=address)
         await limiter.release(leases)
         if tokens:
-            await limiter.charge(owner=owner, tokens=300)
+            await limiter.charge(owner=owner, ip=address, tokens=300)
     cpu, wall = time.process_time() - started, time.perf_counter() - wall
     writes = (counting.writes - writes) if counting else 0
     await limiter.backend.close()

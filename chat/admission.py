@@ -29,6 +29,7 @@ class Admission:
     __slots__ = (  # kept by its reply for as long as it runs: no __dict__ (memory per idle stream)
         "owner",
         "ip",
+        "newcomer",
         "stream",
         "use_cache",
         "admitted",
@@ -41,9 +42,12 @@ class Admission:
         "limiter",
     )
 
-    def __init__(self, *, owner: str, ip: str, stream: bool = False, cache: bool = True) -> None:
+    def __init__(
+        self, *, owner: str, ip: str, newcomer: bool = False, stream: bool = False, cache: bool = True
+    ) -> None:
         self.owner = owner  # "user:<id>" or "visitor:<token>"
         self.ip = ip
+        self.newcomer = newcomer  # no session before this request: one visitor's share of the address
         self.stream = stream
         self.use_cache = cache
         self.admitted = False
@@ -64,7 +68,9 @@ class Admission:
         """Check and count the limits; raises RateLimited. Once only (edit calls send)."""
         if self.admitted:
             return
-        leases = await self._limiter().admit(owner=self.owner, ip=self.ip, stream=self.stream)
+        leases = await self._limiter().admit(
+            owner=self.owner, ip=self.ip, newcomer=self.newcomer, stream=self.stream
+        )
         self.admitted = True
         for lease in leases:
             if lease.key.startswith("streams/"):
@@ -97,7 +103,8 @@ class Admission:
         return ReplayProvider(answer.text, answer.finish_reason)
 
     async def ended(self, *, end: End, text: str, tools_called: bool) -> None:
-        """The reply ended: its leases go back, its tokens are charged, a complete answer is kept.
+        """The reply ended: its leases go back, its tokens are charged (to its owner and its
+        address), a complete answer is kept.
 
         An answer built with a tool is kept for its owner only: a tool reads its owner's data
         (the ToolContext), and the answer carries it. Never raises: the reply must still be saved.
@@ -108,7 +115,7 @@ class Admission:
             if not self.cached:
                 reported = (end.usage or {}).get("output_tokens")
                 tokens = reported if reported is not None else estimate_tokens(text)
-                await limiter.charge(owner=self.owner, tokens=tokens)
+                await limiter.charge(owner=self.owner, ip=self.ip, tokens=tokens)
             keep = end.status == Message.Status.COMPLETE and end.finish_reason == "stop"
             keep = keep and not (tools_called and self.cache_shared)
             if keep and self.cache_key is not None and not self.cached:

@@ -84,6 +84,10 @@ DEFAULTS: dict[str, Any] = {
     "CHAT_LIMIT_REPLIES": 3,
     "CHAT_QUOTA_TOKENS": "",
     "CHAT_LIMIT_STREAMS_IP": 200,
+    # Per client address as well (a client without cookies is a new visitor on every request);
+    # None: four times the owner's (chat/ratelimit/rules.py ADDRESS_SHARE), off when it is off.
+    "CHAT_LIMIT_REPLIES_IP": None,
+    "CHAT_QUOTA_TOKENS_IP": None,
     # Proxies whose X-Forwarded-For and X-Forwarded-Proto are believed (addresses or networks).
     "CHAT_TRUSTED_PROXIES": [],
     # The prefix of the limits' Redis keys.
@@ -126,6 +130,8 @@ _EMPTY_IS_OFF = {
     "CHAT_LIMIT_REPLIES",
     "CHAT_QUOTA_TOKENS",
     "CHAT_LIMIT_STREAMS_IP",
+    "CHAT_LIMIT_REPLIES_IP",
+    "CHAT_QUOTA_TOKENS_IP",
 }
 
 

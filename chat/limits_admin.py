@@ -26,7 +26,9 @@ LIMIT_NAMES = {
     "messages": "messages per person",
     "messages_ip": "messages per address",
     "replies": "replies at once",
+    "replies_ip": "replies at once per address",
     "tokens": "token quota",
+    "tokens_ip": "token quota per address",
     "streams_ip": "streams per address",
 }
 

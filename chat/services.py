@@ -325,6 +325,7 @@ async def message_send(
             reply_id=str(assistant.id),
             reply=reply,
             owner=owner.key,
+            ip=admission.ip if admission is not None else None,
         )
     return user, assistant
 
@@ -477,17 +478,21 @@ def conversation_title_improve_later(
     reply_id: str,
     reply: asyncio.Task,
     owner: str | None = None,
+    ip: str | None = None,
 ) -> asyncio.Task | None:
     """With a real model, ask it for a title in the background; the demo keeps the first message.
 
     It asks once the first reply has ended, and only if that reply is complete: never two
     requests at once for one person, and none to a model that just failed or was stopped.
-    Its output tokens count against `owner`'s token quota (Owner.key), as a reply's do.
+    Its output tokens count against `owner`'s token quota (Owner.key) and its address's (`ip`),
+    as a reply's do.
     """
     if info.provider == "demo" or not conf.get("CHAT_TITLE_BY_MODEL"):
         return None
     return runtime.spawn(  # the runtime's: it outlives the request, and ends with the server
-        _title_after(reply_id, reply, conversation=conversation, info=info, content=content, owner=owner),
+        _title_after(
+            reply_id, reply, conversation=conversation, info=info, content=content, owner=owner, ip=ip
+        ),
         name=f"{TITLE_TASK}{conversation.pk}",
     )
 
@@ -500,6 +505,7 @@ async def _title_after(
     info: ModelInfo,
     content: str,
     owner: str | None,
+    ip: str | None,
 ) -> None:
     await asyncio.wait([reply])
     complete = await db.run(
@@ -512,11 +518,18 @@ async def _title_after(
             info=info,
             content=content,
             owner=owner,
+            ip=ip,
         )
 
 
 async def conversation_title_improve(
-    *, conversation_id: str, first_title: str, info: ModelInfo, content: str, owner: str | None = None
+    *,
+    conversation_id: str,
+    first_title: str,
+    info: ModelInfo,
+    content: str,
+    owner: str | None = None,
+    ip: str | None = None,
 ) -> str | None:
     """Ask the model for a short title; save it unless the title changed meanwhile (a rename).
 
@@ -544,7 +557,7 @@ async def conversation_title_improve(
         if owner is not None:
             tokens = usage.output_tokens if usage is not None else estimate_tokens("".join(parts))
             try:
-                await get_limiter().charge(owner=owner, tokens=tokens)
+                await get_limiter().charge(owner=owner, ip=ip, tokens=tokens)
             except Exception:
                 log.exception("Title tokens of conversation %s not charged", conversation_id)
     title = title_clean("".join(parts))

@@ -146,8 +146,12 @@ async def get_owner(request: HttpRequest, *, create: bool = False) -> Owner:
 
 
 def admission_for(request: HttpRequest, owner: Owner, *, cache: bool = True) -> Admission:
-    """The limits (and the answer cache) of a request that would start a reply."""
-    return Admission(owner=owner.key, ip=client_ip(request), stream=wants_stream(request), cache=cache)
+    """The limits (and the answer cache) of a request that would start a reply; a visitor made
+    by this very request is a client without a session (held to one visitor's share of its address)."""
+    newcomer = hasattr(request, "chat_new_visitor")
+    return Admission(
+        owner=owner.key, ip=client_ip(request), newcomer=newcomer, stream=wants_stream(request), cache=cache
+    )
 
 
 def body_limit() -> int:

@@ -8,6 +8,7 @@ import logging
 import os
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -19,7 +20,7 @@ from chat.ratelimit.redis import RedisBackend
 from chat.replies import generation
 from tests.conftest import free_port, need_service
 from tests.fakes import gate, script
-from tests.sse_client import text_of
+from tests.sse_client import SSE, events, text_of
 
 FAKE = "script:fake"
 QUICK = script({"say": "ok"}, {"finish": "stop", "usage": [1, 1]})
@@ -127,6 +128,97 @@ def test_one_address_without_cookies_is_limited_by_address(server, lim):
     assert counts() == before  # no conversation either
 
 
+def post_without_cookies(url: str, content: str, **headers: str) -> httpx.Response:
+    """A first message from a client that keeps no cookie: a new visitor every time."""
+    return httpx.post(
+        f"{url}/api/conversations", json={"content": content, "model": FAKE}, headers=headers, timeout=10
+    )
+
+
+def follow(client: httpx.Client, message_id: str) -> list[SSE]:
+    """A reply's events to its `done` (or `error`)."""
+    received: list[SSE] = []
+    with client.stream("GET", f"/api/messages/{message_id}/stream") as response:
+        assert response.status_code == 200
+        for event in events(response.iter_lines()):
+            received.append(event)
+            if event.event in ("done", "error"):
+                break
+    return received
+
+
+def streaming_replies() -> int:
+    return Message.objects.filter(role="assistant", status=Message.Status.STREAMING).count()
+
+
+def test_a_client_without_cookies_gets_one_visitors_replies_at_once(server, tab, lim, django_user_model):
+    """Each request without cookies was a new visitor with 3 slots of its own: 8 sent at once
+    from one address all generated. They share their address's count now, held to one visitor's 3;
+    a visitor with a session at that address (a colleague behind the same NAT) still gets its own,
+    within the address's share (four visitors' by default), and another address is untouched."""
+    lim.CHAT_LIMIT_REPLIES = 3
+    held = script({"gate": "cookieless"})
+    with ThreadPoolExecutor(8) as pool:
+        responses = list(pool.map(lambda _: post_without_cookies(server.url, held), range(8)))
+    assert sorted(r.status_code for r in responses) == [201] * 3 + [429] * 5, [r.text for r in responses]
+    for response in responses:
+        if response.status_code == 429:
+            body = refused(response, "replies_ip")
+            assert "from your network address" in body["error"] and "3" in body["error"]
+    assert streaming_replies() == 3  # generating at once
+    cid = tab.conversation(model=FAKE)["id"]
+    assert send(tab, cid, held).status_code == 201
+    lim.CHAT_TRUSTED_PROXIES = ["127.0.0.0/8"]
+    assert post_without_cookies(server.url, held, **{"X-Forwarded-For": "203.0.113.7"}).status_code == 201
+    assert streaming_replies() == 5
+    gate("cookieless").set()
+    admin = admin_session(server, django_user_model)
+    try:
+        refusals = admin.get("/admin/chat/conversation/limits/").text
+        assert "address <code>127.0.0.1</code>" in refusals and "replies at once per address" in refusals
+    finally:
+        admin.close()
+
+
+def test_a_client_without_cookies_gets_one_visitors_token_quota(server, tab, lim):
+    """Each request without cookies was a new visitor with a quota of its own: one address spent
+    ten times the quota in seconds. Its address is charged too now: once it has spent one
+    visitor's quota, a new visitor without a session is refused until the window renews."""
+    lim.CHAT_QUOTA_TOKENS = "10/hour"
+    twelve = script({"say": "x" * 48}, {"finish": "stop", "usage": [1, 12]})
+    with httpx.Client(base_url=server.url, timeout=10) as first:  # sends no cookie: a new visitor
+        response = first.post("/api/conversations", json={"content": twelve, "model": FAKE})
+        assert response.status_code == 201, response.text
+        reply = response.json()["assistant_message"]
+        assert text_of(follow(first, reply["id"])) == "x" * 48  # to its end: charged
+    before = counts()
+    body = refused(post_without_cookies(server.url, QUICK), "tokens_ip")
+    assert "from your network address" in body["error"] and "10" in body["error"]
+    assert body["retry_after"] > 3000  # the address's window renews an hour after its first charge
+    assert counts() == before
+    # A visitor with a session has its own quota, within the address's (four visitors', 40).
+    assert send(tab, tab.conversation(model=FAKE)["id"]).status_code == 201
+    lim.CHAT_TRUSTED_PROXIES = ["127.0.0.0/8"]
+    assert post_without_cookies(server.url, QUICK, **{"X-Forwarded-For": "203.0.113.7"}).status_code == 201
+
+
+@pytest.mark.parametrize("limit", ["replies_ip", "tokens_ip"])
+def test_visitors_with_sessions_share_their_address_limits(new_tab, lim, limit):
+    """A client that collects sessions (a page load each) is held to its address's share."""
+    lim.CHAT_LIMIT_REPLIES, lim.CHAT_LIMIT_REPLIES_IP = 1, 2
+    lim.CHAT_QUOTA_TOKENS, lim.CHAT_QUOTA_TOKENS_IP = "10/day", "20/day"
+    twelve = script({"say": "x" * 48}, {"finish": "stop", "usage": [1, 12]})
+    held = script({"gate": "sessions"})
+    for tab in (new_tab(), new_tab()):
+        reply = tab.send(held if limit == "replies_ip" else twelve, tab.conversation(model=FAKE)["id"])
+        if limit == "tokens_ip":
+            assert text_of(tab.stream(reply["assistant_message"]["id"]))
+    third = new_tab()
+    body = refused(send(third, third.conversation(model=FAKE)["id"]), limit)
+    assert "from your network address" in body["error"]
+    gate("sessions").set()
+
+
 def _replies(tab, cid: str, *scripts: str) -> list[dict]:
     return [tab.send(content, cid)["assistant_message"] for content in scripts]
 
@@ -196,14 +288,14 @@ def test_the_token_quota_refuses_the_next_send_after_a_reply_crosses_it(tab, lim
 
 
 @pytest.mark.parametrize("titles", [True, False], ids=["titled-by-the-model", "no-title-request"])
-def test_the_models_title_counts_against_the_token_quota(tab, lim, titles):
+def test_the_models_title_counts_against_the_token_quota(tab, new_tab, lim, titles):
     """The title a real model writes for a new conversation is tokens it answered with: they
-    count as a reply's do. Here the fake model answers the title request with the same
-    script, 12 tokens, so the reply and its title cross a quota of 20 that the reply alone
-    does not."""
+    count as a reply's do, for its owner and its address. Here the fake model answers the
+    title request with the same script, 12 tokens, so the reply and its title cross a quota of
+    20 that the reply alone does not."""
     from chat import services
 
-    lim.CHAT_QUOTA_TOKENS = "20/day"
+    lim.CHAT_QUOTA_TOKENS = lim.CHAT_QUOTA_TOKENS_IP = "20/day"
     lim.CHAT_TITLE_BY_MODEL = titles
     twelve = script({"say": "x" * 48}, {"finish": "stop", "usage": [1, 12]})
     sent = tab.send(twelve, tab.conversation(model=FAKE)["id"])
@@ -213,10 +305,13 @@ def test_the_models_title_counts_against_the_token_quota(tab, lim, titles):
         time.sleep(0.02)
     assert not services.title_tasks()
     cid = tab.conversation(model=FAKE)["id"]
+    other = new_tab()  # another visitor at the same address
     if titles:
         refused(send(tab, cid), "tokens")
+        refused(send(other, other.conversation(model=FAKE)["id"]), "tokens_ip")
     else:
         assert send(tab, cid).status_code == 201
+        assert send(other, other.conversation(model=FAKE)["id"]).status_code == 201
 
 
 def test_streams_at_once_per_address(tab, server, lim):

@@ -106,13 +106,14 @@ def test_the_answer_cache_is_shared_by_two_processes(start):
     assert [e.json["state"] for e in received if e.event == "status"] == ["cached", "writing"]
 
 
-def leases_held(url: str, prefix: str) -> int:
-    """The reply slots held in Redis under this test's prefix (live or not yet lapsed)."""
+def leases_held(url: str, prefix: str, kind: str = "replies") -> int:
+    """The slots of a kind held in Redis under this test's prefix (live or not yet lapsed):
+    `replies` per owner, `replies_ip` per address."""
     import redis
 
     client = redis.Redis.from_url(url)
     try:
-        return sum(client.zcard(key) for key in client.scan_iter(match=f"{prefix}:leases:replies/*"))
+        return sum(client.zcard(key) for key in client.scan_iter(match=f"{prefix}:leases:{kind}/*"))
     finally:
         client.close()
 
@@ -143,17 +144,61 @@ def test_a_burst_after_a_script_flush_admits_exactly_the_limit_and_leaves_no_orp
             statuses = sorted(r.status_code for r in responses)
             assert statuses == [201] * 3 + [429] * 5, (burst, [r.text for r in responses])
             assert {r.json()["limit"] for r in responses if r.status_code == 429} == {"replies"}
-            assert leases_held(url, prefix) == 3
+            assert leases_held(url, prefix) == 3 and leases_held(url, prefix, "replies_ip") == 3
             replies = [r.json()["assistant_message"] for r in responses if r.status_code == 201]
             stop(browser, a.url, replies[0])
-            assert leases_held(url, prefix) == 2
+            assert leases_held(url, prefix) == 2 and leases_held(url, prefix, "replies_ip") == 2
             fourth = post(browser, a.url, "one more")  # a slot is free as soon as a reply ends
             assert fourth.status_code == 201, fourth.text
             for reply in [*replies[1:], fourth.json()["assistant_message"]]:
                 stop(browser, a.url, reply)
-            assert leases_held(url, prefix) == 0
+            assert leases_held(url, prefix) == 0 and leases_held(url, prefix, "replies_ip") == 0
     finally:
         flusher.close()
+
+
+def test_a_burst_without_cookies_after_a_script_flush_admits_one_visitors_share(start, redis_prefix):
+    """Clients without cookies from one address, after SCRIPT FLUSH: exactly one visitor's 3
+    replies at once for the address, each slot taken once, and given back when its reply stops."""
+    import redis
+
+    url, prefix = redis_prefix
+    a = start(
+        CHAT_LIMIT_REPLIES="3",
+        CHAT_CHECKPOINT_INTERVAL="1",  # a stale window of 10 s: a slot left behind would show
+        CHAT_DEMO_RATE="2",
+        CHAT_DEMO_TOKENS="200",
+    )
+    flusher = redis.Redis.from_url(url)
+    try:
+        for burst in range(2):
+            flusher.script_flush()
+            with ThreadPoolExecutor(8) as pool:
+                responses = list(pool.map(lambda _: post_without_cookies(a.url), range(8)))
+            statuses = sorted(r.status_code for r in responses)
+            assert statuses == [201] * 3 + [429] * 5, (burst, [r.text for r in responses])
+            assert {r.json()["limit"] for r in responses if r.status_code == 429} == {"replies_ip"}
+            assert leases_held(url, prefix, "replies_ip") == 3 and leases_held(url, prefix) == 3
+            for response in responses:
+                if response.status_code == 201:
+                    stop_as(a.url, response)
+            assert leases_held(url, prefix, "replies_ip") == 0 and leases_held(url, prefix) == 0
+    finally:
+        flusher.close()
+
+
+def post_without_cookies(url: str) -> httpx.Response:
+    return httpx.post(f"{url}/api/conversations", json={"content": "a long reply"}, timeout=30)
+
+
+def stop_as(url: str, response: httpx.Response) -> None:
+    """Stop the reply a client without cookies started, with the session its answer set."""
+    reply = response.json()["assistant_message"]
+    with httpx.Client(cookies=response.cookies, timeout=30) as client:
+        client.get(f"{url}/").raise_for_status()  # the CSRF cookie, for the same visitor
+        headers = {"X-CSRFToken": client.cookies["csrftoken"]}
+        stopped = client.post(f"{url}/api/messages/{reply['id']}/stop", headers=headers)
+    assert stopped.status_code == 200 and stopped.json()["status"] == "stopped", stopped.text
 
 
 def stop(browser: Visitor, url: str, reply: dict) -> None:

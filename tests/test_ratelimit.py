@@ -12,7 +12,7 @@ from limits import RateLimitItem, parse
 
 from chat.ratelimit.backends import Backend, Checks, Counters, MemoryBackend
 from chat.ratelimit.limiter import in_words, sliding_wait
-from chat.ratelimit.rules import describe, parse_count, parse_rate
+from chat.ratelimit.rules import ADDRESS_SHARE, describe, parse_count, parse_rate, rules
 from tests.conftest import need_service
 
 
@@ -72,7 +72,7 @@ def test_memory_leases_lapse_unless_refreshed():
         await asyncio.sleep(0.08)  # "b" lapsed, "a" was refreshed
         results.append(await backend.held("k"))
         results.append(await backend.acquire("k", "c", 2, 0.05))
-        await backend.release("k", "a")
+        await backend.release([("k", "a")])
         results.append(await backend.held("k"))
         return results
 
@@ -88,8 +88,52 @@ def test_a_limit_written_wrong_fails_the_system_check(settings):
         call_command("check")
 
 
+def test_the_address_limits_are_four_visitors_unless_set(settings):
+    """Unset, CHAT_LIMIT_REPLIES_IP and CHAT_QUOTA_TOKENS_IP follow the owner's limits (off with
+    them); a client without a session is held to one visitor's share of its address."""
+    settings.CHAT_LIMIT_REPLIES, settings.CHAT_QUOTA_TOKENS = 3, "400/hour"
+    for name in ("CHAT_LIMIT_REPLIES_IP", "CHAT_QUOTA_TOKENS_IP"):
+        if hasattr(settings, name):
+            delattr(settings, name)
+    current = rules()
+    assert ADDRESS_SHARE == 4
+    assert current.replies_ip == 12 and describe(current.tokens_ip) == "1,600 per hour"
+    assert current.replies_ip_for(newcomer=False) == 12 and current.replies_ip_for(newcomer=True) == 3
+    assert current.tokens_ip_for(newcomer=False) == 1600 and current.tokens_ip_for(newcomer=True) == 400
+    settings.CHAT_LIMIT_REPLIES, settings.CHAT_QUOTA_TOKENS = 0, "0"
+    current = rules()
+    assert current.replies_ip == 0 and current.tokens_ip is None and not current.any
+
+
+@pytest.mark.parametrize(
+    "tokens, tokens_ip, newcomer",
+    [
+        ("400/hour", "10000/day", 400),  # a longer window: one visitor's quota in it, no more
+        ("24000/day", "2000/hour", 1000),  # a shorter one: pro rata, never faster than a visitor
+        ("400/hour", "100/hour", 100),  # an address allowed less than a visitor: the address's
+        ("0", "100/hour", 100),  # no quota per visitor: the address's
+    ],
+)
+def test_a_client_without_a_session_gets_one_visitors_quota_of_its_address(
+    settings, tokens, tokens_ip, newcomer
+):
+    settings.CHAT_QUOTA_TOKENS, settings.CHAT_QUOTA_TOKENS_IP = tokens, tokens_ip
+    current = rules()
+    assert current.tokens_ip_for(newcomer=True) == newcomer
+    assert current.tokens_ip_for(newcomer=False) == current.tokens_ip.amount
+
+
+def test_an_address_limit_set_to_zero_is_off(settings):
+    settings.CHAT_LIMIT_REPLIES, settings.CHAT_LIMIT_REPLIES_IP = 3, 0
+    settings.CHAT_QUOTA_TOKENS, settings.CHAT_QUOTA_TOKENS_IP = "400/hour", ""
+    current = rules()
+    assert current.replies_ip == 0 and current.tokens_ip is None
+    assert current.replies_ip_for(newcomer=True) == 0
+
+
 def test_memory_counts_are_forgotten_once_lapsed():
     counters = Counters()
+    counters.swept = 1000.0  # its last sweep on this test's clock, not the machine's uptime
     item = parse("2/minute")
     assert counters.hit("a", 2, 60, now=1000.0) and counters.hit("a", 2, 60, now=1001.0)
     assert not counters.hit("a", 2, 60, now=1002.0)
@@ -192,7 +236,7 @@ def test_a_refused_request_takes_no_slot_and_still_counts_its_message(make_backe
         assert await backend.acquire("replies/x", "first", 1, 5)
         checks = Checks(quotas=(), leases=(("replies/x", "second", 1),), hits=((MINUTE, WHO),), ttl=5)
         refused = await backend.check(checks)
-        await backend.release("replies/x", "first")
+        await backend.release([("replies/x", "first")])
         admitted = await backend.check(checks)
         return refused, admitted, await backend.held("replies/x"), await backend.window(MINUTE, WHO)
 
@@ -204,14 +248,14 @@ def test_a_refused_request_takes_no_slot_and_still_counts_its_message(make_backe
 
 def test_a_token_quota_is_a_window_from_the_first_charge_and_refuses_once_spent(make_backend):
     day, whose = parse("10/day"), ("tokens", "visitor:x")
-    checks = Checks(quotas=((day, whose),), leases=(), hits=(), ttl=5)
+    checks = Checks(quotas=((day, whose, day.amount),), leases=(), hits=(), ttl=5)
 
     async def scenario(backend: Backend) -> tuple:
         before = await backend.quota(day, whose)
-        await backend.charge(day, whose, 7)
+        await backend.charge([(day, whose)], 7)
         first = await backend.quota(day, whose)
         open_ = await backend.check(checks)
-        await backend.charge(day, whose, 5)  # the reply that crosses it is charged in full
+        await backend.charge([(day, whose)], 5)  # the reply that crosses it is charged in full
         return before, first, open_, await backend.check(checks), await backend.quota(day, whose)
 
     before, first, open_, spent, after = run(make_backend, scenario)
@@ -234,3 +278,39 @@ def test_an_admission_after_a_script_flush_runs_once(make_redis_backend):
 
     outcome, held, window = run(make_redis_backend, scenario)
     assert outcome.admitted and held == 1 and window.current == 1
+
+
+def test_one_address_quota_is_tested_against_the_limit_each_request_is_held_to(make_backend):
+    """An address's quota is one count: a client without a session is admitted while it is under
+    one visitor's share, anyone else while it is under the address's whole quota."""
+    hour, owner, address = parse("40/hour"), ("tokens", "visitor:x"), ("tokens_ip", "10.0.0.1")
+
+    def asking(limit: int) -> Checks:
+        return Checks(quotas=((hour, address, limit),), leases=(), hits=(), ttl=5)
+
+    async def scenario(backend: Backend) -> tuple:
+        await backend.charge([(parse("10/hour"), owner), (hour, address)], 12)  # one call, both charged
+        return (
+            await backend.check(asking(10)),
+            await backend.check(asking(40)),
+            await backend.quota(parse("10/hour"), owner),
+            await backend.quota(hour, address),
+        )
+
+    newcomer, visitor, owners, addresses = run(make_backend, scenario)
+    assert newcomer.quotas == (False,) and visitor.quotas == (True,)
+    assert owners.used == addresses.used == 12
+
+
+def test_a_replys_slots_are_given_back_together(make_backend):
+    async def scenario(backend: Backend) -> tuple:
+        checks = Checks(
+            quotas=(), leases=(("replies/x", "a", 3), ("replies_ip/10.0.0.1", "a", 12)), hits=(), ttl=5
+        )
+        assert (await backend.check(checks)).admitted
+        held = await backend.held("replies/x"), await backend.held("replies_ip/10.0.0.1")
+        await backend.release([("replies/x", "a"), ("replies_ip/10.0.0.1", "a")])
+        await backend.release([("replies/x", "a")])  # again (an answer lost): nothing happens
+        return held, (await backend.held("replies/x"), await backend.held("replies_ip/10.0.0.1"))
+
+    assert run(make_backend, scenario) == ((1, 1), (0, 0))

@@ -30,13 +30,16 @@ MEMORY = "chat.ratelimit.backends.MemoryBackend"
 REDIS = "chat.ratelimit.redis.RedisBackend"
 
 Counted = tuple[RateLimitItem, tuple[str, ...]]  # a rate, and whose count (item.key_for's identifiers)
+# A quota tested: its window and whose (the key), and the use it must be under. Not always the
+# rate's amount: an address's quota holds a client without a session to one visitor's.
+Tested = tuple[RateLimitItem, tuple[str, ...], int]
 
 
 @dataclass(frozen=True)
 class Checks:
     """Everything one request asks for at once: quotas to test, leases to take, windows to hit."""
 
-    quotas: tuple[Counted, ...]
+    quotas: tuple[Tested, ...]
     leases: tuple[tuple[str, str, int], ...]  # (key, lease id, limit)
     hits: tuple[Counted, ...]
     ttl: float  # of the leases
@@ -108,15 +111,17 @@ class Backend(ABC):
         """A token quota's use and when it renews."""
 
     @abstractmethod
-    async def charge(self, item: RateLimitItem, identifiers: tuple[str, ...], cost: int) -> None:
-        """Add `cost` to a quota, even past it (the reply that crosses it has finished)."""
+    async def charge(self, quotas: Sequence[Counted], cost: int) -> None:
+        """Add `cost` to each of these quotas (an owner's and its address's), even past them
+        (the reply that crosses one has finished)."""
 
     @abstractmethod
     async def acquire(self, key: str, lease: str, limit: int, ttl: float) -> bool:
         """Take a lease under `key` unless `limit` live leases are held there already."""
 
     @abstractmethod
-    async def release(self, key: str, lease: str) -> None: ...
+    async def release(self, leases: Sequence[tuple[str, str]]) -> None:
+        """Give back these (key, lease) pairs (a reply's own slot and its address's)."""
 
     @abstractmethod
     async def refresh(self, leases: Sequence[tuple[str, str]], ttl: float) -> None:
@@ -227,7 +232,8 @@ class MemoryBackend(Backend):
         self.counters.sweep(now)
         outcome = Outcome(
             quotas=tuple(
-                self.counters.quota(item.key_for(*who), now).used < item.amount for item, who in checks.quotas
+                self.counters.quota(item.key_for(*who), now).used < limit
+                for item, who, limit in checks.quotas
             ),
             leases=tuple(len(self._live(key)) < limit for key, _, limit in checks.leases),
             hits=tuple(
@@ -246,8 +252,10 @@ class MemoryBackend(Backend):
     async def quota(self, item: RateLimitItem, identifiers: tuple[str, ...]) -> Quota:
         return self.counters.quota(item.key_for(*identifiers), time.monotonic())
 
-    async def charge(self, item: RateLimitItem, identifiers: tuple[str, ...], cost: int) -> None:
-        self.counters.charge(item.key_for(*identifiers), cost, item.get_expiry(), time.monotonic())
+    async def charge(self, quotas: Sequence[Counted], cost: int) -> None:
+        now = time.monotonic()
+        for item, identifiers in quotas:
+            self.counters.charge(item.key_for(*identifiers), cost, item.get_expiry(), now)
 
     async def acquire(self, key: str, lease: str, limit: int, ttl: float) -> bool:
         if len(self._live(key)) >= limit:
@@ -255,12 +263,13 @@ class MemoryBackend(Backend):
         self.leases.setdefault(key, {})[lease] = time.monotonic() + ttl
         return True
 
-    async def release(self, key: str, lease: str) -> None:
-        leases = self.leases.get(key)
-        if leases is not None:
-            leases.pop(lease, None)
-            if not leases:
-                del self.leases[key]
+    async def release(self, leases: Sequence[tuple[str, str]]) -> None:
+        for key, lease in leases:
+            held = self.leases.get(key)
+            if held is not None:
+                held.pop(lease, None)
+                if not held:
+                    del self.leases[key]
 
     async def refresh(self, leases: Sequence[tuple[str, str]], ttl: float) -> None:
         lapses = time.monotonic() + ttl

@@ -68,6 +68,40 @@ def sliding_wait(
     return window_left + max(expiry - limit * expiry / current, 0.0) if current else window_left
 
 
+Wanted = tuple[str, Lease, int, str]  # a limit's name, the lease, how many at once, whose
+Quoted = tuple[str, RateLimitItem, str, int]  # a limit's name, the quota, whose, the use to be under
+Hit = tuple[str, RateLimitItem, str]  # a limit's name, the window, whose
+
+
+def planned(
+    current: Rules, *, owner: str, ip: str, newcomer: bool, reply: bool, stream: bool
+) -> tuple[list[Wanted], list[Quoted], list[Hit]]:
+    """What a request is checked against, each kind in the order its refusals are reported: an
+    owner's slot or quota before its address's (the owner's own sentence is the one to act on)."""
+    wanted: list[Wanted] = []
+    if reply and current.replies:
+        wanted.append(("replies", Lease(f"replies/{owner}"), current.replies, owner))
+    if reply and current.replies_ip:
+        limit = current.replies_ip_for(newcomer=newcomer)
+        wanted.append(("replies_ip", Lease(f"replies_ip/{ip}"), limit, ip))
+    if stream and current.streams_ip:
+        wanted.append(("streams_ip", Lease(f"streams/{ip}"), current.streams_ip, ip))
+    quotas: list[Quoted] = []
+    if current.tokens is not None:
+        quotas.append(("tokens", current.tokens, owner, current.tokens.amount))
+    if current.tokens_ip is not None:
+        quotas.append(("tokens_ip", current.tokens_ip, ip, current.tokens_ip_for(newcomer=newcomer)))
+    hits: list[Hit] = [
+        (name, item, who)
+        for name, item, who in (
+            ("messages_ip", current.messages_ip, ip),
+            ("messages", current.messages, owner),
+        )
+        if item is not None
+    ]
+    return wanted, quotas, hits
+
+
 class Limiter:
     """One per event loop and backend: the backend, and the leases this process holds
     (refreshed in the background while their holders live)."""
@@ -80,31 +114,25 @@ class Limiter:
 
     # --- admission -------------------------------------------------------------------------
 
-    async def admit(self, *, owner: str, ip: str, reply: bool = True, stream: bool = False) -> list[Lease]:
+    async def admit(
+        self, *, owner: str, ip: str, newcomer: bool = False, reply: bool = True, stream: bool = False
+    ) -> list[Lease]:
         """Check every limit for a request that would start a reply (and open its stream).
 
         The checks run together, atomically (with Redis, one script): a request refused by one
         limit is still counted by the message windows that had room (an attempt is an attempt),
-        and takes no slot. Raises RateLimited; returns the leases to release when the work ends.
+        and takes no slot. `newcomer`: a client without a session (no user, no visitor before
+        this request), held to one visitor's share of its address (chat/ratelimit/rules.py).
+        Raises RateLimited; returns the leases to release when the work ends.
         """
         current = rules()
         if not current.any:
             return []
-        wanted = []  # (name, lease, limit, who), in the order refusals are reported
-        if reply and current.replies:
-            wanted.append(("replies", Lease(f"replies/{owner}"), current.replies, owner))
-        if stream and current.streams_ip:
-            wanted.append(("streams_ip", Lease(f"streams/{ip}"), current.streams_ip, ip))
-        hits = [
-            (name, item, who)
-            for name, item, who in (
-                ("messages_ip", current.messages_ip, ip),
-                ("messages", current.messages, owner),
-            )
-            if item is not None
-        ]
+        wanted, quotas, hits = planned(
+            current, owner=owner, ip=ip, newcomer=newcomer, reply=reply, stream=stream
+        )
         checks = Checks(
-            quotas=() if current.tokens is None else ((current.tokens, ("tokens", owner)),),
+            quotas=tuple((item, (name, who), limit) for name, item, who, limit in quotas),
             leases=tuple((lease.key, lease.id, limit) for _, lease, limit, _ in wanted),
             hits=tuple((item, (name, who)) for name, item, who in hits),
             ttl=conf.stale_after(),
@@ -116,11 +144,13 @@ class Limiter:
             taken = [lease for _, lease, _, _ in wanted]
             self._hold(taken)
             return taken
-        if not all(outcome.quotas):
-            await self._refuse_quota(current.tokens, owner)
+        for (name, item, who, limit), ok in zip(quotas, outcome.quotas, strict=True):
+            if not ok:
+                await self._refuse_quota(name, item, who, limit)
+        held_to_one = newcomer and current.replies_ip_for(newcomer=True) < current.replies_ip
         for (name, _, limit, who), ok in zip(wanted, outcome.leases, strict=True):
             if not ok:
-                await self._refuse_busy(name, limit, who)
+                await self._refuse_busy(name, limit, who, newcomer=held_to_one)
         for (name, item, who), ok in zip(hits, outcome.hits, strict=True):
             if not ok:
                 await self._refuse_window(item, name, who)
@@ -141,15 +171,25 @@ class Limiter:
             self.held.update(leases)
             self._ensure_refresher()
 
-    async def _refuse_quota(self, item: RateLimitItem, owner: str) -> None:
-        quota = await self._safely(self.backend.quota(item, ("tokens", owner)), None)
+    async def _refuse_quota(self, name: str, item: RateLimitItem, who: str, limit: int) -> None:
+        quota = await self._safely(self.backend.quota(item, (name, who)), None)
         wait = item.get_expiry() if quota is None else quota.renews_in
-        await self._refuse(
-            "tokens",
-            owner,
-            wait,
-            f"You have used your quota of {describe(item)} output tokens; it renews in {in_words(wait)}.",
-        )
+        renews = f"it renews in {in_words(wait)}"
+        if name == "tokens":
+            sentence = f"You have used your quota of {describe(item)} output tokens; {renews}."
+        elif limit < item.amount:  # a client without a session, held to one visitor's quota
+            share = describe(type(item)(limit, multiples=item.multiples))
+            sentence = (
+                f"Replies from your network address have used the quota of a client without a "
+                f"session cookie, {share} output tokens; {renews}. A client that keeps its cookie "
+                f"has a quota of its own."
+            )
+        else:
+            sentence = (
+                f"Replies from your network address have used its quota of {describe(item)} output "
+                f"tokens; {renews}."
+            )
+        await self._refuse(name, who, wait, sentence)
 
     async def _refuse_window(self, item: RateLimitItem, limit: str, who: str) -> None:
         window = await self._safely(self.backend.window(item, (limit, who)), None)
@@ -162,11 +202,18 @@ class Limiter:
             f"Too many messages {whose}: the limit is {describe(item)}. Try again in {in_words(wait)}.",
         )
 
-    async def _refuse_busy(self, name: str, limit: int, who: str) -> None:
+    async def _refuse_busy(self, name: str, limit: int, who: str, *, newcomer: bool = False) -> None:
+        """`newcomer`: held to one visitor's share of the address, which the sentence says."""
         if name == "replies":
             sentence = (
                 f"You already have {limit} replies being written, the most at once: wait for one "
                 f"to finish, or stop one, then try again."
+            )
+        elif name == "replies_ip":
+            whose = " for clients without a session cookie" if newcomer else ""
+            sentence = (
+                f"{limit} replies are being written from your network address, the most at once"
+                f"{whose}: wait for one to finish, then try again."
             )
         else:
             sentence = (
@@ -182,17 +229,24 @@ class Limiter:
         raise error
 
     async def release(self, leases: list[Lease]) -> None:
-        for lease in leases:
-            if not lease.released:
-                lease.released = True
-                self.held.discard(lease)
-                await self._safely(self.backend.release(lease.key, lease.id), None)
+        """Give back what is still held, in one call (with Redis, one round trip)."""
+        given = [lease for lease in leases if not lease.released]
+        for lease in given:
+            lease.released = True
+            self.held.discard(lease)
+        if given:
+            await self._safely(self.backend.release([(lease.key, lease.id) for lease in given]), None)
 
-    async def charge(self, *, owner: str, tokens: int) -> None:
-        """Count a reply's output tokens against its owner's quota, even past it."""
-        item = rules().tokens
-        if item is not None and tokens > 0:
-            await self._safely(self.backend.charge(item, ("tokens", owner), tokens), None)
+    async def charge(self, *, owner: str, ip: str | None, tokens: int) -> None:
+        """Count a reply's output tokens against its owner's quota and its address's, even past them."""
+        current = rules()
+        quotas = [
+            (item, (name, who))
+            for name, item, who in (("tokens", current.tokens, owner), ("tokens_ip", current.tokens_ip, ip))
+            if item is not None and who is not None
+        ]
+        if quotas and tokens > 0:
+            await self._safely(self.backend.charge(quotas, tokens), None)
 
     async def holding(self, lease: Lease | None, stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         """The stream, with its lease released when it ends, however it ends."""

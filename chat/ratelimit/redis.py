@@ -20,7 +20,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from chat import conf
-from chat.ratelimit.backends import REFUSALS_KEPT, Backend, Checks, Outcome, Quota, Window
+from chat.ratelimit.backends import REFUSALS_KEPT, Backend, Checks, Counted, Outcome, Quota, Window
 
 _NOW = "local t = redis.call('TIME') local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)"
 
@@ -36,7 +36,8 @@ end
 """
 
 # KEYS: the quotas', the leases', the windows'. ARGV: how many of each, the leases' lifetime (ms),
-# then each quota's limit, each lease's id and limit, each window's limit and length (ms).
+# then the use each quota must be under, each lease's id and limit, each window's limit and
+# length (ms).
 # Returns 1 or 0 per check, in that order.
 ADMIT = f"""{_NOW}
 {_WINDOW}
@@ -85,11 +86,13 @@ local s, c, p = window(KEYS[1], expiry, now)
 return {{p, s + expiry - now, c, s + 2 * expiry - now}}
 """
 
-# KEYS[1]: a quota; ARGV: the cost, the window's length (ms), which starts at the first charge.
+# KEYS: quotas; ARGV: the cost, then each one's window length (ms), which starts at its first charge.
 CHARGE = """
-local used = redis.call('INCRBY', KEYS[1], ARGV[1])
-if redis.call('PTTL', KEYS[1]) < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return used
+for i, key in ipairs(KEYS) do
+    redis.call('INCRBY', key, ARGV[1])
+    if redis.call('PTTL', key) < 0 then redis.call('PEXPIRE', key, ARGV[i + 1]) end
+end
+return 0
 """
 
 ACQUIRE = f"""{_NOW}
@@ -107,6 +110,12 @@ for i, key in ipairs(KEYS) do
         redis.call('PEXPIRE', key, ttl)
     end
 end
+return 0
+"""
+
+# KEYS: lease sets; ARGV: the lease to remove from each.
+RELEASE = """
+for i, key in ipairs(KEYS) do redis.call('ZREM', key, ARGV[i]) end
 return 0
 """
 
@@ -131,6 +140,7 @@ class RedisBackend(Backend):
         self._charge = self.client.register_script(CHARGE)
         self._acquire = self.client.register_script(ACQUIRE)
         self._refresh = self.client.register_script(REFRESH)
+        self._release = self.client.register_script(RELEASE)
         self._held = self.client.register_script(HELD)
 
     @classmethod
@@ -165,11 +175,11 @@ class RedisBackend(Backend):
     async def check(self, checks: Checks) -> Outcome:
         """Every check of a request in one script: one round trip (each costs about as much
         client CPU as all the rest of a check, bench/limits.py), atomic, safe to call again."""
-        keys = [self._quota_key(item, who) for item, who in checks.quotas]
+        keys = [self._quota_key(item, who) for item, who, _ in checks.quotas]
         keys += [self._key(key) for key, _, _ in checks.leases]
         keys += [self._window_key(item, who) for item, who in checks.hits]
         args: list[str | int] = [len(checks.quotas), len(checks.leases), len(checks.hits), ms(checks.ttl)]
-        args += [item.amount for item, _ in checks.quotas]
+        args += [limit for _, _, limit in checks.quotas]
         for _, lease, limit in checks.leases:
             args += [lease, limit]
         for item, _ in checks.hits:
@@ -189,14 +199,19 @@ class RedisBackend(Backend):
             used, ttl = await pipe.get(key).pttl(key).execute()
         return Quota(int(used or 0), max(ttl, 0) / 1000)
 
-    async def charge(self, item: RateLimitItem, identifiers: tuple[str, ...], cost: int) -> None:
-        await self._charge([self._quota_key(item, identifiers)], [cost, item.get_expiry() * 1000])
+    async def charge(self, quotas: Sequence[Counted], cost: int) -> None:
+        """One round trip for an owner's quota and its address's."""
+        if quotas:
+            keys = [self._quota_key(item, who) for item, who in quotas]
+            await self._charge(keys, [cost, *(item.get_expiry() * 1000 for item, _ in quotas)])
 
     async def acquire(self, key: str, lease: str, limit: int, ttl: float) -> bool:
         return bool(await self._acquire([self._key(key)], [lease, limit, ms(ttl)]))
 
-    async def release(self, key: str, lease: str) -> None:
-        await self.client.zrem(self._key(key), lease)
+    async def release(self, leases: Sequence[tuple[str, str]]) -> None:
+        """One round trip for a reply's slots (run again after NOSCRIPT, it removes nothing more)."""
+        if leases:
+            await self._release([self._key(key) for key, _ in leases], [lease for _, lease in leases])
 
     async def refresh(self, leases: Sequence[tuple[str, str]], ttl: float) -> None:
         if leases:

@@ -1,4 +1,14 @@
-"""The limits in force, read from the settings (CHAT_LIMIT_*, CHAT_QUOTA_TOKENS) when used."""
+"""The limits in force, read from the settings (CHAT_LIMIT_*, CHAT_QUOTA_TOKENS*) when used.
+
+An owner is a signed-in user or a visitor (a token in the session), and a client that keeps no
+cookie is a new visitor on every request: whatever is limited per owner is counted per client
+address as well. An address is worth ADDRESS_SHARE visitors unless set otherwise (an office
+behind one NAT address has many honest visitors), and a request from a client without a
+session (no user signed in, no visitor yet: the visitor is being made by this very request) is
+admitted only while its address has used less than one visitor's share. Browsers get their
+visitor when the page loads, so only clients that keep no cookie meet that bound, and they
+cannot be told apart: together they get what one visitor gets.
+"""
 
 from dataclasses import dataclass
 from functools import lru_cache
@@ -9,6 +19,9 @@ from limits import RateLimitItem, parse
 from chat import conf
 
 OFF = {"", "0", "none", "off"}
+# What an address gets by default, in visitors: CHAT_LIMIT_MESSAGES_IP's default (120/minute
+# against 30) says four, and the address limits derived from the owner's say the same.
+ADDRESS_SHARE = 4
 
 
 @lru_cache(maxsize=64)
@@ -46,21 +59,98 @@ class Rules:
     messages: RateLimitItem | None  # per owner
     messages_ip: RateLimitItem | None
     replies: int  # generating at once, per owner
+    replies_ip: int  # generating at once, per client IP
     tokens: RateLimitItem | None  # output tokens per owner per window
+    tokens_ip: RateLimitItem | None  # output tokens per client IP per window
     streams_ip: int  # open at once, per client IP
 
     @property
     def any(self) -> bool:
-        return bool(self.messages or self.messages_ip or self.replies or self.tokens or self.streams_ip)
+        return bool(
+            self.messages
+            or self.messages_ip
+            or self.replies
+            or self.replies_ip
+            or self.tokens
+            or self.tokens_ip
+            or self.streams_ip
+        )
+
+    def replies_ip_for(self, *, newcomer: bool) -> int:
+        """The address's replies at once a request is held to: a client without a session
+        gets what one visitor gets, within the address's."""
+        if newcomer and self.replies and self.replies_ip:
+            return min(self.replies, self.replies_ip)
+        return self.replies_ip
+
+    def tokens_ip_for(self, *, newcomer: bool) -> int:
+        """The address's token use under which a request is admitted (counted in the address's
+        window; 0 without an address quota). A client without a session gets one visitor's
+        quota; pro rata when the address's window is shorter, so that it never spends faster
+        than a visitor may."""
+        if self.tokens_ip is None:
+            return 0
+        if not newcomer or self.tokens is None:
+            return self.tokens_ip.amount
+        share = self.tokens.amount
+        if self.tokens_ip.get_expiry() < self.tokens.get_expiry():
+            share = max(1, share * self.tokens_ip.get_expiry() // self.tokens.get_expiry())
+        return min(share, self.tokens_ip.amount)
+
+
+def scaled(item: RateLimitItem | None, times: int) -> RateLimitItem | None:
+    """`item` with `times` its amount over the same window (400/hour -> 1600/hour)."""
+    if item is None:
+        return None
+    return type(item)(item.amount * times, multiples=item.multiples, namespace=item.namespace)
+
+
+NAMES = (
+    "CHAT_LIMIT_MESSAGES",
+    "CHAT_LIMIT_MESSAGES_IP",
+    "CHAT_LIMIT_REPLIES",
+    "CHAT_LIMIT_REPLIES_IP",
+    "CHAT_QUOTA_TOKENS",
+    "CHAT_QUOTA_TOKENS_IP",
+    "CHAT_LIMIT_STREAMS_IP",
+)
 
 
 def rules() -> Rules:
+    """The limits as the settings have them now (read on every request that is checked)."""
+    return rules_from(*(conf.get(name) for name in NAMES))
+
+
+@lru_cache(maxsize=16)
+def rules_from(
+    messages: str | int | None,
+    messages_ip: str | int | None,
+    replies: str | int | None,
+    replies_ip: str | int | None,
+    tokens: str | int | None,
+    tokens_ip: str | int | None,
+    streams_ip: str | int | None,
+) -> Rules:
+    """The settings' values (in NAMES' order) read as limits; an address limit unset (None) is
+    derived from the owner's, and off when that is off."""
+    owner_replies = parse_count("CHAT_LIMIT_REPLIES", replies)
+    owner_tokens = parse_rate("CHAT_QUOTA_TOKENS", tokens)
     return Rules(
-        messages=parse_rate("CHAT_LIMIT_MESSAGES", conf.get("CHAT_LIMIT_MESSAGES")),
-        messages_ip=parse_rate("CHAT_LIMIT_MESSAGES_IP", conf.get("CHAT_LIMIT_MESSAGES_IP")),
-        replies=parse_count("CHAT_LIMIT_REPLIES", conf.get("CHAT_LIMIT_REPLIES")),
-        tokens=parse_rate("CHAT_QUOTA_TOKENS", conf.get("CHAT_QUOTA_TOKENS")),
-        streams_ip=parse_count("CHAT_LIMIT_STREAMS_IP", conf.get("CHAT_LIMIT_STREAMS_IP")),
+        messages=parse_rate("CHAT_LIMIT_MESSAGES", messages),
+        messages_ip=parse_rate("CHAT_LIMIT_MESSAGES_IP", messages_ip),
+        replies=owner_replies,
+        replies_ip=(
+            owner_replies * ADDRESS_SHARE
+            if replies_ip is None
+            else parse_count("CHAT_LIMIT_REPLIES_IP", replies_ip)
+        ),
+        tokens=owner_tokens,
+        tokens_ip=(
+            scaled(owner_tokens, ADDRESS_SHARE)
+            if tokens_ip is None
+            else parse_rate("CHAT_QUOTA_TOKENS_IP", tokens_ip)
+        ),
+        streams_ip=parse_count("CHAT_LIMIT_STREAMS_IP", streams_ip),
     )
 
 
