@@ -1,4 +1,4 @@
-"""`python -m bench.instructions [N] [--target app|baseline|django]`: instructions per reply opened,
+"""`python -m bench.instructions [N] [--target app|baseline]`: instructions per reply opened,
 counted by callgrind (valgrind), not timed.
 
 Serves the target with uvicorn on this process's loop (bench.servers.in_process), warms it up,
@@ -84,7 +84,7 @@ def count(replies: int, target: str) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("replies", nargs="?", type=int, default=100)
-    parser.add_argument("--target", default="app", choices=("app", "baseline", "django"))
+    parser.add_argument("--target", default="app", choices=("app", "baseline"))
     parser.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.inside:
