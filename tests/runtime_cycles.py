@@ -33,7 +33,7 @@ async def cycle() -> dict:
         subscription = await get_event_log().subscribe(str(reply.pk), 0)
         while not isinstance(await subscription.next(1), Text):  # it streams, and a follower waits
             pass
-        await get_limiter().charge(owner=owner.key, tokens=1)
+        await get_limiter().charge(owner=owner.key, ip="127.0.0.1", tokens=1)
         context = ToolContext(user_id=None, visitor="runtime-test", conversation_id="c", reply_id="r")
         outcome = await tool_run(tool_from(number), "number", {}, None, context)
         runtime.spawn(asyncio.sleep(3600), name="chat-title-runtime-test")
