@@ -245,17 +245,25 @@ def anthropic_vendor(settings) -> Iterator[VendorServer]:
 
 
 @pytest.fixture
-def redis_settings(settings) -> Iterator[str]:
-    """The machine's Redis with keys of this test's own (other engineers share the server)."""
+def redis_prefix() -> Iterator[tuple[str, str]]:
+    """(the machine's Redis URL, a key prefix of this test's own): the keys under it are
+    deleted afterwards (other engineers and tests share the server)."""
     import redis as redis_sync
 
     url = need_service("REDIS_URL")
-    prefix = f"test:{uuid.uuid4().hex[:12]}:"
-    settings.REDIS_URL = url
-    settings.CHAT_REDIS_PREFIX = prefix
-    yield prefix
+    prefix = f"chat-test-{uuid.uuid4().hex[:12]}"
+    yield url, prefix
     client = redis_sync.Redis.from_url(url)
-    keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+    keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
     if keys:
         client.delete(*keys)
     client.close()
+
+
+@pytest.fixture
+def redis_settings(settings, redis_prefix) -> Iterator[str]:
+    """The machine's Redis for the app, with keys of this test's own."""
+    url, prefix = redis_prefix
+    settings.REDIS_URL = url
+    settings.CHAT_REDIS_PREFIX = f"{prefix}:"
+    yield settings.CHAT_REDIS_PREFIX

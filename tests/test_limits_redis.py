@@ -14,24 +14,10 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from tests.conftest import free_port, need_service
+from tests.conftest import free_port
 from tests.processes import PYTHON, ServerProcess, Visitor, migrate, server_env
 from tests.sse_client import text_of
 from tests.test_redis_processes import RedisServer
-
-
-@pytest.fixture
-def redis_prefix():
-    import redis
-
-    url = need_service("REDIS_URL")
-    prefix = f"chat-test-{uuid.uuid4().hex[:12]}"
-    yield url, prefix
-    client = redis.Redis.from_url(url)
-    keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
-    if keys:
-        client.delete(*keys)
-    client.close()
 
 
 @pytest.fixture

@@ -3,8 +3,7 @@ and the counting every backend does alike (memory, and Redis when REDIS_URL is s
 
 import asyncio
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
@@ -13,7 +12,6 @@ from limits import RateLimitItem, parse
 from chat.ratelimit.backends import Backend, Checks, Counters, MemoryBackend
 from chat.ratelimit.limiter import in_words, sliding_wait
 from chat.ratelimit.rules import ADDRESS_SHARE, describe, parse_count, parse_rate, rules
-from tests.conftest import need_service
 
 
 @pytest.mark.parametrize("value", ["0", "", None, "off", "0/minute"])
@@ -152,20 +150,12 @@ WHO = ("messages", "visitor:x")
 
 
 @pytest.fixture
-def make_redis_backend() -> Iterator[Callable[[], Backend]]:
-    """Redis backends on keys of this test's own, deleted afterwards."""
-    import redis
-
+def make_redis_backend(redis_prefix) -> Callable[[], Backend]:
+    """Redis backends on keys of this test's own (`redis_prefix`), deleted afterwards."""
     from chat.ratelimit.redis import RedisBackend
 
-    url = need_service("REDIS_URL")
-    prefix = f"chat-test-{uuid.uuid4().hex[:12]}"
-    yield lambda: RedisBackend(url, prefix)
-    client = redis.Redis.from_url(url)
-    keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
-    if keys:
-        client.delete(*keys)
-    client.close()
+    url, prefix = redis_prefix
+    return lambda: RedisBackend(url, prefix)
 
 
 @pytest.fixture(params=["memory", "redis"])
