@@ -1,3 +1,4 @@
+import secrets
 import uuid
 
 from django.conf import settings
@@ -25,6 +26,19 @@ class Conversation(models.Model):
     system_prompt = models.TextField(blank=True, default="")
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(default=timezone.now)
+    # The branch shown and continued (contract v3, "Branches"): the path from the root to this
+    # message. Stored, so a reload shows the same branch. No constraint and no index: it is
+    # written with the activity each turn anyway, and a leaf deleted by the admin just means
+    # "the newest message" again.
+    current_leaf = models.ForeignKey(
+        "Message",
+        null=True,
+        blank=True,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        db_index=False,
+        related_name="+",
+    )
 
     class Meta:
         ordering = ["-updated_at"]
@@ -84,6 +98,25 @@ class Message(models.Model):
     stop_requested = models.BooleanField(default=False)
     # Told again from the answer cache (CHAT_CACHE_TTL) rather than generated: it cost nothing.
     cached = models.BooleanField(default=False, db_default=False)
+    # The message this one follows (contract v3, "Branches"); null for a conversation's first.
+    # An edit or a regenerate adds a sibling (same parent) instead of deleting. No constraint
+    # and no index: messages are read by conversation, and a conversation's messages go
+    # together (deleting one message splices its children onto its parent: chat/history.py).
+    parent = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        db_index=False,
+        related_name="children",
+    )
+    # The owner's verdict on a reply (contract v3, "Feedback"): 1 up, -1 down, null none.
+    feedback_rating = models.SmallIntegerField(
+        null=True, blank=True, choices=[(1, "👍 good"), (-1, "👎 bad")], verbose_name="rating"
+    )
+    feedback_comment = models.TextField(blank=True, default="", db_default="", verbose_name="comment")
+    feedback_at = models.DateTimeField(null=True, blank=True, verbose_name="feedback given")
 
     class Meta:
         ordering = ["created_at"]
@@ -95,6 +128,12 @@ class Message(models.Model):
             # The admin's message list: newest first, its date hierarchy, its model filter.
             models.Index(fields=["created_at"], name="chat_msg_created"),
             models.Index(fields=["model", "created_at"], name="chat_msg_model_created"),
+            # The admin's feedback list: only the replies that have some are in it.
+            models.Index(
+                fields=["-feedback_at"],
+                name="chat_msg_feedback",
+                condition=models.Q(feedback_rating__isnull=False),
+            ),
         ]
 
     def __str__(self) -> str:
@@ -109,3 +148,26 @@ class Message(models.Model):
         if self.input_tokens is None and self.output_tokens is None:
             return None
         return {"input_tokens": self.input_tokens or 0, "output_tokens": self.output_tokens or 0}
+
+
+def share_token() -> str:
+    """32 URL-safe characters from 192 random bits: a share's URL cannot be guessed."""
+    return secrets.token_urlsafe(24)
+
+
+class Share(models.Model):
+    """A conversation shown read-only at a URL nobody can guess (contract v3, "Sharing").
+
+    It holds a snapshot of the current branch as it was when shared (`messages`: role, content,
+    model, time), so later messages stay private until the owner shares again; nothing about
+    the owner is in it. Revoking deletes the row, and so does deleting the conversation.
+    """
+
+    id = models.CharField(primary_key=True, max_length=64, default=share_token, editable=False)
+    conversation = models.OneToOneField(Conversation, on_delete=models.CASCADE, related_name="share")
+    title = models.CharField(max_length=200, blank=True, default="")
+    messages = models.JSONField(default=list, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"Share of {self.conversation_id}"
