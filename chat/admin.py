@@ -28,7 +28,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.text import smart_split, unescape_string_literal
 
-from chat import history, limits_admin
+from chat import feedback_admin, history, limits_admin  # noqa: F401 - feedback_admin registers its admin
 from chat.models import Conversation, Message
 from chat.steps import steps_json
 

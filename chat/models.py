@@ -171,3 +171,21 @@ class Share(models.Model):
 
     def __str__(self) -> str:
         return f"Share of {self.conversation_id}"
+
+
+class FeedbackManager(models.Manager):
+    def get_queryset(self) -> models.QuerySet:
+        return super().get_queryset().filter(role=Message.Role.ASSISTANT, feedback_rating__isnull=False)
+
+
+class Feedback(Message):
+    """The replies their owners rated (contract v3, "Feedback"): the admin's own list of them
+    (chat/feedback_admin.py), beside the list of all messages."""
+
+    objects = FeedbackManager()
+
+    class Meta:
+        proxy = True
+        verbose_name = "feedback"
+        verbose_name_plural = "feedback"
+        ordering = ["-feedback_at"]

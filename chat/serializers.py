@@ -23,7 +23,14 @@ def message_json(message: Message) -> dict[str, Any]:
         "reasoning": message.reasoning,
         "reasoning_ms": message.reasoning_ms,
         "steps": steps_json(message.reasoning, message.steps),
+        "feedback": feedback_json(message),  # contract v3, "Feedback" (chat/feedback.py)
     }
+
+
+def feedback_json(message: Message) -> dict[str, Any] | None:
+    if message.feedback_rating is None:
+        return None
+    return {"rating": message.feedback_rating, "comment": message.feedback_comment}
 
 
 def conversation_json(conversation: Conversation, *, messages: bool = False) -> dict[str, Any]:

@@ -16,9 +16,10 @@ from django.shortcuts import render
 from django.urls import reverse
 from django.views.csrf import csrf_failure as django_csrf_failure
 from django.views.decorators.csrf import csrf_exempt, ensure_csrf_cookie
+from django.views.decorators.http import require_safe
 from django.views.defaults import server_error as server_error_page
 
-from chat import conf, db, services
+from chat import conf, db, feedback, services, sharing
 from chat.admission import Admission
 from chat.errors import ChatError, CrossSite, Invalid, LoginRequired, MethodNotAllowed, NotFound, TooLarge
 from chat.providers import registry
@@ -274,7 +275,11 @@ async def conversation_view(request: HttpRequest, conversation_id: str) -> HttpR
     conversation = await sync_to_async(services.conversation_get)(
         owner=owner, conversation_id=conversation_id, messages=True
     )
-    return JsonResponse(conversation_json(conversation, messages=True))
+    data = conversation_json(conversation, messages=True)
+    # An extension (docs/API-extensions.md, "Feedback and sharing"): the page's share dialog.
+    token = await sync_to_async(sharing.share_token_of)(conversation)
+    data["share_url"] = None if token is None else share_url(request, token)
+    return JsonResponse(data)
 
 
 @api("POST")
@@ -388,3 +393,60 @@ def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
     if request.path.startswith(reverse("chat:api")):
         return _csrf_refused()
     return django_csrf_failure(request, reason=reason)
+
+
+# --- feedback and sharing (contract v3; chat/feedback.py, chat/sharing.py) ----------------
+
+SHARE_CSP = (
+    "default-src 'none'; style-src 'self'; img-src 'self' data:; base-uri 'none'; "
+    "form-action 'none'; frame-ancestors 'none'"
+)
+
+
+@api("POST")
+async def feedback_view(request: HttpRequest, message_id: str) -> HttpResponse:
+    data = read_json(request, required=True)
+    owner = await get_owner(request)
+    message = await db.run(feedback.reply_feedback, owner=owner, message_id=message_id, data=data)
+    return JsonResponse(message_json(message))
+
+
+def share_url(request: HttpRequest, token: str) -> str:
+    return request.build_absolute_uri(reverse("chat:share-page", args=[token]))
+
+
+@api("POST", "DELETE")
+async def share_view(request: HttpRequest, conversation_id: str) -> HttpResponse:
+    read_json(request, required=False)  # no fields yet; a body, if any, must still be JSON
+    owner = await get_owner(request)
+    if request.method == "DELETE":
+        await db.run(sharing.conversation_unshare, owner=owner, conversation_id=conversation_id)
+        return HttpResponse(status=204)
+    share = await db.run(sharing.conversation_share, owner=owner, conversation_id=conversation_id)
+    return JsonResponse({"url": share_url(request, share.pk)}, status=201)
+
+
+@require_safe
+def share_page_view(request: HttpRequest, token: str) -> HttpResponse:
+    """A shared conversation, read-only, for anyone with its URL: no session, no cookie, no script.
+
+    Rendered on the server so it reads with JavaScript off; it names nothing of the owner, and
+    asks search engines, other sites and caches to keep it to the person who has the link.
+    """
+    if conf.get("CHAT_LOGIN_REQUIRED") and not request.user.is_authenticated:
+        return redirect_to_login(request.get_full_path())  # a site for its users only stays so
+    try:
+        share = sharing.share_get(token=token)
+    except NotFound:
+        response = render(request, "chat/shared.html", {"share": None}, status=404)
+    else:
+        messages = [
+            {**m, "blocks": sharing.blocks(m["content"])} for m in share.messages if m["role"] != "system"
+        ]
+        context = {"share": share, "title": share.title or "Shared conversation", "messages": messages}
+        response = render(request, "chat/shared.html", context)
+    response["X-Robots-Tag"] = "noindex"
+    response["Referrer-Policy"] = "no-referrer"
+    response["Cache-Control"] = "private, no-store"
+    response["Content-Security-Policy"] = SHARE_CSP
+    return response
