@@ -51,7 +51,8 @@ def test_send_answers_201_with_both_messages_and_the_stream_url(tab):
     assert sent["stream_url"] == f"/api/messages/{reply['id']}/stream"
     keys = {"id", "conversation_id", "role", "content", "status", "model", "created_at"}
     issue_12 = {"reasoning", "reasoning_ms", "steps"}
-    assert keys | {"finish_reason", "usage", "error", "cached"} | issue_12 == set(reply)
+    v3 = {"feedback"}
+    assert keys | {"finish_reason", "usage", "error", "cached"} | issue_12 | v3 == set(reply)
     done = tab.wait_finished(reply["id"], reply["conversation_id"])
     assert done["status"] == "complete"
     assert done["finish_reason"] == "stop"
