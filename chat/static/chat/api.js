@@ -74,3 +74,8 @@ export const getMessage = (messageId) => api("GET", apiUrl(`messages/${messageId
 export const stopReply = (messageId) => api("POST", apiUrl(`messages/${messageId}/stop`));
 export const streamUrl = (messageId, lastEventId) =>
   apiUrl(`messages/${messageId}/stream`) + (lastEventId ? `?last_event_id=${encodeURIComponent(lastEventId)}` : "");
+
+// Feedback and sharing (contract v3; docs/API-extensions.md, "Feedback and sharing").
+export const sendFeedback = (messageId, body) => api("POST", apiUrl(`messages/${messageId}/feedback`), body);
+export const shareConversation = (id) => api("POST", apiUrl(`conversations/${id}/share`));
+export const unshareConversation = (id) => api("DELETE", apiUrl(`conversations/${id}/share`));

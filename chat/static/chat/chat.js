@@ -2,8 +2,10 @@
 // User text is only ever set with textContent; model output goes through markdown.js
 // (marked, then DOMPurify). Modules, no build step: see docs/API.md for what it speaks.
 import * as API from "./api.js";
+import { Feedback } from "./feedback.js";
 import { warmUp } from "./markdown.js";
 import { Reply } from "./reply.js";
+import { ShareDialog } from "./share.js";
 import { Sidebar, UNTITLED } from "./sidebar.js";
 
 const $ = (id) => document.getElementById(id);
@@ -134,6 +136,7 @@ function addReply(message) {
     onComplete: (r) => replyFinished(r),
     lookup: (r) => lookupMessage(r.id),
   });
+  reply.feedback = new Feedback(reply, { onError: (error) => showNotice(error) }); // feedback.js
   state.replies.set(message.id, reply);
   log.append(reply.el);
   return reply;
@@ -216,8 +219,11 @@ async function refreshTitle(again = true) {
   }
 }
 
+const shareDialog = new ShareDialog(); // the header's Share button (share.js)
+
 function setConversation(conversation) {
   state.conversation = conversation;
+  shareDialog.setConversation(conversation);
   setTitle(conversation?.title);
   sidebar.setActive(conversation?.id || null);
   const offered = models.some((m) => m.id === conversation?.model);
