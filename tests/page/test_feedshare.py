@@ -74,7 +74,7 @@ def test_the_share_dialog_gives_a_url_that_opens_in_a_fresh_browser_and_revokes_
         shared = stranger.new_page()
         response = shared.goto(url)
         assert response.status == 200
-        expect(shared.locator(".msg.assistant")).to_contain_text("Shared words here.")
+        expect(shared.locator(".shared-assistant")).to_contain_text("Shared words here.")
         assert shared.locator("textarea, input, form").count() == 0
 
         dialog.locator("#share-revoke").click()

@@ -5,11 +5,24 @@ import { sendFeedback } from "./api.js";
 
 const COMMENT_CHARS = 2000; // the server's limit (chat/feedback.py)
 
+// Feather's thumbs (MIT): drawn, so they show where no emoji font is installed.
+const THUMBS = {
+  1: "M14 9V5a3 3 0 0 0-3-3l-4 9v11h11.28a2 2 0 0 0 2-1.7l1.38-9a2 2 0 0 0-2-2.3zM7 22H4a2 2 0 0 1-2-2v-7a2 2 0 0 1 2-2h3",
+  [-1]: "M10 15v4a3 3 0 0 0 3 3l4-9V2H5.72a2 2 0 0 0-2 1.7l-1.38 9a2 2 0 0 0 2 2.3zm7-13h2.67A2.31 2.31 0 0 1 22 4v7a2.31 2.31 0 0 1-2.33 2H17",
+};
+
 function thumb(rating) {
   const el = document.createElement("button");
   el.type = "button";
   el.className = `thumb ${rating === 1 ? "thumb-up" : "thumb-down"}`;
-  el.textContent = rating === 1 ? "👍" : "👎";
+  const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
+  svg.setAttribute("viewBox", "0 0 24 24");
+  svg.setAttribute("class", "icon");
+  svg.setAttribute("aria-hidden", "true");
+  const path = document.createElementNS("http://www.w3.org/2000/svg", "path");
+  path.setAttribute("d", THUMBS[rating]);
+  svg.append(path);
+  el.append(svg);
   const label = rating === 1 ? "Good reply" : "Bad reply";
   el.title = label;
   el.setAttribute("aria-label", label);
