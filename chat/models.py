@@ -175,7 +175,9 @@ class Share(models.Model):
 
 class FeedbackManager(models.Manager):
     def get_queryset(self) -> models.QuerySet:
-        return super().get_queryset().filter(role=Message.Role.ASSISTANT, feedback_rating__isnull=False)
+        # Only replies are ever rated (chat/feedback.py); the condition alone is the partial
+        # index chat_msg_feedback's, so counting them reads only that index.
+        return super().get_queryset().filter(feedback_rating__isnull=False)
 
 
 class Feedback(Message):

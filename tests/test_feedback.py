@@ -1,15 +1,11 @@
-"""Feedback on replies (contract v3): the API against a real server, and the admin's list and CSV."""
+"""Feedback on replies (contract v3, chat/feedback.py): the API against a real server."""
 
-import csv
-import io
 import uuid
-from datetime import timedelta
 
 import pytest
-from django.utils import timezone
 
 from chat.feedback import COMMENT_CHARS
-from chat.models import Conversation, Message
+from chat.models import Message
 from tests.fakes import script
 from tests.test_api import assert_error
 
@@ -105,111 +101,3 @@ def test_feedback_needs_the_csrf_token_and_only_post(tab):
     assert_error(tab.get(path), 405, "method_not_allowed")
     assert_error(tab.post(path, json={"rating": 1}, headers={"Origin": "https://evil.example"}), 403, "csrf")
     assert stored(reply["id"])[0] is None
-
-
-# --- the admin -------------------------------------------------------------------------------
-
-LIST = "/admin/chat/feedback/"
-
-
-@pytest.fixture
-def staff(client, django_user_model):
-    user = django_user_model.objects.create_user("operator", password="pw", is_staff=True, is_superuser=True)
-    client.force_login(user)
-    return user
-
-
-def rated(prompt: str, reply: str, rating: int | None, *, model: str = "demo", comment: str = "", days_ago=0):
-    """A conversation of one question and its reply, rated `rating` (or not)."""
-    when = timezone.now() - timedelta(days=days_ago)
-    conversation = Conversation.objects.create(
-        title=prompt[:20], model=model, visitor="v-" + uuid.uuid4().hex
-    )
-    question = Message.objects.create(conversation=conversation, role="user", content=prompt, created_at=when)
-    return Message.objects.create(
-        conversation=conversation,
-        role="assistant",
-        content=reply,
-        model=model,
-        parent=question,
-        created_at=when + timedelta(microseconds=1),
-        feedback_rating=rating,
-        feedback_comment=comment,
-        feedback_at=None if rating is None else when,
-    )
-
-
-def listed(response) -> list[str]:
-    return [m.content for m in response.context["cl"].result_list]
-
-
-def test_admin_lists_rated_replies_with_their_prompt_and_filters_them(client, staff):
-    rated("Capital of France?", "Lyon.", -1, model="script:fake", comment="Wrong!", days_ago=3)
-    rated("2 + 2?", "4.", 1)
-    rated("Unrated question", "Unrated reply", None)
-    response = client.get(LIST)
-    assert response.status_code == 200
-    assert listed(response) == ["4.", "Lyon."]  # newest feedback first, unrated left out
-    page = response.content.decode()
-    assert "Capital of France?" in page and "Wrong!" in page and "Unrated" not in page
-    assert listed(client.get(LIST, {"feedback_rating__exact": "-1"})) == ["Lyon."]
-    assert listed(client.get(LIST, {"model": "demo"})) == ["4."]
-    midnight = timezone.localtime().replace(hour=0, minute=0, second=0, microsecond=0)
-    assert listed(client.get(LIST, {"feedback_at__gte": str(midnight)})) == ["4."]  # "Today"
-
-
-def test_admin_prompt_falls_back_to_the_user_message_before_the_reply(client, staff):
-    reply = rated("The question", "The answer", 1)
-    Message.objects.filter(pk=reply.pk).update(parent=None)  # a reply stored before branches
-    assert "The question" in client.get(LIST).content.decode()
-
-
-def test_admin_feedback_list_costs_the_same_queries_for_3_or_30_rows(
-    client, staff, django_assert_max_num_queries
-):
-    for i in range(3):
-        rated(f"q{i}", f"a{i}", 1)
-    with django_assert_max_num_queries(30) as few:
-        client.get(LIST)
-    for i in range(27):
-        rated(f"q{i}", f"a{i}", -1)
-    with django_assert_max_num_queries(30) as many:
-        client.get(LIST)
-    assert len(many.captured_queries) == len(few.captured_queries)
-
-
-def read_csv(response) -> list[list[str]]:
-    assert response.status_code == 200
-    assert response["Content-Type"].startswith("text/csv")
-    assert response["Content-Disposition"].startswith("attachment;")
-    return list(csv.reader(io.StringIO(response.content.decode())))
-
-
-def test_admin_exports_what_the_filters_show_as_csv_with_formulas_defused(client, staff):
-    bad = rated('=HYPERLINK("http://evil")', "+1 is the answer", -1, comment="@SUM(A1)", model="script:fake")
-    rated("fine", "good", 1, comment="-great")
-    rows = read_csv(client.get(LIST + "export/", {"feedback_rating__exact": "-1"}))
-    assert rows[0][:6] == ["feedback_at", "rating", "comment", "model", "prompt", "reply"]
-    assert len(rows) == 2
-    row = dict(zip(rows[0], rows[1], strict=True))
-    assert row["rating"] == "-1"  # a number, left as it is
-    assert row["comment"] == "'@SUM(A1)"
-    assert row["prompt"] == '\'=HYPERLINK("http://evil")'
-    assert row["reply"] == "'+1 is the answer"
-    assert row["model"] == "script:fake"
-    assert row["message_id"] == str(bad.pk) and row["conversation_id"] == str(bad.conversation_id)
-    everything = read_csv(client.get(LIST + "export/"))
-    assert sorted(r[2] for r in everything[1:]) == ["'-great", "'@SUM(A1)"]
-
-
-def test_admin_csv_action_exports_the_selected_rows(client, staff):
-    one = rated("q1", "a1", 1, comment="first")
-    rated("q2", "a2", -1, comment="second")
-    response = client.post(LIST, {"action": "export_csv", "_selected_action": [str(one.pk)]})
-    rows = read_csv(response)
-    assert [r[2] for r in rows[1:]] == ["first"]
-
-
-def test_admin_feedback_export_needs_staff(client):
-    response = client.get(LIST + "export/")
-    assert response.status_code == 302 and "/login/" in response["Location"]
