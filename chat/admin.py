@@ -28,7 +28,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.text import smart_split, unescape_string_literal
 
-from chat import feedback_admin, history, limits_admin  # noqa: F401 - feedback_admin registers its admin
+from chat import feedback_admin, history, limits_admin, sharing_admin  # noqa: F401 - these register admins
 from chat.models import Conversation, Message
 from chat.steps import steps_json
 

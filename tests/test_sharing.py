@@ -178,3 +178,28 @@ def test_the_shared_page_needs_sign_in_where_the_chat_does(tab, settings):
     settings.CHAT_LOGIN_REQUIRED = True
     response = anonymous_get(url)
     assert response.status_code == 302 and "login" in response.headers["Location"]
+
+
+def test_the_share_url_follows_the_mount_prefix(server, settings):
+    settings.ROOT_URLCONF = "tests.urls_mounted"
+    with httpx.Client(base_url=server.url, timeout=10) as browser:
+        browser.get("/assistant/")
+        headers = {"X-CSRFToken": browser.cookies["csrftoken"]}
+        sent = browser.post("/assistant/api/conversations", json={"content": "hello"}, headers=headers).json()
+        url = browser.post(f"/assistant/api/conversations/{sent['id']}/share", headers=headers).json()["url"]
+    assert url.startswith(f"{server.url}/assistant/s/")
+    assert anonymous_get(url).status_code == 200
+
+
+def test_the_admin_lists_shares_and_revokes_one(tab, client, django_user_model):
+    cid = conversation_with(tab, "public words")
+    url = share(tab, cid)
+    token = urlsplit(url).path.split("/")[-2]
+    staff = django_user_model.objects.create_user("operator", is_staff=True, is_superuser=True)
+    client.force_login(staff)
+    listing = client.get("/admin/chat/share/")
+    assert listing.status_code == 200 and f"/s/{token}/" in listing.content.decode()
+    assert client.get(f"/admin/chat/share/{token}/change/").status_code == 200
+    deleted = client.post(f"/admin/chat/share/{token}/delete/", {"post": "yes"})
+    assert deleted.status_code == 302
+    assert anonymous_get(url).status_code == 404
