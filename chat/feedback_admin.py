@@ -10,9 +10,10 @@ import io
 from collections.abc import Iterable
 
 from django.contrib import admin
+from django.contrib.admin.options import IncorrectLookupParameters
 from django.db.models import OuterRef, QuerySet, Subquery
 from django.db.models.functions import Coalesce, Left
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
@@ -146,5 +147,8 @@ class FeedbackAdmin(admin.ModelAdmin):
         """The "Export CSV" button: every rated reply the list's filters select, not one page."""
         if not self.has_view_permission(request):
             return HttpResponse(status=403)
-        changelist = self.get_changelist_instance(request)
+        try:
+            changelist = self.get_changelist_instance(request)
+        except IncorrectLookupParameters:
+            return HttpResponseBadRequest("These filters are not valid: export from the list's own button.")
         return csv_download(changelist.get_queryset(request))

@@ -58,7 +58,9 @@ def test_admin_lists_rated_replies_with_their_prompt_and_filters_them(client, st
     assert listed(response) == ["4.", "Lyon."]  # newest feedback first, unrated left out
     page = response.content.decode()
     assert "Capital of France?" in page and "Wrong!" in page and "Unrated" not in page
-    assert listed(client.get(LIST, {"feedback_rating__exact": "-1"})) == ["Lyon."]
+    downs = client.get(LIST, {"feedback_rating__exact": "-1"})
+    assert listed(downs) == ["Lyon."]
+    assert f'href="{LIST}export/?feedback_rating__exact=-1"' in downs.content.decode()  # "Export CSV"
     assert listed(client.get(LIST, {"model": "demo"})) == ["4."]
     midnight = timezone.localtime().replace(hour=0, minute=0, second=0, microsecond=0)
     assert listed(client.get(LIST, {"feedback_at__gte": str(midnight)})) == ["4."]  # "Today"
@@ -106,6 +108,10 @@ def test_admin_exports_what_the_filters_show_as_csv_with_formulas_defused(client
     assert row["message_id"] == str(bad.pk) and row["conversation_id"] == str(bad.conversation_id)
     everything = read_csv(client.get(LIST + "export/"))
     assert sorted(r[2] for r in everything[1:]) == ["'-great", "'@SUM(A1)"]
+
+
+def test_admin_export_with_bad_filters_answers_400(client, staff):
+    assert client.get(LIST + "export/", {"feedback_at__gte": "not a date"}).status_code == 400
 
 
 def test_admin_csv_action_exports_the_selected_rows(client, staff):

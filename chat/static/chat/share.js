@@ -56,9 +56,12 @@ export class ShareDialog {
   async share() {
     const conversation = this.conversation;
     try {
+      const again = Boolean(conversation.share_url);
       const { url } = await shareConversation(conversation.id);
       conversation.share_url = url;
-      if (conversation === this.conversation) this.show(url);
+      if (conversation !== this.conversation) return;
+      this.show(url);
+      if (again) this.status.textContent = "Updated: the link now shows the conversation as it is now.";
     } catch (error) {
       this.fail(error);
     }
