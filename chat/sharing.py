@@ -80,6 +80,11 @@ def share_get(*, token: str) -> Share:
     return share
 
 
+def page_messages(share: Share) -> list[dict[str, Any]]:
+    """The snapshot's messages as the shared page shows them, each with its `blocks`."""
+    return [{**m, "blocks": blocks(m["content"])} for m in share.messages if m.get("role") != "system"]
+
+
 @dataclass(frozen=True)
 class Block:
     """A piece of a message as the shared page shows it: text, or code kept as it is."""

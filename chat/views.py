@@ -440,9 +440,7 @@ def share_page_view(request: HttpRequest, token: str) -> HttpResponse:
     except NotFound:
         response = render(request, "chat/shared.html", {"share": None}, status=404)
     else:
-        messages = [
-            {**m, "blocks": sharing.blocks(m["content"])} for m in share.messages if m["role"] != "system"
-        ]
+        messages = sharing.page_messages(share)
         context = {"share": share, "title": share.title or "Shared conversation", "messages": messages}
         response = render(request, "chat/shared.html", context)
     response["X-Robots-Tag"] = "noindex"
