@@ -2,6 +2,7 @@
 
 from typing import Any
 
+from chat.branches import sibling_ids
 from chat.models import Conversation, Message
 from chat.steps import steps_json
 
@@ -23,6 +24,9 @@ def message_json(message: Message) -> dict[str, Any]:
         "reasoning": message.reasoning,
         "reasoning_ms": message.reasoning_ms,
         "steps": steps_json(message.reasoning, message.steps),
+        # contract v3, "Branches" (one query when the caller has not computed the siblings)
+        "parent_id": None if message.parent_id is None else str(message.parent_id),
+        "sibling_ids": [str(pk) for pk in sibling_ids(message)],
     }
 
 
@@ -35,6 +39,9 @@ def conversation_json(conversation: Conversation, *, messages: bool = False) -> 
         "created_at": conversation.created_at.isoformat(),
         "updated_at": conversation.updated_at.isoformat(),
     }
-    if messages:
-        data["messages"] = [message_json(m) for m in conversation.messages.all()]
+    if messages:  # the current branch (chat/branches.py), root to leaf
+        data["messages"] = [message_json(m) for m in conversation.branch]
+        data["current_leaf"] = (
+            None if conversation.current_leaf_id is None else str(conversation.current_leaf_id)
+        )
     return data

@@ -18,6 +18,7 @@ urlpatterns = [
     path("api/messages/<str:message_id>", views.message_view, name="message"),
     path("api/messages/<str:message_id>/stream", views.stream_view, name="stream"),
     path("api/messages/<str:message_id>/stop", views.stop_view, name="stop"),
+    path("api/conversations/<str:conversation_id>/branch", views.branch_view, name="branch"),
     # Anything else under api/ is the API's own 404, whatever the host's handler404 does.
     re_path(r"^api/", views.api_not_found, name="api"),
 ]
