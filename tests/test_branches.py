@@ -2,10 +2,14 @@
 regenerate keep what they replace, the model sees the current branch only, and the branch
 chosen is stored."""
 
+import json
 import uuid
+from datetime import timedelta
 
 import pytest
+from django.utils import timezone
 
+from chat import history, history_import
 from chat.context import turns_newest_first
 from chat.models import Conversation, Message
 from chat.providers import Turn
@@ -203,10 +207,6 @@ def test_a_streaming_reply_goes_on_across_a_branch_switch(tab, chat):
 def test_context_reading_over_a_branched_conversation_sends_exactly_the_branch(db):
     """Many branches interleaved in time: the reader keeps exactly the chain from the leaf."""
     conversation = Conversation.objects.create(visitor="v", model="demo")
-    from datetime import timedelta
-
-    from django.utils import timezone
-
     start = timezone.now() - timedelta(days=1)
     rows, parent, at = [], None, start
     chain = []
@@ -238,3 +238,102 @@ def test_context_reading_over_a_branched_conversation_sends_exactly_the_branch(d
     seen: dict = {}
     assert next(turns_newest_first(conversation.pk, rows[4].pk, seen=seen)) == chain[2]
     assert seen["leaf"][0] == rows[4].pk
+
+
+# --- export, import and the admin's delete keep the tree -------------------------------------
+
+
+def tree_of(conversation_id) -> tuple[dict, object]:
+    parents = dict(Message.objects.filter(conversation_id=conversation_id).values_list("id", "parent_id"))
+    return parents, Conversation.objects.get(pk=conversation_id).current_leaf_id
+
+
+def branched(db) -> Conversation:
+    """u1 - a1 - u2 - a2, with u2' (an edit of u2) and its reply a2' current."""
+    from tests.test_admin import make
+
+    conversation = make("Branched", "u1", "a1", "u2", "a2")
+    a1 = Message.objects.get(conversation=conversation, content="a1")
+    at = Message.objects.get(conversation=conversation, content="a2").created_at
+    u2b = Message.objects.create(
+        conversation=conversation, role="user", content="u2'", parent=a1, created_at=at + timedelta(seconds=1)
+    )
+    a2b = Message.objects.create(
+        conversation=conversation,
+        role="assistant",
+        content="a2'",
+        parent=u2b,
+        created_at=at + timedelta(seconds=2),
+    )
+    Conversation.objects.filter(pk=conversation.pk).update(current_leaf=a2b)
+    return conversation
+
+
+def test_export_then_import_keeps_parents_and_the_current_leaf(db):
+    conversation = branched(db)
+    before = tree_of(conversation.pk)
+    data = history.conversations_export(Conversation.objects.filter(pk=conversation.pk))
+    assert data["version"] == 2
+    record = data["conversations"][0]
+    assert record["current_leaf"] == str(before[1])
+    u2 = next(m for m in record["messages"] if m["content"] == "u2")
+    assert len(u2["sibling_ids"]) == 2
+    Conversation.objects.all().delete()
+    history_import.conversations_import(json.loads(json.dumps(data)))
+    assert tree_of(conversation.pk) == before
+
+
+def test_a_version_1_import_becomes_a_chain(db):
+    conversation = branched(db)
+    data = history.conversations_export(Conversation.objects.filter(pk=conversation.pk))
+    Conversation.objects.all().delete()
+    data["version"] = 1
+    for record in data["conversations"]:
+        record.pop("current_leaf")
+        for message in record["messages"]:
+            message.pop("parent_id"), message.pop("sibling_ids")
+    history_import.conversations_import(data)
+    ordered = list(Message.objects.filter(conversation_id=conversation.pk).order_by("created_at"))
+    assert [m.parent_id for m in ordered] == [None, *(m.pk for m in ordered[:-1])]
+    assert Conversation.objects.get(pk=conversation.pk).current_leaf_id == ordered[-1].pk
+
+
+@pytest.mark.parametrize("problem", ["elsewhere", "younger", "not a uuid", "leaf"])
+def test_an_import_with_a_broken_tree_is_refused(db, problem):
+    conversation = branched(db)
+    other = make_other()
+    data = history.conversations_export(Conversation.objects.filter(pk=conversation.pk))
+    Conversation.objects.filter(pk=conversation.pk).delete()
+    messages = data["conversations"][0]["messages"]
+    if problem == "elsewhere":
+        messages[1]["parent_id"] = str(other.pk)
+    if problem == "younger":
+        messages[0]["parent_id"] = messages[-1]["id"]
+    if problem == "not a uuid":
+        messages[1]["parent_id"] = "x"
+    if problem == "leaf":
+        data["conversations"][0]["current_leaf"] = str(other.pk)
+    with pytest.raises(history_import.ImportRejected):
+        history_import.conversations_import(data)
+    assert not Conversation.objects.filter(pk=conversation.pk).exists()
+
+
+def make_other() -> Message:
+    from tests.test_admin import make
+
+    return Message.objects.filter(conversation=make("Other", "x", "y")).first()
+
+
+def test_deleting_a_middle_message_in_the_admin_splices_its_children(db):
+    conversation = branched(db)
+    a1 = Message.objects.get(conversation=conversation, content="a1")
+    u1 = Message.objects.get(conversation=conversation, content="u1")
+    history.messages_delete(Message.objects.filter(pk=a1.pk))
+    parents = {m.content: m.parent_id for m in Message.objects.filter(conversation=conversation)}
+    assert parents == {"u1": None, "u2": u1.pk, "a2": parents["a2"], "u2'": u1.pk, "a2'": parents["a2'"]}
+    # The current leaf was kept; deleting it falls back to the newest leaf above it.
+    a2b = Message.objects.get(conversation=conversation, content="a2'")
+    u2b = Message.objects.get(conversation=conversation, content="u2'")
+    history.messages_delete(Message.objects.filter(pk__in=[a2b.pk, u2b.pk]))
+    leaf = Conversation.objects.get(pk=conversation.pk).current_leaf_id
+    assert leaf == Message.objects.get(conversation=conversation, content="a2").pk
