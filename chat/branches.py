@@ -71,6 +71,28 @@ class Tree:
         parent = self.parents.get(pk)
         return self.children.get(parent if parent in self.parents else None, [pk])
 
+    def outline(self, leaf: uuid.UUID | None) -> list[tuple[uuid.UUID, int]]:
+        """Every message once, with its depth, for reading the whole tree: the branch ending at
+        `leaf` in order at depth 0, each other branch indented under its fork point (before the
+        branch goes on), its own forks indented further. No recursion: a chain may be long."""
+        on_branch = set(self.path(leaf))
+        shown: list[tuple[uuid.UUID, int]] = []
+        stack: list[tuple[uuid.UUID, int]] = []
+
+        def below(node: uuid.UUID | None, depth: int) -> None:
+            kids = self.children.get(node, [])
+            main = next((k for k in kids if k in on_branch), kids[-1] if kids else None)
+            if main is not None:  # popped last: the other children come first, indented
+                stack.append((main, depth))
+            stack.extend((kid, depth + 1) for kid in reversed(kids) if kid != main)
+
+        below(None, 0)
+        while stack:
+            node, depth = stack.pop()
+            shown.append((node, depth))
+            below(node, depth)
+        return shown
+
 
 def tree(conversation_id: uuid.UUID) -> Tree:
     nodes = Message.objects.filter(conversation_id=conversation_id).values_list(

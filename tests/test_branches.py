@@ -7,6 +7,7 @@ import uuid
 from datetime import timedelta
 
 import pytest
+from django.urls import reverse
 from django.utils import timezone
 
 from chat import history, history_import
@@ -15,6 +16,7 @@ from chat.models import Conversation, Message
 from chat.providers import Turn
 from tests.fakes import CLOSED, PROMPTS, gate, script
 from tests.sse_client import text_of
+from tests.test_admin import staff  # noqa: F401 - a fixture
 
 
 def finished(tab, sent: dict) -> dict:
@@ -337,3 +339,20 @@ def test_deleting_a_middle_message_in_the_admin_splices_its_children(db):
     history.messages_delete(Message.objects.filter(pk__in=[a2b.pk, u2b.pk]))
     leaf = Conversation.objects.get(pk=conversation.pk).current_leaf_id
     assert leaf == Message.objects.get(conversation=conversation, content="a2").pk
+
+
+def test_the_admin_transcript_shows_the_whole_tree_with_the_current_branch_marked(client, db, staff):  # noqa: F811
+    conversation = branched(db)
+    page = client.get(reverse("admin:chat_conversation_change", args=[conversation.pk]))
+    assert page.status_code == 200
+    shown = [(m.content, m.depth, m.on_branch, m.version) for m in page.context["transcript"]]
+    assert shown == [
+        ("u1", 0, True, ""),
+        ("a1", 0, True, ""),
+        ("u2", 1, False, "1 of 2"),  # the other branch, under its fork point
+        ("a2", 1, False, ""),
+        ("u2'", 0, True, "2 of 2"),
+        ("a2'", 0, True, ""),
+    ]
+    html = page.content.decode()
+    assert html.count("current branch</span>") == 4 and html.count("other branch</span>") == 2
