@@ -74,3 +74,6 @@ export const getMessage = (messageId) => api("GET", apiUrl(`messages/${messageId
 export const stopReply = (messageId) => api("POST", apiUrl(`messages/${messageId}/stop`));
 export const streamUrl = (messageId, lastEventId) =>
   apiUrl(`messages/${messageId}/stream`) + (lastEventId ? `?last_event_id=${encodeURIComponent(lastEventId)}` : "");
+// Contract v3, "Branches": the branch through a message becomes current (stored).
+export const chooseBranch = (id, messageId) =>
+  api("POST", apiUrl(`conversations/${id}/branch`), { message_id: messageId });
