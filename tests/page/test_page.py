@@ -185,8 +185,9 @@ def test_a_failed_reply_shows_the_error_sentence_and_retry_answers_again(page):
     expect(reply(page).locator(".markdown")).to_have_text("So far so good.")
     expect(reply(page).locator(".note")).to_be_hidden()
     expect(page.locator(".msg.assistant")).to_have_count(1)
+    expect(reply(page).locator(".version-count")).to_have_text("2 / 2")  # the failed one stays
     replies = Message.objects.filter(conversation_id=conversation_id(page), role="assistant")
-    assert [(m.status, m.content) for m in replies] == [("complete", "So far so good.")]
+    assert [(m.status, m.content) for m in replies] == [("error", "So far "), ("complete", "So far so good.")]
 
 
 def test_rate_limited_send_says_when_to_try_again(page):
