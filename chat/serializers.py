@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from chat.branches import sibling_ids
+from chat.branches import conversation_branch_load, sibling_ids
 from chat.models import Conversation, Message
 from chat.steps import steps_json
 
@@ -40,6 +40,8 @@ def conversation_json(conversation: Conversation, *, messages: bool = False) -> 
         "updated_at": conversation.updated_at.isoformat(),
     }
     if messages:  # the current branch (chat/branches.py), root to leaf
+        if getattr(conversation, "branch", None) is None:  # not read by conversation_get: read it
+            conversation_branch_load(conversation)
         data["messages"] = [message_json(m) for m in conversation.branch]
         data["current_leaf"] = (
             None if conversation.current_leaf_id is None else str(conversation.current_leaf_id)

@@ -129,7 +129,9 @@ def test_a_branch_switch_is_stored_and_a_fresh_get_shows_it(tab, new_tab, chat):
     assert shown(tab, cid) == [say("one"), "one", say("deux"), "deux"]  # down by the newest child
 
 
-@pytest.mark.parametrize("which", ["not a uuid", "unknown", "other conversation", "a number", "missing"])
+@pytest.mark.parametrize(
+    "which", ["not a uuid", "unknown", "other conversation", "a number", "missing", "a list", "a NUL", "huge"]
+)
 def test_a_bad_message_id_for_branch_answers_400_and_changes_nothing(tab, chat, which):
     cid, first, _ = chat
     other = tab.send("elsewhere")["user_message"]["id"]
@@ -138,6 +140,9 @@ def test_a_bad_message_id_for_branch_answers_400_and_changes_nothing(tab, chat, 
         "unknown": str(uuid.uuid4()),
         "other conversation": other,
         "a number": 5,
+        "a list": [first["user_message"]["id"]],
+        "a NUL": first["user_message"]["id"][:-1] + "\x00",
+        "huge": "f" * 100_000,
     }.get(which)
     body = {} if which == "missing" else {"message_id": value}
     leaf = Conversation.objects.get(pk=cid).current_leaf_id
