@@ -243,28 +243,33 @@ def _prompt(
     Read before the write, off the writer thread: the writer only inserts, and a long
     conversation costs its own send the budget's rows, nobody else anything.
     """
-    seen: dict = {}
     stored = conversation.current_leaf_id if leaf is CURRENT else leaf
-    # A conversation being created has no history to read (create-and-send, issue 14).
-    if conversation._state.adding or (leaf is None):
-        history = iter(())
-    else:
-        history = context.turns_newest_first(conversation.pk, stored, seen=seen)
-    turns = history if new is None else itertools.chain([Turn("user", new)], history)
-    kept = context.fit_newest(conversation.system_prompt, turns, conf.get_int("CHAT_CONTEXT_CHARS"))
-    if "leaf" not in seen:
-        next(history, None)  # the new message alone filled the budget: read as far as the leaf
-    if "leaf" not in seen and stored is not None and leaf is CURRENT:
+    # A conversation being created has no history to read (create-and-send, issue 14), nor
+    # has a new version of its first message.
+    read = not conversation._state.adding and leaf is not None
+    kept, seen = _branch_fit(conversation, new, stored if read else None, read=read)
+    if read and "leaf" not in seen and leaf is CURRENT and stored is not None:
         # A current leaf deleted by hand: the newest message's branch, as if none were stored.
         log.warning("Conversation %s: its current leaf %s is gone", conversation.pk, stored)
-        history = context.turns_newest_first(conversation.pk, None, seen=seen)
-        turns = history if new is None else itertools.chain([Turn("user", new)], history)
-        kept = context.fit_newest(conversation.system_prompt, turns, conf.get_int("CHAT_CONTEXT_CHARS"))
-        next(history, None)
+        kept, seen = _branch_fit(conversation, new, None, read=True)
     fork = Fork(*seen["leaf"]) if "leaf" in seen else Fork()
     # The tools this model may call (issue 12): CHAT_TOOLS, and the demo's own example.
     tools = tools_module.specs_for(info.provider)
     return Prompt(model=info.name, system=conversation.system_prompt, turns=kept, tools=tools), fork
+
+
+def _branch_fit(
+    conversation: Conversation, new: str | None, leaf_id: uuid.UUID | None, *, read: bool
+) -> tuple[tuple[Turn, ...], dict]:
+    """The turns of the branch ending at `leaf_id` that fit, and what the reading saw of the
+    leaf (context.turns_newest_first's `seen`)."""
+    seen: dict = {}
+    history = context.turns_newest_first(conversation.pk, leaf_id, seen=seen) if read else iter(())
+    turns = history if new is None else itertools.chain([Turn("user", new)], history)
+    kept = context.fit_newest(conversation.system_prompt, turns, conf.get_int("CHAT_CONTEXT_CHARS"))
+    if "leaf" not in seen:
+        next(history, None)  # the new message alone filled the budget: read as far as the leaf
+    return kept, seen
 
 
 def _insert(rows: list[Model]) -> None:

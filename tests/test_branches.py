@@ -361,3 +361,22 @@ def test_the_admin_transcript_shows_the_whole_tree_with_the_current_branch_marke
     ]
     html = page.content.decode()
     assert html.count("current branch</span>") == 4 and html.count("other branch</span>") == 2
+
+
+def test_a_send_follows_the_leaf_even_when_the_new_message_alone_fills_the_budget(tab, chat, settings):
+    cid, _, second = chat
+    settings.CHAT_CONTEXT_CHARS = 1
+    sent = turn(tab, cid, "alone")
+    assert sent["user_message"]["parent_id"] == second["assistant_message"]["id"]
+    assert PROMPTS[-1].turns == (Turn("user", say("alone")),)
+    stored = Message.objects.get(pk=sent["user_message"]["id"])
+    assert stored.created_at > Message.objects.get(pk=second["assistant_message"]["id"]).created_at
+
+
+def test_a_current_leaf_gone_from_the_database_means_the_newest_messages_branch(tab, chat):
+    cid, _, second = chat
+    Conversation.objects.filter(pk=cid).update(current_leaf_id=uuid.uuid4())
+    assert shown(tab, cid) == [say("one"), "one", say("two"), "two"]
+    sent = turn(tab, cid, "three")
+    assert sent["user_message"]["parent_id"] == second["assistant_message"]["id"]
+    assert [t.content for t in PROMPTS[-1].turns] == [say("one"), "one", say("two"), "two", say("three")]
