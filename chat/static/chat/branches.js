@@ -23,11 +23,12 @@ export function versionsElement(message) {
   const nav = document.createElement("div");
   nav.className = "versions";
   nav.setAttribute("role", "group");
-  nav.setAttribute("aria-label", message.role === "user" ? "Versions of this message" : "Versions of this reply");
+  // The group's name says where one is, as the count shows it: "version 2 of 3".
+  const what = message.role === "user" ? "this message" : "this reply";
+  nav.setAttribute("aria-label", `Versions of ${what}: version ${at + 1} of ${ids.length}`);
   const count = document.createElement("span");
   count.className = "version-count";
   count.textContent = `${at + 1} / ${ids.length}`;
-  count.setAttribute("aria-label", `Version ${at + 1} of ${ids.length}`);
   nav.append(
     navButton("previous", "‹", "Previous version", ids[at - 1]),
     count,
