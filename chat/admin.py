@@ -156,12 +156,13 @@ def step_views(message: Message) -> list[dict]:
 
 
 def tree_transcript(messages: list[Message]) -> list[Message]:
-    """The whole tree (contract v3, "Branches"), as chat/branches.py outlines it: the current
+    """The whole tree (contract v3, "Branches") of `messages` (oldest first), as chat/branches.py
+    outlines it: the current
     branch in order, other branches indented under their fork point. Each message gets
     `depth`, `on_branch` and `version` ("2 of 3" where it has siblings)."""
     if not messages:
         return []
-    shape = branches.Tree.of((m.pk, m.parent_id, m.created_at) for m in messages)
+    shape = branches.Tree.of((m.pk, m.parent_id) for m in messages)
     leaf = shape.leaf(messages[0].leaf)
     on_branch = set(shape.path(leaf))
     by_id = {m.pk: m for m in messages}
@@ -370,7 +371,11 @@ class ConversationAdmin(admin.ModelAdmin):
         pk = as_uuid(object_id)
         # The conversation's current leaf comes with the messages: no query more.
         leaf = Conversation.objects.filter(pk=pk).values("current_leaf_id")
-        messages = Message.objects.filter(conversation_id=pk).annotate(leaf=Subquery(leaf[:1]))
+        messages = (
+            Message.objects.filter(conversation_id=pk)
+            .annotate(leaf=Subquery(leaf[:1]))
+            .order_by("created_at", "id")  # as chat/branches.py's Tree takes them
+        )
         transcript = tree_transcript(list(messages)) if pk else []
         for message in transcript:  # reasoning and tool steps, folded in the transcript (issue 12)
             message.step_views = step_views(message)

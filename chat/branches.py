@@ -12,7 +12,6 @@ The rule that keeps this cheap: a message is never created before its parent (se
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
 
 from django.db.models import Subquery
 
@@ -21,7 +20,7 @@ from chat.models import Conversation, Message
 
 LARGE_BRANCH = 500  # more rows than this: read the conversation's rows, not `pk IN (...)`
 
-Node = tuple[uuid.UUID, uuid.UUID | None, datetime]  # id, parent id, created_at
+Node = tuple[uuid.UUID, uuid.UUID | None]  # id, parent id
 
 
 @dataclass(frozen=True)
@@ -34,10 +33,11 @@ class Tree:
 
     @classmethod
     def of(cls, nodes: Iterable[Node]) -> "Tree":
-        ordered = sorted(nodes, key=lambda node: (node[2], node[0]))
-        parents = {pk: parent for pk, parent, _ in ordered}
+        """The tree of (id, parent) pairs given oldest first (by time, then id)."""
+        ordered = list(nodes)
+        parents = dict(ordered)
         children: dict[uuid.UUID | None, list[uuid.UUID]] = {}
-        for pk, parent, _ in ordered:
+        for pk, parent in ordered:
             # A parent that is not in the conversation (deleted by hand): the message is a root.
             children.setdefault(parent if parent in parents else None, []).append(pk)
         return cls(parents=parents, children=children, newest=ordered[-1][0] if ordered else None)
@@ -95,10 +95,10 @@ class Tree:
 
 
 def tree(conversation_id: uuid.UUID) -> Tree:
-    nodes = Message.objects.filter(conversation_id=conversation_id).values_list(
-        "id", "parent_id", "created_at"
-    )
-    return Tree.of(nodes.order_by())
+    """A conversation's skeleton: ids and parents, in the order of time (no time is read: the
+    database sorts by its index, and converting 6,000 times took a third of reading them)."""
+    nodes = Message.objects.filter(conversation_id=conversation_id).order_by("created_at", "id")
+    return Tree.of(nodes.values_list("id", "parent_id"))
 
 
 def branch_messages(conversation: Conversation, shape: Tree) -> list[Message]:

@@ -50,7 +50,7 @@ def conversation_record(conversation: Conversation) -> dict[str, Any]:
     data = conversation_json(conversation)
     data["owner"] = owner_json(conversation)
     messages = list(conversation.messages.all())  # the whole tree, oldest first
-    shape = branches.Tree.of((m.pk, m.parent_id, m.created_at) for m in messages)
+    shape = branches.Tree.of((m.pk, m.parent_id) for m in messages)
     for message in messages:
         message.sibling_ids = shape.siblings(message.pk)
     leaf = shape.leaf(conversation.current_leaf_id)
