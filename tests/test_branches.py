@@ -380,3 +380,21 @@ def test_a_current_leaf_gone_from_the_database_means_the_newest_messages_branch(
     sent = turn(tab, cid, "three")
     assert sent["user_message"]["parent_id"] == second["assistant_message"]["id"]
     assert [t.content for t in PROMPTS[-1].turns] == [say("one"), "one", say("two"), "two", say("three")]
+
+
+def test_the_admins_delete_of_a_middle_message_splices_the_tree(client, db, staff):  # noqa: F811
+    conversation = branched(db)
+    u1, a1, u2 = (Message.objects.get(conversation=conversation, content=c) for c in ("u1", "a1", "u2"))
+    response = client.post(reverse("admin:chat_message_delete", args=[a1.pk]), {"post": "yes"})
+    assert response.status_code == 302
+    assert not Message.objects.filter(pk=a1.pk).exists()
+    assert Message.objects.get(pk=u2.pk).parent_id == u1.pk
+    assert Message.objects.get(conversation=conversation, content="u2'").parent_id == u1.pk
+    page = client.get(reverse("admin:chat_conversation_change", args=[conversation.pk]))
+    assert [(m.content, m.depth) for m in page.context["transcript"]] == [
+        ("u1", 0),
+        ("u2", 1),
+        ("a2", 1),
+        ("u2'", 0),
+        ("a2'", 0),
+    ]
