@@ -2,7 +2,7 @@
 
 An edit or a regenerate adds a sibling instead of deleting, so a conversation's messages form
 a tree by `parent`; `Conversation.current_leaf` names the branch shown and continued. Reading a
-conversation costs two queries whatever its shape: its skeleton (id, parent, time: no text),
+conversation costs two queries whatever its shape: its skeleton (ids and parents, in time order: no text),
 from which the branch and every message's siblings are computed here, then the branch's rows.
 
 The rule that keeps this cheap: a message is never created before its parent (services set
