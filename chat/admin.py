@@ -28,7 +28,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.text import smart_split, unescape_string_literal
 
-from chat import feedback_admin, history, limits_admin, sharing_admin  # noqa: F401 - these register admins
+from chat import branches, feedback_admin, history, limits_admin, sharing_admin  # noqa: F401 - these register admins
 from chat.models import Conversation, Message
 from chat.steps import steps_json
 
@@ -153,6 +153,27 @@ def step_views(message: Message) -> list[dict]:
             view["arguments_json"] = json.dumps(view.get("arguments"), ensure_ascii=False, indent=1)
             view["result_json"] = json.dumps(view.get("result"), ensure_ascii=False, indent=1)
     return views
+
+
+def tree_transcript(messages: list[Message]) -> list[Message]:
+    """The whole tree (contract v3, "Branches") of `messages` (oldest first), as chat/branches.py
+    outlines it: the current
+    branch in order, other branches indented under their fork point. Each message gets
+    `depth`, `on_branch` and `version` ("2 of 3" where it has siblings)."""
+    if not messages:
+        return []
+    shape = branches.Tree.of((m.pk, m.parent_id) for m in messages)
+    leaf = shape.leaf(messages[0].leaf)
+    on_branch = set(shape.path(leaf))
+    by_id = {m.pk: m for m in messages}
+    shown = []
+    for pk, depth in shape.outline(leaf):
+        message = by_id[pk]
+        message.depth, message.indent, message.on_branch = depth, min(depth, 10) * 2, pk in on_branch
+        siblings = shape.siblings(pk)
+        message.version = f"{siblings.index(pk) + 1} of {len(siblings)}" if len(siblings) > 1 else ""
+        shown.append(message)
+    return shown
 
 
 def stop_and_report(request: HttpRequest, stopped: int) -> None:
@@ -348,7 +369,14 @@ class ConversationAdmin(admin.ModelAdmin):
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         pk = as_uuid(object_id)
-        transcript = list(Message.objects.filter(conversation_id=pk)) if pk else []
+        # The conversation's current leaf comes with the messages: no query more.
+        leaf = Conversation.objects.filter(pk=pk).values("current_leaf_id")
+        messages = (
+            Message.objects.filter(conversation_id=pk)
+            .annotate(leaf=Subquery(leaf[:1]))
+            .order_by("created_at", "id")  # as chat/branches.py's Tree takes them
+        )
+        transcript = tree_transcript(list(messages)) if pk else []
         for message in transcript:  # reasoning and tool steps, folded in the transcript (issue 12)
             message.step_views = step_views(message)
         context = {

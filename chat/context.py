@@ -10,6 +10,8 @@ reaches: a send costs the budget, never the conversation's length.
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 
+from django.db.models import Subquery
+
 from chat.models import Message
 from chat.providers import Turn
 
@@ -51,30 +53,56 @@ def fit_newest(system: str, newest_first: Iterable[Turn], budget: int) -> tuple[
     return fit(system, taken[::-1], budget)
 
 
-def turns_newest_first(conversation_id: uuid.UUID) -> Iterator[Turn]:
-    """A conversation's turns with text, newest first, read FIRST_READ rows, then twice as many...
+def turns_newest_first(
+    conversation_id: uuid.UUID, leaf_id: uuid.UUID | None = None, *, seen: dict | None = None
+) -> Iterator[Turn]:
+    """The turns with text of the branch ending at `leaf_id` (else at the newest message),
+    newest first, read FIRST_READ rows, then twice as many...
 
     Each read goes on from the time of the last one's oldest row, not from an offset, so a
     message saved or deleted meanwhile can neither repeat a turn nor skip one. Rows sharing
     that time may have been cut by the slice: they are left to the next read, which starts at
-    that time and so has them all.
+    that time and so has them all. Of each read, only the branch is kept: the row expected
+    (the leaf, then each one's parent); other branches' rows are skipped. A parent is never
+    younger than its child (chat/branches.py), so reading by time meets the branch in order,
+    and the root ends the reading. `seen["leaf"]` gets the leaf's (id, created_at) once read.
     """
-    turns = (
-        Message.objects.filter(
-            conversation_id=conversation_id, role__in=[Message.Role.USER, Message.Role.ASSISTANT]
-        )
-        .exclude(content="")
+    rows_read = (
+        Message.objects.filter(conversation_id=conversation_id)
         .order_by("-created_at")
-        .values_list("role", "content", "created_at")
+        .values_list("id", "parent_id", "role", "content", "created_at")
     )
-    rows, size = list(turns[:FIRST_READ]), FIRST_READ
+    if leaf_id is not None:  # nothing younger than the leaf is on its branch
+        leaf_time = Message.objects.filter(pk=leaf_id, conversation_id=conversation_id).values("created_at")
+        rows_read = rows_read.filter(created_at__lte=Subquery(leaf_time[:1]))
+    expected: object = leaf_id if leaf_id is not None else _NEWEST
+
+    def branch(rows: list[tuple]) -> Iterator[Turn]:
+        nonlocal expected
+        by_id = {row[0]: row for row in rows}
+        if expected is _NEWEST and rows:
+            expected = rows[0][0]
+        while expected in by_id:
+            pk, parent, role, content, at = by_id.pop(expected)
+            if seen is not None:
+                seen.setdefault("leaf", (pk, at))
+            if content and role in (Message.Role.USER, Message.Role.ASSISTANT):
+                yield Turn(role, content)
+            expected = parent
+
+    rows, size = list(rows_read[:FIRST_READ]), FIRST_READ
     while len(rows) == size:
-        last = rows[-1][2]
+        last = rows[-1][4]
         whole = len(rows)
-        while whole and rows[whole - 1][2] == last:
+        while whole and rows[whole - 1][4] == last:
             whole -= 1
-        yield from (Turn(role, content) for role, content, _ in rows[:whole])
+        yield from branch(rows[:whole])
+        if expected is None:  # the root is reached
+            return
         # All of one time: read more at once, past the usual limit.
         size = size * 2 if whole == 0 else min(size * 2, LARGEST_READ)
-        rows = list(turns.filter(created_at__lte=last)[:size])
-    yield from (Turn(role, content) for role, content, _ in rows)  # the first message is reached
+        rows = list(rows_read.filter(created_at__lte=last)[:size])
+    yield from branch(rows)  # the first message is reached
+
+
+_NEWEST = object()  # no leaf named: the newest message is the leaf

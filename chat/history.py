@@ -15,11 +15,15 @@ from django.db import transaction
 from django.db.models import Prefetch, QuerySet
 from django.utils import timezone
 
+from chat import branches
 from chat.models import Conversation, Message
 from chat.serializers import conversation_json, message_json
 
 FORMAT = "chat-history"
-VERSION = 1
+# 2: conversations are trees (contract v3, "Branches"): each message has `parent_id` (and the
+# derived `sibling_ids`), each conversation `current_leaf`. Version 1 files are still read:
+# their messages become a chain (chat/history_import.py).
+VERSION = 2
 BATCH = 500
 
 
@@ -45,7 +49,13 @@ def message_record(message: Message) -> dict[str, Any]:
 def conversation_record(conversation: Conversation) -> dict[str, Any]:
     data = conversation_json(conversation)
     data["owner"] = owner_json(conversation)
-    data["messages"] = [message_record(m) for m in conversation.messages.all()]
+    messages = list(conversation.messages.all())  # the whole tree, oldest first
+    shape = branches.Tree.of((m.pk, m.parent_id) for m in messages)
+    for message in messages:
+        message.sibling_ids = shape.siblings(message.pk)
+    leaf = shape.leaf(conversation.current_leaf_id)
+    data["current_leaf"] = None if leaf is None else str(leaf)
+    data["messages"] = [message_record(m) for m in messages]
     return data
 
 
@@ -111,14 +121,52 @@ def conversations_delete(conversations: QuerySet[Conversation]) -> Deleted:
 
 
 def messages_delete(messages: QuerySet[Message]) -> Deleted:
-    pks = list(messages.order_by().values_list("pk", flat=True))
+    """Delete messages, splicing the tree (contract v3, "Branches"): a deleted message's
+    children move up to its parent (its nearest ancestor kept), and a conversation whose
+    current leaf is deleted shows the newest leaf under what was above it."""
+    rows = list(messages.order_by().values_list("pk", "parent_id", "conversation_id"))
     deleted = stopped = 0
-    for start in range(0, len(pks), BATCH):
-        batch = Message.objects.filter(pk__in=pks[start : start + BATCH])
+    for start in range(0, len(rows), BATCH):
+        part = rows[start : start + BATCH]
+        batch = Message.objects.filter(pk__in=[pk for pk, _, _ in part])
         with transaction.atomic():
             stopped += replies_stop_requested(batch)
+            kept_above = _splice(part)
             deleted += batch.delete()[1].get(Message._meta.label, 0)
+            _leaves_fix(kept_above)
     return Deleted(messages=deleted, stopped=stopped)
+
+
+def _splice(rows: list[tuple]) -> dict[Any, Any]:
+    """Give the children of the messages in `rows` (pk, parent, conversation) their nearest
+    ancestor that stays; the answer maps each deleted message to that ancestor."""
+    parents = {pk: parent for pk, parent, _ in rows}
+    above: dict[Any, Any] = {}
+    for pk in parents:
+        node, seen = parents[pk], {pk}
+        while node in parents and node not in seen:  # its parent is deleted too: further up
+            seen.add(node)
+            node = parents[node]
+        above[pk] = None if node in parents else node
+    moves: dict[tuple, list] = {}
+    for pk, _, conversation in rows:
+        moves.setdefault((conversation, above[pk]), []).append(pk)
+    for (conversation, parent), children_of in moves.items():
+        # By conversation: its index finds the rows, none for `parent` (it has no index).
+        Message.objects.filter(conversation_id=conversation, parent_id__in=children_of).update(
+            parent_id=parent
+        )
+    return {pk: (conversation, above[pk]) for pk, _, conversation in rows}
+
+
+def _leaves_fix(kept_above: dict[Any, tuple]) -> None:
+    conversations = {conversation for conversation, _ in kept_above.values()}
+    lost = Conversation.objects.filter(pk__in=conversations, current_leaf_id__in=list(kept_above))
+    for conversation in lost.only("pk", "current_leaf_id"):
+        shape = branches.tree(conversation.pk)
+        above = kept_above[conversation.current_leaf_id][1]
+        leaf = shape.newest_leaf(above) if above in shape.parents else shape.leaf(None)
+        Conversation.objects.filter(pk=conversation.pk).update(current_leaf_id=leaf)
 
 
 _AGE = re.compile(r"\s*([0-9]+)\s*([smhdw])\s*")

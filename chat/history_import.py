@@ -24,6 +24,7 @@ from chat.history import BATCH, FORMAT, VERSION
 from chat.models import Conversation, Message
 
 MAX_ERRORS_SHOWN = 20
+VERSIONS = (1, VERSION)  # 1: before branches (its messages become a chain)
 
 
 class ImportRejected(Exception):
@@ -31,6 +32,7 @@ class ImportRejected(Exception):
 
     def __init__(self, errors: list[str]) -> None:
         self.errors = errors
+        self.version = VERSION
         shown = "\n".join(f"  - {e}" for e in errors[:MAX_ERRORS_SHOWN])
         more = len(errors) - MAX_ERRORS_SHOWN
         if more > 0:
@@ -68,6 +70,7 @@ class _Reader:
 
     def __init__(self, errors: list[str]) -> None:
         self.errors = errors
+        self.version = VERSION
 
     def fail(self, path: str, problem: str) -> None:
         self.errors.append(f"{path}: {problem}")
@@ -175,6 +178,9 @@ def _read_message(reader: _Reader, data: Any, path: str, conversation: Conversat
         usage = reader.object(usage, f"{path}.usage")
         if usage is not None:
             tokens = {k: reader.field(usage, k, _INT_OR_NULL, f"{path}.usage") for k in tokens}
+    parent = record.get("parent_id")
+    if parent is not None and not isinstance(parent, str):
+        reader.fail(f"{path}.parent_id", f"expected a string or null, got {_json_type(parent)}")
     message = Message(
         id=pk,
         conversation=conversation,
@@ -194,12 +200,17 @@ def _read_message(reader: _Reader, data: Any, path: str, conversation: Conversat
         **tokens,
         **_read_steps(reader, record, path),
     )
+    if isinstance(parent, str):
+        try:
+            message.parent_id = uuid.UUID(parent)
+        except ValueError:
+            reader.fail(f"{path}.parent_id", f"{_quoted(parent)} is not a UUID")
     if len(reader.errors) > before:
         return None
     # No process generates it here: it is what the stale-reply sweeper would make of it anyway.
     if message.status == Message.Status.STREAMING:
         message.status = Message.Status.INTERRUPTED
-    reader.clean(message, path, exclude=["conversation"])
+    reader.clean(message, path, exclude=["conversation", "parent"])
     return message if len(reader.errors) == before else None
 
 
@@ -331,7 +342,7 @@ def _read_conversation(reader: _Reader, item: Any, path: str) -> _Item | None:
     )
     username, conversation.visitor = _read_owner(reader, record.get("owner"), f"{path}.owner")
     if len(reader.errors) == before:
-        reader.clean(conversation, path, exclude=["user"])
+        reader.clean(conversation, path, exclude=["user", "current_leaf"])
     messages_data = record.get("messages", [])
     if not isinstance(messages_data, list):
         reader.fail(f"{path}.messages", f"expected a list, got {_json_type(messages_data)}")
@@ -339,7 +350,58 @@ def _read_conversation(reader: _Reader, item: Any, path: str) -> _Item | None:
     messages = [
         _read_message(reader, m, f"{path}.messages[{j}]", conversation) for j, m in enumerate(messages_data)
     ]
+    if reader.version == 1:
+        _chain(conversation, [m for m in messages if m is not None])
+    elif len(reader.errors) == before:
+        _read_tree(reader, record, path, conversation, messages)
     return conversation, username, messages
+
+
+def _chain(conversation: Conversation, messages: list[Message]) -> None:
+    """A version 1 export (before branches): its messages, by time, become a chain, as
+    migration 0006 made of the conversations already stored."""
+    parent = None
+    for message in sorted(messages, key=lambda m: m.created_at):
+        message.parent_id = parent
+        parent = message.pk
+    conversation.current_leaf_id = parent
+
+
+def _read_tree(
+    reader: "_Reader", record: dict, path: str, conversation: Conversation, messages: list[Message]
+) -> None:
+    """Version 2: each parent is a message of the same conversation, never younger than its
+    child (chat/branches.py), so no loop; `current_leaf` is one of them, or null."""
+    by_id = {m.pk: (j, m) for j, m in enumerate(messages)}
+    for j, message in enumerate(messages):
+        if message.parent_id is None:
+            continue
+        parent = by_id.get(message.parent_id)
+        where = f"{path}.messages[{j}].parent_id"
+        if parent is None:
+            reader.fail(where, "is not the id of a message of the same conversation")
+        elif parent[1].created_at > message.created_at or parent[1] is message:
+            reader.fail(where, "names a message younger than this one (a parent comes first)")
+    rooted: set[uuid.UUID] = set()  # messages known to lead up to a root
+    for j, message in enumerate(messages):  # equal times could still make a loop
+        node, seen = message, set()
+        while node.pk not in rooted and node.parent_id in by_id:
+            if node.pk in seen:
+                reader.fail(f"{path}.messages[{j}].parent_id", "makes a loop of messages")
+                return
+            seen.add(node.pk)
+            node = by_id[node.parent_id][1]
+        rooted |= seen
+    leaf = record.get("current_leaf")
+    if leaf is None:
+        return
+    try:
+        pk = uuid.UUID(leaf) if isinstance(leaf, str) else None
+    except ValueError:
+        pk = None
+    if pk not in by_id:
+        reader.fail(f"{path}.current_leaf", "is not null nor the id of a message of this conversation")
+    conversation.current_leaf_id = pk
 
 
 def _read(data: Any) -> tuple[list[_Item], list[str]]:
@@ -349,9 +411,10 @@ def _read(data: Any) -> tuple[list[_Item], list[str]]:
     if top is None:
         return [], errors
     version = top.get("version")
-    if top.get("format") != FORMAT or type(version) is not int or version != VERSION:  # not true, 1.0
-        reader.fail("export", f"not a {FORMAT} export of version {VERSION} (its 'format' and 'version')")
+    if top.get("format") != FORMAT or type(version) is not int or version not in VERSIONS:  # not true, 1.0
+        reader.fail("export", f"not a {FORMAT} export of version 1 to {VERSION} (its 'format' and 'version')")
         return [], errors
+    reader.version = version
     items = top.get("conversations")
     if not isinstance(items, list):
         reader.fail("export.conversations", f"expected a list, got {_json_type(items)}")

@@ -2,6 +2,7 @@
 
 from typing import Any
 
+from chat.branches import conversation_branch_load, sibling_ids
 from chat.models import Conversation, Message
 from chat.steps import steps_json
 
@@ -24,6 +25,9 @@ def message_json(message: Message) -> dict[str, Any]:
         "reasoning_ms": message.reasoning_ms,
         "steps": steps_json(message.reasoning, message.steps),
         "feedback": feedback_json(message),  # contract v3, "Feedback" (chat/feedback.py)
+        # contract v3, "Branches" (one query when the caller has not computed the siblings)
+        "parent_id": None if message.parent_id is None else str(message.parent_id),
+        "sibling_ids": [str(pk) for pk in sibling_ids(message)],
     }
 
 
@@ -42,6 +46,11 @@ def conversation_json(conversation: Conversation, *, messages: bool = False) -> 
         "created_at": conversation.created_at.isoformat(),
         "updated_at": conversation.updated_at.isoformat(),
     }
-    if messages:
-        data["messages"] = [message_json(m) for m in conversation.messages.all()]
+    if messages:  # the current branch (chat/branches.py), root to leaf
+        if getattr(conversation, "branch", None) is None:  # not read by conversation_get: read it
+            conversation_branch_load(conversation)
+        data["messages"] = [message_json(m) for m in conversation.branch]
+        data["current_leaf"] = (
+            None if conversation.current_leaf_id is None else str(conversation.current_leaf_id)
+        )
     return data

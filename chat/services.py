@@ -6,8 +6,8 @@ import logging
 import re
 import uuid
 from contextlib import aclosing
-from dataclasses import dataclass
-from datetime import timedelta
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from asgiref.sync import sync_to_async
@@ -16,7 +16,7 @@ from django.db.models import Model, QuerySet
 from django.db.models.signals import post_save, pre_save
 from django.utils import timezone
 
-from chat import conf, context, db
+from chat import branches, conf, context, db
 from chat import tools as tools_module
 from chat.admission import estimate_tokens
 from chat.errors import Invalid, NotFound, TooLarge
@@ -175,13 +175,29 @@ def conversation_list(*, owner: Owner) -> list[Conversation]:
 
 
 def conversation_get(*, owner: Owner, conversation_id: str, messages: bool = False) -> Conversation:
+    """One of the owner's conversations; with `messages`, its current branch too (`.branch`)."""
     pk = parse_id(conversation_id, "conversation")
-    qs = owner.conversations()
-    if messages:
-        qs = qs.prefetch_related("messages")
-    conversation = qs.filter(pk=pk).first()
+    conversation = owner.conversations().filter(pk=pk).first()
     if conversation is None:
         raise NotFound(f"No conversation with id {conversation_id}.")
+    if messages:
+        branches.conversation_branch_load(conversation)
+    return conversation
+
+
+def conversation_branch(*, owner: Owner, conversation_id: str, data: dict) -> Conversation:
+    """Make the branch through `message_id` current, down to its newest leaf; stored, so a
+    reload shows it. Not activity: the conversation's place in the list stays. A reply still
+    being generated on another branch goes on."""
+    conversation = conversation_get(owner=owner, conversation_id=conversation_id)
+    if "message_id" not in data:
+        raise Invalid('Send {"message_id": "..."} to choose the branch through that message.')
+    message = branches.message_of(conversation, data["message_id"], key="message_id")
+    shape = branches.tree(conversation.pk)
+    leaf = shape.newest_leaf(message.pk)
+    Conversation.objects.filter(pk=conversation.pk).update(current_leaf_id=leaf)
+    conversation.current_leaf_id = leaf
+    conversation.branch = branches.branch_messages(conversation, shape)
     return conversation
 
 
@@ -200,20 +216,60 @@ async def conversation_delete(*, owner: Owner, conversation_id: str) -> None:
 # --- messages -----------------------------------------------------------------------------
 
 
-def _prompt(conversation: Conversation, info: ModelInfo, new: str | None = None) -> Prompt:
-    """The system prompt, then the newest turns (and `new`) that fit the budget, oldest dropped first.
+@dataclass(frozen=True)
+class Fork:
+    """Where a new message goes: under `parent_id` (created at `parent_at`), beside `siblings`."""
+
+    parent_id: uuid.UUID | None = None
+    parent_at: datetime | None = None
+    siblings: tuple[uuid.UUID, ...] = ()
+
+    def created_at(self, now: datetime) -> datetime:
+        """Never before the parent (chat/branches.py), whatever another machine's clock said."""
+        if self.parent_at is None:
+            return now
+        return max(now, self.parent_at + timedelta(microseconds=1))
+
+
+CURRENT = object()  # _prompt's leaf: the conversation's current one
+
+
+def _prompt(
+    conversation: Conversation, info: ModelInfo, new: str | None = None, leaf: object = CURRENT
+) -> tuple[Prompt, Fork]:
+    """The system prompt, then the newest turns of the branch ending at `leaf` (and `new`) that
+    fit the budget, oldest dropped first; and the fork of a message sent after that branch.
 
     Read before the write, off the writer thread: the writer only inserts, and a long
     conversation costs its own send the budget's rows, nobody else anything.
     """
-    # A conversation being created has no history to read (create-and-send, issue 14).
-    turns = iter(()) if conversation._state.adding else context.turns_newest_first(conversation.pk)
-    if new is not None:
-        turns = itertools.chain([Turn("user", new)], turns)
-    kept = context.fit_newest(conversation.system_prompt, turns, conf.get_int("CHAT_CONTEXT_CHARS"))
+    stored = conversation.current_leaf_id if leaf is CURRENT else leaf
+    # A conversation being created has no history to read (create-and-send, issue 14), nor
+    # has a new version of its first message.
+    read = not conversation._state.adding and leaf is not None
+    kept, seen = _branch_fit(conversation, new, stored if read else None, read=read)
+    if read and "leaf" not in seen and leaf is CURRENT and stored is not None:
+        # A current leaf deleted by hand: the newest message's branch, as if none were stored.
+        log.warning("Conversation %s: its current leaf %s is gone", conversation.pk, stored)
+        kept, seen = _branch_fit(conversation, new, None, read=True)
+    fork = Fork(*seen["leaf"]) if "leaf" in seen else Fork()
     # The tools this model may call (issue 12): CHAT_TOOLS, and the demo's own example.
     tools = tools_module.specs_for(info.provider)
-    return Prompt(model=info.name, system=conversation.system_prompt, turns=kept, tools=tools)
+    return Prompt(model=info.name, system=conversation.system_prompt, turns=kept, tools=tools), fork
+
+
+def _branch_fit(
+    conversation: Conversation, new: str | None, leaf_id: uuid.UUID | None, *, read: bool
+) -> tuple[tuple[Turn, ...], dict]:
+    """The turns of the branch ending at `leaf_id` that fit, and what the reading saw of the
+    leaf (context.turns_newest_first's `seen`)."""
+    seen: dict = {}
+    history = context.turns_newest_first(conversation.pk, leaf_id, seen=seen) if read else iter(())
+    turns = history if new is None else itertools.chain([Turn("user", new)], history)
+    kept = context.fit_newest(conversation.system_prompt, turns, conf.get_int("CHAT_CONTEXT_CHARS"))
+    if "leaf" not in seen:
+        next(history, None)  # the new message alone filled the budget: read as far as the leaf
+    return kept, seen
 
 
 def _insert(rows: list[Model]) -> None:
@@ -238,19 +294,24 @@ def _add_reply(
     title: str | None = None,
     just_created: bool = False,
     with_question: Message | None = None,
+    parent_id: uuid.UUID | None = None,
+    reply_id: uuid.UUID | None = None,
 ) -> Message:
-    """In the caller's transaction: a `streaming` reply and the conversation's activity; and
-    `with_question`, the user's message, inserted with it (one INSERT instead of two)."""
+    """In the caller's transaction: a `streaming` reply under `parent_id` and the conversation's
+    activity, the reply as its current leaf; and `with_question`, the user's message (the
+    reply's parent then), inserted with it (one INSERT instead of two)."""
     assistant = Message(
+        id=reply_id or uuid.uuid4(),
         conversation_id=conversation.pk,  # not kept on the reply: an open stream holds the reply
         role=Message.Role.ASSISTANT,
         status=Message.Status.STREAMING,
         model=info.id,
         created_at=created_at or now,
         updated_at=now,
+        parent_id=with_question.pk if with_question is not None else parent_id,
     )
     _insert([assistant] if with_question is None else [with_question, assistant])
-    changes = {"updated_at": now, "model": info.id}
+    changes = {"updated_at": now, "model": info.id, "current_leaf_id": assistant.pk}
     if title:
         changes["title"] = title
     if not just_created:  # a conversation inserted in this transaction has these already
@@ -260,28 +321,41 @@ def _add_reply(
     return assistant
 
 
-def _store_turn(*, conversation: Conversation, content: str, info: ModelInfo) -> tuple[Message, Message]:
+def _store_turn(
+    *, conversation: Conversation, content: str, info: ModelInfo, fork: Fork = Fork()
+) -> tuple[Message, Message]:
     now = timezone.now()
+    at = fork.created_at(now)
     title = None if conversation.title else title_from(content)
     with transaction.atomic():
         new = conversation._state.adding
+        user = Message(
+            conversation=conversation,
+            role=Message.Role.USER,
+            content=content,
+            model=info.id,
+            created_at=at,
+            parent_id=fork.parent_id,
+        )
+        reply_id = uuid.uuid4()
         if new:  # a new conversation is stored with its first message, its activity included
             conversation.updated_at, conversation.model = now, info.id
+            conversation.current_leaf_id = reply_id
             conversation.title = title or conversation.title
             conversation.save(force_insert=True)
-        user = Message(
-            conversation=conversation, role=Message.Role.USER, content=content, model=info.id, created_at=now
-        )
         # One microsecond later, so that ordering by time keeps question before answer.
         assistant = _add_reply(
             conversation,
             info,
             now=now,
-            created_at=now + timedelta(microseconds=1),
+            created_at=at + timedelta(microseconds=1),
+            reply_id=reply_id,
             title=title,
             just_created=new,
             with_question=user,
         )
+    user.sibling_ids = [*fork.siblings, user.pk]
+    assistant.sibling_ids = [assistant.pk]
     return user, assistant
 
 
@@ -292,10 +366,14 @@ async def message_send(
     conversation: Conversation | None = None,
     data: dict,
     admission: "Admission | None" = None,
+    leaf: object = CURRENT,
+    siblings: tuple[uuid.UUID, ...] = (),
 ) -> tuple[Message, Message]:
     """Store the user's message and a `streaming` reply, and start generating it.
 
-    `admission` (the limits and the answer cache) is checked before anything is stored.
+    The message follows the current leaf, or `leaf` (an edit: the edited message's parent,
+    beside its `siblings`). `admission` (the limits and the answer cache) is checked before
+    anything is stored.
     """
     content = validate_content(data.get("content"))
     model = _model_field(data)
@@ -307,12 +385,16 @@ async def message_send(
     if admission is not None:
         await admission.admit()
     if conversation._state.adding:  # no history to read: no thread hop either (issue 14)
-        prompt = _prompt(conversation, info, new=content)
+        prompt, fork = _prompt(conversation, info, new=content)
     else:
-        prompt = await sync_to_async(_prompt)(conversation, info, new=content)
+        prompt, fork = await sync_to_async(_prompt)(conversation, info, new=content, leaf=leaf)
+    if siblings:
+        fork = replace(fork, siblings=siblings)
     # On the replies' writer thread(s): on SQLite one writer means writes queue instead of
     # meeting in SQLite's lock, whose busy handler sleeps in steps of up to 100 ms.
-    user, assistant = await db.run(_store_turn, conversation=conversation, content=content, info=info)
+    user, assistant = await db.run(
+        _store_turn, conversation=conversation, content=content, info=info, fork=fork
+    )
     reply = await generation.reply_start(
         reply_id=str(assistant.id), provider=provider, prompt=prompt, admission=admission
     )
@@ -385,48 +467,49 @@ def conversation_rename(*, owner: Owner, conversation_id: str, data: dict) -> Co
     return conversation
 
 
-def _last_exchange(conversation: Conversation) -> tuple[Message | None, list[Message]]:
-    """The last user message and the replies after it."""
-    messages = list(
-        conversation.messages.filter(role__in=[Message.Role.USER, Message.Role.ASSISTANT]).order_by(
-            "-created_at"
-        )[:20]
-    )
-    replies = []
-    for message in messages:
-        if message.role == Message.Role.USER:
-            return message, replies[::-1]
-        replies.append(message)
-    return None, replies[::-1]
-
-
-async def _messages_discard(messages: list[Message]) -> None:
-    """Delete messages; a reply still running is stopped first (in another process, by the delete)."""
-    for message in messages:
-        if message.status == Message.Status.STREAMING:
-            await generation.reply_cancel(str(message.pk))
-    await db.run(Message.objects.filter(pk__in=[m.pk for m in messages]).delete)
-
-
-def _store_reply(*, conversation: Conversation, info: ModelInfo) -> Message:
+def _store_reply(*, conversation: Conversation, info: ModelInfo, fork: Fork) -> Message:
+    now = timezone.now()
     with transaction.atomic():
-        return _add_reply(conversation, info, now=timezone.now())
+        return _add_reply(
+            conversation, info, now=now, created_at=fork.created_at(now), parent_id=fork.parent_id
+        )
+
+
+def _regenerated(conversation: Conversation, data: dict) -> Message:
+    """The user message to answer again: the parent of the reply named, else of the current
+    branch's last reply (or its last message, a question left without a reply)."""
+    if data.get("message_id") is not None:
+        reply = branches.message_of(conversation, data["message_id"], key="message_id", role="assistant")
+    else:
+        shape = branches.tree(conversation.pk)
+        leaf = shape.leaf(conversation.current_leaf_id)
+        if leaf is None:
+            raise Invalid("This conversation has no message to answer again.")
+        reply = Message.objects.get(pk=leaf)
+        if reply.role == Message.Role.USER:
+            return reply
+    user = Message.objects.filter(
+        pk=reply.parent_id, conversation_id=conversation.pk, role=Message.Role.USER
+    ).first()
+    if user is None:
+        raise Invalid("This reply answers no message of yours: there is nothing to answer again.")
+    return user
 
 
 async def reply_regenerate(
     *, owner: Owner, conversation_id: str, data: dict, admission: "Admission | None" = None
 ) -> tuple[Message, Message]:
-    """Answer the last user message again: the replies after it are replaced (stopped first)."""
+    """Answer a user message again: a new reply beside the old ones, which stay (a reply still
+    running goes on). The model sees the branch up to that message only."""
     conversation = await sync_to_async(conversation_get)(owner=owner, conversation_id=conversation_id)
     info = _model_info(conversation, _model_field(data))
-    user, replies = await sync_to_async(_last_exchange)(conversation)
-    if user is None:
-        raise Invalid("This conversation has no message to answer again.")
+    user = await sync_to_async(_regenerated)(conversation, data)
     if admission is not None:
         await admission.admit()
-    await _messages_discard(replies)
-    prompt = await sync_to_async(_prompt)(conversation, info)
-    assistant = await db.run(_store_reply, conversation=conversation, info=info)
+    prompt, fork = await sync_to_async(_prompt)(conversation, info, leaf=user.pk)
+    await sync_to_async(branches.sibling_ids)(user)
+    assistant = await db.run(_store_reply, conversation=conversation, info=info, fork=fork)
+    assistant.sibling_ids = await sync_to_async(branches.sibling_ids)(assistant)
     provider = registry.get_provider(info)
     await generation.reply_start(
         reply_id=str(assistant.id), provider=provider, prompt=prompt, admission=admission
@@ -437,18 +520,24 @@ async def reply_regenerate(
 async def message_edit(
     *, owner: Owner, conversation_id: str, data: dict, admission: "Admission | None" = None
 ) -> tuple[Message, Message]:
-    """Replace the last user message (and its reply) with `content`, and answer it."""
+    """Send `content` as a new version of any user message (`edit`): a sibling of it, answered
+    with the branch up to that message's parent; the old message and its replies stay."""
     validate_content(data.get("content"))
     conversation = await sync_to_async(conversation_get)(owner=owner, conversation_id=conversation_id)
-    _model_info(conversation, _model_field(data))  # an unknown model fails before anything is deleted
-    user, replies = await sync_to_async(_last_exchange)(conversation)
-    if user is None or str(user.pk) != str(data.get("edit")):
-        raise Invalid("Only the last message you sent can be edited: 'edit' must be its id.")
-    if admission is not None:
-        await admission.admit()
-    await _messages_discard([user, *replies])
+    _model_info(conversation, _model_field(data))  # an unknown model fails before anything is stored
+    edited = await sync_to_async(branches.message_of)(
+        conversation, data.get("edit"), key="edit", role=Message.Role.USER
+    )
+    siblings = await sync_to_async(branches.sibling_ids)(edited)
     send = {key: data[key] for key in ("content", "model") if key in data}
-    return await message_send(owner=owner, conversation=conversation, data=send, admission=admission)
+    return await message_send(
+        owner=owner,
+        conversation=conversation,
+        data=send,
+        admission=admission,
+        leaf=edited.parent_id,
+        siblings=tuple(siblings),
+    )
 
 
 TITLE_INSTRUCTIONS = (

@@ -11,6 +11,7 @@ from typing import Any
 
 from django.utils import timezone
 
+from chat.branches import conversation_branch_load
 from chat.errors import NotFound
 from chat.models import Conversation, Message, Share
 from chat.services import Owner, conversation_get
@@ -20,14 +21,6 @@ _TOKEN = re.compile(r"[A-Za-z0-9_-]{16,64}")
 _FENCE = re.compile(
     r"^ {0,3}(`{3,}|~{3,})[^\n]*\n(.*?)(?:^ {0,3}\1[`~]*[ \t]*$|\Z)", re.MULTILINE | re.DOTALL
 )
-
-
-def branch_messages(conversation: Conversation) -> list[Message]:
-    """The messages the owner sees in the conversation, oldest first."""
-    # TODO(lead): current branch (contract v3, "Branches"): swap in the branch helper's
-    # function that returns the path from the root to conversation.current_leaf.
-    roles = [Message.Role.USER, Message.Role.ASSISTANT]
-    return list(conversation.messages.filter(role__in=roles).order_by("created_at"))
 
 
 def snapshot(messages: list[Message]) -> list[dict[str, Any]]:
@@ -54,7 +47,7 @@ def conversation_share(*, owner: Owner, conversation_id: str) -> Share:
         conversation=conversation,
         defaults={
             "title": conversation.title,
-            "messages": snapshot(branch_messages(conversation)),
+            "messages": snapshot(conversation_branch_load(conversation).branch),
             "created_at": timezone.now(),
         },
     )

@@ -21,6 +21,7 @@ urlpatterns = [
     path("api/messages/<str:message_id>/feedback", views.feedback_view, name="feedback"),
     path("api/conversations/<str:conversation_id>/share", views.share_view, name="share"),
     path("s/<str:token>/", views.share_page_view, name="share-page"),
+    path("api/conversations/<str:conversation_id>/branch", views.branch_view, name="branch"),
     # Anything else under api/ is the API's own 404, whatever the host's handler404 does.
     re_path(r"^api/", views.api_not_found, name="api"),
 ]

@@ -21,6 +21,7 @@ from django.views.defaults import server_error as server_error_page
 
 from chat import conf, db, feedback, services, sharing
 from chat.admission import Admission
+from chat.branches import sibling_ids
 from chat.errors import ChatError, CrossSite, Invalid, LoginRequired, MethodNotAllowed, NotFound, TooLarge
 from chat.providers import registry
 from chat.proxies import client_ip
@@ -286,7 +287,7 @@ async def conversation_view(request: HttpRequest, conversation_id: str) -> HttpR
 async def messages_view(request: HttpRequest, conversation_id: str) -> HttpResponse:
     data = read_json(request, required=True)
     owner = await get_owner(request)
-    # `edit`, an extension: replace the last message you sent (docs/API-extensions.md).
+    # `edit`: a new version of one of your messages (contract v3, "Branches").
     send = services.message_edit if data.get("edit") is not None else services.message_send
     async with admission_for(request, owner) as admission:
         user_message, assistant_message = await send(
@@ -297,7 +298,7 @@ async def messages_view(request: HttpRequest, conversation_id: str) -> HttpRespo
 
 @api("POST")
 async def regenerate_view(request: HttpRequest, conversation_id: str) -> HttpResponse:
-    """An extension: answer the last message again (docs/API-extensions.md)."""
+    """Answer again: a new reply beside the old one (contract v3, "Branches")."""
     data = read_json(request, required=False)
     owner = await get_owner(request)
     async with admission_for(request, owner, cache=False) as admission:  # regenerate never reuses
@@ -327,6 +328,7 @@ async def message_view(request: HttpRequest, message_id: str) -> HttpResponse:
     """One message (docs/API-extensions.md: the page asks before it reconnects a stream)."""
     owner = await get_owner(request)
     message = await sync_to_async(services.message_get)(owner=owner, message_id=message_id)
+    await sync_to_async(sibling_ids)(message)
     return JsonResponse(message_json(message))
 
 
@@ -334,6 +336,7 @@ async def message_view(request: HttpRequest, message_id: str) -> HttpResponse:
 async def stop_view(request: HttpRequest, message_id: str) -> HttpResponse:
     owner = await get_owner(request)
     message = await services.reply_stop(owner=owner, message_id=message_id)
+    await sync_to_async(sibling_ids)(message)
     return JsonResponse(message_json(message))
 
 
@@ -408,6 +411,7 @@ async def feedback_view(request: HttpRequest, message_id: str) -> HttpResponse:
     data = read_json(request, required=True)
     owner = await get_owner(request)
     message = await db.run(feedback.reply_feedback, owner=owner, message_id=message_id, data=data)
+    await sync_to_async(sibling_ids)(message)
     return JsonResponse(message_json(message))
 
 
@@ -448,3 +452,14 @@ def share_page_view(request: HttpRequest, token: str) -> HttpResponse:
     response["Cache-Control"] = "private, no-store"
     response["Content-Security-Policy"] = SHARE_CSP
     return response
+
+
+@api("POST")
+async def branch_view(request: HttpRequest, conversation_id: str) -> HttpResponse:
+    """Make the branch through a message current (contract v3, "Branches")."""
+    data = read_json(request, required=True)
+    owner = await get_owner(request)
+    conversation = await db.run(
+        services.conversation_branch, owner=owner, conversation_id=conversation_id, data=data
+    )
+    return JsonResponse(conversation_json(conversation, messages=True))

@@ -183,8 +183,10 @@ class Tab:
         return received
 
     def message(self, message_id: str, conversation_id: str) -> dict:
-        conversation = self.get(f"/api/conversations/{conversation_id}").json()
-        return next(m for m in conversation["messages"] if m["id"] == message_id)
+        """One message as its conversation shows it, on the current branch or not (contract v3)."""
+        message = self.get(f"/api/messages/{message_id}").json()
+        assert message["conversation_id"] == conversation_id
+        return message
 
     def wait_finished(self, message_id: str, conversation_id: str, timeout: float = 15) -> dict:
         deadline = time.monotonic() + timeout

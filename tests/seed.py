@@ -56,6 +56,7 @@ COLUMNS = [
     "time_to_first_token_ms",
     "duration_ms",
     "stop_requested",
+    "parent_id",
 ]
 
 
@@ -91,6 +92,7 @@ def seed_history(
             **owner,
         )
         made.append(conversation)
+        parent = None  # a chain (contract v3, "Branches"): each message follows the one before
         for j in range(messages):
             at = db_time(started + timedelta(seconds=30 * j))
             assistant = j % 2 == 1
@@ -105,10 +107,13 @@ def seed_history(
                 reply if assistant else ("user", "complete", None, None, None, None, None, None, None)
             )
             content = " ".join(rnd.choices(WORDS, k=rnd.randrange(*words)))
+            pk = uuid.uuid4()
             rows.append(
-                (db_uuid(uuid.uuid4()), db_uuid(conversation.id), role, content, status, conversation.model)
-                + (at, at, finish, tokens_in, tokens_out, error, code, ttft, duration, False)
+                (db_uuid(pk), db_uuid(conversation.id), role, content, status, conversation.model)
+                + (at, at, finish, tokens_in, tokens_out, error, code, ttft, duration, False, parent)
             )
+            parent = db_uuid(pk)
+        conversation.current_leaf_id = pk if messages else None
     table = connection.ops.quote_name(Message._meta.db_table)
     columns = ", ".join(connection.ops.quote_name(c) for c in COLUMNS)
     marks = ", ".join(["%s"] * len(COLUMNS))

@@ -23,14 +23,16 @@ def change_url(conversation: Conversation) -> str:
 
 
 def make(title: str, *texts: str, user=None, model: str = "demo", status: str = "complete", **fields):
-    """A conversation of alternating user/assistant messages; the last one gets `status`."""
+    """A conversation of alternating user/assistant messages, a chain; the last one gets `status`."""
     now = timezone.now()
     conversation = Conversation.objects.create(
         title=title, model=model, user=user, visitor="" if user else "v-" + title, **fields
     )
+    parent = None
     for i, text in enumerate(texts):
         assistant = i % 2 == 1
-        Message.objects.create(
+        parent = Message.objects.create(
+            parent=parent,
             conversation=conversation,
             role="assistant" if assistant else "user",
             content=text,
@@ -40,6 +42,9 @@ def make(title: str, *texts: str, user=None, model: str = "demo", status: str = 
             input_tokens=10 if assistant else None,
             output_tokens=20 if assistant else None,
         )
+    if parent is not None:
+        Conversation.objects.filter(pk=conversation.pk).update(current_leaf=parent)
+        conversation.current_leaf = parent
     return conversation
 
 

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -149,3 +150,32 @@ def test_ctrl_c_stops_the_reply_keeps_its_text_and_closes_the_upstream(database,
     assert rows(database, "SELECT status, content FROM chat_message WHERE content = 'partial'") == [
         ("stopped", "partial")
     ]
+
+
+def test_regenerate_and_branch_keep_the_versions_and_the_model_sees_the_branch(database, vendor):
+    vendor.play({"say": "First"})
+    result = run_manage(["chat", "Question"], env(database, vendor))
+    assert result.returncode == 0, result.stderr
+    conversation_id = result.stderr.split("conversation ")[1].split()[0]
+    vendor.play({"say": "Second"})
+    again = run_manage(["chat", "-c", conversation_id, "--regenerate"], env(database, vendor))
+    assert (again.returncode, again.stdout) == (0, "Second\n"), again.stderr
+    assert vendor.completions()[-1].body["messages"] == [{"role": "user", "content": "Question"}]
+    ((first_id,),) = rows(database, "SELECT id FROM chat_message WHERE content = 'First'")
+    vendor.play({"say": "Third"})
+    branch = ["chat", "-c", conversation_id, "--branch", str(uuid.UUID(first_id)), "Go on"]
+    result = run_manage(branch, env(database, vendor))
+    assert (result.returncode, result.stdout) == (0, "Third\n"), result.stderr
+    assert vendor.completions()[-1].body["messages"] == [
+        {"role": "user", "content": "Question"},
+        {"role": "assistant", "content": "First"},
+        {"role": "user", "content": "Go on"},
+    ]
+    kept = rows(
+        database,
+        "SELECT content FROM chat_message WHERE conversation_id = ?",
+        conversation_id.replace("-", ""),
+    )
+    assert sorted(c for (c,) in kept) == ["First", "Go on", "Question", "Second", "Third"]
+    refused = run_manage(["chat", "--regenerate"], env(database, vendor))
+    assert refused.returncode != 0 and "--conversation" in refused.stderr

@@ -112,21 +112,42 @@ def turn_rows(count: int, *, same_time: int = 1, huge_at: int | None = None) -> 
 
 
 def seed_turns(conversation_id, count: int, **kw) -> None:
-    Message.objects.bulk_create(
-        Message(conversation_id=conversation_id, role=r, content=c, status=s, created_at=at, updated_at=at)
-        for r, c, s, at in turn_rows(count, **kw)
-    )
+    """`count` turns as a chain, after the conversation's current leaf, which becomes the last."""
+    parent = Conversation.objects.get(pk=conversation_id).current_leaf_id
+    rows = []
+    for r, c, s, at in turn_rows(count, **kw):
+        rows.append(
+            Message(
+                conversation_id=conversation_id,
+                role=r,
+                content=c,
+                status=s,
+                created_at=at,
+                updated_at=at,
+                parent_id=parent,
+            )
+        )
+        parent = rows[-1].pk
+    Message.objects.bulk_create(rows)
+    Conversation.objects.filter(pk=conversation_id).update(current_leaf_id=parent)
 
 
 def stored_history(conversation_id) -> list[Turn]:
-    """Every turn with text, oldest first: what the prompt was built from before it was bounded."""
-    rows = (
-        Message.objects.filter(conversation_id=conversation_id, role__in=["user", "assistant"])
-        .exclude(content="")
-        .order_by("created_at")
-        .values_list("role", "content")
-    )
-    return [Turn(role, content) for role, content in rows]
+    """Every turn with text of the current branch, oldest first: what the prompt was built from
+    before it was bounded (the branch followed by parent links from the current leaf)."""
+    rows = {
+        pk: (parent, role, content)
+        for pk, parent, role, content in Message.objects.filter(conversation_id=conversation_id).values_list(
+            "id", "parent_id", "role", "content"
+        )
+    }
+    node, turns = Conversation.objects.get(pk=conversation_id).current_leaf_id, []
+    while node is not None:
+        parent, role, content = rows[node]
+        if content and role in ("user", "assistant"):
+            turns.append(Turn(role, content))
+        node = parent
+    return turns[::-1]
 
 
 def edge_budgets(system: str, turns: list[Turn]) -> dict[str, int]:
@@ -250,11 +271,19 @@ def test_on_postgresql_the_model_gets_exactly_the_newest_turns_that_fit(postgres
                 body = {"title": "Long", "system_prompt": system, "model": "openai:gpt-test"}
                 conversation = http.post("/api/conversations", json=body, headers=headers).json()["id"]
                 with psycopg.connect(database.replace("postgres://", "postgresql://", 1)) as pg:
+                    ids = [uuid.uuid4() for _ in range(400)]  # a chain: each after the one before
                     pg.cursor().executemany(
                         "INSERT INTO chat_message (id, conversation_id, role, content, status, model, "
-                        "created_at, updated_at, stop_requested) "
-                        "VALUES (%s, %s, %s, %s, %s, '', %s, %s, false)",
-                        [(uuid.uuid4(), conversation, r, c, s, at, at) for r, c, s, at in turn_rows(400)],
+                        "created_at, updated_at, stop_requested, parent_id) "
+                        "VALUES (%s, %s, %s, %s, %s, '', %s, %s, false, %s)",
+                        [
+                            (ids[i], conversation, r, c, s, at, at, ids[i - 1] if i else None)
+                            for i, (r, c, s, at) in enumerate(turn_rows(400))
+                        ],
+                    )
+                    pg.execute(
+                        "UPDATE chat_conversation SET current_leaf_id = %s WHERE id = %s",
+                        [ids[-1], conversation],
                     )
                     history = pg.execute(
                         "SELECT role, content FROM chat_message WHERE conversation_id = %s AND content <> '' "

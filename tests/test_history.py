@@ -85,7 +85,7 @@ def test_export_action_downloads_the_selection_in_the_contract_shapes(client, st
     assert response["Content-Type"].startswith("application/json")
     assert response["Content-Disposition"].startswith('attachment; filename="conversations-')
     data = json.loads(response.content)
-    assert (data["format"], data["version"]) == ("chat-history", 1)
+    assert (data["format"], data["version"]) == ("chat-history", 2)
     by_title = {c["title"]: c for c in data["conversations"]}
     assert set(by_title) == {"Mine", "Failed"}
     conversation = by_title["Mine"]

@@ -183,7 +183,7 @@ def change(data: dict, path: tuple, value) -> dict:
             "messages[3].reasoning: is not the reasoning runs of its steps put together",
         ),
         (("conversations", 0, "messages", 1, "cached"), "yes", "messages[1].cached: expected true or false"),
-        (("version",), True, "not a chat-history export of version 1"),
+        (("version",), True, "not a chat-history export of version 1 to 2"),
         (("conversations", 0, "messages"), {}, "conversations[0].messages: expected a list, got an object"),
     ],
     ids=lambda v: repr(v)[:40] if isinstance(v, str) else None,
@@ -201,7 +201,7 @@ def test_every_value_is_checked_as_the_models_would(exported, tmp_path, path, va
 def test_a_message_id_twice_in_the_file_is_refused(exported, tmp_path):
     mine = next(c for c in exported["conversations"] if c["title"] == "Mine")
     failed = next(c for c in exported["conversations"] if c["title"] == "Failed")
-    failed["messages"][0]["id"] = mine["messages"][0]["id"]
+    failed["messages"][0]["id"] = failed["messages"][1]["parent_id"] = mine["messages"][0]["id"]
     with pytest.raises(CommandError, match=f"message {mine['messages'][0]['id']}: appears more than once"):
         run_import(tmp_path, exported, "--attach-users")
     assert nothing_imported(users_before=1)

@@ -91,9 +91,10 @@ def test_regenerate_replaces_the_last_reply_with_a_new_one(tab):
     assert [t.role for t in PROMPTS[-1].turns] == ["user"]  # the old reply is not in the prompt
 
 
-def test_regenerate_stops_a_reply_still_running_and_can_stream(tab):
+def test_regenerate_beside_a_reply_still_running_lets_it_go_on_and_can_stream(tab):
+    """Contract v3: regenerate adds a sibling; a reply still being generated goes on."""
     conversation = tab.conversation(model="script:fake")
-    steps = script({"say": "partial"}, {"gate": "never"})
+    steps = script({"say": "partial"}, {"gate": "regenerate-beside"}, {"say": " end"})
     sent = tab.send(steps, conversation["id"])
     assert text_of(tab.stream(sent["assistant_message"]["id"], limit=1)) == "partial"
     with tab.http.stream(
@@ -108,9 +109,11 @@ def test_regenerate_stops_a_reply_still_running_and_can_stream(tab):
             received.append(event)
             if event.event == "message":
                 break
-    assert steps in CLOSED  # the first run's model stream was closed
-    assert not Message.objects.filter(pk=sent["assistant_message"]["id"]).exists()
     assert text_of(received) == "partial"
+    assert steps not in CLOSED  # the first run goes on
+    gate("regenerate-beside").set()
+    assert finished(tab, sent)["content"] == "partial end"
+    assert Message.objects.filter(conversation_id=conversation["id"], role="assistant").count() == 2
 
 
 def test_regenerate_without_a_message_answers_400(tab, new_tab):
@@ -123,7 +126,7 @@ def test_regenerate_without_a_message_answers_400(tab, new_tab):
 # --- edit and resend -----------------------------------------------------------------------------
 
 
-def test_edit_replaces_the_last_message_and_its_reply(tab):
+def test_edit_of_the_last_message_shows_its_new_version_and_reply(tab):
     conversation = tab.conversation(model="script:fake")
     first = tab.send(script({"say": "one"}), conversation["id"])
     finished(tab, first)
@@ -145,8 +148,8 @@ def test_edit_replaces_the_last_message_and_its_reply(tab):
     assert [t.content for t in PROMPTS[-1].turns] == [script({"say": "one"}), "one", script({"say": "three"})]
 
 
-@pytest.mark.parametrize("which", ["first", "unknown", "empty"])
-def test_edit_of_anything_but_the_last_message_changes_nothing(tab, which):
+@pytest.mark.parametrize("which", ["unknown", "empty", "a reply", "not a uuid"])
+def test_edit_of_anything_but_a_user_message_of_the_conversation_changes_nothing(tab, which):
     conversation = tab.conversation(model="script:fake")
     first = tab.send(script({"say": "one"}), conversation["id"])
     finished(tab, first)
@@ -156,6 +159,10 @@ def test_edit_of_anything_but_the_last_message_changes_nothing(tab, which):
         body["edit"] = "00000000-0000-0000-0000-000000000000"
     if which == "empty":
         body["content"] = "  "
+    if which == "a reply":
+        body["edit"] = first["assistant_message"]["id"]
+    if which == "not a uuid":
+        body["edit"] = "not-a-uuid"
     response = tab.post(f"/api/conversations/{conversation['id']}/messages", json=body)
     assert response.status_code == 400 and response.json()["code"] == "invalid"
     assert Message.objects.filter(conversation_id=conversation["id"]).count() == 4

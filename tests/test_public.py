@@ -66,6 +66,7 @@ def test_cross_site_writes_with_the_visitors_cookies_are_refused(tab, headers):
         tab.post("/api/conversations", json={"system_prompt": "planted"}, headers=headers),
         tab.post(f"/api/conversations/{cid}/messages", json={"content": "x"}, headers=headers),
         tab.post(f"/api/conversations/{cid}/regenerate", headers=headers),
+        tab.post(f"/api/conversations/{cid}/branch", json={"message_id": mid}, headers=headers),
         tab.post(f"/api/messages/{mid}/stop", headers=headers),
         tab.http.patch(f"/api/conversations/{cid}", json={"title": "x"}, headers={**tab.csrf, **headers}),
         tab.http.delete(f"/api/conversations/{cid}", headers={**tab.csrf, **headers}),

@@ -203,3 +203,18 @@ def test_the_admin_lists_shares_and_revokes_one(tab, client, django_user_model):
     deleted = client.post(f"/admin/chat/share/{token}/delete/", {"post": "yes"})
     assert deleted.status_code == 302
     assert anonymous_get(url).status_code == 404
+
+
+def test_the_shared_page_shows_the_current_branch_only(tab):
+    sent = tab.send(script({"say": "old answer"}), model="script:fake")
+    cid, question = sent["assistant_message"]["conversation_id"], sent["user_message"]["id"]
+    tab.wait_finished(sent["assistant_message"]["id"], cid)
+    edited = tab.send(script({"say": "new answer"}), conversation_id=cid, model="script:fake", edit=question)
+    tab.wait_finished(edited["assistant_message"]["id"], cid)
+    # (The title holds the first question, script and all: look at the replies' paragraphs.)
+    page = anonymous_get(share(tab, cid)).text
+    assert "<p>new answer</p>" in page and "<p>old answer</p>" not in page
+    switched = tab.post(f"/api/conversations/{cid}/branch", json={"message_id": question})
+    assert switched.status_code == 200, switched.text
+    page = anonymous_get(share(tab, cid)).text
+    assert "<p>old answer</p>" in page and "<p>new answer</p>" not in page

@@ -185,8 +185,9 @@ def test_a_failed_reply_shows_the_error_sentence_and_retry_answers_again(page):
     expect(reply(page).locator(".markdown")).to_have_text("So far so good.")
     expect(reply(page).locator(".note")).to_be_hidden()
     expect(page.locator(".msg.assistant")).to_have_count(1)
+    expect(reply(page).locator(".version-count")).to_have_text("2 / 2")  # the failed one stays
     replies = Message.objects.filter(conversation_id=conversation_id(page), role="assistant")
-    assert [(m.status, m.content) for m in replies] == [("complete", "So far so good.")]
+    assert [(m.status, m.content) for m in replies] == [("error", "So far "), ("complete", "So far so good.")]
 
 
 def test_rate_limited_send_says_when_to_try_again(page):
@@ -216,7 +217,7 @@ def test_rate_limited_send_says_when_to_try_again(page):
     expect(notice).to_be_hidden()
 
 
-def test_regenerate_and_edit_the_last_message(page):
+def test_regenerate_and_edit_the_last_message_keep_the_old_versions(page):
     page.goto("/")
     use_script_model(page)
     send(page, script({"say": "one"}))
@@ -226,6 +227,7 @@ def test_regenerate_and_edit_the_last_message(page):
     expect(reply(page)).not_to_have_attribute("data-id", first_reply)
     expect(reply(page)).to_have_attribute("data-status", "complete")
     expect(page.locator(".msg.assistant")).to_have_count(1)
+    expect(reply(page).locator(".version-count")).to_have_text("2 / 2")
 
     page.locator(".msg.user .edit").click()
     assert page.input_value("#prompt") == script({"say": "one"})
@@ -234,8 +236,42 @@ def test_regenerate_and_edit_the_last_message(page):
     expect(page.locator(".msg.user .text")).to_have_text([script({"say": "two"})])
     expect(reply(page).locator(".markdown")).to_have_text("two")
     expect(reply(page)).to_have_attribute("data-status", "complete")
+    expect(page.locator(".msg.user .version-count")).to_have_text("2 / 2")
     stored = Message.objects.filter(conversation_id=conversation_id(page)).order_by("created_at")
-    assert [(m.role, m.content) for m in stored] == [("user", script({"say": "two"})), ("assistant", "two")]
+    assert [(m.role, m.content) for m in stored] == [
+        ("user", script({"say": "one"})),
+        ("assistant", "one"),
+        ("assistant", "one"),
+        ("user", script({"say": "two"})),
+        ("assistant", "two"),
+    ]
+
+
+def test_edit_an_earlier_message_switch_versions_and_reload_shows_the_same_branch(page):
+    page.goto("/")
+    use_script_model(page)
+    for word in ("first", "second"):
+        send(page, script({"say": word}))
+        expect(reply(page)).to_have_attribute("data-status", "complete")
+    # Every message of yours can be edited, not only the last.
+    page.locator(".msg.user").first.locator(".edit").click()
+    page.fill("#prompt", script({"say": "premier"}))
+    page.press("#prompt", "Enter")
+    expect(page.locator(".msg.assistant .markdown")).to_have_text(["premier"])
+    expect(reply(page)).to_have_attribute("data-status", "complete")
+    user = page.locator(".msg.user").first
+    expect(user.locator(".version-count")).to_have_text("2 / 2")
+    expect(user.get_by_role("button", name="Next version")).to_be_disabled()
+    # Back to the first version: the old branch, whole.
+    user.get_by_role("button", name="Previous version").click()
+    expect(page.locator(".msg.assistant .markdown")).to_have_text(["first", "second"])
+    expect(page.locator(".msg.user").first.locator(".version-count")).to_have_text("1 / 2")
+    expect(page.get_by_role("button", name="Next version")).to_be_focused()
+    page.reload()
+    expect(page.locator(".msg.assistant .markdown")).to_have_text(["first", "second"])
+    expect(page.locator(".msg.user").first.locator(".version-count")).to_have_text("1 / 2")
+    page.locator(".msg.user").first.get_by_role("button", name="Next version").click()
+    expect(page.locator(".msg.assistant .markdown")).to_have_text(["premier"])
 
 
 def test_a_dropped_network_shows_reconnecting_and_recovers(page, proxy):

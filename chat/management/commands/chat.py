@@ -3,7 +3,10 @@
 It goes through the same services as the page, so everything is stored and the admin shows
 it. A conversation it starts belongs to no user: its owner is the anonymous visitor `cli`,
 so it shows in the admin and on no one's page. `--conversation ID` continues any
-conversation, whoever owns it (whoever runs manage.py has the database anyway).
+conversation, whoever owns it (whoever runs manage.py has the database anyway), from its
+current branch (contract v3, "Branches"): the one its page shows. `--branch MESSAGE_ID` first
+makes the branch through that message current; `--regenerate` answers the last message of
+the current branch again, a new version beside the old reply (no question then).
 Ctrl-C stops the reply, which is kept as `stopped`, as the page's Stop button does.
 """
 
@@ -13,7 +16,7 @@ import sys
 from asgiref.sync import sync_to_async
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from chat import services
+from chat import db, services
 from chat.errors import ChatError
 from chat.eventlog import End, Text, get_event_log
 from chat.models import Conversation
@@ -34,6 +37,16 @@ class Command(BaseCommand):
         parser.add_argument("-m", "--model", metavar="ID", help="A model id, as --list-models shows.")
         parser.add_argument("--system", metavar="TEXT", help="The system prompt of a new conversation.")
         parser.add_argument("--list-models", action="store_true", help="List the models offered, and exit.")
+        parser.add_argument(
+            "--branch",
+            metavar="MESSAGE_ID",
+            help="With --conversation: continue the branch through this message (it becomes current).",
+        )
+        parser.add_argument(
+            "--regenerate",
+            action="store_true",
+            help="With --conversation: answer its last message again, beside the old reply.",
+        )
 
     def handle(self, *args, **options) -> None:
         if options["list_models"]:
@@ -41,8 +54,13 @@ class Command(BaseCommand):
             for model in registry.available_models():
                 self.stdout.write(model.id + ("  (default)" if model.id == default else ""))
             return
+        if (options["branch"] or options["regenerate"]) and not options["conversation"]:
+            raise CommandError("--branch and --regenerate need --conversation ID.")
         question = options["question"]
-        if question is None:
+        if options["regenerate"]:
+            if question is not None:
+                raise CommandError("--regenerate answers the last message again: leave the question out.")
+        elif question is None:
             if sys.stdin.isatty():
                 raise CommandError('Say what to ask: manage.py chat "your question"')
             question = sys.stdin.read()
@@ -66,9 +84,22 @@ class Command(BaseCommand):
     async def chat(self, question: str, options: dict) -> bool:
         """Send, print the reply as it streams, then a summary on stderr; True if the model failed."""
         conversation = await sync_to_async(self.conversation)(options)
-        data = {"content": question, **({"model": options["model"]} if options["model"] else {})}
+        model = {"model": options["model"]} if options["model"] else {}
         owner = Owner(user_id=conversation.user_id, visitor=conversation.visitor)
-        _, reply = await services.message_send(owner=owner, conversation=conversation, data=data)
+        if options["branch"]:
+            conversation = await db.run(
+                services.conversation_branch,
+                owner=owner,
+                conversation_id=str(conversation.pk),
+                data={"message_id": options["branch"]},
+            )
+        if options["regenerate"]:
+            _, reply = await services.reply_regenerate(
+                owner=owner, conversation_id=str(conversation.pk), data=model
+            )
+        else:
+            data = {"content": question, **model}
+            _, reply = await services.message_send(owner=owner, conversation=conversation, data=data)
         end = await self.follow(str(reply.pk))
         self.stdout.write("")
         usage = f" · {end.usage['input_tokens']}+{end.usage['output_tokens']} tokens" if end.usage else ""

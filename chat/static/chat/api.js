@@ -79,3 +79,7 @@ export const streamUrl = (messageId, lastEventId) =>
 export const sendFeedback = (messageId, body) => api("POST", apiUrl(`messages/${messageId}/feedback`), body);
 export const shareConversation = (id) => api("POST", apiUrl(`conversations/${id}/share`));
 export const unshareConversation = (id) => api("DELETE", apiUrl(`conversations/${id}/share`));
+
+// Contract v3, "Branches": the branch through a message becomes current (stored).
+export const chooseBranch = (id, messageId) =>
+  api("POST", apiUrl(`conversations/${id}/branch`), { message_id: messageId });

@@ -3,6 +3,7 @@
 // (marked, then DOMPurify). Modules, no build step: see docs/API.md for what it speaks.
 import * as API from "./api.js";
 import { Feedback } from "./feedback.js";
+import { showVersions, switchBranch, versionTarget } from "./branches.js";
 import { warmUp } from "./markdown.js";
 import { Reply } from "./reply.js";
 import { ShareDialog } from "./share.js";
@@ -123,9 +124,10 @@ function userElement(message) {
   edit.type = "button";
   edit.className = "edit";
   edit.textContent = "Edit";
-  edit.setAttribute("aria-label", "Edit your last message");
+  edit.setAttribute("aria-label", "Edit this message");
   actions.append(edit);
   el.append(text, actions);
+  if (message.id) showVersions(el, message);
   return el;
 }
 
@@ -138,6 +140,7 @@ function addReply(message) {
   });
   reply.feedback = new Feedback(reply, { onError: (error) => showNotice(error) }); // feedback.js
   state.replies.set(message.id, reply);
+  showVersions(reply.el, message);
   log.append(reply.el);
   return reply;
 }
@@ -258,6 +261,11 @@ async function openConversation(id, { push }) {
   }
   if (ticket !== state.loading) return;
   setConversation(conversation);
+  showMessages(conversation);
+}
+
+// The conversation's current branch in the log (after a load, or a switch of versions).
+function showMessages(conversation) {
   for (const message of conversation.messages) {
     if (message.role === "user") log.append(userElement(message));
     else if (message.role === "assistant") {
@@ -305,13 +313,14 @@ async function send(text) {
     return;
   }
   if (editId) {
-    // The edited message and what followed it are replaced.
+    // The new version takes the edited one's place; the old one stays a version away.
     removeMessages(log.querySelector(`.msg.user[data-id="${CSS.escape(editId)}"]`), "msg");
     cancelEdit();
     log.append(pending);
   }
   pending.classList.remove("pending");
   pending.dataset.id = sent.user_message.id;
+  showVersions(pending, sent.user_message);
   addReply(sent.assistant_message).follow();
   refreshControls();
   keepAtBottom(true);
@@ -332,22 +341,48 @@ function removeMessages(start, kind) {
   }
 }
 
-async function answerAgain() {
+// Answers again the question of the reply `replyId` (default: the last reply of the branch).
+async function answerAgain(replyId = null) {
   if (!state.conversation || streamingReply()) return;
   hideNotice();
+  const body = modelSelect.value ? { model: modelSelect.value } : {};
+  if (replyId) body.message_id = replyId;
   let sent;
   try {
-    sent = await API.regenerate(state.conversation.id, modelSelect.value ? { model: modelSelect.value } : {});
+    sent = await API.regenerate(state.conversation.id, body);
   } catch (error) {
-    showNotice(error, answerAgain);
+    showNotice(error, () => answerAgain(replyId));
     return;
   }
-  // The replies after the last user message are replaced by the new one.
+  // The new reply takes the old one's place (and of what followed it): a version away.
   const user = log.querySelector(`.msg.user[data-id="${CSS.escape(sent.user_message.id)}"]`);
-  removeMessages(user?.nextElementSibling, "assistant");
+  removeMessages(user?.nextElementSibling, "msg");
   addReply(sent.assistant_message).follow();
   refreshControls();
   keepAtBottom(true);
+}
+
+// Another version of a message: the server stores the switch and answers the branch through
+// it; a reply still being written elsewhere goes on (its stream is followed again when shown).
+async function showVersion({ id, next }) {
+  if (!state.conversation) return;
+  const ticket = ++state.loading;
+  let conversation;
+  try {
+    conversation = await switchBranch(state.conversation.id, id);
+  } catch (error) {
+    if (ticket === state.loading) showNotice(error);
+    return;
+  }
+  if (ticket !== state.loading) return;
+  clearLog();
+  showMessages(conversation);
+  const shown = log.querySelector(`.msg[data-id="${CSS.escape(id)}"]`);
+  const count = shown?.querySelector(".version-count")?.textContent;
+  if (count) announce(`Version ${count.replace(" / ", " of ")}`);
+  // Keep the focus where it was: on the same button, now of the version shown.
+  const again = shown?.querySelector(`.version-step.${next ? "next" : "previous"}`);
+  (again && !again.disabled ? again : shown?.querySelector(".version-step:not(:disabled)"))?.focus();
 }
 
 async function stop() {
@@ -452,7 +487,9 @@ log.addEventListener("click", (event) => {
   } else if (target.closest(".copy-reply") && msg) {
     copyText(state.replies.get(msg.dataset.id)?.view.text || "", target.closest(".copy-reply"));
   } else if (target.closest(".regenerate") || target.closest(".retry")) {
-    answerAgain();
+    answerAgain(msg?.classList.contains("assistant") ? msg.dataset.id : null);
+  } else if (versionTarget(target) && msg) {
+    showVersion(versionTarget(target));
   } else if (target.closest(".edit") && msg) {
     startEdit(msg);
   }

@@ -70,7 +70,7 @@ export class Reply {
     this.actions.append(
       this.cachedMark,
       button("copy-reply", "Copy", "Copy the reply"),
-      button("regenerate", "Regenerate", "Answer the last message again"),
+      button("regenerate", "Regenerate", "Answer this message again"),
     );
     this.steps = new StepsView(); // reasoning and tool steps, folded (issue 12)
     this.el.append(this.progress, this.steps.el, body, this.note, this.actions);
