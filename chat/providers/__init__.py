@@ -1,4 +1,5 @@
 from chat.providers.base import (
+    Attachment,
     Finish,
     Prompt,
     Provider,
@@ -11,6 +12,7 @@ from chat.providers.base import (
 )
 
 __all__ = [
+    "Attachment",
     "Finish",
     "Prompt",
     "Provider",

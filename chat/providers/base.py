@@ -7,7 +7,7 @@ back in the next prompt as turns (chat/tools/rounds.py).
 
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -21,6 +21,33 @@ class ToolCall:
 
 
 @dataclass(frozen=True)
+class Attachment:
+    """A file the user sent with a turn, as a provider gets it (contract v3, "Files and images").
+
+    `content_type` was judged from the bytes, never from the name: an image (`image/png`,
+    `image/jpeg`, `image/gif`, `image/webp`, with its `width` and `height`), a PDF
+    (`application/pdf`, with its extracted `text` for a model that cannot read PDFs), or text
+    (`text/plain`, `text/markdown`, `text/csv`..., `text` holding it decoded). Each provider puts
+    it on the wire its vendor's way.
+    """
+
+    name: str
+    content_type: str
+    data: bytes = field(repr=False)
+    width: int | None = None
+    height: int | None = None
+    text: str | None = field(default=None, repr=False)
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+    @property
+    def is_image(self) -> bool:
+        return self.content_type.startswith("image/")
+
+
+@dataclass(frozen=True)
 class Turn:
     role: str  # "user" | "assistant" | "tool" (a tool's result)
     content: str
@@ -28,6 +55,7 @@ class Turn:
     tool_call_id: str | None = None  # a tool turn: the call it answers
     is_error: bool = False  # a tool turn: the call failed
     replay: Any = None  # an assistant turn: what its provider needs sent back (Anthropic's blocks)
+    attachments: tuple[Attachment, ...] = ()  # a user turn: the files sent with it
 
 
 @dataclass(frozen=True)
