@@ -43,6 +43,7 @@ def message_record(message: Message) -> dict[str, Any]:
         "time_to_first_token_ms": message.time_to_first_token_ms,
         "duration_ms": message.duration_ms,
         "updated_at": message.updated_at.isoformat(),
+        "feedback_at": None if message.feedback_at is None else message.feedback_at.isoformat(),
     }
 
 

@@ -199,6 +199,7 @@ def _read_message(reader: _Reader, data: Any, path: str, conversation: Conversat
         duration_ms=reader.field(record, "duration_ms", _INT_OR_NULL, path, required=False),
         **tokens,
         **_read_steps(reader, record, path),
+        **_read_feedback(reader, record, path, given=created_at),
     )
     if isinstance(parent, str):
         try:
@@ -280,6 +281,27 @@ def _read_steps(reader: _Reader, record: dict, path: str) -> dict[str, Any]:
     if runs and cursor != len(reasoning):
         reader.fail(f"{path}.reasoning", "is not the reasoning runs of its steps put together")
     return fields
+
+
+def _read_feedback(reader: _Reader, record: dict, path: str, *, given: datetime | None) -> dict[str, Any]:
+    """A reply's rating and comment (contract v3, "Feedback"): `null`, or `{"rating": 1 | -1,
+    "comment"}`, given at `feedback_at` (else, in a file without it, at the reply's time). An
+    export from before feedback existed has none: the message gets none."""
+    data = record.get("feedback")
+    if data is None:
+        return {}
+    feedback = reader.object(data, f"{path}.feedback")
+    if feedback is None:
+        return {}
+    rating = feedback.get("rating")
+    if _json_type(rating) != "integer" or rating not in (1, -1):
+        reader.fail(f"{path}.feedback.rating", "expected 1 (good) or -1 (bad)")
+        return {}
+    if record.get("role") in (Message.Role.USER, Message.Role.SYSTEM):  # another role fails elsewhere
+        reader.fail(f"{path}.feedback", "is on a message that is not a reply")
+    comment = reader.field(feedback, "comment", _STRING, f"{path}.feedback", required=False) or ""
+    at = reader.field(record, "feedback_at", _TIME, path, required=False)
+    return {"feedback_rating": rating, "feedback_comment": comment, "feedback_at": at or given}
 
 
 def _whole(reader: _Reader, record: dict, key: str, path: str, *, required: bool) -> int | None:

@@ -65,6 +65,10 @@ def history_data(django_user_model):
         ],
     )
     Message.objects.filter(conversation=mine, content="hi").update(cached=True)
+    # The owner's verdict on a reply (contract v3, "Feedback") goes with it too.
+    Message.objects.filter(conversation=mine, content="hi").update(
+        feedback_rating=-1, feedback_comment="Too short.", feedback_at=timezone.now()
+    )
     return [mine, failed, empty]
 
 

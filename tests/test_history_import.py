@@ -148,6 +148,16 @@ def change(data: dict, path: tuple, value) -> dict:
             "messages[1].role: Value 'tool' is not a valid choice.",
         ),
         (("conversations", 0, "messages", 1, "status"), "x" * 10_000, "is not a valid choice"),
+        (
+            ("conversations", 0, "messages", 1, "feedback"),
+            {"rating": 2, "comment": ""},
+            "messages[1].feedback.rating: expected 1 (good) or -1 (bad)",
+        ),
+        (
+            ("conversations", 0, "messages", 0, "feedback"),
+            {"rating": 1},
+            "messages[0].feedback: is on a message that is not a reply",
+        ),
         (("conversations", 0, "owner", "username"), 7, "owner.username: expected a string, got integer"),
         (("conversations", 0, "id"), "not-a-uuid", "conversations[0].id: 'not-a-uuid' is not a UUID"),
         (
