@@ -27,6 +27,9 @@ log = logging.getLogger("chat.answercache")
 VERSION = 2  # bump when the key's recipe changes, so old entries are never read
 # Settings that change what a model answers, for the same conversation.
 GENERATION_SETTINGS = ("CHAT_MAX_OUTPUT_TOKENS", "CHAT_DEMO_TOKENS")
+# Settings that change what a model gets of a file (keyed with turns that carry files only, so
+# the keys of every other prompt stay as they were).
+FILE_SETTINGS = ("CHAT_IMAGE_MAX_BYTES", "CHAT_OPENAI_PDF")
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,7 @@ def _turn(turn: Turn) -> list:
     keyed = [turn.role, turn.content, calls, turn.tool_call_id, turn.is_error, turn.replay]
     if turn.attachments:  # issue 30: each file by its bytes' hash, its type and the name a model sees
         keyed.append([[hashlib.sha256(a.data).hexdigest(), a.content_type, a.name] for a in turn.attachments])
+        keyed.append({name: conf.get(name) for name in FILE_SETTINGS})
     return keyed
 
 

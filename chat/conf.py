@@ -122,6 +122,10 @@ DEFAULTS: dict[str, Any] = {
     # A vendor's largest inline image in bytes of base64, lower than its own documented limit
     # (chat/providers/images.py), e.g. {"openai": 4000000} for a local server that takes less.
     "CHAT_IMAGE_MAX_BYTES": {},
+    # How an OpenAI-compatible server gets a PDF: "file" (a `file` part, as OpenAI's own API
+    # reads it) or "text" (its extracted text, for servers such as Ollama, vLLM or llama.cpp
+    # that take no `file` parts).
+    "CHAT_OPENAI_PDF": "file",
 }
 
 # The type of an environment value whose default is None.

@@ -11,6 +11,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from chat import conf
 from chat.providers.base import Attachment, Prompt, ToolCall, Turn
 from chat.providers.images import image_fit
 
@@ -88,18 +89,20 @@ async def messages_built(
 
 def _openai_user(turn: Turn) -> str | list[dict[str, Any]]:
     """A user turn: its text alone as ever, or content parts with its files after the text
-    (OpenAI's examples): images as data URLs, PDFs as `file` parts, text files as text."""
+    (OpenAI's examples): images as data URLs, PDFs as `file` parts (or as their text, with
+    CHAT_OPENAI_PDF "text"), text files as text."""
     if not turn.attachments:
         return turn.content
     parts: list[dict[str, Any]] = [{"type": "text", "text": turn.content}] if turn.content else []
+    as_file = conf.get("CHAT_OPENAI_PDF") != "text"
     for attachment in turn.attachments:
         if attachment.is_image:
             image = image_fit(attachment, vendor="openai")
             parts.append({"type": "image_url", "image_url": {"url": _data_url(image)}})
-        elif attachment.content_type == PDF:
+        elif attachment.content_type == PDF and (as_file or attachment.text is None):
             file = {"filename": attachment.name, "file_data": _data_url(attachment)}
             parts.append({"type": "file", "file": file})
-        else:
+        else:  # a text file, or a PDF's text for a server that reads no PDFs
             parts.append({"type": "text", "text": text_file(attachment)})
     return parts
 

@@ -53,6 +53,15 @@ def test_openai_gets_text_then_an_image_url_a_file_part_and_a_fenced_text_file(o
     ]
 
 
+def test_a_server_that_reads_no_pdfs_gets_their_text(openai_vendor, settings):
+    settings.CHAT_OPENAI_PDF = "text"  # Ollama, vLLM, llama.cpp
+    collect(OpenAIProvider("gpt-test"), _ask(pdf("Page one", "Page two")))
+    assert _last_user(openai_vendor)[1] == {
+        "type": "text",
+        "text": "report.pdf (application/pdf):\n```\nPage one\nPage two\n```",
+    }
+
+
 def test_anthropic_gets_images_and_documents_before_the_text(anthropic_vendor):
     photo, report, table = png(), pdf(), text()
     _, error = collect(AnthropicProvider("claude-test"), _ask(photo, report, table, model="claude-test"))

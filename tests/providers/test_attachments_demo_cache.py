@@ -80,3 +80,13 @@ def test_the_cache_key_covers_each_files_bytes_type_and_name():
     ]
     assert key(photo) == key(png())  # the same file, uploaded again
     assert len({key(photo), *variants}) == len(variants) + 1
+
+
+def test_the_settings_that_shape_a_file_on_the_wire_are_keyed_with_files_only(settings):
+    provider = limited(DemoProvider("demo"))
+    with_file = Prompt("demo", "", (Turn("user", "What is it?", attachments=(pdf(),)),))
+    plain = Prompt("demo", "", (Turn("user", "What is it?"),))
+    before = [answer_key(provider=provider, prompt=p, scope="global") for p in (with_file, plain)]
+    settings.CHAT_OPENAI_PDF = "text"
+    after = [answer_key(provider=provider, prompt=p, scope="global") for p in (with_file, plain)]
+    assert before[0] != after[0] and before[1] == after[1]
