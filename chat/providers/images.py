@@ -8,6 +8,7 @@ first to the edge the vendor works at anyway, then smaller until it fits. CHAT_I
 that accepts less.
 """
 
+import functools
 import io
 import logging
 from dataclasses import dataclass, replace
@@ -58,7 +59,11 @@ def limits_for(vendor: str) -> ImageLimits:
 
 
 def image_fit(attachment: Attachment, *, vendor: str, images_in_request: int = 1) -> Attachment:
-    """The image as `vendor` accepts it: the same object when it fits, else scaled down."""
+    """The image as `vendor` accepts it: the same object when it fits, else scaled down.
+
+    The last few scaled are kept: a conversation sends its images again with every question
+    and every tool round, and the same upload read again is an equal Attachment (its bytes'
+    hash, computed once per bytes object, finds it)."""
     limits = limits_for(vendor)
     max_edge = limits.max_edge
     if limits.many_images is not None and images_in_request > limits.many_images:
@@ -76,6 +81,7 @@ def image_fit(attachment: Attachment, *, vendor: str, images_in_request: int = 1
         return attachment
 
 
+@functools.lru_cache(maxsize=8)
 def _scaled(
     attachment: Attachment, limits: ImageLimits, max_edge: int | None, fits_bytes: bool
 ) -> Attachment:

@@ -167,3 +167,14 @@ def test_openai_gets_an_animated_gif_as_its_first_frame_and_a_still_one_as_is(op
     assert still_part["image_url"]["url"] == "data:image/gif;base64," + _b64(still.data)
     assert animated_part["image_url"]["url"].startswith("data:image/png;base64,")
     assert _image(animated_part["image_url"]["url"]).size == (16, 12)
+
+
+def test_an_image_scaled_once_is_not_scaled_again_for_the_next_request():
+    from dataclasses import replace
+
+    from chat.providers.images import image_fit
+
+    wide = png(8100, 20)
+    again = replace(wide, data=bytes(bytearray(wide.data)))  # the same upload, read again
+    assert again.data is not wide.data
+    assert image_fit(again, vendor="anthropic") is image_fit(wide, vendor="anthropic")
