@@ -54,8 +54,11 @@ def encoded_size(size: int) -> int:
 
 def limits_for(vendor: str) -> ImageLimits:
     limits = LIMITS[vendor]
-    override = (conf.get("CHAT_IMAGE_MAX_BYTES") or {}).get(vendor)
-    return replace(limits, max_bytes=int(override)) if override else limits
+    overrides = conf.get("CHAT_IMAGE_MAX_BYTES")
+    override = overrides.get(vendor) if isinstance(overrides, dict) else None
+    if isinstance(override, int | str) and str(override).strip().isdigit() and int(override) > 0:
+        return replace(limits, max_bytes=min(int(override), limits.max_bytes))
+    return limits  # unset, or not a number of bytes: the vendor's own limit
 
 
 def image_fit(attachment: Attachment, *, vendor: str, images_in_request: int = 1) -> Attachment:
