@@ -2,9 +2,10 @@
 
 The key is a hash of everything that shapes an answer: the provider (its registered name and
 class) and model, the system prompt, every turn sent with all it carries (tool calls and
-results included), the tools offered and the tool choice, the generation settings, and whose
-answers may be reused (the owner, or everyone with CHAT_CACHE_SCOPE=global). So an answer is
-only ever told again for a prompt identical to the one that made it. Only replies that ended
+results included, each attached file by the hash of its bytes), the tools offered and the tool
+choice, the generation settings, and whose answers may be reused (the owner, or everyone with
+CHAT_CACHE_SCOPE=global). So an answer is only ever told again for a prompt identical to the
+one that made it. Only replies that ended
 `complete` with finish_reason `stop` are kept, for CHAT_CACHE_TTL seconds; a reply that called
 a tool is kept for its owner only, never in the global scope, since a tool reads its owner's
 data (docs/API-extensions.md, "Cached answers and tools").
@@ -26,6 +27,9 @@ log = logging.getLogger("chat.answercache")
 VERSION = 2  # bump when the key's recipe changes, so old entries are never read
 # Settings that change what a model answers, for the same conversation.
 GENERATION_SETTINGS = ("CHAT_MAX_OUTPUT_TOKENS", "CHAT_DEMO_TOKENS")
+# Settings that change what a model gets of a file (keyed with turns that carry files only, so
+# the keys of every other prompt stay as they were).
+FILE_SETTINGS = ("CHAT_IMAGE_MAX_BYTES", "CHAT_OPENAI_PDF")
 
 
 @dataclass(frozen=True)
@@ -48,11 +52,17 @@ def is_shared(scope: str) -> bool:
 
 
 def _turn(turn: Turn) -> list:
-    if not (turn.tool_calls or turn.tool_call_id or turn.is_error or turn.replay is not None):
+    if not (
+        turn.tool_calls or turn.tool_call_id or turn.is_error or turn.replay is not None or turn.attachments
+    ):
         return [turn.role, turn.content]  # most turns: their text is all they send
     calls = [[call.id, call.name, call.arguments] for call in turn.tool_calls]
     # `replay` is what a vendor gets back of an assistant turn (Anthropic's blocks): sent, so keyed.
-    return [turn.role, turn.content, calls, turn.tool_call_id, turn.is_error, turn.replay]
+    keyed = [turn.role, turn.content, calls, turn.tool_call_id, turn.is_error, turn.replay]
+    if turn.attachments:  # issue 30: each file by its bytes' hash, its type and the name a model sees
+        keyed.append([[hashlib.sha256(a.data).hexdigest(), a.content_type, a.name] for a in turn.attachments])
+        keyed.append({name: conf.get(name) for name in FILE_SETTINGS})
+    return keyed
 
 
 def answer_key(*, provider: Provider, prompt: Prompt, scope: str) -> str:

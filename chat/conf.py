@@ -118,6 +118,14 @@ DEFAULTS: dict[str, Any] = {
     "CHAT_REDIS_MAXLEN": 20_000,
     # Seconds to wait for Redis before a reply goes on without it (then: the database).
     "CHAT_REDIS_TIMEOUT": 2.0,
+    # --- what each model receives of files and images (issue 30) ---
+    # A vendor's largest inline image in bytes of base64, lower than its own documented limit
+    # (chat/providers/images.py), e.g. {"openai": 4000000} for a local server that takes less.
+    "CHAT_IMAGE_MAX_BYTES": {},
+    # How an OpenAI-compatible server gets a PDF: "file" (a `file` part, as OpenAI's own API
+    # reads it) or "text" (its extracted text, for servers such as Ollama, vLLM or llama.cpp
+    # that take no `file` parts).
+    "CHAT_OPENAI_PDF": "file",
 }
 
 # The type of an environment value whose default is None.

@@ -9,7 +9,7 @@ from chat import conf
 from chat.errors import Unavailable
 from chat.providers import upstream
 from chat.providers.base import Finish, Prompt, Provider, Reasoning, Usage
-from chat.providers.wire import AnthropicBlocks, anthropic_messages, anthropic_tools
+from chat.providers.wire import AnthropicBlocks, anthropic_messages, anthropic_tools, messages_built
 
 # Anthropic's stop reasons in the words the demo and OpenAI use, so clients see one vocabulary.
 # Its limit is `max_tokens` (CHAT_MAX_OUTPUT_TOKENS), and it ends the reply there itself.
@@ -47,7 +47,7 @@ class AnthropicProvider(Provider):
         params = {
             "model": prompt.model,
             "max_tokens": limit,
-            "messages": anthropic_messages(prompt),
+            "messages": await messages_built(anthropic_messages, prompt),
             **anthropic_tools(prompt),  # issue 12
         }
         if prompt.system:

@@ -6,11 +6,14 @@ CHAT_MAX_OUTPUT_TOKENS cuts it as it cuts a real model (finish_reason `length`).
 
 Offered its example tool (`current_time`, unless CHAT_DEMO_STEPS is off), it shows what a
 reasoning model with tools does: a short reasoning, one call, then the answer, which starts
-with what the tool said (issue 12).
+with what the tool said (issue 12). Sent files, it starts by listing what it received: each
+file's name, type and size, an image's dimensions, a PDF's pages and the first words of a PDF
+or text file (issue 30), so attachments can be tried offline.
 """
 
 import asyncio
 import functools
+import io
 import itertools
 import json
 import re
@@ -18,7 +21,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 
 from chat import conf
-from chat.providers.base import Finish, Prompt, Provider, Reasoning, ToolCall, Usage
+from chat.providers.base import Attachment, Finish, Prompt, Provider, Reasoning, ToolCall, Usage
 
 _TOKEN = re.compile(r"\s*\S+")
 
@@ -112,6 +115,53 @@ def tool_sentence(turn_content: str, failed: bool) -> str:
     return f"The server's clock says it is {when} (I asked the `{DEMO_TOOL}` tool).\n\n"
 
 
+_PDF_PAGE = re.compile(rb"/Type\s*/Page(?![A-Za-z])")
+FIRST_WORDS = 8
+
+
+def _first_words(text: str | None) -> str:
+    words = (text or "").split()[: FIRST_WORDS + 1]
+    return " ".join(words[:FIRST_WORDS]) + (" …" if len(words) > FIRST_WORDS else "")
+
+
+def _dimensions(attachment: Attachment) -> tuple[int, int] | None:
+    if attachment.width and attachment.height:
+        return attachment.width, attachment.height
+    try:
+        from PIL import Image
+
+        with Image.open(io.BytesIO(attachment.data)) as image:
+            return image.size
+    except Exception:  # noqa: BLE001 - Pillow missing or the bytes unreadable: no dimensions to tell
+        return None
+
+
+def describe_file(attachment: Attachment) -> str:
+    """One line of what the demo model received: name, type, size, and what it could see."""
+    name = " ".join(attachment.name.split()).replace("`", "'")
+    facts = [attachment.content_type, f"{attachment.size:,} bytes"]
+    text = attachment.text
+    if attachment.is_image:
+        if size := _dimensions(attachment):
+            facts.append(f"{size[0]}×{size[1]} px")
+    elif attachment.content_type == "application/pdf":
+        if pages := len(_PDF_PAGE.findall(attachment.data)):
+            facts.append(f"{pages} page{'s' if pages != 1 else ''}")
+    elif text is None:
+        text = attachment.data[:4096].decode("utf-8", errors="replace")
+    if words := _first_words(text):
+        facts.append(f"begins “{words}”")
+    return f"- `{name}`: " + ", ".join(facts)
+
+
+def received(attachments: tuple[Attachment, ...]) -> str:
+    """The answer's first lines when the question came with files."""
+    count = len(attachments)
+    lines = [f"I received {count} file{'s' if count != 1 else ''}:", ""]
+    lines += [describe_file(attachment) for attachment in attachments]
+    return "\n".join(lines) + "\n\n"
+
+
 async def _paced(tokens: Iterator[str], rate: float) -> AsyncIterator[str]:
     start = time.monotonic()
     for i, token in enumerate(tokens):
@@ -135,6 +185,8 @@ class DemoProvider(Provider):
         prefix = (
             tool_sentence(last.content, last.is_error) if last is not None and last.role == "tool" else ""
         )
+        if users and users[-1].attachments:  # issue 30: what it received comes first
+            prefix = received(users[-1].attachments) + prefix
         return self._answer(question, prompt, prefix)
 
     async def _reason_then_call(self, question: str, prompt: Prompt) -> AsyncIterator[Reasoning | Finish]:

@@ -15,7 +15,7 @@ from chat.errors import Unavailable
 from chat.providers import upstream
 from chat.providers.base import Finish, Prompt, Provider, Reasoning, Usage
 from chat.providers.limit import max_output_tokens
-from chat.providers.wire import CallFragments, openai_messages, openai_reasoning, openai_tools
+from chat.providers.wire import CallFragments, messages_built, openai_messages, openai_reasoning, openai_tools
 
 NO_KEY = "not-needed"  # local servers ignore the key, but the SDK insists on one
 
@@ -50,7 +50,7 @@ class OpenAIProvider(Provider):
         )
         params = {
             "model": prompt.model,
-            "messages": openai_messages(prompt),
+            "messages": await messages_built(openai_messages, prompt),
             "stream": True,
             "stream_options": {"include_usage": True},
             **openai_tools(prompt),  # issue 12

@@ -4,10 +4,16 @@ Both vendors stream a tool call's arguments as JSON fragments (OpenAI `tool_call
 index, Anthropic `input_json_delta` by content block); the call exists once the round ends.
 """
 
+import asyncio
+import base64
 import json
+import re
+from collections.abc import Callable
 from typing import Any
 
-from chat.providers.base import Prompt, ToolCall, Turn
+from chat import conf
+from chat.providers.base import Attachment, Prompt, ToolCall, Turn
+from chat.providers.images import image_fit
 
 
 class CallFragments:
@@ -39,7 +45,66 @@ def _arguments_object(arguments: str) -> dict:
     return value if isinstance(value, dict) else {}
 
 
+# --- Files and images (issue 30) ----------------------------------------------------------------
+
+PDF = "application/pdf"
+_BACKTICKS = re.compile(r"`+")
+
+
+def _base64(attachment: Attachment) -> str:
+    return base64.b64encode(attachment.data).decode("ascii")
+
+
+def _data_url(attachment: Attachment) -> str:
+    return f"data:{attachment.content_type};base64,{_base64(attachment)}"
+
+
+def text_file(attachment: Attachment) -> str:
+    """A text file as a model reads it: its name and type, then its text in a fenced block
+    longer than any run of backticks inside, so the file cannot close it early."""
+    text = attachment.text
+    if text is None:
+        text = attachment.data.decode("utf-8", errors="replace")
+    fence = "`" * max(3, max((len(run) for run in _BACKTICKS.findall(text)), default=0) + 1)
+    name = " ".join(attachment.name.split())
+    return f"{name} ({attachment.content_type}):\n{fence}\n{text}\n{fence}"
+
+
+def _images_in(prompt: Prompt) -> int:
+    return sum(a.is_image for turn in prompt.turns for a in turn.attachments)
+
+
+async def messages_built(
+    build: Callable[[Prompt], list[dict[str, Any]]], prompt: Prompt
+) -> list[dict[str, Any]]:
+    """The prompt's messages; with files, built on a thread: base64 of a 10 MB file, or an image
+    scaled down, takes the event loop that streams every other reply from milliseconds to a second."""
+    if not any(turn.attachments for turn in prompt.turns):
+        return build(prompt)
+    return await asyncio.to_thread(build, prompt)
+
+
 # --- OpenAI Chat Completions -------------------------------------------------------------------
+
+
+def _openai_user(turn: Turn) -> str | list[dict[str, Any]]:
+    """A user turn: its text alone as ever, or content parts with its files after the text
+    (OpenAI's examples): images as data URLs, PDFs as `file` parts (or as their text, with
+    CHAT_OPENAI_PDF "text"), text files as text."""
+    if not turn.attachments:
+        return turn.content
+    parts: list[dict[str, Any]] = [{"type": "text", "text": turn.content}] if turn.content else []
+    as_file = conf.get("CHAT_OPENAI_PDF") != "text"
+    for attachment in turn.attachments:
+        if attachment.is_image:
+            image = image_fit(attachment, vendor="openai")
+            parts.append({"type": "image_url", "image_url": {"url": _data_url(image)}})
+        elif attachment.content_type == PDF and (as_file or attachment.text is None):
+            file = {"filename": attachment.name, "file_data": _data_url(attachment)}
+            parts.append({"type": "file", "file": file})
+        else:  # a text file, or a PDF's text for a server that reads no PDFs
+            parts.append({"type": "text", "text": text_file(attachment)})
+    return parts
 
 
 def openai_messages(prompt: Prompt) -> list[dict[str, Any]]:
@@ -57,6 +122,8 @@ def openai_messages(prompt: Prompt) -> list[dict[str, Any]]:
                 for c in turn.tool_calls
             ]
             messages.append({"role": "assistant", "content": turn.content or None, "tool_calls": calls})
+        elif turn.role == "user":
+            messages.append({"role": "user", "content": _openai_user(turn)})
         else:
             messages.append({"role": turn.role, "content": turn.content})
     return messages
@@ -101,21 +168,47 @@ def _anthropic_assistant(turn: Turn) -> list[dict] | str:
     return blocks
 
 
+def _anthropic_user(turn: Turn, images: int) -> str | list[dict[str, Any]]:
+    """A user turn: its text alone as ever, or blocks with its files before the text, as
+    Anthropic's guide advises: images and PDFs (`document`, titled with the file's name) as
+    base64, text files as text. `images`: how many the request carries (a limit depends on it)."""
+    if not turn.attachments:
+        return turn.content
+    blocks: list[dict[str, Any]] = []
+    for attachment in turn.attachments:
+        if attachment.is_image:
+            image = image_fit(attachment, vendor="anthropic", images_in_request=images)
+            source = {"type": "base64", "media_type": image.content_type, "data": _base64(image)}
+            blocks.append({"type": "image", "source": source})
+        elif attachment.content_type == PDF:
+            source = {"type": "base64", "media_type": PDF, "data": _base64(attachment)}
+            blocks.append({"type": "document", "source": source, "title": attachment.name})
+        else:
+            blocks.append({"type": "text", "text": text_file(attachment)})
+    if turn.content:  # the API refuses an empty text block
+        blocks.append({"type": "text", "text": turn.content})
+    return blocks
+
+
 def anthropic_messages(prompt: Prompt) -> list[dict[str, Any]]:
     """Tool results go back as one user message of `tool_result` blocks, as the API wants."""
     messages: list[dict[str, Any]] = []
+    images = _images_in(prompt)
+    results: dict[str, Any] | None = None  # the message of tool results being gathered
     for turn in prompt.turns:
         if turn.role == "tool":
             block = {"type": "tool_result", "tool_use_id": turn.tool_call_id, "content": turn.content}
             if turn.is_error:
                 block["is_error"] = True
-            last = messages[-1] if messages else None
-            if last is not None and last["role"] == "user" and isinstance(last["content"], list):
-                last["content"].append(block)
+            if results is not None and messages and messages[-1] is results:
+                results["content"].append(block)
             else:
-                messages.append({"role": "user", "content": [block]})
+                results = {"role": "user", "content": [block]}
+                messages.append(results)
         elif turn.role == "assistant":
             messages.append({"role": "assistant", "content": _anthropic_assistant(turn)})
+        elif turn.role == "user":
+            messages.append({"role": "user", "content": _anthropic_user(turn, images)})
         else:
             messages.append({"role": turn.role, "content": turn.content})
     return messages
