@@ -337,6 +337,7 @@ async def message_view(request: HttpRequest, message_id: str) -> HttpResponse:
     owner = await get_owner(request)
     message = await sync_to_async(services.message_get)(owner=owner, message_id=message_id)
     await sync_to_async(sibling_ids)(message)
+    await sync_to_async(attachments.attachments_load)(message)
     return JsonResponse(message_json(message))
 
 
