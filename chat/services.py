@@ -569,11 +569,12 @@ async def reply_regenerate(
     conversation = await sync_to_async(conversation_get)(owner=owner, conversation_id=conversation_id)
     info = _model_info(conversation, _model_field(data))
     user = await sync_to_async(_regenerated)(conversation, data)
+    files = await sync_to_async(attachments.attachments_load)(user)
+    attachments.vision_check(attachments=files, info=info)  # before anything is counted
     if admission is not None:
         await admission.admit()
     prompt, fork = await sync_to_async(_prompt)(conversation, info, leaf=user.pk)
     await sync_to_async(branches.sibling_ids)(user)
-    await sync_to_async(attachments.attachments_load)(user)
     assistant = await db.run(_store_reply, conversation=conversation, info=info, fork=fork)
     assistant.sibling_ids = await sync_to_async(branches.sibling_ids)(assistant)
     provider = registry.get_provider(info)

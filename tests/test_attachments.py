@@ -363,6 +363,24 @@ def test_a_model_without_vision_refuses_images_before_anything_is_stored(tab, me
     tab.send(QUICK, conversation["id"], attachments=[notes["id"]])
 
 
+def test_regenerating_a_question_with_an_image_needs_vision_and_later_turns_drop_it(
+    tab, media, settings, model_calls
+):
+    image = uploaded(tab, png(), "red.png")
+    conversation = tab.conversation(model=FAKE)
+    sent = tab.send(QUICK, conversation["id"], attachments=[image["id"]])
+    tab.wait_finished(sent["assistant_message"]["id"], conversation["id"])
+    settings.CHAT_NO_VISION_MODELS = ["script:*"]
+    count = Message.objects.count()
+    response = tab.post(f"/api/conversations/{conversation['id']}/regenerate", json={})
+    assert response.status_code == 400 and "cannot see images" in response.json()["error"]
+    assert Message.objects.count() == count
+    reply = tab.send(QUICK, conversation["id"])["assistant_message"]
+    tab.wait_finished(reply["id"], conversation["id"])
+    earlier = model_calls.prompts[-1].turns[0]
+    assert earlier.role == "user" and earlier.attachments == ()
+
+
 # --- deleted with their rows ------------------------------------------------------------------
 
 
