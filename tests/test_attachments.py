@@ -216,6 +216,25 @@ def test_the_json_api_keeps_its_own_smaller_limit(tab, settings, media):
     assert uploaded(tab, b"b" * 5000, "bigger-than-json.txt")["size"] == 5000
 
 
+def test_the_upload_limit_follows_the_apps_mount_prefix(server, settings, media):
+    """Mounted under /assistant/: the file's limit is that path's, the JSON limit every other's."""
+    import httpx
+
+    settings.ROOT_URLCONF = "tests.urls_mounted"
+    settings.CHAT_MAX_BODY_BYTES = 10_000
+    settings.CHAT_MAX_ATTACHMENT_BYTES = 50_000
+    with httpx.Client(base_url=server.url, timeout=10) as http:
+        files = {"file": ("big.txt", b"x" * 20_000, "text/plain")}
+        response = http.post("/assistant/api/attachments", files=files)
+        assert response.status_code == 201, response.text
+        assert response.json()["url"].startswith("/assistant/api/attachments/")
+        http.cookies.clear()  # a client without a session, as curl: no token needed
+        files = {"file": ("bigger.txt", b"x" * 60_000, "text/plain")}
+        assert http.post("/assistant/api/attachments", files=files).status_code == 413
+        big_json = http.post("/assistant/api/conversations", content=b" " * 20_000)
+        assert big_json.status_code == 413
+
+
 # --- served to the owner only -----------------------------------------------------------------
 
 
@@ -411,6 +430,35 @@ def test_chat_prune_deletes_uploads_never_sent_and_their_files(tab, media):
     assert set(Attachment.objects.values_list("name", flat=True)) == {"recent.txt", "sent.txt"}
     assert sorted(p.name for p in stored_files(media)) == sorted([recent["id"], sent["id"]])
     assert Conversation.objects.count() == 1
+
+
+def test_deleting_a_message_in_the_admin_deletes_its_files(tab, media):
+    from chat import history
+
+    first = uploaded(tab, png(), "red.png")
+    conversation = tab.conversation(model=FAKE)
+    sent = tab.send(QUICK, conversation["id"], attachments=[first["id"]])
+    tab.wait_finished(sent["assistant_message"]["id"], conversation["id"])
+    history.messages_delete(Message.objects.filter(pk=sent["user_message"]["id"]))
+    assert stored_files(media) == [] and Attachment.objects.count() == 0
+
+
+def test_a_visitor_who_signs_in_keeps_its_unsent_files(tab, media, django_user_model):
+    file = uploaded(tab, b"draft", "draft.txt")
+    django_user_model.objects.create_user("keeper", password="pw-keeper-123")
+    page = tab.get("/accounts/login/")
+    assert page.status_code == 200
+    response = tab.http.post(
+        "/accounts/login/",
+        data={
+            "username": "keeper",
+            "password": "pw-keeper-123",
+            "csrfmiddlewaretoken": tab.csrf["X-CSRFToken"],
+        },
+    )
+    assert response.status_code == 302, response.text
+    assert tab.get(file["url"]).content == b"draft"
+    assert Attachment.objects.get(pk=file["id"]).user.username == "keeper"
 
 
 def test_deleting_a_user_deletes_their_files(tab, media, django_user_model):
