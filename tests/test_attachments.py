@@ -549,3 +549,46 @@ def test_the_admin_lists_files_read_only_and_previews_them_to_staff_only(
     served = client.get(file_url)
     assert served.status_code == 200 and served.content == image
     assert served["Content-Type"] == "image/png" and served["X-Content-Type-Options"] == "nosniff"
+
+
+# --- on PostgreSQL ----------------------------------------------------------------------------
+
+
+def test_files_round_trip_on_postgres_and_go_with_their_conversation(postgres_database, tmp_path):
+    """A uvicorn of its own on PostgreSQL: upload, send, read, delete; the storage follows."""
+    import httpx
+    import psycopg
+
+    from tests.conftest import free_port
+    from tests.processes import PYTHON, ServerProcess, migrate, server_env
+
+    database, name, admin = postgres_database
+    media = tmp_path / "media"
+    env = server_env(database, MEDIA_ROOT=str(media), CHAT_DEMO_RATE="0")
+    migrate(env)
+    port = free_port()
+    command = [PYTHON, "-m", "uvicorn", "project.asgi:application", "--port", str(port)]
+    server = ServerProcess(command, env, port).start()
+    try:
+        with httpx.Client(base_url=server.url, timeout=10) as http:
+            http.get("/")
+            csrf = {"X-CSRFToken": http.cookies["csrftoken"]}
+            files = {"file": ("dot.png", png(), "image/png")}
+            body = http.post("/api/attachments", files=files, headers=csrf).json()
+            created = http.post(
+                "/api/conversations",
+                json={"content": "What is it?", "attachments": [body["id"]]},
+                headers=csrf,
+            )
+            assert created.status_code == 201, created.text
+            conversation = created.json()
+            assert conversation["user_message"]["attachments"][0]["id"] == body["id"]
+            shown = http.get(f"/api/conversations/{conversation['id']}").json()
+            assert shown["messages"][0]["attachments"][0]["name"] == "dot.png"
+            assert len(stored_files(media)) == 1
+            assert http.delete(f"/api/conversations/{conversation['id']}", headers=csrf).status_code == 204
+            assert stored_files(media) == []
+        with psycopg.connect(admin.info.dsn, dbname=name) as conn:
+            assert conn.execute("SELECT count(*) FROM chat_attachment").fetchone()[0] == 0
+    finally:
+        server.stop()
