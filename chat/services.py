@@ -468,7 +468,7 @@ async def message_send(
         conversation_title_improve_later(
             conversation=conversation,
             info=info,
-            content=content,
+            content=content or _title_of_files(files),
             reply_id=str(assistant.id),
             reply=reply,
             owner=owner.key,

@@ -2,6 +2,7 @@
 served to their owner only, sent with a message to the model, deleted with their rows."""
 
 import io
+import json
 import socket
 import uuid
 from pathlib import Path
@@ -459,6 +460,22 @@ def test_a_visitor_who_signs_in_keeps_its_unsent_files(tab, media, django_user_m
     assert response.status_code == 302, response.text
     assert tab.get(file["url"]).content == b"draft"
     assert Attachment.objects.get(pk=file["id"]).user.username == "keeper"
+
+
+def test_the_export_carries_the_files_metadata_and_the_import_takes_it(tab, media):
+    from chat import history, history_import
+
+    first = uploaded(tab, png(3, 2), "red.png")
+    conversation = tab.conversation(model=FAKE)
+    sent = tab.send(QUICK, conversation["id"], attachments=[first["id"]])
+    tab.wait_finished(sent["assistant_message"]["id"], conversation["id"])
+    exported = history.conversations_export(Conversation.objects.all())
+    (record,) = exported["conversations"]
+    files = record["messages"][0]["attachments"]
+    assert [(f["id"], f["name"], f["width"]) for f in files] == [(first["id"], "red.png", 3)]
+    Conversation.objects.all().delete()
+    history_import.conversations_import(json.loads(json.dumps(exported)))
+    assert Message.objects.count() == 2 and Attachment.objects.count() == 0  # metadata only
 
 
 def test_deleting_a_user_deletes_their_files(tab, media, django_user_model):
