@@ -308,6 +308,34 @@ def test_files_sent_with_a_message_reach_the_model_and_show_on_the_message(tab, 
     assert response.status_code == 400 and response.json()["code"] == "invalid"
 
 
+def test_files_of_turns_outside_the_context_budget_are_not_read(tab, media, settings, model_calls):
+    """The old turn's file is gone from the storage: had it been read, the send would fail."""
+    old = uploaded(tab, png(), "old.png")
+    conversation = tab.conversation(model=FAKE)
+    sent = tab.send(QUICK, conversation["id"], attachments=[old["id"]])
+    tab.wait_finished(sent["assistant_message"]["id"], conversation["id"])
+    for path in stored_files(media):
+        path.unlink()
+    settings.CHAT_CONTEXT_CHARS = len(QUICK) + 10  # the new message alone fits
+    reply = tab.send(QUICK, conversation["id"])["assistant_message"]
+    assert tab.wait_finished(reply["id"], conversation["id"])["status"] == "complete"
+    assert [t.role for t in model_calls.prompts[-1].turns] == ["user"]
+
+
+def test_a_file_gone_from_the_storage_is_left_out_of_the_prompt_and_404s(tab, media, model_calls, caplog):
+    old = uploaded(tab, png(), "old.png")
+    conversation = tab.conversation(model=FAKE)
+    sent = tab.send(QUICK, conversation["id"], attachments=[old["id"]])
+    tab.wait_finished(sent["assistant_message"]["id"], conversation["id"])
+    for path in stored_files(media):
+        path.unlink()
+    reply = tab.send(QUICK, conversation["id"])["assistant_message"]
+    assert tab.wait_finished(reply["id"], conversation["id"])["status"] == "complete"
+    assert model_calls.prompts[-1].turns[0].attachments == ()
+    assert "gone from the storage" in caplog.text
+    assert tab.get(old["url"]).status_code == 404
+
+
 def test_regenerate_keeps_the_questions_files_and_edit_takes_new_ones(tab, media, model_calls):
     first = uploaded(tab, png(), "one.png")
     conversation = tab.conversation(model=FAKE)
