@@ -1,9 +1,12 @@
 """The contract's JSON shapes (../shared/API.md) for conversations and messages."""
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chat.models import Conversation, Message
 from chat.steps import steps_json
+
+if TYPE_CHECKING:
+    from chat.search import SearchHit
 
 
 def message_json(message: Message) -> dict[str, Any]:
@@ -38,3 +41,13 @@ def conversation_json(conversation: Conversation, *, messages: bool = False) -> 
     if messages:
         data["messages"] = [message_json(m) for m in conversation.messages.all()]
     return data
+
+
+def search_hit_json(hit: "SearchHit") -> dict[str, Any]:
+    """A conversation as the list gives it, and where it matched (contract v3, "Search")."""
+    match = hit.match_message_id
+    return {
+        **conversation_json(hit.conversation),
+        "snippet": hit.snippet,
+        "match_message_id": None if match is None else str(match),
+    }

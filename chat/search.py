@@ -1,0 +1,211 @@
+"""Search over one owner's conversations (contract v3, "Search"; `GET /api/conversations?q=`).
+
+A conversation matches when its title, or one of its messages (on any branch), holds every
+word of the query, whole words, case and accents aside. Title matches come first, then the
+best message match (bm25 on SQLite, ts_rank on PostgreSQL). The words are taken out of the
+query as runs of letters and digits: what the full-text syntaxes give meaning to (`"`, `*`,
+`NEAR(`, `-`, `:`, `^`, `&`, `!`) never reaches them, and each word is also quoted as an FTS5
+string. The indexes are chat/search_index.py's; on a database with neither, the search reads
+the owner's messages with `icontains` (every one of them: a cost that grows with the history,
+and accents then matter).
+"""
+
+import re
+import unicodedata
+import uuid
+from dataclasses import dataclass
+
+from django.db import connection
+
+from chat.errors import Invalid
+from chat.models import Conversation, Message
+from chat.search_index import MESSAGES, PG_CONFIG, TITLES, owner_token, sqlite_has_fts5
+from chat.text import unstorable
+
+MAX_QUERY_CHARS = 200
+MAX_WORDS = 12
+LIMIT = 50
+# Message hits read, best first, before they are grouped by conversation: a word in half of
+# an owner's 500,000 messages must not mean ranking them all in Python.
+HIT_CAP = 1000
+SNIPPET_CHARS = 160
+_WORD = re.compile(r"[^\W_]+")
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    conversation: Conversation
+    snippet: str
+    match_message_id: uuid.UUID | None
+
+
+def search_words(q: object) -> list[str]:
+    """The words searched for; `Invalid` for a query no database should be asked."""
+    if not isinstance(q, str):
+        raise Invalid("'q' must be a string.")
+    if len(q) > MAX_QUERY_CHARS:
+        raise Invalid(f"The search is {len(q):,} characters long; the limit is {MAX_QUERY_CHARS}.")
+    problem = unstorable(q)
+    if problem:
+        raise Invalid(f"'q' {problem}; remove it and search again.")
+    words = list(dict.fromkeys(w.casefold() for w in _WORD.findall(q)))
+    if len(words) > MAX_WORDS:
+        raise Invalid(f"The search has {len(words)} words; the limit is {MAX_WORDS}.")
+    return words
+
+
+def conversation_search(*, owner, q: str, limit: int = LIMIT) -> list[SearchHit]:
+    """The owner's conversations that hold the words of `q`, best match first."""
+    words = search_words(q)
+    if not words or (owner.user_id is None and not owner.visitor):
+        return []
+    if connection.vendor == "postgresql":
+        titles, messages = _postgresql(owner, words, limit)
+    elif connection.vendor == "sqlite" and _sqlite_indexed():
+        titles, messages = _sqlite(owner, words, limit)
+    else:
+        titles, messages = _scan(owner, words, limit)
+    return _hits(owner, words, titles, messages, limit)
+
+
+def _hits(
+    owner, words: list[str], titles: list[uuid.UUID], messages: list[tuple[uuid.UUID, uuid.UUID]], limit: int
+) -> list[SearchHit]:
+    """Title matches first, then message matches; one hit per conversation (its best message)."""
+    best: dict[uuid.UUID, uuid.UUID] = {}
+    for conversation_id, message_id in messages:
+        best.setdefault(conversation_id, message_id)
+    order = list(dict.fromkeys([*titles, *best]))[:limit]
+    conversations = owner.conversations().in_bulk(order)  # the owner's, whatever the index says
+    wanted = [best[c] for c in order if c in best]
+    texts = dict(Message.objects.filter(pk__in=wanted).values_list("id", "content"))
+    hits = []
+    for conversation_id in order:
+        conversation = conversations.get(conversation_id)
+        message_id = best.get(conversation_id)
+        if conversation is None or (message_id is not None and message_id not in texts):
+            continue  # gone since the index was read
+        text = texts[message_id] if message_id is not None else conversation.title
+        hits.append(SearchHit(conversation, excerpt(text, words), message_id))
+    return hits
+
+
+# --- SQLite: FTS5 ----------------------------------------------------------------------------
+
+
+def _sqlite_indexed() -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1 FROM sqlite_master WHERE name = %s", [MESSAGES])
+        return cursor.fetchone() is not None and sqlite_has_fts5(connection)
+
+
+def fts5_string(word: str) -> str:
+    return '"' + word.replace('"', '""') + '"'
+
+
+def _sqlite(owner, words: list[str], limit: int):
+    token = owner_token(user_id=owner.user_id, visitor=owner.visitor)
+    match = f"owner : {fts5_string(token)} AND " + " AND ".join(f"body : {fts5_string(w)}" for w in words)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT c.id FROM {TITLES} t JOIN chat_conversation c ON c.rowid = t.rowid "
+            f"WHERE {TITLES} MATCH %s ORDER BY t.rank LIMIT %s",
+            [match, limit],
+        )
+        titles = [uuid.UUID(row[0]) for row in cursor.fetchall()]
+        cursor.execute(
+            f"SELECT m.conversation_id, m.id FROM (SELECT rowid, rank FROM {MESSAGES} "
+            f"WHERE {MESSAGES} MATCH %s ORDER BY rank LIMIT %s) h "
+            "JOIN chat_message m ON m.rowid = h.rowid ORDER BY h.rank",
+            [match, HIT_CAP],
+        )
+        messages = [(uuid.UUID(c), uuid.UUID(m)) for c, m in cursor.fetchall()]
+    return titles, messages
+
+
+# --- PostgreSQL: a tsvector column and GIN indexes -----------------------------------------
+
+
+def _postgresql(owner, words: list[str], limit: int):
+    if owner.user_id is not None:
+        mine, params = "c.user_id = %s", [owner.user_id]
+    else:
+        mine, params = "c.user_id IS NULL AND c.visitor = %s", [owner.visitor]
+    query = f"plainto_tsquery('{PG_CONFIG}', %s)"
+    title = f"to_tsvector('{PG_CONFIG}', c.title)"
+    text = " ".join(words)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT c.id FROM chat_conversation c WHERE {title} @@ {query} AND {mine} "
+            f"ORDER BY ts_rank({title}, {query}) DESC, c.updated_at DESC LIMIT %s",
+            [text, *params, text, limit],
+        )
+        titles = [row[0] for row in cursor.fetchall()]
+        cursor.execute(
+            f"SELECT m.conversation_id, m.id FROM chat_message m "
+            f"JOIN chat_conversation c ON c.id = m.conversation_id "
+            f"WHERE m.search_vector @@ {query} AND {mine} "
+            f"ORDER BY ts_rank(m.search_vector, {query}) DESC, m.created_at DESC LIMIT %s",
+            [text, *params, text, HIT_CAP],
+        )
+        messages = cursor.fetchall()
+    return titles, messages
+
+
+# --- any other database: a scan ------------------------------------------------------------
+
+
+def _scan(owner, words: list[str], limit: int):
+    """Every message of the owner's is read: no index, so keep this for small histories."""
+    mine = owner.conversations()
+    titles = mine
+    for word in words:
+        titles = titles.filter(title__icontains=word)
+    messages = Message.objects.filter(conversation__in=mine).exclude(status=Message.Status.STREAMING)
+    for word in words:
+        messages = messages.filter(content__icontains=word)
+    return (
+        list(titles.order_by("-updated_at").values_list("id", flat=True)[:limit]),
+        list(messages.order_by("-created_at").values_list("conversation_id", "id")[:HIT_CAP]),
+    )
+
+
+# --- snippets --------------------------------------------------------------------------------
+
+
+def fold(text: str) -> str:
+    """Case and accents aside: `Café` and `CAFE` fold to the same `cafe`."""
+    return "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c)).casefold()
+
+
+def _folded(text: str) -> tuple[str, list[int]]:
+    """`text` folded, with the index in `text` of each folded character."""
+    if text.isascii():
+        return text.lower(), list(range(len(text)))
+    out, index = [], []
+    for i, char in enumerate(text):
+        folded = fold(char)
+        out.append(folded)
+        index.extend([i] * len(folded))
+    return "".join(out), index
+
+
+def excerpt(text: str, words: list[str], width: int = SNIPPET_CHARS) -> str:
+    """About `width` characters of `text` around the first of `words` in it, plain text."""
+    text = " ".join(text[:50_000].split())
+    folded, index = _folded(text)
+    found = [
+        m.start()
+        for w in words
+        if (m := re.search(rf"(?<![^\W_]){re.escape(fold(w))}(?![^\W_])", folded)) is not None
+    ]
+    at = index[min(found)] if found else 0
+    start = max(0, at - width // 3)
+    if start > 0:
+        space = text.find(" ", start, at)
+        start = space + 1 if space != -1 else start
+    end = min(len(text), start + width)
+    if end < len(text):
+        space = text.rfind(" ", at, end)
+        end = space if space > at else end
+    return ("…" if start > 0 else "") + text[start:end] + ("…" if end < len(text) else "")
