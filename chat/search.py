@@ -10,6 +10,7 @@ the owner's messages with `icontains` (every one of them: a cost that grows with
 and accents then matter).
 """
 
+import functools
 import re
 import unicodedata
 import uuid
@@ -76,7 +77,9 @@ def _hits(
     for conversation_id, message_id in messages:
         best.setdefault(conversation_id, message_id)
     order = list(dict.fromkeys([*titles, *best]))[:limit]
-    conversations = owner.conversations().in_bulk(order)  # the owner's, whatever the index says
+    # By primary key alone (an owner's condition here lets SQLite walk the owner's index), and
+    # the owner checked on each: the owner's, whatever the index says.
+    conversations = {c.pk: c for c in Conversation.objects.filter(pk__in=order) if _owns(owner, c)}
     wanted = [best[c] for c in order if c in best]
     texts = dict(Message.objects.filter(pk__in=wanted).values_list("id", "content"))
     hits = []
@@ -88,6 +91,12 @@ def _hits(
         text = texts[message_id] if message_id is not None else conversation.title
         hits.append(SearchHit(conversation, excerpt(text, words), message_id))
     return hits
+
+
+def _owns(owner, conversation: Conversation) -> bool:
+    if owner.user_id is not None:
+        return conversation.user_id == owner.user_id
+    return conversation.user_id is None and conversation.visitor == owner.visitor
 
 
 # --- SQLite: FTS5 ----------------------------------------------------------------------------
@@ -108,18 +117,19 @@ def _sqlite(owner, words: list[str], limit: int):
     match = f"owner : {fts5_string(token)} AND " + " AND ".join(f"body : {fts5_string(w)}" for w in words)
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT c.id FROM {TITLES} t JOIN chat_conversation c ON c.rowid = t.rowid "
-            f"WHERE {TITLES} MATCH %s ORDER BY t.rank LIMIT %s",
-            [match, limit],
+            f"SELECT c.id FROM (SELECT rowid, rank FROM {TITLES} WHERE {TITLES} MATCH %s "
+            "ORDER BY rowid DESC LIMIT %s) t JOIN chat_conversation c ON c.rowid = t.rowid ORDER BY t.rank LIMIT %s",
+            [match, HIT_CAP, limit],
         )
         titles = [uuid.UUID(row[0]) for row in cursor.fetchall()]
         cursor.execute(
-            f"SELECT m.conversation_id, m.id FROM (SELECT rowid, rank FROM {MESSAGES} "
-            f"WHERE {MESSAGES} MATCH %s ORDER BY rank LIMIT %s) h "
-            "JOIN chat_message m ON m.rowid = h.rowid ORDER BY h.rank",
-            [match, HIT_CAP],
+            # SQLite: the bare column `m.id` comes from the row with the MIN (the best match).
+            f"SELECT m.conversation_id, m.id, MIN(h.rank) AS best FROM (SELECT rowid, rank FROM {MESSAGES} "
+            f"WHERE {MESSAGES} MATCH %s ORDER BY rowid DESC LIMIT %s) h "
+            "JOIN chat_message m ON m.rowid = h.rowid GROUP BY m.conversation_id ORDER BY best LIMIT %s",
+            [match, HIT_CAP, limit],
         )
-        messages = [(uuid.UUID(c), uuid.UUID(m)) for c, m in cursor.fetchall()]
+        messages = [(uuid.UUID(c), uuid.UUID(m)) for c, m, _ in cursor.fetchall()]
     return titles, messages
 
 
@@ -141,12 +151,16 @@ def _postgresql(owner, words: list[str], limit: int):
             [text, *params, text, limit],
         )
         titles = [row[0] for row in cursor.fetchall()]
+        # The newest HIT_CAP matches, ranked, the best per conversation: bounded work however
+        # common the word (ts_rank reads each row's vector).
         cursor.execute(
-            f"SELECT m.conversation_id, m.id FROM chat_message m "
-            f"JOIN chat_conversation c ON c.id = m.conversation_id "
-            f"WHERE m.search_vector @@ {query} AND {mine} "
-            f"ORDER BY ts_rank(m.search_vector, {query}) DESC, m.created_at DESC LIMIT %s",
-            [text, *params, text, HIT_CAP],
+            "SELECT conversation_id, id FROM (SELECT DISTINCT ON (h.conversation_id) "
+            f"h.conversation_id, h.id, ts_rank(h.search_vector, {query}) AS rank "
+            "FROM (SELECT m.conversation_id, m.id, m.search_vector "
+            "FROM chat_message m JOIN chat_conversation c ON c.id = m.conversation_id "
+            f"WHERE m.search_vector @@ {query} AND {mine} ORDER BY m.created_at DESC LIMIT %s) h "
+            "ORDER BY h.conversation_id, rank DESC) best ORDER BY rank DESC LIMIT %s",
+            [text, text, *params, HIT_CAP, limit],
         )
         messages = cursor.fetchall()
     return titles, messages
@@ -175,7 +189,12 @@ def _scan(owner, words: list[str], limit: int):
 
 def fold(text: str) -> str:
     """Case and accents aside: `Café` and `CAFE` fold to the same `cafe`."""
-    return "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c)).casefold()
+    return "".join(_fold_char(c) for c in text)
+
+
+@functools.lru_cache(maxsize=4096)
+def _fold_char(char: str) -> str:
+    return "".join(c for c in unicodedata.normalize("NFKD", char) if not unicodedata.combining(c)).casefold()
 
 
 def _folded(text: str) -> tuple[str, list[int]]:
@@ -184,7 +203,7 @@ def _folded(text: str) -> tuple[str, list[int]]:
         return text.lower(), list(range(len(text)))
     out, index = [], []
     for i, char in enumerate(text):
-        folded = fold(char)
+        folded = char.lower() if char.isascii() else _fold_char(char)
         out.append(folded)
         index.extend([i] * len(folded))
     return "".join(out), index
