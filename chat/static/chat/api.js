@@ -74,3 +74,6 @@ export const getMessage = (messageId) => api("GET", apiUrl(`messages/${messageId
 export const stopReply = (messageId) => api("POST", apiUrl(`messages/${messageId}/stop`));
 export const streamUrl = (messageId, lastEventId) =>
   apiUrl(`messages/${messageId}/stream`) + (lastEventId ? `?last_event_id=${encodeURIComponent(lastEventId)}` : "");
+
+// Search (contract v3, "Search"): the owner's conversations that hold the words, with snippets.
+export const searchConversations = (q) => api("GET", `${apiUrl("conversations")}?q=${encodeURIComponent(q)}`);
