@@ -11,6 +11,7 @@ and accents then matter).
 """
 
 import functools
+import math
 import re
 import unicodedata
 import uuid
@@ -31,6 +32,7 @@ LIMIT = 50
 HIT_CAP = 1000
 SNIPPET_CHARS = 160
 _WORD = re.compile(r"[^\W_]+")
+_MARKS = re.compile("[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]")
 
 
 @dataclass(frozen=True)
@@ -113,24 +115,45 @@ def fts5_string(word: str) -> str:
 
 
 def _sqlite(owner, words: list[str], limit: int):
+    """The owner's newest HIT_CAP matches (cheap: the index is walked in rowid order and
+    stops), ranked here. FTS5's bm25 would count, for each query term, every row holding it,
+    the owner's token included: 35 ms for an owner of 500,000 messages, before any row."""
     token = owner_token(user_id=owner.user_id, visitor=owner.visitor)
     match = f"owner : {fts5_string(token)} AND " + " AND ".join(f"body : {fts5_string(w)}" for w in words)
+    # Only rowids from the index; the texts come with the rows they are joined to.
+    newest = "SELECT rowid FROM {table} WHERE {table} MATCH %s ORDER BY rowid DESC LIMIT %s"
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT c.id FROM (SELECT rowid, rank FROM {TITLES} WHERE {TITLES} MATCH %s "
-            "ORDER BY rowid DESC LIMIT %s) t JOIN chat_conversation c ON c.rowid = t.rowid ORDER BY t.rank LIMIT %s",
-            [match, HIT_CAP, limit],
+            f"SELECT c.id, c.title FROM ({newest.format(table=TITLES)}) t "
+            "JOIN chat_conversation c ON c.rowid = t.rowid",
+            [match, HIT_CAP],
         )
-        titles = [uuid.UUID(row[0]) for row in cursor.fetchall()]
+        titles = [uuid.UUID(c) for c, _ in ranked(cursor.fetchall(), words)[:limit]]
         cursor.execute(
-            # SQLite: the bare column `m.id` comes from the row with the MIN (the best match).
-            f"SELECT m.conversation_id, m.id, MIN(h.rank) AS best FROM (SELECT rowid, rank FROM {MESSAGES} "
-            f"WHERE {MESSAGES} MATCH %s ORDER BY rowid DESC LIMIT %s) h "
-            "JOIN chat_message m ON m.rowid = h.rowid GROUP BY m.conversation_id ORDER BY best LIMIT %s",
-            [match, HIT_CAP, limit],
+            f"SELECT m.conversation_id, m.content, m.id FROM ({newest.format(table=MESSAGES)}) h "
+            "JOIN chat_message m ON m.rowid = h.rowid",
+            [match, HIT_CAP],
         )
-        messages = [(uuid.UUID(c), uuid.UUID(m)) for c, m, _ in cursor.fetchall()]
-    return titles, messages
+        best: dict[str, str] = {}
+        for conversation_id, _, message_id in ranked(cursor.fetchall(), words):
+            best.setdefault(conversation_id, message_id)
+            if len(best) == limit:
+                break
+    return titles, [(uuid.UUID(c), uuid.UUID(m)) for c, m in best.items()]
+
+
+def ranked(rows: list[tuple], words: list[str]) -> list[tuple]:
+    """Rows (key, text, ...) best first: the words' occurrences over the square root of the
+    text's length in words (all the words are in every row, so no weight per word); the
+    newest first among equals. Occurrences as substrings (`str.count`, 50 times quicker than
+    a regular expression's word bounds): the index already matched whole words."""
+    folded = [fold(w) for w in words]
+
+    def score(row: tuple) -> float:
+        text = fold(row[1])
+        return sum(text.count(w) for w in folded) / math.sqrt(text.count(" ") + 1)
+
+    return sorted(rows, key=score, reverse=True)
 
 
 # --- PostgreSQL: a tsvector column and GIN indexes -----------------------------------------
@@ -189,7 +212,9 @@ def _scan(owner, words: list[str], limit: int):
 
 def fold(text: str) -> str:
     """Case and accents aside: `Café` and `CAFE` fold to the same `cafe`."""
-    return "".join(_fold_char(c) for c in text)
+    if text.isascii():
+        return text.lower()
+    return _MARKS.sub("", unicodedata.normalize("NFKD", text)).casefold()
 
 
 @functools.lru_cache(maxsize=4096)
