@@ -14,6 +14,7 @@ Results: a table on stdout and bench/results/search.json (`--out`).
 """
 
 import argparse
+import dataclasses
 import itertools
 import json
 import os
@@ -198,7 +199,7 @@ def worker(sizes: Sizes) -> dict:
 # --- the driver ------------------------------------------------------------------------------
 
 
-def run(database_url: str, quick: bool) -> dict:
+def run(database_url: str, sizes: Sizes) -> dict:
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "project.settings",
@@ -207,14 +208,15 @@ def run(database_url: str, quick: bool) -> dict:
         "SECRET_KEY": "bench-only-" + "x" * 40,
         "PYTHONUNBUFFERED": "1",
     }
-    args = [sys.executable, "-m", "bench.search", "--worker"] + (["--quick"] if quick else [])
+    args = [sys.executable, "-m", "bench.search", "--worker", "--conversations", str(sizes.conversations)]
+    args += ["--searches", str(sizes.searches), "--warmup", str(sizes.warmup)]
     done = subprocess.run(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True, check=True)
     lines = done.stdout.strip().splitlines()
     print("\n".join(lines[:-1]))
     return json.loads(lines[-1])
 
 
-def on_postgres(url: str, quick: bool) -> dict:
+def on_postgres(url: str, sizes: Sizes) -> dict:
     from urllib.parse import urlsplit, urlunsplit
 
     import psycopg
@@ -223,7 +225,7 @@ def on_postgres(url: str, quick: bool) -> dict:
     admin = psycopg.connect(url.replace("postgres://", "postgresql://", 1), autocommit=True)
     admin.execute(f'CREATE DATABASE "{name}"')
     try:
-        return run(urlunsplit(urlsplit(url)._replace(path=f"/{name}")), quick)
+        return run(urlunsplit(urlsplit(url)._replace(path=f"/{name}")), sizes)
     finally:
         admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
         admin.close()
@@ -244,10 +246,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--database", choices=("sqlite", "postgres", "both"), default="both")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--conversations", type=int, help="instead of 10,000 (1,000 with --quick)")
+    parser.add_argument("--searches", type=int, help="timed searches, instead of 200 (60 with --quick)")
+    parser.add_argument("--warmup", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "search.json")
     args = parser.parse_args()
     sizes = QUICK if args.quick else Sizes()
+    for name in ("conversations", "searches", "warmup"):
+        if getattr(args, name) is not None:
+            sizes = dataclasses.replace(sizes, **{name: getattr(args, name)})
     if args.worker:
         print(json.dumps(worker(sizes)))
         return
@@ -255,12 +263,12 @@ def main() -> None:
     if args.database in ("sqlite", "both"):
         with tempfile.TemporaryDirectory(prefix="chat-search-bench-") as workdir:
             print("SQLite (FTS5)", flush=True)
-            results.append(run(f"sqlite:///{workdir}/search.sqlite3", args.quick))
+            results.append(run(f"sqlite:///{workdir}/search.sqlite3", sizes))
     if args.database in ("postgres", "both"):
         url = os.environ.get("DATABASE_URL", "")
         if url.startswith(("postgres://", "postgresql://")):
             print("PostgreSQL (tsvector, GIN)", flush=True)
-            results.append(on_postgres(url, args.quick))
+            results.append(on_postgres(url, sizes))
         else:
             print("PostgreSQL: skipped (DATABASE_URL is not a PostgreSQL URL)")
     print(f"\nMachine: {machine()}")
