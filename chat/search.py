@@ -160,33 +160,34 @@ def ranked(rows: list[tuple], words: list[str]) -> list[tuple]:
 
 
 def _postgresql(owner, words: list[str], limit: int):
+    """The owner's newest HIT_CAP matches through the GIN indexes, ranked as on SQLite (the
+    same order on both databases; `ts_rank` would read every match's vector first)."""
     if owner.user_id is not None:
         mine, params = "c.user_id = %s", [owner.user_id]
     else:
         mine, params = "c.user_id IS NULL AND c.visitor = %s", [owner.visitor]
     query = f"plainto_tsquery('{PG_CONFIG}', %s)"
-    title = f"to_tsvector('{PG_CONFIG}', c.title)"
     text = " ".join(words)
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT c.id FROM chat_conversation c WHERE {title} @@ {query} AND {mine} "
-            f"ORDER BY ts_rank({title}, {query}) DESC, c.updated_at DESC LIMIT %s",
-            [text, *params, text, limit],
+            f"SELECT c.id, c.title FROM chat_conversation c "
+            f"WHERE to_tsvector('{PG_CONFIG}', c.title) @@ {query} AND {mine} "
+            "ORDER BY c.updated_at DESC LIMIT %s",
+            [text, *params, HIT_CAP],
         )
-        titles = [row[0] for row in cursor.fetchall()]
-        # The newest HIT_CAP matches, ranked, the best per conversation: bounded work however
-        # common the word (ts_rank reads each row's vector).
+        titles = [c for c, _ in ranked(cursor.fetchall(), words)[:limit]]
         cursor.execute(
-            "SELECT conversation_id, id FROM (SELECT DISTINCT ON (h.conversation_id) "
-            f"h.conversation_id, h.id, ts_rank(h.search_vector, {query}) AS rank "
-            "FROM (SELECT m.conversation_id, m.id, m.search_vector "
-            "FROM chat_message m JOIN chat_conversation c ON c.id = m.conversation_id "
-            f"WHERE m.search_vector @@ {query} AND {mine} ORDER BY m.created_at DESC LIMIT %s) h "
-            "ORDER BY h.conversation_id, rank DESC) best ORDER BY rank DESC LIMIT %s",
-            [text, text, *params, HIT_CAP, limit],
+            "SELECT m.conversation_id, m.content, m.id FROM chat_message m "
+            "JOIN chat_conversation c ON c.id = m.conversation_id "
+            f"WHERE m.search_vector @@ {query} AND {mine} ORDER BY m.created_at DESC LIMIT %s",
+            [text, *params, HIT_CAP],
         )
-        messages = cursor.fetchall()
-    return titles, messages
+        best: dict[uuid.UUID, uuid.UUID] = {}
+        for conversation_id, _, message_id in ranked(cursor.fetchall(), words):
+            best.setdefault(conversation_id, message_id)
+            if len(best) == limit:
+                break
+    return titles, list(best.items())
 
 
 # --- any other database: a scan ------------------------------------------------------------
@@ -201,10 +202,9 @@ def _scan(owner, words: list[str], limit: int):
     messages = Message.objects.filter(conversation__in=mine).exclude(status=Message.Status.STREAMING)
     for word in words:
         messages = messages.filter(content__icontains=word)
-    return (
-        list(titles.order_by("-updated_at").values_list("id", flat=True)[:limit]),
-        list(messages.order_by("-created_at").values_list("conversation_id", "id")[:HIT_CAP]),
-    )
+    found = ranked(list(titles.order_by("-updated_at").values_list("id", "title")[:HIT_CAP]), words)
+    newest = messages.order_by("-created_at").values_list("conversation_id", "content", "id")[:HIT_CAP]
+    return [c for c, _ in found[:limit]], [(c, m) for c, _, m in ranked(list(newest), words)]
 
 
 # --- snippets --------------------------------------------------------------------------------

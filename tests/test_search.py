@@ -110,6 +110,14 @@ def the_contract_holds(tab: Tab, other: Tab, insert: Insert, update: Update) -> 
         (trip["id"], holiday),
     ]
 
+    # Best match first: the words more often, in fewer words, whatever came last.
+    dense, sparse = tab.conversation(title="Dense"), tab.conversation(title="Sparse")
+    insert(dense["id"], None, "Lumen, lumen and lumen again.", "complete")
+    insert(
+        sparse["id"], None, "A long text that names the lumen only once, " + "and goes on " * 20, "complete"
+    )
+    assert ids(search(tab, "LUMEN")) == [dense["id"], sparse["id"]]
+
     # Hostile queries: results or a 400 with the JSON shape, never a 500.
     for q in HOSTILE:
         response = tab.get("/api/conversations", params={"q": q})
