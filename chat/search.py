@@ -160,8 +160,10 @@ def ranked(rows: list[tuple], words: list[str]) -> list[tuple]:
 
 
 def _postgresql(owner, words: list[str], limit: int):
-    """The owner's newest HIT_CAP matches through the GIN indexes, ranked as on SQLite (the
-    same order on both databases; `ts_rank` would read every match's vector first)."""
+    """HIT_CAP of the owner's matches through the GIN indexes, in table order, ranked as on
+    SQLite (`ts_rank` would read every match's vector first). Not the newest, as on SQLite:
+    `ORDER BY created_at` makes PostgreSQL walk the time index backwards and test each row,
+    43,000 rows (63 ms) for a word in 2 % of 500,000 messages."""
     if owner.user_id is not None:
         mine, params = "c.user_id = %s", [owner.user_id]
     else:
@@ -171,15 +173,14 @@ def _postgresql(owner, words: list[str], limit: int):
     with connection.cursor() as cursor:
         cursor.execute(
             f"SELECT c.id, c.title FROM chat_conversation c "
-            f"WHERE to_tsvector('{PG_CONFIG}', c.title) @@ {query} AND {mine} "
-            "ORDER BY c.updated_at DESC LIMIT %s",
+            f"WHERE c.search_vector @@ {query} AND {mine} LIMIT %s",
             [text, *params, HIT_CAP],
         )
         titles = [c for c, _ in ranked(cursor.fetchall(), words)[:limit]]
         cursor.execute(
             "SELECT m.conversation_id, m.content, m.id FROM chat_message m "
             "JOIN chat_conversation c ON c.id = m.conversation_id "
-            f"WHERE m.search_vector @@ {query} AND {mine} ORDER BY m.created_at DESC LIMIT %s",
+            f"WHERE m.search_vector @@ {query} AND {mine} LIMIT %s",
             [text, *params, HIT_CAP],
         )
         best: dict[uuid.UUID, uuid.UUID] = {}
