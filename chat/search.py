@@ -2,7 +2,8 @@
 
 A conversation matches when its title, or one of its messages (on any branch), holds every
 word of the query, whole words, case and accents aside. Title matches come first, then the
-best message match (bm25 on SQLite, ts_rank on PostgreSQL). The words are taken out of the
+conversations by their best message; at most HIT_CAP matches of each kind are ranked (the
+words' density), the newest on SQLite, in table order elsewhere. The words are taken out of the
 query as runs of letters and digits: what the full-text syntaxes give meaning to (`"`, `*`,
 `NEAR(`, `-`, `:`, `^`, `&`, `!`) never reaches them, and each word is also quoted as an FTS5
 string. The indexes are chat/search_index.py's; on a database with neither, the search reads
@@ -16,6 +17,7 @@ import re
 import unicodedata
 import uuid
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from django.db import connection
 
@@ -24,11 +26,14 @@ from chat.models import Conversation, Message
 from chat.search_index import MESSAGES, PG_CONFIG, TITLES, owner_token, sqlite_has_fts5
 from chat.text import unstorable
 
+if TYPE_CHECKING:
+    from chat.services import Owner
+
 MAX_QUERY_CHARS = 200
 MAX_WORDS = 12
 LIMIT = 50
-# Message hits read, best first, before they are grouped by conversation: a word in half of
-# an owner's 500,000 messages must not mean ranking them all in Python.
+# Matches read (of titles, and of messages) and ranked: a word in half of an owner's 500,000
+# messages must not mean reading them all.
 HIT_CAP = 1000
 SNIPPET_CHARS = 160
 _WORD = re.compile(r"[^\W_]+")
@@ -57,42 +62,47 @@ def search_words(q: object) -> list[str]:
     return words
 
 
-def conversation_search(*, owner, q: str, limit: int = LIMIT) -> list[SearchHit]:
+def conversation_search(*, owner: "Owner", q: str, limit: int = LIMIT) -> list[SearchHit]:
     """The owner's conversations that hold the words of `q`, best match first."""
     words = search_words(q)
     if not words or (owner.user_id is None and not owner.visitor):
         return []
     if connection.vendor == "postgresql":
-        titles, messages = _postgresql(owner, words, limit)
+        titles, messages = _postgresql(owner, words)
     elif connection.vendor == "sqlite" and _sqlite_indexed():
-        titles, messages = _sqlite(owner, words, limit)
+        titles, messages = _sqlite(owner, words)
     else:
-        titles, messages = _scan(owner, words, limit)
+        titles, messages = _scan(owner, words)
     return _hits(owner, words, titles, messages, limit)
 
 
 def _hits(
-    owner, words: list[str], titles: list[uuid.UUID], messages: list[tuple[uuid.UUID, uuid.UUID]], limit: int
+    owner: "Owner", words: list[str], titles: list[tuple], messages: list[tuple], limit: int
 ) -> list[SearchHit]:
-    """Title matches first, then message matches; one hit per conversation (its best message)."""
-    best: dict[uuid.UUID, uuid.UUID] = {}
-    for conversation_id, message_id in messages:
-        best.setdefault(conversation_id, message_id)
-    order = list(dict.fromkeys([*titles, *best]))[:limit]
+    """Title matches (id, title) first, then message matches (conversation id, text, id), each
+    ranked; one hit per conversation, with its best message."""
+    order: dict[uuid.UUID, tuple[str, uuid.UUID | None]] = {}
+    for conversation_id, title in ranked(titles, words):
+        if len(order) == limit:
+            break
+        order.setdefault(_uuid(conversation_id), (title, None))
+    for conversation_id, text, message_id in ranked(messages, words):
+        key = _uuid(conversation_id)
+        matched_title = key in order and order[key][1] is None  # then its best message too
+        if matched_title or (key not in order and len(order) < limit):
+            order[key] = (text, _uuid(message_id))
     # By primary key alone (an owner's condition here lets SQLite walk the owner's index), and
     # the owner checked on each: the owner's, whatever the index says.
-    conversations = {c.pk: c for c in Conversation.objects.filter(pk__in=order) if _owns(owner, c)}
-    wanted = [best[c] for c in order if c in best]
-    texts = dict(Message.objects.filter(pk__in=wanted).values_list("id", "content"))
-    hits = []
-    for conversation_id in order:
-        conversation = conversations.get(conversation_id)
-        message_id = best.get(conversation_id)
-        if conversation is None or (message_id is not None and message_id not in texts):
-            continue  # gone since the index was read
-        text = texts[message_id] if message_id is not None else conversation.title
-        hits.append(SearchHit(conversation, excerpt(text, words), message_id))
-    return hits
+    conversations = {c.pk: c for c in Conversation.objects.filter(pk__in=list(order)) if _owns(owner, c)}
+    return [
+        SearchHit(conversations[key], excerpt(text, words), message_id)
+        for key, (text, message_id) in order.items()
+        if key in conversations
+    ]
+
+
+def _uuid(value: object) -> uuid.UUID:
+    return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
 
 
 def _owns(owner, conversation: Conversation) -> bool:
@@ -114,9 +124,9 @@ def fts5_string(word: str) -> str:
     return '"' + word.replace('"', '""') + '"'
 
 
-def _sqlite(owner, words: list[str], limit: int):
+def _sqlite(owner: "Owner", words: list[str]) -> tuple[list[tuple], list[tuple]]:
     """The owner's newest HIT_CAP matches (cheap: the index is walked in rowid order and
-    stops), ranked here. FTS5's bm25 would count, for each query term, every row holding it,
+    stops). Not ranked by FTS5's bm25: it counts, for each query term, every row holding it,
     the owner's token included: 35 ms for an owner of 500,000 messages, before any row."""
     token = owner_token(user_id=owner.user_id, visitor=owner.visitor)
     match = f"owner : {fts5_string(token)} AND " + " AND ".join(f"body : {fts5_string(w)}" for w in words)
@@ -128,18 +138,13 @@ def _sqlite(owner, words: list[str], limit: int):
             "JOIN chat_conversation c ON c.rowid = t.rowid",
             [match, HIT_CAP],
         )
-        titles = [uuid.UUID(c) for c, _ in ranked(cursor.fetchall(), words)[:limit]]
+        titles = cursor.fetchall()
         cursor.execute(
             f"SELECT m.conversation_id, m.content, m.id FROM ({newest.format(table=MESSAGES)}) h "
             "JOIN chat_message m ON m.rowid = h.rowid",
             [match, HIT_CAP],
         )
-        best: dict[str, str] = {}
-        for conversation_id, _, message_id in ranked(cursor.fetchall(), words):
-            best.setdefault(conversation_id, message_id)
-            if len(best) == limit:
-                break
-    return titles, [(uuid.UUID(c), uuid.UUID(m)) for c, m in best.items()]
+        return titles, cursor.fetchall()
 
 
 def ranked(rows: list[tuple], words: list[str]) -> list[tuple]:
@@ -159,11 +164,11 @@ def ranked(rows: list[tuple], words: list[str]) -> list[tuple]:
 # --- PostgreSQL: a tsvector column and GIN indexes -----------------------------------------
 
 
-def _postgresql(owner, words: list[str], limit: int):
-    """HIT_CAP of the owner's matches through the GIN indexes, in table order, ranked as on
-    SQLite (`ts_rank` would read every match's vector first). Not the newest, as on SQLite:
-    `ORDER BY created_at` makes PostgreSQL walk the time index backwards and test each row,
-    43,000 rows (63 ms) for a word in 2 % of 500,000 messages."""
+def _postgresql(owner: "Owner", words: list[str]) -> tuple[list[tuple], list[tuple]]:
+    """HIT_CAP of the owner's matches through the GIN indexes, in table order (not ranked by
+    `ts_rank`, which reads every match's vector first). Not the newest, as on SQLite: `ORDER
+    BY created_at` makes PostgreSQL walk the time index backwards and test each row, 43,000
+    rows (63 ms) for a word in 2 % of 500,000 messages."""
     if owner.user_id is not None:
         mine, params = "c.user_id = %s", [owner.user_id]
     else:
@@ -172,29 +177,24 @@ def _postgresql(owner, words: list[str], limit: int):
     text = " ".join(words)
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT c.id, c.title FROM chat_conversation c "
-            f"WHERE c.search_vector @@ {query} AND {mine} LIMIT %s",
+            f"SELECT c.id, c.title FROM chat_conversation c WHERE c.search_vector @@ {query} AND {mine} "
+            "LIMIT %s",
             [text, *params, HIT_CAP],
         )
-        titles = [c for c, _ in ranked(cursor.fetchall(), words)[:limit]]
+        titles = cursor.fetchall()
         cursor.execute(
             "SELECT m.conversation_id, m.content, m.id FROM chat_message m "
             "JOIN chat_conversation c ON c.id = m.conversation_id "
             f"WHERE m.search_vector @@ {query} AND {mine} LIMIT %s",
             [text, *params, HIT_CAP],
         )
-        best: dict[uuid.UUID, uuid.UUID] = {}
-        for conversation_id, _, message_id in ranked(cursor.fetchall(), words):
-            best.setdefault(conversation_id, message_id)
-            if len(best) == limit:
-                break
-    return titles, list(best.items())
+        return titles, cursor.fetchall()
 
 
 # --- any other database: a scan ------------------------------------------------------------
 
 
-def _scan(owner, words: list[str], limit: int):
+def _scan(owner: "Owner", words: list[str]) -> tuple[list[tuple], list[tuple]]:
     """Every message of the owner's is read: no index, so keep this for small histories."""
     mine = owner.conversations()
     titles = mine
@@ -203,9 +203,10 @@ def _scan(owner, words: list[str], limit: int):
     messages = Message.objects.filter(conversation__in=mine).exclude(status=Message.Status.STREAMING)
     for word in words:
         messages = messages.filter(content__icontains=word)
-    found = ranked(list(titles.order_by("-updated_at").values_list("id", "title")[:HIT_CAP]), words)
-    newest = messages.order_by("-created_at").values_list("conversation_id", "content", "id")[:HIT_CAP]
-    return [c for c, _ in found[:limit]], [(c, m) for c, _, m in ranked(list(newest), words)]
+    return (
+        list(titles.order_by("-updated_at").values_list("id", "title")[:HIT_CAP]),
+        list(messages.order_by("-created_at").values_list("conversation_id", "content", "id")[:HIT_CAP]),
+    )
 
 
 # --- snippets --------------------------------------------------------------------------------
