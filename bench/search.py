@@ -211,7 +211,7 @@ def run(database_url: str, sizes: Sizes) -> dict:
     args = [sys.executable, "-m", "bench.search", "--worker", "--conversations", str(sizes.conversations)]
     args += ["--searches", str(sizes.searches), "--warmup", str(sizes.warmup)]
     done = subprocess.run(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True, check=True)
-    lines = done.stdout.strip().splitlines()
+    lines = done.stdout.rstrip().splitlines()
     print("\n".join(lines[:-1]))
     return json.loads(lines[-1])
 
