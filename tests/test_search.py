@@ -265,3 +265,33 @@ def test_search_on_postgresql_finds_by_title_and_any_branch_for_its_owner_only(p
         tab.close()
         other.close()
         db.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_migration_0007_indexes_the_messages_a_site_already_has_but_not_a_streaming_reply():
+    from django.db.migrations.executor import MigrationExecutor
+
+    def migrate(target=None):  # None: the newest migrations
+        executor = MigrationExecutor(connection)
+        targets = [("chat", target)] if target else executor.loader.graph.leaf_nodes()
+        executor.migrate(targets)
+        return executor.loader.project_state(targets).apps
+
+    try:
+        apps = migrate("0006_branches_feedback_sharing")
+        old_conversation, old_message = (
+            apps.get_model("chat", "Conversation"),
+            apps.get_model("chat", "Message"),
+        )
+        visitor = uuid.uuid4().hex
+        chat = old_conversation.objects.create(model="demo", visitor=visitor, title="Before search")
+        kept = old_message.objects.create(conversation=chat, role="user", content="An old marmalade recipe")
+        old_message.objects.create(
+            conversation=chat, role="assistant", content="marmalade so far", status="streaming"
+        )
+    finally:
+        migrate()
+    owner = Owner(visitor=visitor)
+    [hit] = conversation_search(owner=owner, q="marmalade")
+    assert (hit.conversation.id, hit.match_message_id) == (chat.id, kept.id)
+    assert [h.match_message_id for h in conversation_search(owner=owner, q="before")] == [None]
