@@ -20,10 +20,12 @@ may renumber its rowids: `search_index_ensure` (run after every `migrate`) notic
 missing triggers and rebuilds the index.
 """
 
+import contextlib
 import logging
 import sqlite3
 
-from django.db import transaction
+from django.core.checks import Tags, Warning, register
+from django.db import DatabaseError, connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 
 log = logging.getLogger("chat.search")
@@ -103,7 +105,7 @@ def sqlite_has_fts5(connection: BaseDatabaseWrapper) -> bool:
         try:  # built as a loadable extension, or compiled in without the option being listed
             cursor.execute("SELECT * FROM pragma_module_list WHERE name = 'fts5'")
             return cursor.fetchone() is not None
-        except sqlite3.DatabaseError:
+        except DatabaseError:  # no such table: a SQLite built without its introspection pragmas
             return False
 
 
@@ -282,3 +284,21 @@ def repair_after_migrate(sender, using: str = "default", **kwargs) -> None:
     from django.db import connections
 
     search_index_ensure(connection=connections[using])
+
+
+@register(Tags.compatibility)
+def check_sqlite_fts5(app_configs=None, **kwargs) -> list[Warning]:
+    """Python's sqlite3 module is the library every SQLite connection of this process uses."""
+    if not any(c.vendor == "sqlite" for c in connections.all(initialized_only=False)):
+        return []
+    with contextlib.closing(sqlite3.connect(":memory:")) as memory:
+        options = {row[0] for row in memory.execute("PRAGMA compile_options")}
+    if "ENABLE_FTS5" in options:
+        return []
+    return [
+        Warning(
+            "This SQLite has no FTS5: search reads every one of an owner's messages.",
+            hint="Use a Python built with an SQLite that has FTS5 (most have), or PostgreSQL.",
+            id="chat.W020",
+        )
+    ]
