@@ -34,7 +34,7 @@ MAX_WORDS = 12
 LIMIT = 50
 # Matches read (of titles, and of messages) and ranked: a word in half of an owner's 500,000
 # messages must not mean reading them all.
-HIT_CAP = 1000
+HIT_CAP = 500
 SNIPPET_CHARS = 160
 _WORD = re.compile(r"[^\W_]+")
 _MARKS = re.compile("[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]")
@@ -81,7 +81,7 @@ def _hits(
 ) -> list[SearchHit]:
     """Title matches (id, title) first, then message matches (conversation id, text, id), each
     ranked; one hit per conversation, with its best message."""
-    # Keyed by the ids as the database gives them (hex text on SQLite): 1,000 of them made
+    # Keyed by the ids as the database gives them (hex text on SQLite): 500 of them made
     # UUIDs cost more than the query.
     order: dict[object, tuple[str, object]] = {}
     for conversation_id, title in ranked(titles, words):
