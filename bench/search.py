@@ -147,8 +147,8 @@ def seed(sizes: Sizes) -> tuple[object, list[str], float]:
                 cursor.executemany(insert, rows)
         print(f"  seeded {start + len(made):,} conversations ({time.monotonic() - t0:.0f} s)", flush=True)
     seconds = time.monotonic() - t0
-    with connection.cursor() as cursor:
-        cursor.execute("ANALYZE")  # as autovacuum (PostgreSQL) or `PRAGMA optimize` would
+    with connection.cursor() as cursor:  # as autovacuum (PostgreSQL) or `PRAGMA optimize` would
+        cursor.execute("VACUUM ANALYZE" if connection.vendor == "postgresql" else "ANALYZE")
     return owner, words, seconds
 
 

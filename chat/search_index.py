@@ -156,6 +156,7 @@ def sqlite_index_ready(connection: BaseDatabaseWrapper) -> bool:
 # --- PostgreSQL -----------------------------------------------------------------------------
 
 PG_CONFIG = "chat_search"
+GIN_PENDING_KB = 256
 
 _PG_FUNCTION = f"""
 CREATE OR REPLACE FUNCTION chat_message_search_vector() RETURNS trigger AS $$
@@ -209,7 +210,12 @@ def _pg_install(cursor, connection: BaseDatabaseWrapper) -> None:
         f"UPDATE chat_message SET search_vector = to_tsvector('{PG_CONFIG}', content) "
         "WHERE status <> 'streaming'"
     )
-    cursor.execute("CREATE INDEX IF NOT EXISTS chat_msg_search ON chat_message USING gin (search_vector)")
+    # A small pending list: GIN keeps new entries in a list that every search reads whole
+    # until a vacuum (or the list's limit, 4 MB by default) merges it into the index.
+    cursor.execute(
+        "CREATE INDEX IF NOT EXISTS chat_msg_search ON chat_message USING gin (search_vector) "
+        f"WITH (gin_pending_list_limit = {GIN_PENDING_KB})"
+    )
     # Titles change seldom and are short: a generated column (an expression index alone has
     # PostgreSQL compute each title's vector again whenever it prefers a scan of the owner's).
     cursor.execute(
@@ -217,7 +223,8 @@ def _pg_install(cursor, connection: BaseDatabaseWrapper) -> None:
         f"GENERATED ALWAYS AS (to_tsvector('{PG_CONFIG}'::regconfig, title)) STORED"
     )
     cursor.execute(
-        "CREATE INDEX IF NOT EXISTS chat_conv_search ON chat_conversation USING gin (search_vector)"
+        "CREATE INDEX IF NOT EXISTS chat_conv_search ON chat_conversation USING gin (search_vector) "
+        f"WITH (gin_pending_list_limit = {GIN_PENDING_KB})"
     )
 
 

@@ -89,7 +89,7 @@ export class Search {
     this.nav.classList.remove("searching");
     this.results.replaceChildren();
     this.results.hidden = true;
-    this.status.hidden = true;
+    this.status.textContent = "";
   }
 
   async run() {
@@ -112,8 +112,8 @@ export class Search {
   show(found, query, error = null) {
     this.results.replaceChildren(...found.map((hit) => this.item(hit, query)));
     this.results.hidden = found.length === 0;
+    // A live region that stays in the page (one unhidden as it changes may go unannounced).
     this.status.textContent = error || (found.length ? "" : "No conversation matches.");
-    this.status.hidden = found.length > 0;
   }
 
   item(hit, query) {
