@@ -194,7 +194,7 @@ def _pg_config(cursor, connection: BaseDatabaseWrapper) -> None:
         return
     cursor.execute(
         f"ALTER TEXT SEARCH CONFIGURATION {PG_CONFIG} "
-        "ALTER MAPPING FOR hword, hword_part, word WITH unaccent, simple"
+        "ALTER MAPPING FOR hword, hword_part, word, numword, hword_numpart WITH unaccent, simple"
     )
 
 
