@@ -295,3 +295,25 @@ def test_migration_0007_indexes_the_messages_a_site_already_has_but_not_a_stream
     [hit] = conversation_search(owner=owner, q="marmalade")
     assert (hit.conversation.id, hit.match_message_id) == (chat.id, kept.id)
     assert [h.match_message_id for h in conversation_search(owner=owner, q="before")] == [None]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_streaming_replys_checkpoints_write_nothing_to_the_search_index():
+    conversation = Conversation.objects.create(visitor=uuid.uuid4().hex, title="Streams", model="demo")
+    reply = Message.objects.create(
+        conversation=conversation, role="assistant", content="", status="streaming"
+    )
+
+    def rows_written(**fields) -> int:
+        """Rows this one UPDATE changed, its triggers' included (SQLite's total_changes)."""
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT total_changes()")
+            before = cursor.fetchone()[0]
+            Message.objects.filter(pk=reply.pk).update(**fields)
+            cursor.execute("SELECT total_changes()")
+            return cursor.fetchone()[0] - before
+
+    assert rows_written(content="Half a") == 1  # a checkpoint: the row alone
+    assert rows_written(content="Half a sentence") == 1
+    assert rows_written(content="Half a sentence, done.", status="complete") > 1  # indexed now
+    assert rows_written(feedback_rating=1) == 1  # not its text: not indexed again
