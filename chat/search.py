@@ -3,8 +3,8 @@
 A conversation matches when its title, or one of its messages (on any branch), holds every
 word of the query, whole words, case and accents aside. Title matches come first, then the
 conversations by their best message; at most HIT_CAP matches of each kind are ranked (the
-words' density), the newest on SQLite, in table order elsewhere. The words are taken out of the
-query as runs of letters and digits: what the full-text syntaxes give meaning to (`"`, `*`,
+words' density): the newest, or on PostgreSQL the first in table order. The words are taken out
+of the query as runs of letters and digits: what the full-text syntaxes give meaning to (`"`, `*`,
 `NEAR(`, `-`, `:`, `^`, `&`, `!`) never reaches them, and each word is also quoted as an FTS5
 string. The indexes are chat/search_index.py's; on a database with neither, the search reads
 the owner's messages with `icontains` (every one of them: a cost that grows with the history,
@@ -107,7 +107,7 @@ def _uuid(value: object) -> uuid.UUID:
     return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
 
 
-def _owns(owner, conversation: Conversation) -> bool:
+def _owns(owner: "Owner", conversation: Conversation) -> bool:
     if owner.user_id is not None:
         return conversation.user_id == owner.user_id
     return conversation.user_id is None and conversation.visitor == owner.visitor
