@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 ADDRPORT ?= 127.0.0.1:8000
 
-.PHONY: install run test lint clean bench bench-quick bench-bigconv
+.PHONY: install run test lint clean bench bench-quick bench-bigconv bench-search
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,7 @@ clean:
 # Benchmarks (bench/README in README.md): the app against a bare ASGI baseline, side by side.
 bench: install
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+	$(BIN)/python -m bench.search
 
 bench-quick: install
 	$(BIN)/python -m bench.run --quick $(BENCH_ARGS)
@@ -42,3 +43,8 @@ bench-quick: install
 # One 6,000-message conversation beside another visitor's sends (issue 9; bench/bigconv.py).
 bench-bigconv: install
 	$(BIN)/python -m bench.bigconv $(BENCH_ARGS)
+
+# Search at volume: one owner, 10,000 conversations of 50 messages, on SQLite and (when
+# DATABASE_URL names one) PostgreSQL (issue 29; bench/search.py).
+bench-search: install
+	$(BIN)/python -m bench.search $(BENCH_ARGS)

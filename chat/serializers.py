@@ -1,6 +1,6 @@
 """The contract's JSON shapes (../shared/API.md) for conversations and messages."""
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.urls import reverse
 
@@ -8,6 +8,9 @@ from chat.attachments import attachments_load
 from chat.branches import conversation_branch_load, sibling_ids
 from chat.models import Attachment, Conversation, Message
 from chat.steps import steps_json
+
+if TYPE_CHECKING:
+    from chat.search import SearchHit
 
 
 def message_json(message: Message) -> dict[str, Any]:
@@ -72,3 +75,13 @@ def conversation_json(conversation: Conversation, *, messages: bool = False) -> 
             None if conversation.current_leaf_id is None else str(conversation.current_leaf_id)
         )
     return data
+
+
+def search_hit_json(hit: "SearchHit") -> dict[str, Any]:
+    """A conversation as the list gives it, and where it matched (contract v3, "Search")."""
+    match = hit.match_message_id
+    return {
+        **conversation_json(hit.conversation),
+        "snippet": hit.snippet,
+        "match_message_id": None if match is None else str(match),
+    }

@@ -28,7 +28,8 @@ from chat.errors import ChatError, CrossSite, Invalid, LoginRequired, MethodNotA
 from chat.providers import registry
 from chat.proxies import client_ip
 from chat.ratelimit import get_limiter
-from chat.serializers import attachment_json, conversation_json, message_json
+from chat.search import conversation_search
+from chat.serializers import attachment_json, conversation_json, message_json, search_hit_json
 from chat.services import Owner
 from chat.signals import VISITOR_KEY
 from chat.sse import sse_response
@@ -252,6 +253,10 @@ async def models_view(request: HttpRequest) -> HttpResponse:
 async def conversations_view(request: HttpRequest) -> HttpResponse:
     if request.method == "GET":
         owner = await get_owner(request)
+        q = request.GET.get("q")
+        if q is not None and q.strip():  # an extension: search (docs/API-extensions.md)
+            hits = await sync_to_async(conversation_search)(owner=owner, q=q)
+            return JsonResponse({"conversations": [search_hit_json(hit) for hit in hits]})
         conversations = await sync_to_async(services.conversation_list)(owner=owner)
         return JsonResponse({"conversations": [conversation_json(c) for c in conversations]})
     data = read_json(request, required=False)

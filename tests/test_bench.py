@@ -222,3 +222,22 @@ def test_the_system_calls_are_counted_per_reply_from_straces_table(tmp_path):
         "      41.8  pwrite64",
         "      14.8  futex",
     ]
+
+
+@pytest.mark.timeout(120)
+def test_the_search_benchmark_runs_end_to_end_and_reports_every_kind_of_search(tmp_path):
+    out = tmp_path / "search.json"
+    args = ["--database", "sqlite", "--conversations", "40", "--searches", "12", "--warmup", "2"]
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.search", *args, "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=110,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    [r] = json.loads(out.read_text())["results"]
+    assert (r["database"], r["messages"], r["searches"]) == ("sqlite", 2000, 12)
+    assert 0 < r["p50_ms"] <= r["p95_ms"] <= r["max_ms"]
+    assert set(r["kinds"]) == {"common", "middling", "rare", "two words", "accents", "no match"}
+    assert r["kinds"]["common"]["mean_results"] > 0 and r["kinds"]["no match"]["mean_results"] == 0

@@ -11,7 +11,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('chat', '0007_feedback'),
+        ('chat', '0008_search'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

@@ -83,3 +83,6 @@ export const unshareConversation = (id) => api("DELETE", apiUrl(`conversations/$
 // Contract v3, "Branches": the branch through a message becomes current (stored).
 export const chooseBranch = (id, messageId) =>
   api("POST", apiUrl(`conversations/${id}/branch`), { message_id: messageId });
+
+// Search (contract v3, "Search"): the owner's conversations that hold the words, with snippets.
+export const searchConversations = (q) => api("GET", `${apiUrl("conversations")}?q=${encodeURIComponent(q)}`);

@@ -7,6 +7,7 @@ import { showVersions, switchBranch, versionTarget } from "./branches.js";
 import { warmUp } from "./markdown.js";
 import { Reply } from "./reply.js";
 import { ShareDialog } from "./share.js";
+import { Search } from "./search.js";
 import { Sidebar, UNTITLED } from "./sidebar.js";
 
 const $ = (id) => document.getElementById(id);
@@ -205,6 +206,14 @@ const sidebar = new Sidebar($("conversations"), $("no-conversations"), {
     }
   },
   onError: (error) => showNotice(error),
+});
+
+new Search({
+  box: $("search-box"),
+  results: $("search-results"),
+  status: $("search-status"),
+  nav: $("conversation-nav"),
+  hooks: { onOpen: (id) => openConversation(id, { push: true }) },
 });
 
 // The title may be improved by the model in the background: look again a little later.
