@@ -2,6 +2,7 @@
 // User text is only ever set with textContent; model output goes through markdown.js
 // (marked, then DOMPurify). Modules, no build step: see docs/API.md for what it speaks.
 import * as API from "./api.js";
+import { Attachments, attachmentsElement } from "./attachments.js";
 import { Feedback } from "./feedback.js";
 import { showVersions, switchBranch, versionTarget } from "./branches.js";
 import { warmUp } from "./markdown.js";
@@ -127,6 +128,8 @@ function userElement(message) {
   edit.setAttribute("aria-label", "Edit this message");
   actions.append(edit);
   el.append(text, actions);
+  const files = attachmentsElement(message.attachments); // attachments.js
+  if (files) el.prepend(files);
   if (message.id) showVersions(el, message);
   return el;
 }
@@ -280,16 +283,17 @@ function showMessages(conversation) {
 
 // --- sending, stopping, answering again, editing ---------------------------------------------
 
-async function send(text) {
+async function send(text, attachments = []) {
   hideNotice();
   const editId = state.editing;
-  const pending = userElement({ content: text });
+  const pending = userElement({ content: text, attachments });
   pending.classList.add("pending");
   log.append(pending);
   welcome.hidden = true;
   keepAtBottom(true);
   const body = { content: text };
   if (modelSelect.value) body.model = modelSelect.value;
+  if (attachments.length) body.attachments = attachments.map((a) => a.id);
   let sent;
   try {
     if (state.conversation) {
@@ -305,10 +309,11 @@ async function send(text) {
   } catch (error) {
     pending.remove();
     if (!prompt.value) prompt.value = text;
+    files.restore(attachments);
     refreshControls();
     showNotice(error, () => {
       prompt.value = "";
-      send(text);
+      send(text, files.take());
     });
     return;
   }
@@ -441,13 +446,28 @@ async function copyText(text, buttonEl) {
 
 // --- events ------------------------------------------------------------------------------------
 
-form.addEventListener("submit", (event) => {
+// Files in the composer (attachments.js): a send waits for the uploads in flight; when one of
+// those is refused, nothing is sent (its chip says why) and the person sends again.
+const files = new Attachments({ form, prompt, dropArea: document.querySelector(".main") }, { announce });
+let waitingForUploads = false;
+
+form.addEventListener("submit", async (event) => {
   event.preventDefault();
+  if (streamingReply() || waitingForUploads || !prompt.value.trim()) return;
+  if (files.uploading) {
+    waitingForUploads = true;
+    sendButton.disabled = true;
+    announce("Sending once the files are uploaded…");
+    const ok = await files.settled();
+    waitingForUploads = false;
+    sendButton.disabled = false;
+    if (!ok || streamingReply()) return;
+  }
   const text = prompt.value;
-  if (!text.trim() || streamingReply()) return;
+  if (!text.trim()) return;
   prompt.value = "";
   autosize();
-  send(text);
+  send(text, files.take());
 });
 
 prompt.addEventListener("keydown", (event) => {
