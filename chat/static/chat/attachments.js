@@ -350,12 +350,10 @@ export class Attachments {
       const percent = Math.round(item.progress * 100);
       item.status.textContent = percent ? `Uploading… ${percent}%` : "Uploading…";
       item.el.style.setProperty("--progress", `${percent}%`);
-    } else if (item.state === "failed") {
-      item.status.textContent = "Not attached";
-    } else {
-      item.status.textContent = formatSize(item.size);
-      item.el.style.removeProperty("--progress");
+      return;
     }
+    item.el.style.removeProperty("--progress");
+    item.status.textContent = item.state === "failed" ? "Not attached" : formatSize(item.size);
   }
 
   // The person's Remove: an upload in flight stops; the focus goes to the next chip, or back
