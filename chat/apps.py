@@ -7,7 +7,7 @@ class ChatConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from chat import checks, signals  # noqa: F401  (the system checks, the sign-in receiver)
+        from chat import attachments, checks, signals  # noqa: F401  (checks, receivers: sign-in, files deleted)
         from chat.providers import checks as extra_checks  # noqa: F401  (a package an extra brings, missing)
         from chat.replies import generation  # noqa: F401  (the reply engine, which the runtime starts)
         from chat.tools import checks as tool_checks  # noqa: F401  (CHAT_TOOLS checked by `manage.py check`)

@@ -21,7 +21,7 @@ from chat.providers import registry
 from chat.replies import generation
 from chat.runtime import runtime
 from chat.threads import request_context, request_threads
-from chat.views import body_limit, body_too_large, error_response
+from chat.views import UPLOAD_PATH, body_limit, body_too_large, error_response, upload_body_limit
 
 log = logging.getLogger("chat.asgi")
 
@@ -149,7 +149,7 @@ class BodyLimit:
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or not self.limits(scope):
             return await self.app(scope, receive, send)
-        limit = body_limit()
+        limit = upload_body_limit() if self.upload(scope) else body_limit()
         if declared_length(scope) > limit:
             return await answer_too_large(send, limit)
         await self.app(scope, BodyCounter(receive, send, limit), send)
@@ -162,9 +162,17 @@ class BodyLimit:
             self.urlconf, self.api_prefix = urlconf, api_prefix()
         if self.api_prefix is None:
             return False
+        return self.api_path(scope).startswith(self.api_prefix)
+
+    def api_path(self, scope: dict) -> str:
         script_name = conf.get("FORCE_SCRIPT_NAME") or scope.get("root_path", "")  # as Django takes it
         path = scope["path"]
-        return (path.removeprefix(script_name) if script_name else path).startswith(self.api_prefix)
+        return path.removeprefix(script_name) if script_name else path
+
+    def upload(self, scope: dict) -> bool:
+        """The upload endpoint (contract v3, "Files and images"): its body is a file, held to
+        CHAT_MAX_ATTACHMENT_BYTES (chat.views.upload_body_limit) instead of the JSON limit."""
+        return self.api_path(scope) == f"{self.api_prefix}{UPLOAD_PATH}"
 
 
 def api_prefix() -> str | None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from django.db.models import Subquery
 
 from chat.errors import Invalid
-from chat.models import Conversation, Message
+from chat.models import Attachment, Conversation, Message
 
 LARGE_BRANCH = 500  # more rows than this: read the conversation's rows, not `pk IN (...)`
 
@@ -111,7 +111,20 @@ def branch_messages(conversation: Conversation, shape: Tree) -> list[Message]:
     messages = [by_id[pk] for pk in path if pk in by_id]
     for message in messages:
         message.sibling_ids = shape.siblings(message.pk)
+    attachments_put(conversation, messages)
     return messages
+
+
+def attachments_put(conversation: Conversation, messages: list[Message]) -> None:
+    """Each message's files as `attachment_list` (what chat.serializers shows): one query for
+    the conversation's files, however long the branch (no `IN` list of its ids)."""
+    files: dict[uuid.UUID, list[Attachment]] = {}
+    for attachment in Attachment.objects.filter(message__conversation_id=conversation.pk).order_by(
+        "created_at", "id"
+    ):
+        files.setdefault(attachment.message_id, []).append(attachment)
+    for message in messages:
+        message.attachment_list = files.get(message.pk, [])
 
 
 def conversation_branch_load(conversation: Conversation) -> Conversation:

@@ -118,6 +118,20 @@ DEFAULTS: dict[str, Any] = {
     "CHAT_REDIS_MAXLEN": 20_000,
     # Seconds to wait for Redis before a reply goes on without it (then: the database).
     "CHAT_REDIS_TIMEOUT": 2.0,
+    # --- files and images (contract v3; chat/attachments.py) ---
+    # The largest upload (bytes): over it, 413 before the body is read.
+    "CHAT_MAX_ATTACHMENT_BYTES": 10 * 1024 * 1024,
+    # Uploads per owner (and four times that per client address), a rate like the others.
+    "CHAT_LIMIT_ATTACHMENTS": "20/hour",
+    # Files one message may carry.
+    "CHAT_MAX_ATTACHMENTS": 10,
+    # The text kept of a PDF or a text file, for models that cannot read the file (characters).
+    "CHAT_ATTACHMENT_TEXT_CHARS": 100_000,
+    # Which models see images: ids or shell-style patterns (`openai:*`); a model matching
+    # CHAT_NO_VISION_MODELS does not, whatever the first list says (a local model without
+    # vision behind an OpenAI-compatible server: `openai:llama3*`).
+    "CHAT_VISION_MODELS": ["*"],
+    "CHAT_NO_VISION_MODELS": [],
 }
 
 # The type of an environment value whose default is None.
@@ -132,6 +146,7 @@ _EMPTY_IS_OFF = {
     "CHAT_LIMIT_STREAMS_IP",
     "CHAT_LIMIT_REPLIES_IP",
     "CHAT_QUOTA_TOKENS_IP",
+    "CHAT_LIMIT_ATTACHMENTS",
 }
 
 

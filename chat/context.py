@@ -65,7 +65,9 @@ def turns_newest_first(
     that time and so has them all. Of each read, only the branch is kept: the row expected
     (the leaf, then each one's parent); other branches' rows are skipped. A parent is never
     younger than its child (chat/branches.py), so reading by time meets the branch in order,
-    and the root ends the reading. `seen["leaf"]` gets the leaf's (id, created_at) once read.
+    and the root ends the reading. `seen["leaf"]` gets the leaf's (id, created_at) once read,
+    `seen["turns"]` the id of each turn yielded, in order. A user message without text is a turn
+    still: it may carry files (contract v3, "Files and images").
     """
     rows_read = (
         Message.objects.filter(conversation_id=conversation_id)
@@ -86,7 +88,9 @@ def turns_newest_first(
             pk, parent, role, content, at = by_id.pop(expected)
             if seen is not None:
                 seen.setdefault("leaf", (pk, at))
-            if content and role in (Message.Role.USER, Message.Role.ASSISTANT):
+            if role == Message.Role.USER or (content and role == Message.Role.ASSISTANT):
+                if seen is not None:  # which message each turn is (its files are read for those kept)
+                    seen.setdefault("turns", []).append(pk)
                 yield Turn(role, content)
             expected = parent
 

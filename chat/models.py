@@ -191,3 +191,60 @@ class Feedback(Message):
         verbose_name = "feedback"
         verbose_name_plural = "feedback"
         ordering = ["-feedback_at"]
+
+
+def attachment_path(instance: "Attachment", filename: str) -> str:
+    """Where an upload is stored: its id under the month, nothing the uploader chose (a name
+    with `../`, a reserved word or an extension a web server would run stays in `name`)."""
+    return f"chat/attachments/{timezone.now():%Y/%m}/{instance.pk}"
+
+
+class Attachment(models.Model):
+    """A file a person uploaded (contract v3, "Files and images"), judged by its content.
+
+    It belongs to its uploader (a user or a visitor, as a conversation does) until it is sent:
+    then to the user message it went with (`message`), and it goes when that message goes.
+    The bytes are in Django's storage (`STORAGES["default"]`, so S3 is configuration); deleting
+    the row deletes them once the transaction commits (chat/attachments.py).
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="chat_attachments",
+    )
+    visitor = models.CharField(
+        max_length=64, blank=True, default="", help_text="Anonymous owner (token in the session)."
+    )
+    message = models.ForeignKey(
+        Message, null=True, blank=True, on_delete=models.CASCADE, related_name="attachments"
+    )
+    file = models.FileField(upload_to=attachment_path, max_length=255)
+    name = models.CharField(max_length=255, help_text="The name it was uploaded with, cleaned.")
+    content_type = models.CharField(max_length=100, help_text="Judged from the bytes, not the name.")
+    size = models.PositiveBigIntegerField()
+    width = models.PositiveIntegerField(null=True, blank=True)
+    height = models.PositiveIntegerField(null=True, blank=True)
+    # A PDF's text, or a text file's, for models that cannot read the file itself (capped).
+    text = models.TextField(blank=True, default="")
+    sha256 = models.CharField(max_length=64)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["created_at"]
+        indexes = [
+            # chat_prune: uploads never sent, oldest first; only they are in it.
+            models.Index(
+                fields=["created_at"], name="chat_att_unsent", condition=models.Q(message__isnull=True)
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def is_image(self) -> bool:
+        return self.content_type.startswith("image/")

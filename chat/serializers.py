@@ -2,8 +2,10 @@
 
 from typing import Any
 
+from django.urls import reverse
+
 from chat.branches import conversation_branch_load, sibling_ids
-from chat.models import Conversation, Message
+from chat.models import Attachment, Conversation, Message
 from chat.steps import steps_json
 
 
@@ -28,6 +30,33 @@ def message_json(message: Message) -> dict[str, Any]:
         # contract v3, "Branches" (one query when the caller has not computed the siblings)
         "parent_id": None if message.parent_id is None else str(message.parent_id),
         "sibling_ids": [str(pk) for pk in sibling_ids(message)],
+        # contract v3, "Files and images": a user message's files (prefetched where many are read)
+        "attachments": [attachment_json(a) for a in message_attachments(message)],
+    }
+
+
+def message_attachments(message: Message) -> list[Attachment]:
+    """A message's files: known (`attachment_list`, set by a send or a prefetch:
+    chat.attachments.PREFETCH), else one query; only user messages have any."""
+    known = getattr(message, "attachment_list", None)
+    if known is not None:
+        return known
+    if message.role != Message.Role.USER or message._state.adding:
+        return []
+    message.attachment_list = list(message.attachments.order_by("created_at", "id"))
+    return message.attachment_list
+
+
+def attachment_json(attachment: Attachment) -> dict[str, Any]:
+    return {
+        "id": str(attachment.id),
+        "name": attachment.name,
+        "content_type": attachment.content_type,
+        "size": attachment.size,
+        "url": reverse("chat:attachment", args=[attachment.pk]),
+        # extensions (docs/API-extensions.md, "Files and images"): an image's size in pixels
+        "width": attachment.width,
+        "height": attachment.height,
     }
 
 

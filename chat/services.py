@@ -16,11 +16,11 @@ from django.db.models import Model, QuerySet
 from django.db.models.signals import post_save, pre_save
 from django.utils import timezone
 
-from chat import branches, conf, context, db
+from chat import attachments, branches, conf, context, db
 from chat import tools as tools_module
 from chat.admission import estimate_tokens
 from chat.errors import Invalid, NotFound, TooLarge
-from chat.models import Conversation, Message
+from chat.models import Attachment, Conversation, Message
 from chat.providers import Finish, Prompt, Turn, Usage, registry
 from chat.providers.registry import ModelInfo
 from chat.ratelimit import get_limiter
@@ -98,6 +98,16 @@ def validate_content(content: object) -> str:
     return content
 
 
+def validate_send(data: dict) -> tuple[str, list[uuid.UUID]]:
+    """A send's `content` and `attachments` (file ids): the content may be empty only when
+    files go with it (a picture with no words is a question too)."""
+    ids = attachments.attachment_ids(data)
+    content = data.get("content")
+    if ids and (content is None or (isinstance(content, str) and not content.strip())):
+        return check_text("content", content or ""), ids
+    return validate_content(content), ids
+
+
 def _optional_text(data: dict, key: str, limit: int | None = None) -> str:
     value = data.get(key)
     if value is None:
@@ -152,10 +162,11 @@ async def conversation_start(
     *, owner: Owner, data: dict, admission: "Admission | None" = None
 ) -> tuple[Conversation, Message, Message]:
     """Create a conversation and send its first message (`content`): both, or nothing."""
-    validate_content(data.get("content"))
+    validate_send(data)
     conversation = _conversation_new(owner=owner, data=data)
+    send = {key: data[key] for key in ("content", "attachments") if key in data}
     user, assistant = await message_send(
-        owner=owner, conversation=conversation, data={"content": data["content"]}, admission=admission
+        owner=owner, conversation=conversation, data=send, admission=admission
     )
     return conversation, user, assistant
 
@@ -167,6 +178,7 @@ def conversations_claim(*, user_id: int, visitor: str) -> int:
     """
     if not visitor:
         return 0
+    attachments.attachments_claim(user_id=user_id, visitor=visitor)
     return Conversation.objects.filter(user__isnull=True, visitor=visitor).update(user_id=user_id, visitor="")
 
 
@@ -235,7 +247,11 @@ CURRENT = object()  # _prompt's leaf: the conversation's current one
 
 
 def _prompt(
-    conversation: Conversation, info: ModelInfo, new: str | None = None, leaf: object = CURRENT
+    conversation: Conversation,
+    info: ModelInfo,
+    new: str | None = None,
+    leaf: object = CURRENT,
+    files: tuple[Attachment, ...] = (),
 ) -> tuple[Prompt, Fork]:
     """The system prompt, then the newest turns of the branch ending at `leaf` (and `new`) that
     fit the budget, oldest dropped first; and the fork of a message sent after that branch.
@@ -247,11 +263,12 @@ def _prompt(
     # A conversation being created has no history to read (create-and-send, issue 14), nor
     # has a new version of its first message.
     read = not conversation._state.adding and leaf is not None
-    kept, seen = _branch_fit(conversation, new, stored if read else None, read=read)
+    kept, seen = _branch_fit(conversation, new, stored if read else None, read=read, files=files)
     if read and "leaf" not in seen and leaf is CURRENT and stored is not None:
         # A current leaf deleted by hand: the newest message's branch, as if none were stored.
         log.warning("Conversation %s: its current leaf %s is gone", conversation.pk, stored)
-        kept, seen = _branch_fit(conversation, new, None, read=True)
+        kept, seen = _branch_fit(conversation, new, None, read=True, files=files)
+    kept = _with_files(kept, seen.get("turns", []), info, new=new is not None)
     fork = Fork(*seen["leaf"]) if "leaf" in seen else Fork()
     # The tools this model may call (issue 12): CHAT_TOOLS, and the demo's own example.
     tools = tools_module.specs_for(info.provider)
@@ -259,17 +276,51 @@ def _prompt(
 
 
 def _branch_fit(
-    conversation: Conversation, new: str | None, leaf_id: uuid.UUID | None, *, read: bool
+    conversation: Conversation,
+    new: str | None,
+    leaf_id: uuid.UUID | None,
+    *,
+    read: bool,
+    files: tuple[Attachment, ...] = (),
 ) -> tuple[tuple[Turn, ...], dict]:
     """The turns of the branch ending at `leaf_id` that fit, and what the reading saw of the
     leaf (context.turns_newest_first's `seen`)."""
     seen: dict = {}
     history = context.turns_newest_first(conversation.pk, leaf_id, seen=seen) if read else iter(())
-    turns = history if new is None else itertools.chain([Turn("user", new)], history)
+    sent = tuple(attachments.provider_attachment(a) for a in files)
+    turns = history if new is None else itertools.chain([Turn("user", new, attachments=sent)], history)
     kept = context.fit_newest(conversation.system_prompt, turns, conf.get_int("CHAT_CONTEXT_CHARS"))
     if "leaf" not in seen:
         next(history, None)  # the new message alone filled the budget: read as far as the leaf
     return kept, seen
+
+
+def _with_files(turns: tuple[Turn, ...], ids: list, info: ModelInfo, *, new: bool) -> tuple[Turn, ...]:
+    """The kept turns of the history with their files (one query, bytes read from the storage;
+    none for turns the budget left out). The question answered may not hold images for a model
+    without vision (400); earlier turns' images are left out for it, their text stays."""
+    history = len(turns) - (1 if new else 0)  # the newest `history` turns read, newest first
+    ids = ids[:history]
+    found = attachments.attachments_of_messages(ids)
+    if not found:
+        files_of: dict = {}
+    else:
+        files_of = {index: found[pk] for index, pk in enumerate(ids) if pk in found}
+    result = list(turns)
+    for index, files in files_of.items():
+        at = history - 1 - index  # turns are oldest first; `ids` newest first
+        result[at] = replace(result[at], attachments=tuple(attachments.provider_attachment(a) for a in files))
+    if not info.vision and result:
+        question = result[-1]
+        if any(a.is_image for a in question.attachments):
+            raise Invalid(
+                f"The model {info.id} cannot see images: choose a model that can to answer this message."
+            )
+        result = [
+            replace(t, attachments=tuple(a for a in t.attachments if not a.is_image)) if t.attachments else t
+            for t in result
+        ]
+    return tuple(result)
 
 
 def _insert(rows: list[Model]) -> None:
@@ -322,11 +373,16 @@ def _add_reply(
 
 
 def _store_turn(
-    *, conversation: Conversation, content: str, info: ModelInfo, fork: Fork = Fork()
+    *,
+    conversation: Conversation,
+    content: str,
+    info: ModelInfo,
+    fork: Fork = Fork(),
+    files: list[Attachment] | None = None,
 ) -> tuple[Message, Message]:
     now = timezone.now()
     at = fork.created_at(now)
-    title = None if conversation.title else title_from(content)
+    title = None if conversation.title else (title_from(content) or _title_of_files(files))
     with transaction.atomic():
         new = conversation._state.adding
         user = Message(
@@ -354,7 +410,10 @@ def _store_turn(
             just_created=new,
             with_question=user,
         )
+        # The files go with the question in the same transaction: a send that fails keeps them unsent.
+        attachments.attachments_bind(attachments=files or [], message=user)
     user.sibling_ids = [*fork.siblings, user.pk]
+    user.attachment_list = list(files or [])
     assistant.sibling_ids = [assistant.pk]
     return user, assistant
 
@@ -375,25 +434,31 @@ async def message_send(
     beside its `siblings`). `admission` (the limits and the answer cache) is checked before
     anything is stored.
     """
-    content = validate_content(data.get("content"))
+    content, file_ids = validate_send(data)
     model = _model_field(data)
     if conversation is None:
         conversation = await sync_to_async(conversation_get)(owner=owner, conversation_id=conversation_id)
     info = _model_info(conversation, model)
     provider = registry.get_provider(info)
+    files: list[Attachment] = []
+    if file_ids:  # checked before anything is counted, stored or called
+        files = await sync_to_async(attachments.attachments_to_send)(owner=owner, ids=file_ids)
+        attachments.vision_check(attachments=files, info=info)
     untitled = not conversation.title
     if admission is not None:
         await admission.admit()
-    if conversation._state.adding:  # no history to read: no thread hop either (issue 14)
+    if conversation._state.adding and not files:  # no history to read: no thread hop either (issue 14)
         prompt, fork = _prompt(conversation, info, new=content)
-    else:
-        prompt, fork = await sync_to_async(_prompt)(conversation, info, new=content, leaf=leaf)
+    else:  # the files' bytes are read from the storage on a thread too
+        prompt, fork = await sync_to_async(_prompt)(
+            conversation, info, new=content, leaf=leaf, files=tuple(files)
+        )
     if siblings:
         fork = replace(fork, siblings=siblings)
     # On the replies' writer thread(s): on SQLite one writer means writes queue instead of
     # meeting in SQLite's lock, whose busy handler sleeps in steps of up to 100 ms.
     user, assistant = await db.run(
-        _store_turn, conversation=conversation, content=content, info=info, fork=fork
+        _store_turn, conversation=conversation, content=content, info=info, fork=fork, files=files
     )
     reply = await generation.reply_start(
         reply_id=str(assistant.id), provider=provider, prompt=prompt, admission=admission
@@ -522,14 +587,14 @@ async def message_edit(
 ) -> tuple[Message, Message]:
     """Send `content` as a new version of any user message (`edit`): a sibling of it, answered
     with the branch up to that message's parent; the old message and its replies stay."""
-    validate_content(data.get("content"))
+    validate_send(data)
     conversation = await sync_to_async(conversation_get)(owner=owner, conversation_id=conversation_id)
     _model_info(conversation, _model_field(data))  # an unknown model fails before anything is stored
     edited = await sync_to_async(branches.message_of)(
         conversation, data.get("edit"), key="edit", role=Message.Role.USER
     )
     siblings = await sync_to_async(branches.sibling_ids)(edited)
-    send = {key: data[key] for key in ("content", "model") if key in data}
+    send = {key: data[key] for key in ("content", "model", "attachments") if key in data}
     return await message_send(
         owner=owner,
         conversation=conversation,
@@ -538,6 +603,11 @@ async def message_edit(
         leaf=edited.parent_id,
         siblings=tuple(siblings),
     )
+
+
+def _title_of_files(files: list[Attachment] | None) -> str:
+    """A conversation that starts with files and no words is named after its first file."""
+    return title_from(files[0].name) if files else ""
 
 
 TITLE_INSTRUCTIONS = (

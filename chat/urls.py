@@ -22,6 +22,8 @@ urlpatterns = [
     path("api/conversations/<str:conversation_id>/share", views.share_view, name="share"),
     path("s/<str:token>/", views.share_page_view, name="share-page"),
     path("api/conversations/<str:conversation_id>/branch", views.branch_view, name="branch"),
+    path(f"api/{views.UPLOAD_PATH}", views.attachments_view, name="attachments"),
+    path("api/attachments/<str:attachment_id>", views.attachment_view, name="attachment"),
     # Anything else under api/ is the API's own 404, whatever the host's handler404 does.
     re_path(r"^api/", views.api_not_found, name="api"),
 ]

@@ -9,24 +9,26 @@ from functools import wraps
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.auth.views import redirect_to_login
-from django.core.exceptions import RequestDataTooBig
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http.multipartparser import MultiPartParserError
 from django.middleware.csrf import CsrfViewMiddleware
 from django.shortcuts import render
 from django.urls import reverse
+from django.utils.http import content_disposition_header
 from django.views.csrf import csrf_failure as django_csrf_failure
 from django.views.decorators.csrf import csrf_exempt, ensure_csrf_cookie
 from django.views.decorators.http import require_safe
 from django.views.defaults import server_error as server_error_page
 
-from chat import conf, db, feedback, services, sharing
+from chat import attachments, conf, db, feedback, services, sharing
 from chat.admission import Admission
 from chat.branches import sibling_ids
 from chat.errors import ChatError, CrossSite, Invalid, LoginRequired, MethodNotAllowed, NotFound, TooLarge
 from chat.providers import registry
 from chat.proxies import client_ip
 from chat.ratelimit import get_limiter
-from chat.serializers import conversation_json, message_json
+from chat.serializers import attachment_json, conversation_json, message_json
 from chat.services import Owner
 from chat.signals import VISITOR_KEY
 from chat.sse import sse_response
@@ -107,7 +109,11 @@ def api(*methods: str) -> Callable[[View], View]:
                 if conf.get("CHAT_LOGIN_REQUIRED") and not (await request.auser()).is_authenticated:
                     raise LoginRequired("Sign in to use the chat: this server is for its users only.")
                 if request.method not in _SAFE_METHODS:
-                    refused = _refuse_forgery(request)
+                    # A form's token may be in its body, which Django's parser reads: on a thread.
+                    if is_form(request):
+                        refused = await sync_to_async(_refuse_forgery)(request)
+                    else:
+                        refused = _refuse_forgery(request)
                     if refused is not None:
                         return refused
                 response = await view(request, *args, **kwargs)
@@ -131,6 +137,8 @@ def _refuse_forgery(request: HttpRequest) -> HttpResponse | None:
             "only its own pages and the origins it allows may send it."
         )
     cookies = settings.SESSION_COOKIE_NAME in request.COOKIES or settings.CSRF_COOKIE_NAME in request.COOKIES
+    if cookies and is_form(request):
+        form_files(request)  # what the CSRF check reads, with the parser's errors as 400s
     if cookies and _csrf.process_view(request, _csrf_protected, (), {}) is not None:
         return _csrf_refused()  # the contract's JSON error, whatever CSRF_FAILURE_VIEW answers
     return None
@@ -463,3 +471,94 @@ async def branch_view(request: HttpRequest, conversation_id: str) -> HttpRespons
         services.conversation_branch, owner=owner, conversation_id=conversation_id, data=data
     )
     return JsonResponse(conversation_json(conversation, messages=True))
+
+
+# --- files and images (contract v3; chat/attachments.py) ----------------------------------
+
+UPLOAD_PATH = "attachments"  # under the API's prefix: where chat.asgi.BodyLimit lets a file through
+MULTIPART_OVERHEAD = 64 * 1024  # the form's boundaries and headers around the file
+ATTACHMENT_CSP = "default-src 'none'; sandbox"
+
+
+def upload_body_limit() -> int:
+    """An upload's body: CHAT_MAX_ATTACHMENT_BYTES and room for its multipart framing."""
+    return attachments.max_bytes() + MULTIPART_OVERHEAD
+
+
+def is_form(request: HttpRequest) -> bool:
+    return request.content_type == "multipart/form-data"
+
+
+def form_files(request: HttpRequest):
+    """The form's files, parsed by Django (sync: call it on a thread); a broken form is a 400."""
+    try:
+        return request.FILES
+    except (MultiPartParserError, SuspiciousOperation, UnicodeDecodeError, ValueError) as exc:
+        raise Invalid(f"The upload is not a form that can be read ({exc}).") from None
+
+
+def uploaded_file(request: HttpRequest):
+    """The form's `file`, within the limit: else 400 or 413."""
+    upload = form_files(request).get("file") if is_form(request) else None
+    if upload is None:
+        raise Invalid("Send the file as multipart/form-data, in a field named 'file'.")
+    if upload.size > attachments.max_bytes():
+        raise attachments.too_large(upload.size)
+    return upload
+
+
+def _upload_read(upload) -> bytes:
+    with upload:
+        return upload.read()
+
+
+@api("POST")
+async def attachments_view(request: HttpRequest) -> HttpResponse:
+    """Upload a file (multipart, field `file`): 201 with what it was judged to be."""
+    try:
+        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        declared = 0
+    if declared > upload_body_limit():  # without chat.asgi.BodyLimit, at least nothing is parsed
+        raise attachments.too_large(declared)
+    owner = await get_owner(request, create=True)
+    upload = await sync_to_async(uploaded_file)(request)
+    await get_limiter().admit_upload(owner=owner.key, ip=client_ip(request))
+    data = await sync_to_async(_upload_read)(upload)
+    # Judged (decoding may take a while) and stored on the request's thread; the row on the writers'.
+    attachment = await sync_to_async(attachments.attachment_prepare)(owner=owner, data=data, name=upload.name)
+    await db.run(attachments.attachment_insert, attachment)
+    body = attachment_json(attachment)
+    body.update(width=attachment.width, height=attachment.height)
+    return JsonResponse(body, status=201)
+
+
+def _stored_bytes(attachment) -> bytes:
+    with attachment.file.open("rb") as stored:
+        return stored.read()
+
+
+@api("GET")
+async def attachment_view(request: HttpRequest, attachment_id: str) -> HttpResponse:
+    """A file, to its owner only, as what it is: never rendered as a page, never sniffed.
+
+    Read whole, not a FileResponse: under ASGI Django reads a FileResponse's file into a list
+    anyway (a sync iterator), with a warning; a file is at most CHAT_MAX_ATTACHMENT_BYTES.
+    """
+    owner = await get_owner(request)
+    attachment = await sync_to_async(attachments.attachment_get)(owner=owner, attachment_id=attachment_id)
+    try:
+        data = await sync_to_async(_stored_bytes)(attachment)
+    except FileNotFoundError:
+        raise NotFound(f"The file {attachment_id} is no longer stored.") from None
+    kind = attachment.content_type
+    if kind.startswith("text/"):
+        kind += "; charset=utf-8"
+    response = HttpResponse(data, content_type=kind)
+    response["Content-Disposition"] = content_disposition_header(
+        as_attachment=not attachment.is_image, filename=attachment.name
+    )
+    response["X-Content-Type-Options"] = "nosniff"
+    response["Content-Security-Policy"] = ATTACHMENT_CSP
+    response["Cache-Control"] = "private, max-age=3600"
+    return response

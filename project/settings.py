@@ -156,6 +156,11 @@ TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
 
+# Uploads (chat attachments) through Django's default storage: files under MEDIA_ROOT, or a
+# host's S3 or other backend set in STORAGES["default"]. They are served by the app to their
+# owner only (never from MEDIA_URL), so nothing here is public.
+MEDIA_ROOT = os.environ.get("MEDIA_ROOT") or BASE_DIR / "media"
+
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 # ServeStatic (an async-capable WhiteNoise) serves the apps' static files where they are, found

@@ -7,6 +7,7 @@ shell says; tests/test_deploy.py starts servers with others.
 """
 
 import os
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -57,7 +58,7 @@ CHAT_TITLE_BY_MODEL = False
 REDIS_URL = None
 # Every test drives load from one address: limits are off here, turned on by the tests of
 # limits (tests/test_limits.py) with the `settings` fixture. The answer cache is off too.
-CHAT_LIMIT_MESSAGES = CHAT_LIMIT_MESSAGES_IP = CHAT_QUOTA_TOKENS = "0"
+CHAT_LIMIT_MESSAGES = CHAT_LIMIT_MESSAGES_IP = CHAT_QUOTA_TOKENS = CHAT_LIMIT_ATTACHMENTS = "0"
 CHAT_LIMIT_REPLIES = CHAT_LIMIT_STREAMS_IP = 0
 CHAT_TRUSTED_PROXIES = []
 CHAT_CACHE_TTL = 0
@@ -67,3 +68,6 @@ CHAT_DEMO_STEPS = False
 # The suite signs in many times from one address: failed sign-ins are not throttled here;
 # tests/test_logins.py turns the throttle on.
 AXES_ENABLED = False
+# Uploads (contract v3, "Files and images") go to a directory of this run's, not the project's;
+# tests of files give each test its own (tests/test_attachments.py).
+MEDIA_ROOT = tempfile.mkdtemp(prefix="chat-test-media-")

@@ -1,6 +1,7 @@
 """Which models this server offers, and the provider behind each model id."""
 
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 
 from django.utils.module_loading import import_string
 
@@ -23,6 +24,7 @@ class ModelInfo:
     provider: str
     name: str  # the provider's own model name
     label: str
+    vision: bool = True  # it may be sent images (CHAT_VISION_MODELS, CHAT_NO_VISION_MODELS)
 
     def as_dict(self) -> dict[str, str]:
         return {"id": self.id, "label": self.label, "provider": self.provider}
@@ -32,7 +34,20 @@ def parse_model_id(model_id: str) -> ModelInfo:
     provider, _, name = model_id.partition(":")
     name = name or provider
     label = "Demo (offline)" if provider == "demo" else name
-    return ModelInfo(id=model_id, provider=provider, name=name, label=label)
+    return ModelInfo(id=model_id, provider=provider, name=name, label=label, vision=has_vision(model_id))
+
+
+def has_vision(model_id: str) -> bool:
+    """Whether a model may be sent images: it matches CHAT_VISION_MODELS (every model, unless
+    set) and not CHAT_NO_VISION_MODELS; patterns as the shell's (`openai:llama3*`)."""
+
+    def matches(name: str) -> bool:
+        patterns = conf.get(name) or []
+        if isinstance(patterns, str):
+            patterns = [p.strip() for p in patterns.split(",") if p.strip()]
+        return any(fnmatchcase(model_id, pattern) for pattern in patterns)
+
+    return matches("CHAT_VISION_MODELS") and not matches("CHAT_NO_VISION_MODELS")
 
 
 def provider_classes() -> dict[str, str]:

@@ -16,7 +16,7 @@ from limits import RateLimitItem
 from chat import conf
 from chat.errors import RateLimited
 from chat.ratelimit.backends import Backend, Checks, Outcome
-from chat.ratelimit.rules import Rules, describe, rules
+from chat.ratelimit.rules import Rules, attachment_rules, describe, rules
 
 log = logging.getLogger("chat.ratelimit")
 T = TypeVar("T")
@@ -156,6 +156,21 @@ class Limiter:
                 await self._refuse_window(item, name, who)
         raise RuntimeError(f"Refused by no limit: {outcome}")  # a backend answered wrong
 
+    async def admit_upload(self, *, owner: str, ip: str) -> None:
+        """Count an upload against its owner's and its address's windows (CHAT_LIMIT_ATTACHMENTS);
+        raises RateLimited (`limit` "attachments" or "attachments_ip")."""
+        item, item_ip = attachment_rules()
+        if item is None or item_ip is None:
+            return
+        hits: list[Hit] = [("attachments_ip", item_ip, ip), ("attachments", item, owner)]
+        checks = Checks(quotas=(), leases=(), hits=tuple((i, (name, who)) for name, i, who in hits), ttl=0)
+        outcome: Outcome | None = await self._safely(self.backend.check(checks), None)
+        if outcome is None or outcome.admitted:
+            return
+        for (name, hit_item, who), ok in zip(hits, outcome.hits, strict=True):
+            if not ok:
+                await self._refuse_window(hit_item, name, who)
+
     async def open_stream(self, *, ip: str) -> Lease | None:
         limit = rules().streams_ip
         if not limit:
@@ -194,12 +209,13 @@ class Limiter:
     async def _refuse_window(self, item: RateLimitItem, limit: str, who: str) -> None:
         window = await self._safely(self.backend.window(item, (limit, who)), None)
         wait = item.get_expiry() if window is None else sliding_wait(item, *astuple(window))
-        whose = "from your network address" if limit == "messages_ip" else "from you"
+        whose = "from your network address" if limit.endswith("_ip") else "from you"
+        what = "files uploaded" if limit.startswith("attachments") else "messages"
         await self._refuse(
             limit,
             who,
             wait,
-            f"Too many messages {whose}: the limit is {describe(item)}. Try again in {in_words(wait)}.",
+            f"Too many {what} {whose}: the limit is {describe(item)}. Try again in {in_words(wait)}.",
         )
 
     async def _refuse_busy(self, name: str, limit: int, who: str, *, newcomer: bool = False) -> None:

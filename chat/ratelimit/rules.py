@@ -159,3 +159,10 @@ def describe(item: RateLimitItem) -> str:
     unit = item.GRANULARITY.name
     per = unit if item.multiples == 1 else f"{item.multiples} {unit}s"
     return f"{item.amount:,} per {per}"
+
+
+def attachment_rules() -> tuple[RateLimitItem | None, RateLimitItem | None]:
+    """Uploads per owner (CHAT_LIMIT_ATTACHMENTS), and per client address ADDRESS_SHARE times
+    as many (a client that keeps no cookie is a new visitor on every upload)."""
+    item = parse_rate("CHAT_LIMIT_ATTACHMENTS", conf.get("CHAT_LIMIT_ATTACHMENTS"))
+    return item, scaled(item, ADDRESS_SHARE)
