@@ -365,6 +365,7 @@ def page_view(request: HttpRequest, conversation_id: str | None = None) -> HttpR
         "conversation_id": conversation_id or "",
         "models": [m.as_dict() for m in registry.available_models()],
         "default_model": registry.default_model(),
+        "max_attachment_bytes": conf.get_int("CHAT_MAX_ATTACHMENT_BYTES"),  # attachments.js
     }
     response = render(request, "chat/index.html", context)
     # Defence in depth: the page renders model output only through a sanitizer, and even so

@@ -152,7 +152,6 @@ def test_a_send_waits_for_the_upload_in_flight_and_sends_its_id(page):
     expect(page.locator("#send")).to_be_disabled()
     assert page.locator(".msg.user").count() == 0  # nothing is sent before the upload ends
     assert held, "the upload was not intercepted"
-    page.unroute("**/api/attachments")
     held[0].continue_()
     expect(page.locator(".msg.user .msg-attachment img")).to_have_attribute("alt", "slow.png")
     expect(page.locator("#send")).to_be_enabled()

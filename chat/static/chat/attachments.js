@@ -142,6 +142,8 @@ export class Attachments {
     this.input = form.querySelector("#attach-input");
     this.list = form.querySelector("#attachment-chips");
     this.dropZone = dropArea.querySelector("#drop-zone");
+    // The server's limit, told by the page: a larger file is refused here without sending it.
+    this.maxBytes = Number(form.dataset.maxAttachmentBytes) || 0;
     this.input.accept = ACCEPT;
     this.button.addEventListener("click", () => this.input.click());
     this.input.addEventListener("change", () => {
@@ -252,6 +254,12 @@ export class Attachments {
         contentType: file.type,
         state: "uploading",
       });
+      if (this.maxBytes && file.size > this.maxBytes) {
+        item.state = "failed";
+        item.error = `The file is too large (${formatSize(file.size)}): the limit is ${formatSize(this.maxBytes)}.`;
+        this.render(item);
+        continue;
+      }
       if (isImage(file.type)) item.preview = URL.createObjectURL(file);
       item.controller = new AbortController();
       item.upload = this.send(item, file);

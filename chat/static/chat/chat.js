@@ -119,6 +119,7 @@ function userElement(message) {
   const text = document.createElement("div");
   text.className = "text";
   text.textContent = message.content;
+  text.hidden = !message.content; // a picture with no words
   const actions = document.createElement("div");
   actions.className = "actions";
   const edit = document.createElement("button");
@@ -453,7 +454,8 @@ let waitingForUploads = false;
 
 form.addEventListener("submit", async (event) => {
   event.preventDefault();
-  if (streamingReply() || waitingForUploads || !prompt.value.trim()) return;
+  const empty = () => !prompt.value.trim() && !files.count; // files alone may be sent
+  if (streamingReply() || waitingForUploads || empty()) return;
   if (files.uploading) {
     waitingForUploads = true;
     sendButton.disabled = true;
@@ -463,8 +465,8 @@ form.addEventListener("submit", async (event) => {
     sendButton.disabled = false;
     if (!ok || streamingReply()) return;
   }
+  if (empty()) return;
   const text = prompt.value;
-  if (!text.trim()) return;
   prompt.value = "";
   autosize();
   send(text, files.take());
