@@ -4,6 +4,7 @@ a refused file, a pasted screenshot, a dropped file, and a send that waits for i
 import base64
 import io
 import re
+import uuid
 
 try:
     from playwright.sync_api import expect
@@ -157,3 +158,36 @@ def test_a_send_waits_for_the_upload_in_flight_and_sends_its_id(page):
     expect(page.locator("#send")).to_be_enabled()
     expect(reply(page)).to_have_attribute("data-status", "complete")
     assert [a["name"] for a in stored_attachments(page)] == ["slow.png"]
+
+
+def test_a_file_over_the_servers_limit_is_refused_on_the_page_without_an_upload(page, settings):
+    settings.CHAT_MAX_ATTACHMENT_BYTES = 1000
+    uploads = []
+    page.on(
+        "request",
+        lambda request: uploads.append(request) if request.url.endswith("/api/attachments") else None,
+    )
+    page.goto("/")
+    attach(page, "big.txt", b"x" * 5000, "text/plain")
+    big = chip(page, "big.txt")
+    expect(big.get_by_role("alert")).to_have_text("The file is too large (4.9 KB): the limit is 1000 B.")
+    expect(big.locator(".chip-status")).to_have_text("Not attached")
+    assert uploads == []
+    big.get_by_role("button", name="Remove big.txt").click()
+    expect(page.locator("#attachment-chips")).to_be_hidden()
+    expect(page.locator("#prompt")).to_be_focused()
+
+
+def test_an_upload_over_the_rate_limit_shows_the_servers_sentence(page, settings):
+    settings.CHAT_LIMITS_PREFIX = f"test-{uuid.uuid4().hex[:12]}"
+    settings.CHAT_LIMIT_ATTACHMENTS = "1/hour"
+    page.goto("/")
+    attach(page, "first.png", png())
+    expect(chip(page, "first.png")).to_have_class(re.compile(r"\bready\b"))
+    attach(page, "second.png", png())
+    refused = chip(page, "second.png")
+    expect(refused).to_have_class(re.compile(r"\bfailed\b"))
+    expect(refused.get_by_role("alert")).to_contain_text("the limit is 1 per hour")
+    send(page, "Only the first goes.")
+    expect(page.locator(".msg.user .msg-attachment img")).to_have_attribute("alt", "first.png")
+    expect(page.locator(".msg.user .msg-attachment")).to_have_count(1)
