@@ -138,6 +138,7 @@ def test_a_pasted_screenshot_and_a_dropped_file_are_attached_and_one_can_be_remo
     user = page.locator(".msg.user").last
     expect(user.locator(".msg-attachment.image img")).to_have_attribute("alt", "image.png")
     expect(user.locator(".msg-attachment.file a")).to_contain_text("notes.md")
+    expect(user.locator(".msg-attachment.file a")).to_have_attribute("download", "notes.md")
     expect(reply(page)).to_have_attribute("data-status", "complete")
     assert sorted(a["name"] for a in stored_attachments(page)) == ["image.png", "notes.md"]
 

@@ -90,7 +90,7 @@ function span(className, text) {
 }
 
 // The attachments of a message in the log (null when it has none): an image is a thumbnail
-// that opens the full image in a new tab; another file is a link with its name and size.
+// that opens the full image in a new tab; another file is a download link with its name and size.
 export function attachmentsElement(attachments) {
   if (!attachments?.length) return null;
   const list = document.createElement("ul");
@@ -101,9 +101,9 @@ export function attachmentsElement(attachments) {
     const item = document.createElement("li");
     const link = document.createElement("a");
     link.href = url;
-    link.target = "_blank";
-    link.rel = "noopener";
     if (isImage(attachment.content_type)) {
+      link.target = "_blank";
+      link.rel = "noopener";
       item.className = "msg-attachment image";
       const img = document.createElement("img");
       img.src = url;
@@ -114,6 +114,8 @@ export function attachmentsElement(attachments) {
       link.append(img);
     } else {
       item.className = "msg-attachment file";
+      link.download = attachment.name || ""; // the server sends other files as downloads
+      link.title = `Download ${attachment.name}`;
       link.append(icon(FILE), span("file-name", attachment.name || ""), span("file-size", formatSize(attachment.size)));
     }
     item.append(link);
