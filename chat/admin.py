@@ -28,7 +28,14 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.text import smart_split, unescape_string_literal
 
-from chat import branches, feedback_admin, history, limits_admin, sharing_admin  # noqa: F401 - these register admins
+from chat import (  # noqa: F401 - these register admins
+    attachments_admin,
+    branches,
+    feedback_admin,
+    history,
+    limits_admin,
+    sharing_admin,
+)
 from chat.models import Conversation, Message
 from chat.steps import steps_json
 

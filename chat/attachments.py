@@ -294,6 +294,20 @@ def attachments_bind(*, attachments: list[Attachment], message: Message) -> None
         attachment.message = message
 
 
+def attachments_load(message: Message) -> list[Attachment]:
+    """A message's files as `attachment_list` (what chat.serializers shows): known already (a
+    send, chat.branches' read), else one query (sync: from async code, on a thread first).
+    Only user messages have any, so a reply costs none."""
+    known = getattr(message, "attachment_list", None)
+    if known is not None:
+        return known
+    if message.role != Message.Role.USER or message._state.adding:
+        message.attachment_list = []
+    else:
+        message.attachment_list = list(message.attachments.order_by("created_at", "id"))
+    return message.attachment_list
+
+
 def attachments_claim(*, user_id: int, visitor: str) -> int:
     """A visitor who signs in: its uploads not sent yet become the user's (its sent ones go with
     their conversations, which chat.services.conversations_claim moves)."""

@@ -53,6 +53,8 @@ def conversation_record(conversation: Conversation) -> dict[str, Any]:
     shape = branches.Tree.of((m.pk, m.parent_id) for m in messages)
     for message in messages:
         message.sibling_ids = shape.siblings(message.pk)
+    # The files' metadata (not their bytes): one query per conversation.
+    branches.attachments_put(conversation, messages)
     leaf = shape.leaf(conversation.current_leaf_id)
     data["current_leaf"] = None if leaf is None else str(leaf)
     data["messages"] = [message_record(m) for m in messages]

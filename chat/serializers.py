@@ -4,6 +4,7 @@ from typing import Any
 
 from django.urls import reverse
 
+from chat.attachments import attachments_load
 from chat.branches import conversation_branch_load, sibling_ids
 from chat.models import Attachment, Conversation, Message
 from chat.steps import steps_json
@@ -31,20 +32,8 @@ def message_json(message: Message) -> dict[str, Any]:
         "parent_id": None if message.parent_id is None else str(message.parent_id),
         "sibling_ids": [str(pk) for pk in sibling_ids(message)],
         # contract v3, "Files and images": a user message's files (prefetched where many are read)
-        "attachments": [attachment_json(a) for a in message_attachments(message)],
+        "attachments": [attachment_json(a) for a in attachments_load(message)],
     }
-
-
-def message_attachments(message: Message) -> list[Attachment]:
-    """A message's files: known (`attachment_list`, set by a send or a prefetch:
-    chat.attachments.PREFETCH), else one query; only user messages have any."""
-    known = getattr(message, "attachment_list", None)
-    if known is not None:
-        return known
-    if message.role != Message.Role.USER or message._state.adding:
-        return []
-    message.attachment_list = list(message.attachments.order_by("created_at", "id"))
-    return message.attachment_list
 
 
 def attachment_json(attachment: Attachment) -> dict[str, Any]:

@@ -573,6 +573,7 @@ async def reply_regenerate(
         await admission.admit()
     prompt, fork = await sync_to_async(_prompt)(conversation, info, leaf=user.pk)
     await sync_to_async(branches.sibling_ids)(user)
+    await sync_to_async(attachments.attachments_load)(user)
     assistant = await db.run(_store_reply, conversation=conversation, info=info, fork=fork)
     assistant.sibling_ids = await sync_to_async(branches.sibling_ids)(assistant)
     provider = registry.get_provider(info)

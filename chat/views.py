@@ -337,6 +337,7 @@ async def message_view(request: HttpRequest, message_id: str) -> HttpResponse:
     owner = await get_owner(request)
     message = await sync_to_async(services.message_get)(owner=owner, message_id=message_id)
     await sync_to_async(sibling_ids)(message)
+    await sync_to_async(attachments.attachments_load)(message)
     return JsonResponse(message_json(message))
 
 
@@ -534,7 +535,7 @@ async def attachments_view(request: HttpRequest) -> HttpResponse:
     return JsonResponse(body, status=201)
 
 
-def _stored_bytes(attachment) -> bytes:
+def stored_bytes(attachment) -> bytes:
     with attachment.file.open("rb") as stored:
         return stored.read()
 
@@ -549,9 +550,15 @@ async def attachment_view(request: HttpRequest, attachment_id: str) -> HttpRespo
     owner = await get_owner(request)
     attachment = await sync_to_async(attachments.attachment_get)(owner=owner, attachment_id=attachment_id)
     try:
-        data = await sync_to_async(_stored_bytes)(attachment)
+        data = await sync_to_async(stored_bytes)(attachment)
     except FileNotFoundError:
         raise NotFound(f"The file {attachment_id} is no longer stored.") from None
+    return attachment_response(attachment, data)
+
+
+def attachment_response(attachment, data: bytes) -> HttpResponse:
+    """A stored file as what it is (the owner's GET, the admin's preview): its judged type,
+    inline only for images, never sniffed, never run as a page."""
     kind = attachment.content_type
     if kind.startswith("text/"):
         kind += "; charset=utf-8"

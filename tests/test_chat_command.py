@@ -179,3 +179,39 @@ def test_regenerate_and_branch_keep_the_versions_and_the_model_sees_the_branch(d
     assert sorted(c for (c,) in kept) == ["First", "Go on", "Question", "Second", "Third"]
     refused = run_manage(["chat", "--regenerate"], env(database, vendor))
     assert refused.returncode != 0 and "--conversation" in refused.stderr
+
+
+def test_attach_sends_files_by_path_judged_as_uploads_are(database, tmp_path):
+    import io
+
+    from PIL import Image
+
+    picture = tmp_path / "dot.png"
+    buffer = io.BytesIO()
+    Image.new("RGB", (2, 3), (1, 2, 3)).save(buffer, "PNG")
+    picture.write_bytes(buffer.getvalue())
+    notes = tmp_path / "notes.md"
+    notes.write_text("# Notes\n")
+    media = tmp_path / "media"
+    environ = {**env(database), "CHAT_DEMO_RATE": "0", "MEDIA_ROOT": str(media), "CHAT_MODELS": "demo"}
+    result = run_manage(["chat", "--attach", str(picture), "--attach", str(notes), "What is this?"], environ)
+    assert result.returncode == 0, result.stderr
+    conversation_id = result.stderr.split("conversation ")[1].split()[0].replace("-", "")
+    files = rows(
+        database,
+        "SELECT a.name, a.content_type, a.width, a.height, a.file FROM chat_attachment a "
+        "JOIN chat_message m ON a.message_id = m.id WHERE m.conversation_id = ? ORDER BY a.created_at",
+        conversation_id,
+    )
+    assert [f[:4] for f in files] == [
+        ("dot.png", "image/png", 2, 3),
+        ("notes.md", "text/markdown", None, None),
+    ]
+    assert (media / files[0][4]).read_bytes() == picture.read_bytes()
+
+    page = tmp_path / "page.png"
+    page.write_bytes(b"<html><script>alert(1)</script></html>")
+    before = rows(database, "SELECT count(*) FROM chat_conversation")
+    result = run_manage(["chat", "--attach", str(page), "Look"], environ)
+    assert result.returncode != 0 and "page.png" in result.stderr and "not accepted" in result.stderr
+    assert rows(database, "SELECT count(*) FROM chat_conversation") == before

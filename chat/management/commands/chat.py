@@ -7,16 +7,19 @@ conversation, whoever owns it (whoever runs manage.py has the database anyway), 
 current branch (contract v3, "Branches"): the one its page shows. `--branch MESSAGE_ID` first
 makes the branch through that message current; `--regenerate` answers the last message of
 the current branch again, a new version beside the old reply (no question then).
+`--attach PATH` (repeatable) sends a file with the question, judged and stored as the page's
+uploads are (owner: the conversation's owner, `cli` for a new one).
 Ctrl-C stops the reply, which is kept as `stopped`, as the page's Stop button does.
 """
 
 import asyncio
 import sys
+from pathlib import Path
 
 from asgiref.sync import sync_to_async
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from chat import db, services
+from chat import attachments, db, services
 from chat.errors import ChatError
 from chat.eventlog import End, Text, get_event_log
 from chat.models import Conversation
@@ -43,6 +46,13 @@ class Command(BaseCommand):
             help="With --conversation: continue the branch through this message (it becomes current).",
         )
         parser.add_argument(
+            "--attach",
+            metavar="PATH",
+            action="append",
+            default=[],
+            help="Send this file with the question (an image, a PDF or a text file); repeatable.",
+        )
+        parser.add_argument(
             "--regenerate",
             action="store_true",
             help="With --conversation: answer its last message again, beside the old reply.",
@@ -58,8 +68,12 @@ class Command(BaseCommand):
             raise CommandError("--branch and --regenerate need --conversation ID.")
         question = options["question"]
         if options["regenerate"]:
+            if options["attach"]:
+                raise CommandError("--regenerate answers with the question's own files: leave --attach out.")
             if question is not None:
                 raise CommandError("--regenerate answers the last message again: leave the question out.")
+        elif question is None and options["attach"]:
+            question = ""  # files alone are a question too
         elif question is None:
             if sys.stdin.isatty():
                 raise CommandError('Say what to ask: manage.py chat "your question"')
@@ -83,6 +97,9 @@ class Command(BaseCommand):
 
     async def chat(self, question: str, options: dict) -> bool:
         """Send, print the reply as it streams, then a summary on stderr; True if the model failed."""
+        files = []
+        if options["attach"] and not options["conversation"]:  # a file refused leaves no conversation
+            files = await sync_to_async(self.upload)(Owner(visitor=CLI_VISITOR), options["attach"])
         conversation = await sync_to_async(self.conversation)(options)
         model = {"model": options["model"]} if options["model"] else {}
         owner = Owner(user_id=conversation.user_id, visitor=conversation.visitor)
@@ -99,6 +116,9 @@ class Command(BaseCommand):
             )
         else:
             data = {"content": question, **model}
+            if options["attach"]:
+                files = files or await sync_to_async(self.upload)(owner, options["attach"])
+                data["attachments"] = [str(f.pk) for f in files]
             _, reply = await services.message_send(owner=owner, conversation=conversation, data=data)
         end = await self.follow(str(reply.pk))
         self.stdout.write("")
@@ -123,6 +143,24 @@ class Command(BaseCommand):
             raise
         finally:
             await subscription.close()
+
+    def upload(self, owner: Owner, paths: list[str]) -> list:
+        """Each file through the same service as the page's uploads (the same judgement, limits
+        of size and kind); one refused stops the command before anything is sent."""
+        files = []
+        for name in paths:
+            path = Path(name)
+            try:
+                if path.stat().st_size > attachments.max_bytes():
+                    raise attachments.too_large(path.stat().st_size)
+                data = path.read_bytes()
+            except OSError as exc:
+                raise CommandError(f"Cannot read {name}: {exc.strerror or exc}.") from None
+            try:
+                files.append(attachments.attachment_create(owner=owner, data=data, name=path.name))
+            except ChatError as exc:
+                raise CommandError(f"{name}: {exc.message}") from None
+        return files
 
     def conversation(self, options: dict) -> Conversation:
         if options["conversation"]:
