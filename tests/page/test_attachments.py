@@ -13,7 +13,7 @@ except ImportError:  # the `browser` fixture skips these tests (fails them in CI
 
 from PIL import Image
 
-from tests.page.test_page import conversation_id, reply, send
+from tests.page.test_page import conversation_id, reply, send, use_script_model
 
 # Not a PNG, whatever its name says: the server judges the content (contract v3).
 HTML_NAMED_PNG = b"<!doctype html><title>x</title><script>alert(document.cookie)</script>"
@@ -192,3 +192,22 @@ def test_an_upload_over_the_rate_limit_shows_the_servers_sentence(page, settings
     send(page, "Only the first goes.")
     expect(page.locator(".msg.user .msg-attachment img")).to_have_attribute("alt", "first.png")
     expect(page.locator(".msg.user .msg-attachment")).to_have_count(1)
+
+
+def test_a_refused_send_keeps_its_files_in_the_composer_for_the_retry(page, settings):
+    settings.CHAT_NO_VISION_MODELS = ["script:*"]
+    page.goto("/")
+    use_script_model(page)
+    attach(page, "chart.png", png())
+    expect(chip(page, "chart.png")).to_have_class(re.compile(r"\bready\b"))
+    send(page, "What does the chart say?")
+    notice = page.locator("#notice")
+    expect(notice).to_contain_text("The model script:fake cannot see images")
+    expect(page.locator(".msg.user")).to_have_count(0)
+    expect(chip(page, "chart.png")).to_have_class(re.compile(r"\bready\b"))  # back, still uploaded
+    page.select_option("#model", "demo")
+    notice.locator(".retry").click()
+    expect(page.locator(".msg.user .msg-attachment img")).to_have_attribute("alt", "chart.png")
+    expect(page.locator("#attachment-chips .chip")).to_have_count(0)
+    expect(reply(page)).to_have_attribute("data-status", "complete")
+    assert [a["name"] for a in stored_attachments(page)] == ["chart.png"]
