@@ -44,7 +44,14 @@ def test_an_attached_png_is_a_thumbnail_chip_then_a_thumbnail_in_the_log_that_th
     page, context
 ):
     page.goto("/")
-    expect(page.get_by_role("button", name="Attach files")).to_be_visible()
+    # The paperclip is next to the message in keyboard order and opens the file picker.
+    page.focus("#prompt")
+    page.keyboard.press("Shift+Tab")
+    paperclip = page.get_by_role("button", name="Attach files")
+    expect(paperclip).to_be_focused()
+    with page.expect_file_chooser() as chooser:
+        paperclip.click()
+    assert chooser.value.is_multiple()
     attach(page, "red square.png", png(40, 30))
     shot = chip(page, "red square.png")
     expect(shot).to_have_class(re.compile(r"\bready\b"))
@@ -125,6 +132,7 @@ def test_a_pasted_screenshot_and_a_dropped_file_are_attached_and_one_can_be_remo
     )
     page.dispatch_event("#log", "dragenter", {"dataTransfer": drag})
     expect(page.locator("#drop-zone")).to_be_visible()
+    expect(page.locator("#announcer")).to_have_text("Drop the files to attach them to your message.")
     page.dispatch_event("#log", "drop", {"dataTransfer": drag})
     expect(page.locator("#drop-zone")).to_be_hidden()
     expect(chip(page, "numbers.csv")).to_have_class(re.compile(r"\bready\b"))
