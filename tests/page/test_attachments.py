@@ -219,3 +219,18 @@ def test_a_refused_send_keeps_its_files_in_the_composer_for_the_retry(page, sett
     expect(page.locator("#attachment-chips .chip")).to_have_count(0)
     expect(reply(page)).to_have_attribute("data-status", "complete")
     assert [a["name"] for a in stored_attachments(page)] == ["chart.png"]
+
+
+def test_a_send_waiting_for_an_upload_that_is_refused_sends_nothing_and_keeps_the_message(page):
+    held = []
+    page.route("**/api/attachments", lambda route: held.append(route))
+    page.goto("/")
+    attach(page, "page.png", HTML_NAMED_PNG)
+    expect(chip(page, "page.png")).to_have_class(re.compile(r"\buploading\b"))
+    send(page, "Here is my picture.")
+    expect(page.locator("#send")).to_be_disabled()
+    held[0].continue_()
+    expect(chip(page, "page.png").get_by_role("alert")).to_contain_text("not accepted")
+    expect(page.locator("#send")).to_be_enabled()
+    assert page.input_value("#prompt") == "Here is my picture."  # the person decides: remove, send again
+    expect(page.locator(".msg.user")).to_have_count(0)

@@ -160,7 +160,7 @@ export class Attachments {
   // that also has text is text: pasting from a word processor must not attach its images.
   paste(event) {
     const data = event.clipboardData;
-    if (!data || data.types.includes("text/plain")) return;
+    if (!data || [...data.types].includes("text/plain")) return;
     const images = [...data.files].filter((file) => isImage(file.type));
     if (!images.length) return;
     event.preventDefault();
@@ -219,11 +219,15 @@ export class Attachments {
     return this.items.some((item) => item.state === "uploading");
   }
 
-  // Resolves when no upload is in flight; true when none of those failed (or were removed).
+  // Resolves when no upload is in flight (files added meanwhile too); true when none of those
+  // was refused (one removed meanwhile is no refusal).
   async settled() {
-    const waiting = this.items.filter((item) => item.state === "uploading");
-    await Promise.allSettled(waiting.map((item) => item.upload));
-    return waiting.every((item) => item.state === "ready" || !this.items.includes(item));
+    let ok = true;
+    for (let waiting; (waiting = this.items.filter((item) => item.state === "uploading")).length; ) {
+      await Promise.allSettled(waiting.map((item) => item.upload));
+      ok &&= waiting.every((item) => item.state === "ready" || !this.items.includes(item));
+    }
+    return ok;
   }
 
   // The uploaded files, to send: the composer's chips clear (a refused file's too).
