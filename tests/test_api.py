@@ -51,7 +51,7 @@ def test_send_answers_201_with_both_messages_and_the_stream_url(tab):
     assert sent["stream_url"] == f"/api/messages/{reply['id']}/stream"
     keys = {"id", "conversation_id", "role", "content", "status", "model", "created_at"}
     issue_12 = {"reasoning", "reasoning_ms", "steps"}
-    v3 = {"feedback", "parent_id", "sibling_ids"}
+    v3 = {"feedback", "parent_id", "sibling_ids", "attachments"}
     assert keys | {"finish_reason", "usage", "error", "cached"} | issue_12 | v3 == set(reply)
     assert reply["parent_id"] == user["id"] and reply["sibling_ids"] == [reply["id"]]
     assert user["parent_id"] is None and user["sibling_ids"] == [user["id"]]

@@ -10,10 +10,12 @@ from urllib.parse import urlsplit
 import pytest
 from django.core.files.base import ContentFile
 from django.core.management import call_command
+from django.urls import reverse
 from django.utils import timezone
 from PIL import Image
 
 from chat.models import Attachment, Conversation, Message
+from tests.conftest import need_service
 from tests.fakes import ModelCalls, script
 
 FAKE = "script:fake"
@@ -405,17 +407,79 @@ def test_deleting_a_user_deletes_their_files(tab, media, django_user_model):
     assert stored_files(media) == []
 
 
+@pytest.fixture(params=["memory", "redis"])
+def limits(request, settings):
+    """Fresh counts (a key prefix of this test's) in memory, then in Redis: both answer alike."""
+    prefix = settings.CHAT_LIMITS_PREFIX = f"test-att-{uuid.uuid4().hex[:12]}"
+    if request.param == "memory":
+        yield settings
+        return
+    import redis
+
+    url = need_service("REDIS_URL")
+    settings.CHAT_LIMITS_BACKEND = "tests.test_limits.LimitsOnlyRedis"
+    yield settings
+    client = redis.Redis.from_url(url)
+    keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
 # --- limits -----------------------------------------------------------------------------------
 
 
-def test_uploads_over_the_owners_limit_are_429(tab, media, settings):
-    settings.CHAT_LIMITS_PREFIX = f"test-att-{uuid.uuid4().hex[:12]}"
-    settings.CHAT_LIMIT_ATTACHMENTS = "2/hour"
+def test_uploads_over_the_owners_limit_are_429_in_memory_and_in_redis(tab, new_tab, media, limits):
+    limits.CHAT_LIMIT_ATTACHMENTS = "2/hour"
     uploaded(tab, b"one", "1.txt")
     uploaded(tab, b"two", "2.txt")
     response = upload(tab, b"three", "3.txt")
     assert response.status_code == 429
     body = response.json()
     assert body["code"] == "rate_limited" and body["limit"] == "attachments"
-    assert int(response.headers["Retry-After"]) >= 1
+    assert "files uploaded" in body["error"]
+    assert response.headers["Retry-After"] == str(body["retry_after"]) and body["retry_after"] >= 1
     assert Attachment.objects.count() == 2
+    uploaded(new_tab(), b"another visitor", "4.txt")  # counted per owner
+
+
+def test_uploads_from_clients_without_cookies_are_limited_by_address(server, media, limits):
+    """A client that keeps no cookie is a new visitor each time: its address counts, four
+    visitors' worth."""
+    import httpx
+
+    limits.CHAT_LIMIT_ATTACHMENTS = "1/hour"
+    with httpx.Client(base_url=server.url) as http:
+        codes = []
+        for number in range(5):
+            http.cookies.clear()
+            response = http.post("/api/attachments", files={"file": (f"{number}.txt", b"hi", "text/plain")})
+            codes.append(response.status_code)
+    assert codes == [201, 201, 201, 201, 429]
+    assert response.json()["limit"] == "attachments_ip"
+
+
+# --- the admin --------------------------------------------------------------------------------
+
+
+def test_the_admin_lists_files_read_only_and_previews_them_to_staff_only(
+    client, db, media, django_user_model
+):
+    from chat.attachments import attachment_create
+    from chat.services import Owner
+
+    image = png(5, 4)
+    attachment = attachment_create(owner=Owner(visitor="v" * 32), data=image, name="shot.png")
+    file_url = reverse("admin:chat_attachment_file", args=[attachment.pk])
+    assert client.get(file_url).status_code == 302  # to the sign-in page
+    client.force_login(django_user_model.objects.create_superuser("root", password="pw-root-123"))
+    page = client.get(reverse("admin:chat_attachment_changelist"))
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "shot.png" in html and "image/png" in html and "not sent" in html and file_url in html
+    detail = client.get(reverse("admin:chat_attachment_change", args=[attachment.pk]))
+    assert detail.status_code == 200 and "5 × 4" in detail.content.decode()
+    assert 'name="name"' not in detail.content.decode()  # a record, not a form
+    served = client.get(file_url)
+    assert served.status_code == 200 and served.content == image
+    assert served["Content-Type"] == "image/png" and served["X-Content-Type-Options"] == "nosniff"
