@@ -65,6 +65,8 @@ def test_an_attached_png_is_a_thumbnail_chip_then_a_thumbnail_in_the_log_that_th
     user = page.locator(".msg.user").last
     thumb = user.locator(".msg-attachment.image img")
     expect(thumb).to_have_attribute("alt", "red square.png")
+    expect(thumb).to_have_attribute("width", "40")  # its box is known before it loads
+    expect(thumb).to_have_attribute("height", "30")
     expect(reply(page)).to_have_attribute("data-status", "complete")
     expect(reply(page).locator(".markdown")).to_contain_text("red square.png")
 

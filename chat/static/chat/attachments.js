@@ -67,6 +67,8 @@ export function formatSize(bytes) {
   return `${value < 10 ? value.toFixed(1).replace(/\.0$/, "") : Math.round(value)} ${units[unit]}`;
 }
 
+const THUMB_WIDTH = 256; // a thumbnail's largest box in the log, in CSS pixels
+const THUMB_HEIGHT = 192;
 const isImage = (type) => /^image\//i.test(type || "");
 
 // Only the server's own http(s) URLs go into href and src; anything else: the file's API URL.
@@ -110,6 +112,13 @@ export function attachmentsElement(attachments) {
       img.alt = attachment.name || "";
       img.loading = "lazy";
       img.decoding = "async";
+      const { width, height } = attachment;
+      if (width > 0 && height > 0) {
+        // Its box before it loads, so that the log does not jump (and stays at its end).
+        const scale = Math.min(1, THUMB_WIDTH / width, THUMB_HEIGHT / height);
+        img.width = Math.max(1, Math.round(width * scale));
+        img.height = Math.max(1, Math.round(height * scale));
+      }
       link.title = `${attachment.name} (opens in a new tab)`;
       link.append(img);
     } else {
@@ -131,6 +140,8 @@ const described = (item) => ({
   content_type: item.contentType,
   size: item.size,
   url: item.url || attachmentUrl(item.id),
+  width: item.width ?? null,
+  height: item.height ?? null,
 });
 
 // The composer's files. `hooks`: {announce(text), onChange()} (an upload started or ended).
@@ -246,7 +257,7 @@ export class Attachments {
         contentType: attachment.content_type,
         state: "ready",
       });
-      item.id = attachment.id;
+      Object.assign(item, { id: attachment.id, width: attachment.width, height: attachment.height });
       item.url = attachment.url || attachmentUrl(attachment.id);
       this.render(item);
     }
@@ -301,6 +312,8 @@ export class Attachments {
         size: data.size ?? item.size,
         contentType: data.content_type || item.contentType,
         url: data.url || attachmentUrl(data.id),
+        width: data.width,
+        height: data.height,
       });
       this.hooks.announce?.(`${item.name} is attached.`);
     } catch (error) {
