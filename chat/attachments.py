@@ -334,6 +334,18 @@ def provider_attachment(attachment: Attachment) -> providers.Attachment:
     )
 
 
+def provider_attachments(attachments: Iterable[Attachment]) -> tuple[providers.Attachment, ...]:
+    """The files as a provider gets them; one gone from the storage (removed by hand, a
+    bucket's lifecycle rule) is left out and logged, and the message goes without it."""
+    found = []
+    for attachment in attachments:
+        try:
+            found.append(provider_attachment(attachment))
+        except FileNotFoundError:
+            log.warning("The file %s (%s) is gone from the storage", attachment.pk, attachment.file.name)
+    return tuple(found)
+
+
 def attachments_of_messages(message_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, list[Attachment]]:
     """The files of these messages, one query, in the order they were uploaded."""
     ids = list(message_ids)

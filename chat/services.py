@@ -22,6 +22,7 @@ from chat.admission import estimate_tokens
 from chat.errors import Invalid, NotFound, TooLarge
 from chat.models import Attachment, Conversation, Message
 from chat.providers import Finish, Prompt, Turn, Usage, registry
+from chat.providers.base import Attachment as ProviderAttachment
 from chat.providers.registry import ModelInfo
 from chat.ratelimit import get_limiter
 from chat.replies import generation
@@ -263,11 +264,12 @@ def _prompt(
     # A conversation being created has no history to read (create-and-send, issue 14), nor
     # has a new version of its first message.
     read = not conversation._state.adding and leaf is not None
-    kept, seen = _branch_fit(conversation, new, stored if read else None, read=read, files=files)
+    sent = attachments.provider_attachments(files)  # the new message's files' bytes
+    kept, seen = _branch_fit(conversation, new, stored if read else None, read=read, files=sent)
     if read and "leaf" not in seen and leaf is CURRENT and stored is not None:
         # A current leaf deleted by hand: the newest message's branch, as if none were stored.
         log.warning("Conversation %s: its current leaf %s is gone", conversation.pk, stored)
-        kept, seen = _branch_fit(conversation, new, None, read=True, files=files)
+        kept, seen = _branch_fit(conversation, new, None, read=True, files=sent)
     kept = _with_files(kept, seen.get("turns", []), info, new=new is not None)
     fork = Fork(*seen["leaf"]) if "leaf" in seen else Fork()
     # The tools this model may call (issue 12): CHAT_TOOLS, and the demo's own example.
@@ -281,14 +283,13 @@ def _branch_fit(
     leaf_id: uuid.UUID | None,
     *,
     read: bool,
-    files: tuple[Attachment, ...] = (),
+    files: tuple[ProviderAttachment, ...] = (),
 ) -> tuple[tuple[Turn, ...], dict]:
-    """The turns of the branch ending at `leaf_id` that fit, and what the reading saw of the
-    leaf (context.turns_newest_first's `seen`)."""
+    """The turns of the branch ending at `leaf_id` that fit (the new message with `files`), and
+    what the reading saw (context.turns_newest_first's `seen`)."""
     seen: dict = {}
     history = context.turns_newest_first(conversation.pk, leaf_id, seen=seen) if read else iter(())
-    sent = tuple(attachments.provider_attachment(a) for a in files)
-    turns = history if new is None else itertools.chain([Turn("user", new, attachments=sent)], history)
+    turns = history if new is None else itertools.chain([Turn("user", new, attachments=files)], history)
     kept = context.fit_newest(conversation.system_prompt, turns, conf.get_int("CHAT_CONTEXT_CHARS"))
     if "leaf" not in seen:
         next(history, None)  # the new message alone filled the budget: read as far as the leaf
@@ -299,17 +300,15 @@ def _with_files(turns: tuple[Turn, ...], ids: list, info: ModelInfo, *, new: boo
     """The kept turns of the history with their files (one query, bytes read from the storage;
     none for turns the budget left out). The question answered may not hold images for a model
     without vision (400); earlier turns' images are left out for it, their text stays."""
-    history = len(turns) - (1 if new else 0)  # the newest `history` turns read, newest first
-    ids = ids[:history]
-    found = attachments.attachments_of_messages(ids)
-    if not found:
-        files_of: dict = {}
-    else:
-        files_of = {index: found[pk] for index, pk in enumerate(ids) if pk in found}
+    history = len(turns) - (1 if new else 0)  # the turns read that were kept, oldest first
+    read = list(zip(ids, reversed(turns[:history]), strict=False))  # `ids` are newest first
+    found = attachments.attachments_of_messages(pk for pk, turn in read if turn.role == "user")
     result = list(turns)
-    for index, files in files_of.items():
-        at = history - 1 - index  # turns are oldest first; `ids` newest first
-        result[at] = replace(result[at], attachments=tuple(attachments.provider_attachment(a) for a in files))
+    for index, (pk, turn) in enumerate(read):
+        if pk in found:
+            result[history - 1 - index] = replace(
+                turn, attachments=attachments.provider_attachments(found[pk])
+            )
     if not info.vision and result:
         question = result[-1]
         if any(a.is_image for a in question.attachments):
@@ -468,7 +467,7 @@ async def message_send(
         conversation_title_improve_later(
             conversation=conversation,
             info=info,
-            content=content,
+            content=content or _title_of_files(files),
             reply_id=str(assistant.id),
             reply=reply,
             owner=owner.key,
@@ -569,11 +568,12 @@ async def reply_regenerate(
     conversation = await sync_to_async(conversation_get)(owner=owner, conversation_id=conversation_id)
     info = _model_info(conversation, _model_field(data))
     user = await sync_to_async(_regenerated)(conversation, data)
+    files = await sync_to_async(attachments.attachments_load)(user)
+    attachments.vision_check(attachments=files, info=info)  # before anything is counted
     if admission is not None:
         await admission.admit()
     prompt, fork = await sync_to_async(_prompt)(conversation, info, leaf=user.pk)
     await sync_to_async(branches.sibling_ids)(user)
-    await sync_to_async(attachments.attachments_load)(user)
     assistant = await db.run(_store_reply, conversation=conversation, info=info, fork=fork)
     assistant.sibling_ids = await sync_to_async(branches.sibling_ids)(assistant)
     provider = registry.get_provider(info)

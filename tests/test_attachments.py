@@ -2,6 +2,7 @@
 served to their owner only, sent with a message to the model, deleted with their rows."""
 
 import io
+import json
 import socket
 import uuid
 from pathlib import Path
@@ -216,6 +217,25 @@ def test_the_json_api_keeps_its_own_smaller_limit(tab, settings, media):
     assert uploaded(tab, b"b" * 5000, "bigger-than-json.txt")["size"] == 5000
 
 
+def test_the_upload_limit_follows_the_apps_mount_prefix(server, settings, media):
+    """Mounted under /assistant/: the file's limit is that path's, the JSON limit every other's."""
+    import httpx
+
+    settings.ROOT_URLCONF = "tests.urls_mounted"
+    settings.CHAT_MAX_BODY_BYTES = 10_000
+    settings.CHAT_MAX_ATTACHMENT_BYTES = 50_000
+    with httpx.Client(base_url=server.url, timeout=10) as http:
+        files = {"file": ("big.txt", b"x" * 20_000, "text/plain")}
+        response = http.post("/assistant/api/attachments", files=files)
+        assert response.status_code == 201, response.text
+        assert response.json()["url"].startswith("/assistant/api/attachments/")
+        http.cookies.clear()  # a client without a session, as curl: no token needed
+        files = {"file": ("bigger.txt", b"x" * 60_000, "text/plain")}
+        assert http.post("/assistant/api/attachments", files=files).status_code == 413
+        big_json = http.post("/assistant/api/conversations", content=b" " * 20_000)
+        assert big_json.status_code == 413
+
+
 # --- served to the owner only -----------------------------------------------------------------
 
 
@@ -286,6 +306,34 @@ def test_files_sent_with_a_message_reach_the_model_and_show_on_the_message(tab, 
         json={"content": QUICK, "attachments": [first["id"]]},
     )
     assert response.status_code == 400 and response.json()["code"] == "invalid"
+
+
+def test_files_of_turns_outside_the_context_budget_are_not_read(tab, media, settings, model_calls):
+    """The old turn's file is gone from the storage: had it been read, the send would fail."""
+    old = uploaded(tab, png(), "old.png")
+    conversation = tab.conversation(model=FAKE)
+    sent = tab.send(QUICK, conversation["id"], attachments=[old["id"]])
+    tab.wait_finished(sent["assistant_message"]["id"], conversation["id"])
+    for path in stored_files(media):
+        path.unlink()
+    settings.CHAT_CONTEXT_CHARS = len(QUICK) + 10  # the new message alone fits
+    reply = tab.send(QUICK, conversation["id"])["assistant_message"]
+    assert tab.wait_finished(reply["id"], conversation["id"])["status"] == "complete"
+    assert [t.role for t in model_calls.prompts[-1].turns] == ["user"]
+
+
+def test_a_file_gone_from_the_storage_is_left_out_of_the_prompt_and_404s(tab, media, model_calls, caplog):
+    old = uploaded(tab, png(), "old.png")
+    conversation = tab.conversation(model=FAKE)
+    sent = tab.send(QUICK, conversation["id"], attachments=[old["id"]])
+    tab.wait_finished(sent["assistant_message"]["id"], conversation["id"])
+    for path in stored_files(media):
+        path.unlink()
+    reply = tab.send(QUICK, conversation["id"])["assistant_message"]
+    assert tab.wait_finished(reply["id"], conversation["id"])["status"] == "complete"
+    assert model_calls.prompts[-1].turns[0].attachments == ()
+    assert "gone from the storage" in caplog.text
+    assert tab.get(old["url"]).status_code == 404
 
 
 def test_regenerate_keeps_the_questions_files_and_edit_takes_new_ones(tab, media, model_calls):
@@ -363,6 +411,24 @@ def test_a_model_without_vision_refuses_images_before_anything_is_stored(tab, me
     tab.send(QUICK, conversation["id"], attachments=[notes["id"]])
 
 
+def test_regenerating_a_question_with_an_image_needs_vision_and_later_turns_drop_it(
+    tab, media, settings, model_calls
+):
+    image = uploaded(tab, png(), "red.png")
+    conversation = tab.conversation(model=FAKE)
+    sent = tab.send(QUICK, conversation["id"], attachments=[image["id"]])
+    tab.wait_finished(sent["assistant_message"]["id"], conversation["id"])
+    settings.CHAT_NO_VISION_MODELS = ["script:*"]
+    count = Message.objects.count()
+    response = tab.post(f"/api/conversations/{conversation['id']}/regenerate", json={})
+    assert response.status_code == 400 and "cannot see images" in response.json()["error"]
+    assert Message.objects.count() == count
+    reply = tab.send(QUICK, conversation["id"])["assistant_message"]
+    tab.wait_finished(reply["id"], conversation["id"])
+    earlier = model_calls.prompts[-1].turns[0]
+    assert earlier.role == "user" and earlier.attachments == ()
+
+
 # --- deleted with their rows ------------------------------------------------------------------
 
 
@@ -393,6 +459,51 @@ def test_chat_prune_deletes_uploads_never_sent_and_their_files(tab, media):
     assert set(Attachment.objects.values_list("name", flat=True)) == {"recent.txt", "sent.txt"}
     assert sorted(p.name for p in stored_files(media)) == sorted([recent["id"], sent["id"]])
     assert Conversation.objects.count() == 1
+
+
+def test_deleting_a_message_in_the_admin_deletes_its_files(tab, media):
+    from chat import history
+
+    first = uploaded(tab, png(), "red.png")
+    conversation = tab.conversation(model=FAKE)
+    sent = tab.send(QUICK, conversation["id"], attachments=[first["id"]])
+    tab.wait_finished(sent["assistant_message"]["id"], conversation["id"])
+    history.messages_delete(Message.objects.filter(pk=sent["user_message"]["id"]))
+    assert stored_files(media) == [] and Attachment.objects.count() == 0
+
+
+def test_a_visitor_who_signs_in_keeps_its_unsent_files(tab, media, django_user_model):
+    file = uploaded(tab, b"draft", "draft.txt")
+    django_user_model.objects.create_user("keeper", password="pw-keeper-123")
+    page = tab.get("/accounts/login/")
+    assert page.status_code == 200
+    response = tab.http.post(
+        "/accounts/login/",
+        data={
+            "username": "keeper",
+            "password": "pw-keeper-123",
+            "csrfmiddlewaretoken": tab.csrf["X-CSRFToken"],
+        },
+    )
+    assert response.status_code == 302, response.text
+    assert tab.get(file["url"]).content == b"draft"
+    assert Attachment.objects.get(pk=file["id"]).user.username == "keeper"
+
+
+def test_the_export_carries_the_files_metadata_and_the_import_takes_it(tab, media):
+    from chat import history, history_import
+
+    first = uploaded(tab, png(3, 2), "red.png")
+    conversation = tab.conversation(model=FAKE)
+    sent = tab.send(QUICK, conversation["id"], attachments=[first["id"]])
+    tab.wait_finished(sent["assistant_message"]["id"], conversation["id"])
+    exported = history.conversations_export(Conversation.objects.all())
+    (record,) = exported["conversations"]
+    files = record["messages"][0]["attachments"]
+    assert [(f["id"], f["name"], f["width"]) for f in files] == [(first["id"], "red.png", 3)]
+    Conversation.objects.all().delete()
+    history_import.conversations_import(json.loads(json.dumps(exported)))
+    assert Message.objects.count() == 2 and Attachment.objects.count() == 0  # metadata only
 
 
 def test_deleting_a_user_deletes_their_files(tab, media, django_user_model):
@@ -483,3 +594,46 @@ def test_the_admin_lists_files_read_only_and_previews_them_to_staff_only(
     served = client.get(file_url)
     assert served.status_code == 200 and served.content == image
     assert served["Content-Type"] == "image/png" and served["X-Content-Type-Options"] == "nosniff"
+
+
+# --- on PostgreSQL ----------------------------------------------------------------------------
+
+
+def test_files_round_trip_on_postgres_and_go_with_their_conversation(postgres_database, tmp_path):
+    """A uvicorn of its own on PostgreSQL: upload, send, read, delete; the storage follows."""
+    import httpx
+    import psycopg
+
+    from tests.conftest import free_port
+    from tests.processes import PYTHON, ServerProcess, migrate, server_env
+
+    database, name, admin = postgres_database
+    media = tmp_path / "media"
+    env = server_env(database, MEDIA_ROOT=str(media), CHAT_DEMO_RATE="0")
+    migrate(env)
+    port = free_port()
+    command = [PYTHON, "-m", "uvicorn", "project.asgi:application", "--port", str(port)]
+    server = ServerProcess(command, env, port).start()
+    try:
+        with httpx.Client(base_url=server.url, timeout=10) as http:
+            http.get("/")
+            csrf = {"X-CSRFToken": http.cookies["csrftoken"]}
+            files = {"file": ("dot.png", png(), "image/png")}
+            body = http.post("/api/attachments", files=files, headers=csrf).json()
+            created = http.post(
+                "/api/conversations",
+                json={"content": "What is it?", "attachments": [body["id"]]},
+                headers=csrf,
+            )
+            assert created.status_code == 201, created.text
+            conversation = created.json()
+            assert conversation["user_message"]["attachments"][0]["id"] == body["id"]
+            shown = http.get(f"/api/conversations/{conversation['id']}").json()
+            assert shown["messages"][0]["attachments"][0]["name"] == "dot.png"
+            assert len(stored_files(media)) == 1
+            assert http.delete(f"/api/conversations/{conversation['id']}", headers=csrf).status_code == 204
+            assert stored_files(media) == []
+        with psycopg.connect(admin.info.dsn, dbname=name) as conn:
+            assert conn.execute("SELECT count(*) FROM chat_attachment").fetchone()[0] == 0
+    finally:
+        server.stop()
