@@ -17,6 +17,7 @@ from tests.page.test_page import conversation_id, reply, send, use_script_model
 
 # Not a PNG, whatever its name says: the server judges the content (contract v3).
 HTML_NAMED_PNG = b"<!doctype html><title>x</title><script>alert(document.cookie)</script>"
+SVG = b'<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>'
 
 
 def png(width: int = 40, height: int = 30) -> bytes:
@@ -93,13 +94,15 @@ def test_a_refused_file_shows_the_servers_sentence_and_is_not_sent(page, tab):
 
     page.goto("/")
     attach(page, "page.png", HTML_NAMED_PNG)
+    attach(page, "logo.svg", SVG, "image/svg+xml")
     attach(page, "fine.png", png())
     refused = chip(page, "page.png")
     expect(refused).to_have_class(re.compile(r"\bfailed\b"))
     expect(refused.get_by_role("alert")).to_have_text(sentence)
+    expect(chip(page, "logo.svg").get_by_role("alert")).to_contain_text("not accepted")
     expect(chip(page, "fine.png")).to_have_class(re.compile(r"\bready\b"))
 
-    send(page, "Two files, one of them refused.")
+    send(page, "Three files, two of them refused.")
     expect(reply(page)).to_have_attribute("data-status", "complete")
     expect(page.locator(".msg.user .msg-attachment")).to_have_count(1)
     expect(page.locator(".msg.user .msg-attachment img")).to_have_attribute("alt", "fine.png")
