@@ -69,7 +69,9 @@ def test_an_attached_png_is_a_thumbnail_chip_then_a_thumbnail_in_the_log_that_th
     expect(thumb).to_have_attribute("width", "40")  # its box is known before it loads
     expect(thumb).to_have_attribute("height", "30")
     expect(reply(page)).to_have_attribute("data-status", "complete")
+    # The demo model lists what it received (its code is on branch wt-att-providers).
     expect(reply(page).locator(".markdown")).to_contain_text("red square.png")
+    expect(reply(page).locator(".markdown")).to_contain_text("40×30")
 
     [stored] = stored_attachments(page)
     assert (stored["name"], stored["content_type"]) == ("red square.png", "image/png")
