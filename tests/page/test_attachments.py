@@ -241,3 +241,20 @@ def test_a_send_waiting_for_an_upload_that_is_refused_sends_nothing_and_keeps_th
     expect(page.locator("#send")).to_be_enabled()
     assert page.input_value("#prompt") == "Here is my picture."  # the person decides: remove, send again
     expect(page.locator(".msg.user")).to_have_count(0)
+
+
+def test_a_file_removed_while_it_uploads_is_cancelled_and_not_sent(page):
+    held = []
+    page.route("**/api/attachments", lambda route: held.append(route))
+    page.goto("/")
+    attach(page, "second thoughts.png", png())
+    uploading = chip(page, "second thoughts.png")
+    expect(uploading).to_have_class(re.compile(r"\buploading\b"))
+    assert held
+    uploading.get_by_role("button", name="Remove second thoughts.png").click()
+    expect(uploading).to_have_count(0)
+    expect(page.locator("#prompt")).to_be_focused()
+    send(page, "Never mind the picture.")
+    expect(reply(page)).to_have_attribute("data-status", "complete")
+    expect(page.locator(".msg.user .msg-attachment")).to_have_count(0)
+    assert stored_attachments(page) == []
