@@ -39,7 +39,7 @@ _OFFSET = re.compile(r"([0-9]{1,15})(?:\.([0-9]{1,15}))?")  # `T`, or `T.S` afte
 _csrf = CsrfViewMiddleware(lambda request: HttpResponse())
 
 PAGE_CSP = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
     "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
 
@@ -371,6 +371,7 @@ def page_view(request: HttpRequest, conversation_id: str | None = None) -> HttpR
         "conversation_id": conversation_id or "",
         "models": [m.as_dict() for m in registry.available_models()],
         "default_model": registry.default_model(),
+        "max_attachment_bytes": conf.get_int("CHAT_MAX_ATTACHMENT_BYTES"),  # attachments.js
     }
     response = render(request, "chat/index.html", context)
     # Defence in depth: the page renders model output only through a sanitizer, and even so

@@ -86,3 +86,46 @@ export const chooseBranch = (id, messageId) =>
 
 // Search (contract v3, "Search"): the owner's conversations that hold the words, with snippets.
 export const searchConversations = (q) => api("GET", `${apiUrl("conversations")}?q=${encodeURIComponent(q)}`);
+
+// Contract v3, "Files and images": one file up (multipart, field `file`), with its progress.
+// XMLHttpRequest, not fetch: only it reports upload progress. `onProgress(fraction)`;
+// `signal` (an AbortSignal) cancels. Answers {id, name, content_type, size, ...}; throws ApiError.
+export const attachmentUrl = (id) => apiUrl(`attachments/${id}`);
+export function uploadAttachment(file, { onProgress, signal } = {}) {
+  return new Promise((resolve, reject) => {
+    const xhr = new XMLHttpRequest();
+    xhr.open("POST", apiUrl("attachments"));
+    xhr.withCredentials = true;
+    xhr.setRequestHeader("Accept", "application/json");
+    xhr.setRequestHeader("X-CSRFToken", csrfToken());
+    xhr.responseType = "text";
+    xhr.upload.addEventListener("progress", (event) => {
+      if (event.lengthComputable) onProgress?.(event.loaded / event.total);
+    });
+    xhr.addEventListener("load", () => {
+      let data = null;
+      try {
+        data = JSON.parse(xhr.responseText);
+      } catch {
+        data = null;
+      }
+      if (xhr.status >= 200 && xhr.status < 300 && data) resolve(data);
+      else
+        reject(
+          new ApiError(data?.error || `The server answered ${xhr.status} ${xhr.statusText}.`, {
+            status: xhr.status,
+            code: data?.code || "http_error",
+            retryAfter: retryAfterSeconds(xhr.getResponseHeader("Retry-After")),
+          }),
+        );
+    });
+    xhr.addEventListener("error", () =>
+      reject(new ApiError("The server could not be reached. Check your connection and try again.")),
+    );
+    xhr.addEventListener("abort", () => reject(new ApiError("The upload was cancelled.", { code: "aborted" })));
+    signal?.addEventListener("abort", () => xhr.abort());
+    const body = new FormData();
+    body.append("file", file, file.name);
+    xhr.send(body);
+  });
+}

@@ -2,6 +2,7 @@
 // User text is only ever set with textContent; model output goes through markdown.js
 // (marked, then DOMPurify). Modules, no build step: see docs/API.md for what it speaks.
 import * as API from "./api.js";
+import { Attachments, attachmentsElement } from "./attachments.js";
 import { Feedback } from "./feedback.js";
 import { showVersions, switchBranch, versionTarget } from "./branches.js";
 import { warmUp } from "./markdown.js";
@@ -119,6 +120,7 @@ function userElement(message) {
   const text = document.createElement("div");
   text.className = "text";
   text.textContent = message.content;
+  text.hidden = !message.content; // a picture with no words
   const actions = document.createElement("div");
   actions.className = "actions";
   const edit = document.createElement("button");
@@ -128,6 +130,8 @@ function userElement(message) {
   edit.setAttribute("aria-label", "Edit this message");
   actions.append(edit);
   el.append(text, actions);
+  const files = attachmentsElement(message.attachments); // attachments.js
+  if (files) el.prepend(files);
   if (message.id) showVersions(el, message);
   return el;
 }
@@ -289,16 +293,17 @@ function showMessages(conversation) {
 
 // --- sending, stopping, answering again, editing ---------------------------------------------
 
-async function send(text) {
+async function send(text, attachments = []) {
   hideNotice();
   const editId = state.editing;
-  const pending = userElement({ content: text });
+  const pending = userElement({ content: text, attachments });
   pending.classList.add("pending");
   log.append(pending);
   welcome.hidden = true;
   keepAtBottom(true);
   const body = { content: text };
   if (modelSelect.value) body.model = modelSelect.value;
+  if (attachments.length) body.attachments = attachments.map((a) => a.id);
   let sent;
   try {
     if (state.conversation) {
@@ -314,10 +319,11 @@ async function send(text) {
   } catch (error) {
     pending.remove();
     if (!prompt.value) prompt.value = text;
+    files.restore(attachments);
     refreshControls();
     showNotice(error, () => {
       prompt.value = "";
-      send(text);
+      send(text, files.take());
     });
     return;
   }
@@ -450,13 +456,29 @@ async function copyText(text, buttonEl) {
 
 // --- events ------------------------------------------------------------------------------------
 
-form.addEventListener("submit", (event) => {
+// Files in the composer (attachments.js): a send waits for the uploads in flight; when one of
+// those is refused, nothing is sent (its chip says why) and the person sends again.
+const files = new Attachments({ form, prompt, dropArea: document.querySelector(".main") }, { announce });
+let waitingForUploads = false;
+
+form.addEventListener("submit", async (event) => {
   event.preventDefault();
+  const empty = () => !prompt.value.trim() && !files.count; // files alone may be sent
+  if (streamingReply() || waitingForUploads || empty()) return;
+  if (files.uploading) {
+    waitingForUploads = true;
+    sendButton.disabled = true;
+    announce("Sending once the files are uploaded…");
+    const ok = await files.settled();
+    waitingForUploads = false;
+    sendButton.disabled = false;
+    if (!ok || streamingReply()) return;
+  }
+  if (empty()) return;
   const text = prompt.value;
-  if (!text.trim() || streamingReply()) return;
   prompt.value = "";
   autosize();
-  send(text);
+  send(text, files.take());
 });
 
 prompt.addEventListener("keydown", (event) => {
