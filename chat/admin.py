@@ -534,12 +534,7 @@ class MessageAdmin(admin.ModelAdmin):
 
     @admin.display(description="conversation")
     def links(self, obj: Message) -> str:
-        return format_html(
-            '<a href="{}">{}</a> · <a href="{}" target="_blank" rel="noopener">chat page</a>',
-            reverse("admin:chat_conversation_change", args=[obj.conversation_id]),
-            str(obj.conversation)[:40],
-            reverse("chat:conversation-page", args=[obj.conversation_id]),
-        )
+        return feedback_admin.conversation_links(obj)
 
     @admin.display(description="conversation")
     def conversation_link(self, obj: Message) -> str:

@@ -82,6 +82,16 @@ def csv_download(queryset: QuerySet[Message]) -> HttpResponse:
 
 
 @admin.register(Feedback)
+def conversation_links(message: Message) -> str:
+    """A message's conversation, in the admin and on the chat page (both lists link so)."""
+    return format_html(
+        '<a href="{}">{}</a> · <a href="{}" target="_blank" rel="noopener">chat page</a>',
+        reverse("admin:chat_conversation_change", args=[message.conversation_id]),
+        str(message.conversation)[:40],
+        reverse("chat:conversation-page", args=[message.conversation_id]),
+    )
+
+
 class FeedbackAdmin(admin.ModelAdmin):
     """Read-only: a verdict is its owner's, not the site's to edit."""
 
@@ -128,12 +138,7 @@ class FeedbackAdmin(admin.ModelAdmin):
 
     @admin.display(description="conversation")
     def links(self, obj: Message) -> str:
-        return format_html(
-            '<a href="{}">{}</a> · <a href="{}" target="_blank" rel="noopener">chat page</a>',
-            reverse("admin:chat_conversation_change", args=[obj.conversation_id]),
-            str(obj.conversation)[:40],
-            reverse("chat:conversation-page", args=[obj.conversation_id]),
-        )
+        return conversation_links(obj)
 
     @admin.action(description="Export selected feedback as CSV", permissions=["view"])
     def export_csv(self, request: HttpRequest, queryset: QuerySet[Message]) -> HttpResponse:

@@ -16,6 +16,7 @@ from django.utils import timezone
 from PIL import Image
 
 from chat.models import Attachment, Conversation, Message
+from tests.attachment_files import pdf_bytes
 from tests.conftest import need_service
 from tests.fakes import ModelCalls, script
 
@@ -53,26 +54,8 @@ def jpeg(width: int = 4, height: int = 5) -> bytes:
 
 
 def pdf(text: str = "Hello PDF") -> bytes:
-    """A minimal hand-written PDF with one page of text, which pypdf reads."""
-    stream = f"BT /F1 12 Tf 72 720 Td ({text}) Tj ET".encode()
-    objects = [
-        b"<< /Type /Catalog /Pages 2 0 R >>",
-        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
-        b"/Resources << /Font << /F1 5 0 R >> >> >>",
-        b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream",
-        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
-    ]
-    out = b"%PDF-1.4\n"
-    offsets = []
-    for number, body in enumerate(objects, 1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
-    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
-    return out
+    """A small real PDF with one page of text, which pypdf reads."""
+    return pdf_bytes(text)
 
 
 def upload(tab, data: bytes, name: str = "file.bin", content_type: str = "application/octet-stream"):
