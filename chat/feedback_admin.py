@@ -81,7 +81,6 @@ def csv_download(queryset: QuerySet[Message]) -> HttpResponse:
     return response
 
 
-@admin.register(Feedback)
 def conversation_links(message: Message) -> str:
     """A message's conversation, in the admin and on the chat page (both lists link so)."""
     return format_html(
@@ -92,6 +91,7 @@ def conversation_links(message: Message) -> str:
     )
 
 
+@admin.register(Feedback)
 class FeedbackAdmin(admin.ModelAdmin):
     """Read-only: a verdict is its owner's, not the site's to edit."""
 
