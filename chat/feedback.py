@@ -8,8 +8,7 @@ from django.utils import timezone
 
 from chat.errors import Invalid
 from chat.models import Message
-from chat.services import Owner, message_get
-from chat.text import unstorable
+from chat.services import Owner, check_text, message_get
 
 COMMENT_CHARS = 2000  # a few paragraphs: enough to say what was wrong, not a second transcript
 RATINGS = (1, -1, 0)
@@ -34,10 +33,7 @@ def _comment(data: dict) -> str | None:
         raise Invalid("'comment' must be a string.")
     if len(comment) > COMMENT_CHARS:
         raise Invalid(f"'comment' is {len(comment):,} characters long; the limit is {COMMENT_CHARS:,}.")
-    problem = unstorable(comment)
-    if problem:
-        raise Invalid(f"'comment' {problem}; remove it and send again.")
-    return comment.strip()
+    return check_text("comment", comment).strip()
 
 
 def reply_feedback(*, owner: Owner, message_id: str, data: dict) -> Message:
