@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 ADDRPORT ?= 127.0.0.1:8000
 
-.PHONY: install run test lint clean bench bench-quick bench-bigconv bench-search
+.PHONY: install node run test lint clean bench bench-quick bench-bigconv bench-search
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,11 +19,21 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# What the tests take from npm (tests/node/package.json): the AI SDK, axe-core and Node 22.
+# Without npm the tests that need them skip, saying so (CI installs it: .ci/run).
+NODE_STAMP := tests/node/node_modules/.installed-stamp
+$(NODE_STAMP): tests/node/package.json tests/node/package-lock.json
+	@if command -v npm >/dev/null; then \
+		npm ci --prefix tests/node --no-audit --no-fund --loglevel=error && touch $(NODE_STAMP); \
+	else echo "npm is not installed: the tests that drive the AI SDK and axe-core will skip"; fi
+
+node: $(NODE_STAMP)
+
 run: install
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py runserver $(ADDRPORT)
 
-test: install
+test: install node
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install
