@@ -1,0 +1,198 @@
+"""The AI SDK's chat requests (`DefaultChatTransport`) as the app's own sends and replies.
+
+The transport names a conversation by the chat's `id` and sends the whole history each time.
+The server's history is the truth: only the last user message's text (and its files, when
+they are this server's uploads) is taken; a regenerate names the reply to answer again. The
+reply is then the same stored, limited, resumable reply as `POST .../messages` makes
+(docs/API-extensions.md, "The AI SDK's protocol").
+"""
+
+import re
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from asgiref.sync import sync_to_async
+from django.db import IntegrityError
+from django.urls import Resolver404, resolve
+from django.utils.translation import gettext as _
+
+from chat import branches, services
+from chat.errors import Invalid, NotFound
+from chat.models import Conversation, Message
+from chat.services import Owner
+
+if TYPE_CHECKING:
+    from chat.admission import Admission
+
+# uuid5 namespace of client ids: fixed forever, or every client id would name a new conversation.
+CLIENT_ID_NAMESPACE = uuid.UUID("6f0c1b7e-5d1a-4c38-9b55-2f3e1c0a7d42")
+CLIENT_ID = re.compile(r"[A-Za-z0-9_-]{1,100}")
+TRIGGERS = ("submit-message", "regenerate-message")
+
+
+@dataclass(frozen=True)
+class UIRequest:
+    """What a transport's POST asks: a conversation, and a new message or a regenerate."""
+
+    chat_id: str
+    trigger: str
+    content: str = ""
+    attachment_ids: tuple[str, ...] = ()
+    message_id: str | None = None  # the reply to answer again (regenerate-message)
+    model: str | None = None
+
+
+def conversation_pk(*, owner: Owner, chat_id: object) -> tuple[uuid.UUID, bool]:
+    """The conversation a chat id names, and whether it is a client's own id.
+
+    A UUID is one of ours (as the API gives them). Any other id (the package's generateId) is
+    mapped to uuid5(namespace, owner's key + id): the same id names one conversation per owner,
+    and two owners' same id never meet (their keys differ; the query checks the owner anyway).
+    """
+    ours = chat_id_check(chat_id)
+    if ours is not None:
+        return ours, False
+    return uuid.uuid5(CLIENT_ID_NAMESPACE, f"{owner.key}\n{chat_id}"), True
+
+
+def chat_id_check(chat_id: object) -> uuid.UUID | None:
+    """A chat id's UUID if it is one (one of our conversations), None for a client's id; else 400."""
+    if not isinstance(chat_id, str):
+        raise Invalid(_("'id' must be the chat's id, a string."))
+    try:
+        return uuid.UUID(chat_id)
+    except ValueError:
+        pass
+    if not CLIENT_ID.fullmatch(chat_id):
+        raise Invalid(_("'id' must be a conversation id or 1 to 100 letters, digits, '-' or '_'."))
+    return None
+
+
+def ui_conversation_get(*, owner: Owner, chat_id: str) -> Conversation | None:
+    """The owner's conversation of a chat id; None for a client id not used yet; 404 for a
+    UUID that is not the owner's."""
+    pk, client = conversation_pk(owner=owner, chat_id=chat_id)
+    conversation = owner.conversations().filter(pk=pk).first()
+    if conversation is None and not client:
+        raise NotFound(_("No conversation with id %(id)s.") % {"id": chat_id})
+    return conversation
+
+
+def _text_of(message: dict) -> tuple[str, list[str]]:
+    """A UI message's text parts joined, and its file parts' urls."""
+    parts = message.get("parts")
+    if not isinstance(parts, list) or not all(isinstance(p, dict) for p in parts):
+        raise Invalid(_("The last message's 'parts' must be a list of objects."))
+    texts, urls = [], []
+    for part in parts:
+        if part.get("type") == "text":
+            if not isinstance(part.get("text"), str):
+                raise Invalid(_("A text part's 'text' must be a string."))
+            texts.append(part["text"])
+        elif part.get("type") == "file":
+            if not isinstance(part.get("url"), str):
+                raise Invalid(_("A file part's 'url' must be a string."))
+            urls.append(part["url"])
+    return "\n\n".join(texts), urls
+
+
+def attachment_id_of(url: str, host: str) -> str:
+    """The id of an upload of this server named by its URL (`url` of POST /api/attachments),
+    relative or on this host; anything else (a data: URL, another site) is refused."""
+    refused = Invalid(
+        _(
+            "A file part's url must be the url of a file uploaded here first (POST "
+            "/api/attachments gives it); data: URLs and other sites' files are not accepted."
+        )
+    )
+    parts = urlsplit(url)
+    if parts.scheme not in ("", "http", "https") or (parts.netloc and parts.netloc != host):
+        raise refused
+    try:
+        match = resolve(parts.path)
+    except Resolver404:
+        raise refused from None
+    if match.view_name.rsplit(":", 1)[-1] != "attachment":
+        raise refused
+    return match.kwargs["attachment_id"]
+
+
+def ui_request_parse(data: dict, *, host: str) -> UIRequest:
+    """A transport's body, checked before anything is stored; a bad one is a 400."""
+    chat_id, trigger = data.get("id"), data.get("trigger", "submit-message")
+    if not isinstance(chat_id, str):
+        raise Invalid(_("The body needs 'id', the chat's id (a string)."))
+    chat_id_check(chat_id)
+    if trigger not in TRIGGERS:
+        raise Invalid(_("'trigger' must be 'submit-message' or 'regenerate-message'."))
+    model = data.get("model")
+    if model is not None and not isinstance(model, str):
+        raise Invalid(_("'model' must be a string."))
+    message_id = data.get("messageId")
+    if message_id is not None and not isinstance(message_id, str):
+        raise Invalid(_("'messageId' must be a string."))
+    if trigger == "regenerate-message":
+        return UIRequest(chat_id=chat_id, trigger=trigger, message_id=message_id, model=model)
+    messages = data.get("messages")
+    if not isinstance(messages, list) or not messages or not isinstance(messages[-1], dict):
+        raise Invalid(_("'messages' must be a list of UI messages ending with the one to send."))
+    if messages[-1].get("role") != "user":
+        raise Invalid(_("The last of 'messages' must be the user's message to send."))
+    content, urls = _text_of(messages[-1])
+    ids = tuple(attachment_id_of(url, host) for url in urls)
+    return UIRequest(chat_id=chat_id, trigger=trigger, content=content, attachment_ids=ids, model=model)
+
+
+async def ui_send(*, owner: Owner, request: UIRequest, admission: "Admission") -> Message:
+    """Send the request's message (to a conversation made now for a new client id) or answer
+    again; the reply, `streaming`, as POST .../messages or .../regenerate starts it."""
+    data: dict[str, Any] = {} if request.model is None else {"model": request.model}
+    conversation = await sync_to_async(ui_conversation_get)(owner=owner, chat_id=request.chat_id)
+    if request.trigger == "regenerate-message":
+        if conversation is None:
+            raise Invalid(_("This chat has no message to answer again."))
+        data["message_id"] = request.message_id
+        regenerated = await services.reply_regenerate(
+            owner=owner, conversation_id=str(conversation.pk), data=data, admission=admission
+        )
+        return regenerated[1]
+    data.update(content=request.content)
+    if request.attachment_ids:
+        data["attachments"] = list(request.attachment_ids)
+    if conversation is None:  # a client id's first message: the conversation is made with it
+        conversation = services.conversation_new(owner=owner, data=data)
+        conversation.pk = conversation_pk(owner=owner, chat_id=request.chat_id)[0]
+        try:
+            sent = await services.message_send(
+                owner=owner, conversation=conversation, data=data, admission=admission
+            )
+            return sent[1]
+        except IntegrityError:  # two first messages at once: the other made it; join it
+            conversation = await sync_to_async(ui_conversation_get)(owner=owner, chat_id=request.chat_id)
+            if conversation is None:
+                raise
+    sent = await services.message_send(owner=owner, conversation=conversation, data=data, admission=admission)
+    return sent[1]
+
+
+def ui_streaming_reply(*, owner: Owner, chat_id: str) -> Message | None:
+    """The reply being generated at the end of the chat's current branch, if any."""
+    conversation = ui_conversation_get(owner=owner, chat_id=chat_id)
+    if conversation is None or conversation.current_leaf_id is None:
+        return None
+    return Message.objects.filter(
+        pk=conversation.current_leaf_id,
+        conversation_id=conversation.pk,
+        role=Message.Role.ASSISTANT,
+        status=Message.Status.STREAMING,
+    ).first()
+
+
+def ui_history(*, owner: Owner, chat_id: str) -> list[Message]:
+    """The chat's current branch, root to leaf, files loaded (none for a client id not used yet)."""
+    conversation = ui_conversation_get(owner=owner, chat_id=chat_id)
+    if conversation is None:
+        return []
+    return branches.conversation_branch_load(conversation).branch

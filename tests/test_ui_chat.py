@@ -1,0 +1,247 @@
+"""The AI SDK's chat protocol against the real server: the real `ai` package (tests/node, run by
+Node 22 from tests/ui/*.mjs) sends, streams, shows reasoning and tools, and resumes after a
+reload; and what the endpoints refuse (chat/ui_views.py)."""
+
+import json
+import os
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+
+from chat.models import Conversation, Message
+from tests.conftest import REQUIRE_SERVICES
+from tests.fakes import gate, script
+
+HERE = Path(__file__).parent
+NODE = HERE / "node" / "node_modules" / ".bin" / "node"
+SDK = HERE / "node" / "node_modules" / "ai" / "package.json"
+TIMEOUT = 30
+
+
+def need_node() -> None:
+    if not (NODE.exists() and SDK.exists()):
+        message = (
+            "tests/node is not installed (`make node`): the AI SDK tests need its ai package and Node 22"
+        )
+        if REQUIRE_SERVICES:
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+def node_env(tab) -> dict[str, str]:
+    cookie = "; ".join(f"{name}={value}" for name, value in tab.http.cookies.items())
+    return {**os.environ, "CHAT_COOKIE": cookie, "CHAT_CSRF": tab.http.cookies.get("csrftoken", "")}
+
+
+def run_node(tab, script_name: str, *args: str) -> list[dict]:
+    """A script's JSON lines, once it has ended (it fails the test if the script failed)."""
+    need_node()
+    done = subprocess.run(
+        [str(NODE), str(HERE / "ui" / script_name), *args],
+        env=node_env(tab),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return [json.loads(line) for line in done.stdout.splitlines()]
+
+
+def text_of(message: dict) -> str:
+    return "".join(part["text"] for part in message["parts"] if part["type"] == "text")
+
+
+@pytest.fixture
+def steps(settings):
+    settings.CHAT_DEMO_STEPS = True
+    return settings
+
+
+def test_the_package_sends_and_shows_reasoning_tool_and_text_as_stored(tab, steps):
+    (out,) = run_node(tab, "send.mjs", str(tab.http.base_url).rstrip("/"), "chat-1", "What day is it?")
+    message, chunks = out["message"], out["chunks"]
+    stored = Message.objects.get(pk=message["id"])
+    assert stored.status == "complete" and stored.conversation.title == "What day is it?"
+    types = [part["type"] for part in message["parts"]]
+    assert types == ["step-start", "reasoning", "tool-current_time", "step-start", "text"]
+    reasoning, tool, text = message["parts"][1], message["parts"][2], message["parts"][4]
+    assert reasoning["text"] == stored.reasoning and reasoning["state"] == "done"
+    assert tool["state"] == "output-available" and tool["toolCallId"] == "call_demo_1"
+    assert tool["input"] == {} and tool["output"] == stored.steps[1]["result"]
+    assert text["text"] == stored.content and text["state"] == "done"
+    assert message["metadata"]["status"] == "complete" and message["metadata"]["conversationId"]
+    assert chunks[0] == "start" and chunks[-2:] == ["finish-step", "finish"]
+    # The same message, read back as a page would after a reload.
+    history = tab.get("/api/ui/chat/chat-1").json()["messages"]
+    assert [m["role"] for m in history] == ["user", "assistant"]
+    assert history[0]["parts"] == [{"type": "text", "text": "What day is it?"}]
+    assert history[1]["parts"] == message["parts"]
+
+
+def test_one_client_id_is_one_conversation_per_owner(tab, new_tab):
+    base = str(tab.http.base_url).rstrip("/")
+    first = run_node(tab, "send.mjs", base, "same-id", "Hello")[0]["message"]
+    second = run_node(tab, "send.mjs", base, "same-id", "Again")[0]["message"]
+    other_tab = new_tab()
+    other = run_node(other_tab, "send.mjs", base, "same-id", "Mine")[0]["message"]
+    ours = Message.objects.get(pk=first["id"]).conversation_id
+    assert Message.objects.get(pk=second["id"]).conversation_id == ours
+    assert Message.objects.get(pk=other["id"]).conversation_id != ours
+    assert [m["role"] for m in tab.get("/api/ui/chat/same-id").json()["messages"]] == [
+        "user",
+        "assistant",
+    ] * 2
+    assert len(other_tab.get("/api/ui/chat/same-id").json()["messages"]) == 2
+
+
+def test_a_reload_mid_reply_resumes_to_exactly_the_stored_text(tab, server):
+    base = str(tab.http.base_url).rstrip("/")
+    need_node()
+    steps = script({"say": "Hello, "}, {"say": "half"}, {"gate": "ui-reload"}, {"say": " and the rest."})
+    # The scripted model, named by the transport's `body` (CHAT_UI_MODEL: tests/ui/sdk.mjs).
+    process = subprocess.Popen(
+        [str(NODE), str(HERE / "ui" / "resume.mjs"), base, "reload-1", steps],
+        env={**node_env(tab), "CHAT_UI_MODEL": "script:fake"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        aborted = json.loads(process.stdout.readline() or "null")
+        assert aborted is not None, process.stderr.read()
+        assert Message.objects.get(pk=aborted["messageId"]).status == "streaming"
+        resumed = json.loads(process.stdout.readline())
+        assert resumed["first"] == {
+            "type": "start",
+            "messageId": aborted["messageId"],
+            "messageMetadata": resumed["first"]["messageMetadata"],
+        }
+        gate("ui-reload").set()
+        done = json.loads(process.stdout.readline())
+        assert process.wait(TIMEOUT) == 0, process.stderr.read()
+    finally:
+        process.kill()
+        process.communicate()
+    stored = tab.wait_finished(aborted["messageId"], resumed["first"]["messageMetadata"]["conversationId"])
+    assert stored["content"] == "Hello, half and the rest."
+    assert done["message"]["id"] == aborted["messageId"]
+    assert text_of(done["message"]) == stored["content"]
+    assert done["message"]["metadata"]["status"] == "complete"
+
+
+def test_nothing_streaming_is_204_and_the_package_reads_it_as_no_stream(tab):
+    base = str(tab.http.base_url).rstrip("/")
+    assert run_node(tab, "resume.mjs", base, "never-used") == [{"stream": None}]
+    run_node(tab, "send.mjs", base, "finished", "Hi")
+    assert tab.get("/api/ui/chat/finished/stream").status_code == 204
+    assert run_node(tab, "resume.mjs", base, "finished") == [{"stream": None}]
+
+
+def test_someone_elses_conversation_is_404(tab, new_tab):
+    cid = tab.conversation()["id"]
+    other = new_tab()
+    body = {"id": cid, "trigger": "submit-message", "messages": [_user("Hi")]}
+    response = other.post("/api/ui/chat", json=body)
+    assert response.status_code == 404 and response.json()["code"] == "not_found"
+    assert other.get(f"/api/ui/chat/{cid}/stream").status_code == 404
+    assert other.get(f"/api/ui/chat/{cid}").status_code == 404
+    assert other.get(f"/api/ui/chat/{uuid.uuid4()}").status_code == 404
+    assert not Message.objects.filter(conversation_id=cid).exists()
+
+
+def _user(text: str, *parts: dict) -> dict:
+    return {"id": "u", "role": "user", "parts": [{"type": "text", "text": text}, *parts]}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"trigger": "submit-message", "messages": [_user("Hi")]},
+        {"id": "has space", "messages": [_user("Hi")]},
+        {"id": "x" * 101, "messages": [_user("Hi")]},
+        {"id": 5, "messages": [_user("Hi")]},
+        {"id": "c", "trigger": "resume", "messages": [_user("Hi")]},
+        {"id": "c", "messages": []},
+        {"id": "c", "messages": "Hi"},
+        {"id": "c", "messages": [{"id": "a", "role": "assistant", "parts": []}]},
+        {"id": "c", "messages": [{"id": "u", "role": "user", "parts": "Hi"}]},
+        {"id": "c", "messages": [{"id": "u", "role": "user", "parts": [{"type": "text", "text": 3}]}]},
+        {"id": "c", "messages": [{"id": "u", "role": "user", "parts": []}]},
+        {
+            "id": "c",
+            "messages": [
+                _user("Hi", {"type": "file", "url": "data:text/plain;base64,SGk=", "mediaType": "text/plain"})
+            ],
+        },
+        {
+            "id": "c",
+            "messages": [
+                _user(
+                    "Hi", {"type": "file", "url": "https://elsewhere.example/f.png", "mediaType": "image/png"}
+                )
+            ],
+        },
+        {
+            "id": "c",
+            "messages": [
+                _user(
+                    "Hi",
+                    {
+                        "type": "file",
+                        "url": "/api/attachments/" + str(uuid.uuid4()),
+                        "mediaType": "image/png",
+                    },
+                )
+            ],
+        },
+        {"id": "c", "messages": [_user("Hi")], "model": "no-such-model"},
+        {"id": "c", "trigger": "regenerate-message", "messageId": str(uuid.uuid4())},
+    ],
+)
+def test_bad_bodies_are_400_and_store_nothing(tab, body):
+    before = (Conversation.objects.count(), Message.objects.count())
+    response = tab.post("/api/ui/chat", json=body)
+    assert response.status_code == 400, response.text
+    assert response.json()["code"] == "invalid" and response.json()["error"]
+    assert (Conversation.objects.count(), Message.objects.count()) == before
+
+
+def test_not_json_is_400(tab):
+    response = tab.http.post(
+        "/api/ui/chat", content=b"{", headers={**tab.csrf, "Content-Type": "application/json"}
+    )
+    assert response.status_code == 400 and response.json()["code"] == "invalid"
+
+
+def test_csrf_and_cross_site_rules_are_the_apis(tab):
+    body = {"id": "csrf-1", "trigger": "submit-message", "messages": [_user("Hi")]}
+    response = tab.http.post("/api/ui/chat", json=body)  # cookies, no token
+    assert response.status_code == 403 and response.json()["code"] == "csrf"
+    response = tab.post("/api/ui/chat", json=body, headers={"Origin": "https://evil.example"})
+    assert response.status_code == 403 and response.json()["code"] == "csrf"
+    assert "another site" in response.json()["error"]
+    assert not Conversation.objects.exists()
+
+
+def _chunks(response) -> list[dict]:
+    lines = [line for line in response.text.split("\n\n") if line.startswith("data: ")]
+    assert lines[-1] == "data: [DONE]"
+    return [json.loads(line.removeprefix("data: ")) for line in lines[:-1]]
+
+
+def test_regenerate_answers_again_beside_the_old_reply(tab):
+    body = {"id": "regen-1", "trigger": "submit-message", "messages": [_user("Hi")]}
+    first = tab.post("/api/ui/chat", json=body)
+    assert first.status_code == 200 and first.headers["x-vercel-ai-ui-message-stream"] == "v1"
+    old = _chunks(first)[0]["messageId"]
+    body = {"id": "regen-1", "trigger": "regenerate-message", "messageId": old, "messages": []}
+    again = _chunks(tab.post("/api/ui/chat", json=body))
+    new = again[0]["messageId"]
+    assert new != old and again[-1]["finishReason"] == "stop"
+    reply = Message.objects.get(pk=new)
+    assert reply.parent_id == Message.objects.get(pk=old).parent_id
+    history = tab.get("/api/ui/chat/regen-1").json()["messages"]
+    assert [m["id"] for m in history][-1] == new
