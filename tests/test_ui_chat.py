@@ -245,3 +245,34 @@ def test_regenerate_answers_again_beside_the_old_reply(tab):
     assert reply.parent_id == Message.objects.get(pk=old).parent_id
     history = tab.get("/api/ui/chat/regen-1").json()["messages"]
     assert [m["id"] for m in history][-1] == new
+
+
+def _model_body(chat_id: str, *steps: dict) -> dict:
+    return {"id": chat_id, "messages": [_user(script(*steps))], "model": "script:fake"}
+
+
+def test_a_failed_reply_ends_with_the_error_chunk_then_finish(tab):
+    response = tab.post(
+        "/api/ui/chat", json=_model_body("fail-1", {"say": "Hi"}, {"fail": "The model is down."})
+    )
+    chunks = _chunks(response)
+    assert chunks[-2] == {"type": "error", "errorText": "The model is down."}
+    assert chunks[-1]["type"] == "finish" and chunks[-1]["finishReason"] == "error"
+    assert chunks[-1]["messageMetadata"]["status"] == "error"
+
+
+def test_a_stopped_reply_ends_with_finish_other_and_keeps_its_text(tab):
+    body = _model_body("stop-1", {"say": "Half"}, {"gate": "ui-stop"}, {"say": " never"})
+    received: list[dict] = []
+    with tab.http.stream("POST", "/api/ui/chat", json=body, headers=tab.csrf) as response:
+        assert response.status_code == 200
+        for line in response.iter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            received.append(json.loads(line.removeprefix("data: ")))
+            if received[-1]["type"] == "text-delta":
+                stopped = tab.post(f"/api/messages/{received[0]['messageId']}/stop")
+                assert stopped.json()["status"] == "stopped"
+    assert "".join(c["delta"] for c in received if c["type"] == "text-delta") == "Half"
+    assert received[-1]["finishReason"] == "other" and received[-1]["messageMetadata"]["status"] == "stopped"
+    assert [c["type"] for c in received[-3:]] == ["text-end", "finish-step", "finish"]
