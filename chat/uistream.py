@@ -109,6 +109,8 @@ class UIEncoder:
             return self._delta("reasoning", item.text) if item.text else []
         if isinstance(item, ToolCallStep):
             call = {"toolCallId": item.call_id, "toolName": item.name, "input": item.arguments}
+            # Run by the server (the package calls a client's onToolCall only for the others).
+            call["providerExecuted"] = True
             return [*self._step(), *self._close_part(), {"type": "tool-input-available", **call}]
         if isinstance(item, ToolResultStep):
             self.step_done = True
@@ -166,6 +168,7 @@ def _fold(parts: list[dict[str, Any]], item: Event, new_step: bool) -> bool:
                 "toolCallId": item.call_id,
                 "state": "input-available",
                 "input": item.arguments,
+                "providerExecuted": True,
             }
         )
         return False

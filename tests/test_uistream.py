@@ -71,7 +71,7 @@ def test_reasoning_a_tool_then_text_is_two_steps():
         + b'data: {"type":"reasoning-delta","id":"reasoning-1","delta":"Think"}\n\n'
         + b'data: {"type":"reasoning-end","id":"reasoning-1"}\n\n'
         + b'data: {"type":"tool-input-available","toolCallId":"call_1","toolName":"clock",'
-        + b'"input":{"tz":"UTC"}}\n\n'
+        + b'"input":{"tz":"UTC"},"providerExecuted":true}\n\n'
         + b'data: {"type":"tool-output-available","toolCallId":"call_1","output":{"utc":"now"}}\n\n'
         + b'data: {"type":"finish-step"}\n\n'
         + b'data: {"type":"start-step"}\n\n'
@@ -142,7 +142,14 @@ def test_stored_parts_are_the_streams_parts():
     assert reply_parts(events) == [
         {"type": "step-start"},
         {"type": "reasoning", "id": "reasoning-1", "text": "Hm", "state": "done"},
-        {"type": "tool-clock", "toolCallId": "c", "state": "output-error", "input": {}, "errorText": "Down."},
+        {
+            "type": "tool-clock",
+            "toolCallId": "c",
+            "state": "output-error",
+            "input": {},
+            "providerExecuted": True,
+            "errorText": "Down.",
+        },
         {"type": "step-start"},
         {"type": "text", "text": "Yes", "state": "done"},
         {"type": "reasoning", "id": "reasoning-3", "text": "and", "state": "done"},
