@@ -142,7 +142,24 @@ def ui_request_parse(data: dict, *, host: str) -> UIRequest:
         raise Invalid(_("The last of 'messages' must be the user's message to send."))
     content, urls = _text_of(messages[-1])
     ids = tuple(attachment_id_of(url, host) for url in urls)
-    return UIRequest(chat_id=chat_id, trigger=trigger, content=content, attachment_ids=ids, model=model)
+    if message_id is not None:  # sendMessage({messageId}): a new version of that user message
+        try:
+            uuid.UUID(message_id)
+        except ValueError:
+            raise Invalid(
+                _(
+                    "'messageId' must name one of your messages in this chat by the id the "
+                    "server gave it (GET /api/ui/chat/<id> lists them)."
+                )
+            ) from None
+    return UIRequest(
+        chat_id=chat_id,
+        trigger=trigger,
+        content=content,
+        attachment_ids=ids,
+        message_id=message_id,
+        model=model,
+    )
 
 
 async def ui_send(*, owner: Owner, request: UIRequest, admission: "Admission") -> Message:
@@ -161,6 +178,14 @@ async def ui_send(*, owner: Owner, request: UIRequest, admission: "Admission") -
     data.update(content=request.content)
     if request.attachment_ids:
         data["attachments"] = list(request.attachment_ids)
+    if request.message_id is not None:  # an edit: a sibling of that message (contract v3, "Branches")
+        if conversation is None:
+            raise Invalid(_("This chat has no message to edit."))
+        data["edit"] = request.message_id
+        edited = await services.message_edit(
+            owner=owner, conversation_id=str(conversation.pk), data=data, admission=admission
+        )
+        return edited[1]
     if conversation is None:  # a client id's first message: the conversation is made with it
         conversation = services.conversation_new(owner=owner, data=data)
         conversation.pk = conversation_pk(owner=owner, chat_id=request.chat_id)[0]

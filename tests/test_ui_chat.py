@@ -276,3 +276,22 @@ def test_a_stopped_reply_ends_with_finish_other_and_keeps_its_text(tab):
     assert "".join(c["delta"] for c in received if c["type"] == "text-delta") == "Half"
     assert received[-1]["finishReason"] == "other" and received[-1]["messageMetadata"]["status"] == "stopped"
     assert [c["type"] for c in received[-3:]] == ["text-end", "finish-step", "finish"]
+
+
+def test_send_message_with_a_message_id_is_a_new_version_of_it(tab):
+    first = _chunks(tab.post("/api/ui/chat", json={"id": "edit-1", "messages": [_user("Hi")]}))
+    question = tab.get("/api/ui/chat/edit-1").json()["messages"][0]
+    body = {
+        "id": "edit-1",
+        "messageId": question["id"],
+        "messages": [{**_user("Hello"), "id": question["id"]}],
+    }
+    again = _chunks(tab.post("/api/ui/chat", json=body))
+    assert again[-1]["finishReason"] == "stop" and again[0]["messageId"] != first[0]["messageId"]
+    history = tab.get("/api/ui/chat/edit-1").json()["messages"]
+    assert [m["parts"][0]["text"] for m in history if m["role"] == "user"] == ["Hello"]
+    edited = Message.objects.get(pk=history[0]["id"])
+    assert edited.parent_id is None and Message.objects.filter(role="user", parent__isnull=True).count() == 2
+    unknown = {"id": "edit-1", "messageId": "client-made-id", "messages": [_user("Hey")]}
+    response = tab.post("/api/ui/chat", json=unknown)
+    assert response.status_code == 400 and "messageId" in response.json()["error"]
