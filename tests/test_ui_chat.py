@@ -295,3 +295,13 @@ def test_send_message_with_a_message_id_is_a_new_version_of_it(tab):
     unknown = {"id": "edit-1", "messageId": "client-made-id", "messages": [_user("Hey")]}
     response = tab.post("/api/ui/chat", json=unknown)
     assert response.status_code == 400 and "messageId" in response.json()["error"]
+
+
+def test_the_apis_limits_apply_and_a_refused_send_stores_nothing(tab, settings):
+    settings.CHAT_LIMITS_PREFIX = f"test-{uuid.uuid4().hex[:12]}"
+    settings.CHAT_LIMIT_MESSAGES = "1/day"
+    assert tab.post("/api/ui/chat", json={"id": "limit-1", "messages": [_user("Hi")]}).status_code == 200
+    before = (Conversation.objects.count(), Message.objects.count())
+    response = tab.post("/api/ui/chat", json={"id": "limit-2", "messages": [_user("Again")]})
+    assert response.status_code == 429 and response.json()["code"] == "rate_limited"
+    assert (Conversation.objects.count(), Message.objects.count()) == before
