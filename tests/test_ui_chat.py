@@ -54,13 +54,21 @@ def text_of(message: dict) -> str:
     return "".join(part["text"] for part in message["parts"] if part["type"] == "text")
 
 
+@pytest.fixture(params=["memory", "redis"])
+def event_log(request, settings) -> str:
+    """The reply's live events from this process's memory, then from Redis Streams."""
+    if request.param == "redis":
+        request.getfixturevalue("redis_settings")
+    return request.param
+
+
 @pytest.fixture
 def steps(settings):
     settings.CHAT_DEMO_STEPS = True
     return settings
 
 
-def test_the_package_sends_and_shows_reasoning_tool_and_text_as_stored(tab, steps):
+def test_the_package_sends_and_shows_reasoning_tool_and_text_as_stored(tab, steps, event_log):
     (out,) = run_node(tab, "send.mjs", str(tab.http.base_url).rstrip("/"), "chat-1", "What day is it?")
     message, chunks = out["message"], out["chunks"]
     stored = Message.objects.get(pk=message["id"])
@@ -97,7 +105,7 @@ def test_one_client_id_is_one_conversation_per_owner(tab, new_tab):
     assert len(other_tab.get("/api/ui/chat/same-id").json()["messages"]) == 2
 
 
-def test_a_reload_mid_reply_resumes_to_exactly_the_stored_text(tab, server):
+def test_a_reload_mid_reply_resumes_to_exactly_the_stored_text(tab, server, event_log):
     base = str(tab.http.base_url).rstrip("/")
     need_node()
     steps = script({"say": "Hello, "}, {"say": "half"}, {"gate": "ui-reload"}, {"say": " and the rest."})
