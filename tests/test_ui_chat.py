@@ -313,3 +313,23 @@ def test_the_apis_limits_apply_and_a_refused_send_stores_nothing(tab, settings):
     response = tab.post("/api/ui/chat", json={"id": "limit-2", "messages": [_user("Again")]})
     assert response.status_code == 429 and response.json()["code"] == "rate_limited"
     assert (Conversation.objects.count(), Message.objects.count()) == before
+
+
+def test_a_file_part_of_an_upload_here_is_sent_with_the_message(tab):
+    upload = tab.post("/api/attachments", files={"file": ("notes.txt", b"hello from a file", "text/plain")})
+    assert upload.status_code == 201, upload.text
+    file = upload.json()
+    part = {
+        "type": "file",
+        "mediaType": "text/plain",
+        "filename": "notes.txt",
+        "url": str(tab.http.base_url).rstrip("/") + file["url"],
+    }
+    reply = _chunks(tab.post("/api/ui/chat", json={"id": "file-1", "messages": [_user("Read it", part)]}))
+    text = "".join(c["delta"] for c in reply if c["type"] == "text-delta")
+    assert text.startswith("I received 1 file:") and "`notes.txt`" in text
+    question = tab.get("/api/ui/chat/file-1").json()["messages"][0]
+    assert question["parts"] == [
+        {"type": "text", "text": "Read it"},
+        {"type": "file", "mediaType": "text/plain", "filename": "notes.txt", "url": file["url"]},
+    ]
