@@ -6,11 +6,15 @@ import { pathToFileURL } from "node:url";
 const require = createRequire(new URL("../node/package.json", import.meta.url));
 export const ai = await import(pathToFileURL(require.resolve("ai")).href);
 
+// As docs/ai-sdk.md configures it: only the last message is sent (the server keeps the rest).
 export function transport(base) {
   return new ai.DefaultChatTransport({
     api: `${base}/api/ui/chat`,
     body: process.env.CHAT_UI_MODEL ? { model: process.env.CHAT_UI_MODEL } : undefined,
     headers: () => ({ Cookie: process.env.CHAT_COOKIE ?? "", "X-CSRFToken": process.env.CHAT_CSRF ?? "" }),
+    prepareSendMessagesRequest: ({ id, messages, trigger, messageId, body }) => ({
+      body: { ...body, id, trigger, messageId, messages: messages.slice(-1) },
+    }),
   });
 }
 
