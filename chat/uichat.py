@@ -119,6 +119,19 @@ def attachment_id_of(url: str, host: str) -> str:
     return match.kwargs["attachment_id"]
 
 
+def _server_id(message_id: str) -> None:
+    """`messageId` (an edit's, a regenerate's) must be an id the server gave: a UUID."""
+    try:
+        uuid.UUID(message_id)
+    except ValueError:
+        raise Invalid(
+            _(
+                "'messageId' must name a message of this chat by the id the server gave it "
+                "(GET /api/ui/chat/<id> lists them)."
+            )
+        ) from None
+
+
 def ui_request_parse(data: dict, *, host: str) -> UIRequest:
     """A transport's body, checked before anything is stored; a bad one is a 400."""
     chat_id, trigger = data.get("id"), data.get("trigger", "submit-message")
@@ -133,6 +146,8 @@ def ui_request_parse(data: dict, *, host: str) -> UIRequest:
     message_id = data.get("messageId")
     if message_id is not None and not isinstance(message_id, str):
         raise Invalid(_("'messageId' must be a string."))
+    if message_id is not None:
+        _server_id(message_id)
     if trigger == "regenerate-message":
         return UIRequest(chat_id=chat_id, trigger=trigger, message_id=message_id, model=model)
     messages = data.get("messages")
@@ -142,16 +157,6 @@ def ui_request_parse(data: dict, *, host: str) -> UIRequest:
         raise Invalid(_("The last of 'messages' must be the user's message to send."))
     content, urls = _text_of(messages[-1])
     ids = tuple(attachment_id_of(url, host) for url in urls)
-    if message_id is not None:  # sendMessage({messageId}): a new version of that user message
-        try:
-            uuid.UUID(message_id)
-        except ValueError:
-            raise Invalid(
-                _(
-                    "'messageId' must name one of your messages in this chat by the id the "
-                    "server gave it (GET /api/ui/chat/<id> lists them)."
-                )
-            ) from None
     return UIRequest(
         chat_id=chat_id,
         trigger=trigger,

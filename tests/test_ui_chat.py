@@ -333,3 +333,17 @@ def test_a_file_part_of_an_upload_here_is_sent_with_the_message(tab):
         {"type": "text", "text": "Read it"},
         {"type": "file", "mediaType": "text/plain", "filename": "notes.txt", "url": file["url"]},
     ]
+
+
+def test_a_quiet_reply_sends_heartbeat_comments_the_package_skips(tab, settings):
+    settings.CHAT_HEARTBEAT_INTERVAL = 0.05
+    body = _model_body("ping-1", {"say": "Wait"}, {"gate": "ui-ping"}, {"say": "ed."})
+    lines: list[str] = []
+    with tab.http.stream("POST", "/api/ui/chat", json=body, headers=tab.csrf) as response:
+        for line in response.iter_lines():
+            lines.append(line)
+            if line == ": ping":
+                gate("ui-ping").set()
+    assert ": ping" in lines and [line for line in lines if line][-1] == "data: [DONE]"
+    deltas = [json.loads(x[6:])["delta"] for x in lines if x.startswith("data: {") and '"text-delta"' in x]
+    assert "".join(deltas) == "Waited."
