@@ -168,43 +168,47 @@ def ui_request_parse(data: dict, *, host: str) -> UIRequest:
 
 
 async def ui_send(*, owner: Owner, request: UIRequest, admission: "Admission") -> Message:
-    """Send the request's message (to a conversation made now for a new client id) or answer
-    again; the reply, `streaming`, as POST .../messages or .../regenerate starts it."""
-    data: dict[str, Any] = {} if request.model is None else {"model": request.model}
+    """Send the request's message, edit one (`messageId`) or answer again; the reply,
+    `streaming`, as POST .../messages (or `edit`, or .../regenerate) starts it."""
     conversation = await sync_to_async(ui_conversation_get)(owner=owner, chat_id=request.chat_id)
-    if request.trigger == "regenerate-message":
+    data: dict[str, Any] = {} if request.model is None else {"model": request.model}
+    if request.trigger != "regenerate-message":
+        data["content"] = request.content
+        if request.attachment_ids:
+            data["attachments"] = list(request.attachment_ids)
+    if request.trigger == "regenerate-message" or request.message_id is not None:
         if conversation is None:
-            raise Invalid(_("This chat has no message to answer again."))
-        data["message_id"] = request.message_id
-        regenerated = await services.reply_regenerate(
-            owner=owner, conversation_id=str(conversation.pk), data=data, admission=admission
-        )
-        return regenerated[1]
-    data.update(content=request.content)
-    if request.attachment_ids:
-        data["attachments"] = list(request.attachment_ids)
-    if request.message_id is not None:  # an edit: a sibling of that message (contract v3, "Branches")
-        if conversation is None:
-            raise Invalid(_("This chat has no message to edit."))
-        data["edit"] = request.message_id
-        edited = await services.message_edit(
-            owner=owner, conversation_id=str(conversation.pk), data=data, admission=admission
-        )
-        return edited[1]
-    if conversation is None:  # a client id's first message: the conversation is made with it
-        conversation = services.conversation_new(owner=owner, data=data)
-        conversation.pk = conversation_pk(owner=owner, chat_id=request.chat_id)[0]
-        try:
-            sent = await services.message_send(
+            raise Invalid(_("This chat has no message yet to answer again or to edit."))
+        if request.trigger == "regenerate-message":
+            action, data["message_id"] = services.reply_regenerate, request.message_id
+        else:  # an edit: a sibling of that message (contract v3, "Branches")
+            action, data["edit"] = services.message_edit, request.message_id
+        pk = str(conversation.pk)
+        return (await action(owner=owner, conversation_id=pk, data=data, admission=admission))[1]
+    if conversation is None:
+        return await _first_send(owner=owner, request=request, data=data, admission=admission)
+    return (
+        await services.message_send(owner=owner, conversation=conversation, data=data, admission=admission)
+    )[1]
+
+
+async def _first_send(*, owner: Owner, request: UIRequest, data: dict, admission: "Admission") -> Message:
+    """A client id's first message: its conversation is stored with it (both, or nothing)."""
+    conversation = services.conversation_new(owner=owner, data=data)
+    conversation.pk = conversation_pk(owner=owner, chat_id=request.chat_id)[0]
+    try:
+        return (
+            await services.message_send(
                 owner=owner, conversation=conversation, data=data, admission=admission
             )
-            return sent[1]
-        except IntegrityError:  # two first messages at once: the other made it; join it
-            conversation = await sync_to_async(ui_conversation_get)(owner=owner, chat_id=request.chat_id)
-            if conversation is None:
-                raise
-    sent = await services.message_send(owner=owner, conversation=conversation, data=data, admission=admission)
-    return sent[1]
+        )[1]
+    except IntegrityError:  # two first messages at once: the other made it; this one joins it
+        conversation = await sync_to_async(ui_conversation_get)(owner=owner, chat_id=request.chat_id)
+        if conversation is None:
+            raise
+    return (
+        await services.message_send(owner=owner, conversation=conversation, data=data, admission=admission)
+    )[1]
 
 
 def ui_streaming_reply(*, owner: Owner, chat_id: str) -> Message | None:

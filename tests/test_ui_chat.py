@@ -347,3 +347,15 @@ def test_a_quiet_reply_sends_heartbeat_comments_the_package_skips(tab, settings)
     assert ": ping" in lines and [line for line in lines if line][-1] == "data: [DONE]"
     deltas = [json.loads(x[6:])["delta"] for x in lines if x.startswith("data: {") and '"text-delta"' in x]
     assert "".join(deltas) == "Waited."
+
+
+def test_two_first_messages_at_once_with_one_new_id_land_in_one_conversation(tab):
+    from concurrent.futures import ThreadPoolExecutor
+
+    def send(text: str) -> int:
+        return tab.post("/api/ui/chat", json={"id": "race-1", "messages": [_user(text)]}).status_code
+
+    with ThreadPoolExecutor(2) as pool:
+        assert list(pool.map(send, ["One", "Two"])) == [200, 200]
+    assert Conversation.objects.count() == 1
+    assert sorted(Message.objects.filter(role="user").values_list("content", flat=True)) == ["One", "Two"]
