@@ -114,7 +114,7 @@ def attachment_id_of(url: str, host: str) -> str:
         match = resolve(parts.path)
     except Resolver404:
         raise refused from None
-    if match.view_name.rsplit(":", 1)[-1] != "attachment":
+    if match.url_name != "attachment" or match.app_names[-1:] != ["chat"]:  # this app's, not a host's
         raise refused
     return match.kwargs["attachment_id"]
 

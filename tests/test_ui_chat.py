@@ -359,3 +359,17 @@ def test_two_first_messages_at_once_with_one_new_id_land_in_one_conversation(tab
         assert list(pool.map(send, ["One", "Two"])) == [200, 200]
     assert Conversation.objects.count() == 1
     assert sorted(Message.objects.filter(role="user").values_list("content", flat=True)) == ["One", "Two"]
+
+
+def test_mounted_under_a_prefix_the_package_follows_it(tab, settings):
+    settings.ROOT_URLCONF = "tests.urls_mounted"
+    base = str(tab.http.base_url).rstrip("/") + "/assistant"
+    message = run_node(tab, "send.mjs", base, "mounted-1", "Hi")[0]["message"]
+    assert text_of(message) == Message.objects.get(pk=message["id"]).content
+    assert run_node(tab, "resume.mjs", base, "mounted-1") == [{"stream": None}]
+    upload = tab.post("/assistant/api/attachments", files={"file": ("a.txt", b"hello", "text/plain")}).json()
+    part = {"type": "file", "mediaType": "text/plain", "url": upload["url"]}
+    response = tab.post("/assistant/api/ui/chat", json={"id": "mounted-1", "messages": [_user("File", part)]})
+    assert response.status_code == 200, response.text
+    history = tab.get("/assistant/api/ui/chat/mounted-1").json()["messages"]
+    assert history[-2]["parts"][1]["url"] == upload["url"]
