@@ -54,6 +54,31 @@ def text_of(message: dict) -> str:
     return "".join(part["text"] for part in message["parts"] if part["type"] == "text")
 
 
+def run_staged(tab, script_name: str, args: list[str], open_gate: str) -> list[dict]:
+    """A script that hangs up mid-reply and resumes: the reply's gate opens once it has resumed
+    (its "resumed" line), so the reply is still being written when it reconnects."""
+    need_node()
+    process = subprocess.Popen(
+        [str(NODE), str(HERE / "ui" / script_name), *args],
+        env={**node_env(tab), "CHAT_UI_MODEL": "script:fake"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines: list[dict] = []
+    try:
+        for line in process.stdout:
+            lines.append(json.loads(line))
+            if lines[-1].get("stage") == "resumed":
+                gate(open_gate).set()
+        assert process.wait(TIMEOUT) == 0, process.stderr.read()
+    finally:
+        gate(open_gate).set()
+        process.kill()
+        process.communicate()
+    return lines
+
+
 @pytest.fixture(params=["memory", "redis"])
 def event_log(request, settings) -> str:
     """The reply's live events from this process's memory, then from Redis Streams."""
@@ -106,34 +131,12 @@ def test_one_client_id_is_one_conversation_per_owner(tab, new_tab):
 
 
 def test_a_reload_mid_reply_resumes_to_exactly_the_stored_text(tab, server, event_log):
-    base = str(tab.http.base_url).rstrip("/")
-    need_node()
     steps = script({"say": "Hello, "}, {"say": "half"}, {"gate": "ui-reload"}, {"say": " and the rest."})
-    # The scripted model, named by the transport's `body` (CHAT_UI_MODEL: tests/ui/sdk.mjs).
-    process = subprocess.Popen(
-        [str(NODE), str(HERE / "ui" / "resume.mjs"), base, "reload-1", steps],
-        env={**node_env(tab), "CHAT_UI_MODEL": "script:fake"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        aborted = json.loads(process.stdout.readline() or "null")
-        assert aborted is not None, process.stderr.read()
-        assert Message.objects.get(pk=aborted["messageId"]).status == "streaming"
-        resumed = json.loads(process.stdout.readline())
-        assert resumed["first"] == {
-            "type": "start",
-            "messageId": aborted["messageId"],
-            "messageMetadata": resumed["first"]["messageMetadata"],
-        }
-        gate("ui-reload").set()
-        done = json.loads(process.stdout.readline())
-        assert process.wait(TIMEOUT) == 0, process.stderr.read()
-    finally:
-        process.kill()
-        process.communicate()
-    stored = tab.wait_finished(aborted["messageId"], resumed["first"]["messageMetadata"]["conversationId"])
+    base = str(tab.http.base_url).rstrip("/")
+    aborted, resumed, done = run_staged(tab, "resume.mjs", [base, "reload-1", steps], "ui-reload")
+    first = resumed["first"]  # the whole message again, from its start
+    assert first["type"] == "start" and first["messageId"] == aborted["messageId"]
+    stored = tab.wait_finished(aborted["messageId"], first["messageMetadata"]["conversationId"])
     assert stored["content"] == "Hello, half and the rest."
     assert done["message"]["id"] == aborted["messageId"]
     assert text_of(done["message"]) == stored["content"]
@@ -373,3 +376,20 @@ def test_mounted_under_a_prefix_the_package_follows_it(tab, settings):
     assert response.status_code == 200, response.text
     history = tab.get("/assistant/api/ui/chat/mounted-1").json()["messages"]
     assert history[-2]["parts"][1]["url"] == upload["url"]
+
+
+def test_a_page_with_the_packages_chat_reloads_mid_reply_and_resumes(tab, event_log):
+    steps = script({"say": "Hello, "}, {"say": "half"}, {"gate": "ui-chat-reload"}, {"say": " and the rest."})
+    aborted, resumed, done = run_staged(
+        tab, "reload.mjs", [str(tab.http.base_url).rstrip("/"), "reload-2", steps], "ui-chat-reload"
+    )
+    loaded = resumed["loaded"]  # what the page loaded: the question and the reply so far
+    assert [m["role"] for m in loaded] == ["user", "assistant"] and loaded[1]["id"] == aborted["messageId"]
+    # Its text so far as the last checkpoint saved it (a prefix): the resume replays it whole.
+    assert loaded[1]["metadata"]["status"] == "streaming" and "Hello, half".startswith(text_of(loaded[1]))
+    stored = Message.objects.get(pk=aborted["messageId"])
+    assert stored.content == "Hello, half and the rest." and stored.status == "complete"
+    user, reply = done["messages"]  # the partial reply replaced, not repeated
+    assert user["parts"] == [{"type": "text", "text": steps}] and done["status"] == "ready"
+    assert reply["id"] == str(stored.pk) and text_of(reply) == stored.content
+    assert [p["type"] for p in reply["parts"]] == ["step-start", "text"]

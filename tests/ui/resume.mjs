@@ -2,30 +2,10 @@
 // new transport resumes with reconnectToStream and reads the whole reply from its start.
 // usage: node resume.mjs <base url> <chat id> <text>   (prints a line at each stage)
 //        node resume.mjs <base url> <chat id>          (resume only: prints {"stream": null} on 204)
-import { lastMessage, print, transport } from "./sdk.mjs";
+import { lastMessage, print, sendAndHangUp, transport } from "./sdk.mjs";
 
 const [base, chatId, text] = process.argv.slice(2);
-if (text !== undefined) {
-  const abort = new AbortController();
-  const messages = [{ id: "user-1", role: "user", parts: [{ type: "text", text }] }];
-  const stream = await transport(base).sendMessages({
-    chatId,
-    messages,
-    trigger: "submit-message",
-    abortSignal: abort.signal,
-  });
-  const reader = stream.getReader();
-  let messageId;
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (done) throw new Error("the reply ended before the reload");
-    if (value.type === "start") messageId = value.messageId;
-    if (value.type === "text-delta") break;
-  }
-  abort.abort();
-  await reader.cancel().catch(() => {});
-  print({ stage: "aborted", messageId });
-}
+if (text !== undefined) print({ stage: "aborted", messageId: await sendAndHangUp(base, chatId, text) });
 const resumed = await transport(base).reconnectToStream({ chatId });
 if (resumed === null) {
   print({ stream: null });
