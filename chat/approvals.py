@@ -22,13 +22,13 @@ from django.utils.translation import gettext
 
 from chat import conf, db
 from chat.errors import Conflict, Invalid, NotFound
+from chat.eventlog.base import APPROVAL  # the status's state while a reply waits
 from chat.models import Message, ToolApproval
 from chat.runtime import runtime
 
 if TYPE_CHECKING:
     from chat.services import Owner
 
-APPROVAL = "approval"  # the status's state while a reply waits
 WAITING, APPROVED, DENIED, EXPIRED = (s.value for s in ToolApproval.State)
 POLL = 0.5  # seconds between two reads of the row by the waiting reply (another process's decision)
 CALL_ID_CHARS = 255  # ToolApproval.call_id's length
@@ -56,6 +56,7 @@ class ApprovalWaiting:
     call_id: str
     name: str
     arguments: dict
+    state = WAITING  # the tool step's `approval` (chat/steps.py)
 
     def status(self) -> tuple[str, dict | None]:
         """The event log's status while it waits (docs/API-extensions.md, "Tool approval")."""

@@ -24,6 +24,7 @@ urlpatterns = [
     path("api/conversations/<str:conversation_id>/branch", views.branch_view, name="branch"),
     path(f"api/{views.UPLOAD_PATH}", views.attachments_view, name="attachments"),
     path("api/attachments/<str:attachment_id>", views.attachment_view, name="attachment"),
+    path("api/messages/<str:message_id>/approve", views.approve_view, name="approve"),
     # Anything else under api/ is the API's own 404, whatever the host's handler404 does.
     re_path(r"^api/", views.api_not_found, name="api"),
 ]
