@@ -7,6 +7,7 @@
 import { ApiError, streamUrl } from "./api.js";
 import { MarkdownView } from "./markdown.js";
 import { StepsView } from "./steps.js";
+import { ApprovalPrompt } from "./approval.js";
 
 const FRAME_BUDGET_MS = 6; // drawing work per animation frame, when much text waits
 const STATES = {
@@ -73,6 +74,7 @@ export class Reply {
       button("regenerate", "Regenerate", "Answer this message again"),
     );
     this.steps = new StepsView(); // reasoning and tool steps, folded (issue 12)
+    this.approval = new ApprovalPrompt(message.id); // a tool call waiting for the person (issue 31)
     this.el.append(this.progress, this.steps.el, body, this.note, this.actions);
   }
 
@@ -115,7 +117,9 @@ export class Reply {
     });
     source.addEventListener("status", (event) => {
       const status = JSON.parse(event.data);
-      if (this.view.length === 0) this.setProgress(stateLabel(status.state, status.name));
+      const asking = this.approval.update(status, this.steps.el);
+      if (asking) this.setProgress(asking);
+      else if (this.view.length === 0) this.setProgress(stateLabel(status.state, status.name));
     });
     source.addEventListener("message", (event) => {
       this.lastEventId = event.lastEventId;
@@ -223,6 +227,7 @@ export class Reply {
     }
     this.setProgress("");
     this.steps.endRun();
+    this.approval.clear();
     this.ending = end;
     this.hooks.onFinish?.(this);
     this.schedule();
