@@ -10,9 +10,13 @@ the current branch again, a new version beside the old reply (no question then).
 `--attach PATH` (repeatable) sends a file with the question, judged and stored as the page's
 uploads are (owner: the conversation's owner, `cli` for a new one).
 Ctrl-C stops the reply, which is kept as `stopped`, as the page's Stop button does.
+A tool call that waits for approval (CHAT_TOOLS_APPROVAL) is asked about on the terminal,
+`Run name(arguments)? [y/N]`, when stdin is one; otherwise, or with --approve-tools or
+--deny-tools, it is decided without asking, and stderr says so.
 """
 
 import asyncio
+import json
 import sys
 from pathlib import Path
 
@@ -20,8 +24,10 @@ from asgiref.sync import sync_to_async
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from chat import attachments, db, services
+from chat.approvals import approval_decide
 from chat.errors import ChatError
-from chat.eventlog import End, Text, get_event_log
+from chat.eventlog import End, Status, Text, get_event_log
+from chat.eventlog.base import APPROVAL
 from chat.models import Conversation
 from chat.providers import registry
 from chat.replies import generation
@@ -56,6 +62,18 @@ class Command(BaseCommand):
             "--regenerate",
             action="store_true",
             help="With --conversation: answer its last message again, beside the old reply.",
+        )
+        decide = parser.add_mutually_exclusive_group()
+        decide.add_argument(
+            "--approve-tools",
+            action="store_true",
+            help="Run every tool call that waits for approval (CHAT_TOOLS_APPROVAL) without asking.",
+        )
+        decide.add_argument(
+            "--deny-tools",
+            action="store_true",
+            help="Refuse every tool call that waits for approval without asking. Without either "
+            "flag the command asks on the terminal, and refuses when stdin is not one.",
         )
 
     def handle(self, *args, **options) -> None:
@@ -120,6 +138,7 @@ class Command(BaseCommand):
                 files = files or await sync_to_async(self.upload)(owner, options["attach"])
                 data["attachments"] = [str(f.pk) for f in files]
             _, reply = await services.message_send(owner=owner, conversation=conversation, data=data)
+        self.owner, self.options = owner, options  # what an approval needs (self.decide)
         end = await self.follow(str(reply.pk))
         self.stdout.write("")
         usage = f" · {end.usage['input_tokens']}+{end.usage['output_tokens']} tokens" if end.usage else ""
@@ -138,11 +157,48 @@ class Command(BaseCommand):
                     self.stdout.flush()
                 elif isinstance(item, End):
                     return item
+                elif isinstance(item, Status) and item.state == APPROVAL:
+                    await self.decide(reply_id, item.detail or {})
         except asyncio.CancelledError:  # Ctrl-C: stop the reply, keeping its text
             await generation.reply_cancel(reply_id)
             raise
         finally:
             await subscription.close()
+
+    async def decide(self, reply_id: str, call: dict) -> None:
+        """A tool call waits for the person (issue 31): ask on the terminal, or decide as told."""
+        shown = f"{call.get('name')}({json.dumps(call.get('arguments'), ensure_ascii=False)})"
+        if self.options.get("approve_tools") or self.options.get("deny_tools"):
+            approved = bool(self.options.get("approve_tools"))
+            self.stderr.write(f"\n[{'approved' if approved else 'refused'} {shown}: as the command was told]")
+        elif sys.stdin.isatty():
+            answer = await self.ask(f"\nRun {shown}? [y/N] ")
+            approved = answer.strip().lower() in ("y", "yes")
+        else:
+            approved = False
+            self.stderr.write(f"\n[refused {shown}: stdin is not a terminal; --approve-tools runs it]")
+        try:
+            await approval_decide(
+                owner=self.owner,
+                message_id=reply_id,
+                tool_call_id=call.get("tool_call_id"),
+                approved=approved,
+            )
+        except ChatError as exc:  # it no longer waits (timed out meanwhile)
+            self.stderr.write(f"[{exc.message}]")
+
+    async def ask(self, prompt: str) -> str:
+        """A line from the terminal, read without holding up the event loop (the reply's
+        checkpoints and the wait's timeout go on), and given up with the command on Ctrl-C."""
+        self.stderr.write(prompt, ending="")
+        self.stderr.flush()
+        loop, fd = asyncio.get_running_loop(), sys.stdin.fileno()
+        line: asyncio.Future[str] = loop.create_future()
+        loop.add_reader(fd, lambda: line.done() or line.set_result(sys.stdin.readline()))
+        try:
+            return await line
+        finally:
+            loop.remove_reader(fd)
 
     def upload(self, owner: Owner, paths: list[str]) -> list:
         """Each file through the same service as the page's uploads (the same judgement, limits
