@@ -9,6 +9,7 @@ import time
 
 import httpx
 import pytest
+from django.urls import reverse
 
 from chat.models import Message, ToolApproval
 from tests.conftest import Tab
@@ -241,3 +242,14 @@ def test_tools_not_named_run_at_once(tab, approval):
     assert received[-1].event == "done"
     assert "approval" not in tab.wait_finished(mid, cid)["steps"][-1]
     assert not ToolApproval.objects.filter(message_id=mid).exists()
+
+
+def test_the_admin_transcript_shows_each_calls_approval(tab, approval, client, django_user_model):
+    approval.CHAT_TOOLS_APPROVAL_TIMEOUT = 0.2
+    mid, cid = _send(tab)
+    tab.stream(mid)
+    tab.wait_finished(mid, cid)
+    staff = django_user_model.objects.create_superuser("boss", "boss@example.com", "pw")
+    client.force_login(staff)
+    page = client.get(reverse("admin:chat_conversation_change", args=[cid])).content.decode()
+    assert "tool current_time (expired) (failed)" in page
