@@ -117,9 +117,10 @@ export class Reply {
     });
     source.addEventListener("status", (event) => {
       const status = JSON.parse(event.data);
-      const asking = this.approval.update(status, this.steps.el);
+      const asking = this.approval.update(status, this.steps.el); // issue 31
       if (asking) this.setProgress(asking);
       else if (this.view.length === 0) this.setProgress(stateLabel(status.state, status.name));
+      else this.setProgress(""); // after the text began, only a question is shown
     });
     source.addEventListener("message", (event) => {
       this.lastEventId = event.lastEventId;
