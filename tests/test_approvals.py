@@ -253,3 +253,16 @@ def test_the_admin_transcript_shows_each_calls_approval(tab, approval, client, d
     client.force_login(staff)
     page = client.get(reverse("admin:chat_conversation_change", args=[cid])).content.decode()
     assert "tool current_time (expired) (failed)" in page
+
+
+def test_an_id_that_is_not_a_reply_is_not_found(tab, approval):
+    sent = tab.send("What day is it?")
+    mid = sent["assistant_message"]["id"]
+    _read(tab.http, mid, _is_approval)
+    body = {"tool_call_id": "call_demo_1", "approved": True}
+    for other in (sent["user_message"]["id"], "not-a-uuid", "00000000-0000-0000-0000-000000000000"):
+        answer = _approve(tab, other, body)
+        assert answer.status_code == 404 and answer.json()["code"] == "not_found", other
+    assert tab.get(f"/api/messages/{mid}/approve").status_code == 405
+    assert ToolApproval.objects.get(message_id=mid).state == "waiting"
+    assert _approve(tab, mid, body).status_code == 200
