@@ -11,12 +11,14 @@ UPDATE from `waiting`, so a decision and the timeout (or a stop) never both win.
 """
 
 import asyncio
+import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from django.db import IntegrityError
+from django.db import DatabaseError, IntegrityError
 from django.utils import timezone
 from django.utils.translation import gettext
 
@@ -30,6 +32,7 @@ if TYPE_CHECKING:
     from chat.services import Owner
 
 WAITING, APPROVED, DENIED, EXPIRED = (s.value for s in ToolApproval.State)
+log = logging.getLogger("chat.tools")
 POLL = 0.5  # seconds between two reads of the row by the waiting reply (another process's decision)
 CALL_ID_CHARS = 255  # ToolApproval.call_id's length
 
@@ -123,6 +126,16 @@ def _state_of(pk: int) -> str:
     return EXPIRED if state is None else state  # deleted with its reply: it never ran
 
 
+async def _read(fn: Callable[[int], str], pk: int) -> str | None:
+    """The row's state, or None when the database failed: the wait goes on (the call runs only
+    on a decision read from the row), and the next poll tries again."""
+    try:
+        return await db.run(fn, pk)
+    except DatabaseError as exc:
+        log.warning("Could not read the approval %s (%s): trying again", pk, exc)
+        return None
+
+
 async def approval_wait(approval: ToolApproval | None) -> str:
     """Wait for the person's decision: `approved`, `denied` or `expired` (the timeout passed,
     or the reply is gone). A stop (cancellation) marks the row expired and propagates."""
@@ -135,10 +148,13 @@ async def approval_wait(approval: ToolApproval | None) -> str:
         while True:
             left = (approval.expires_at - timezone.now()).total_seconds()
             if left <= 0:
-                return await db.run(_expire, approval.pk)
+                state = await _read(_expire, approval.pk)
+                if state is not None:
+                    return state
+                left = POLL  # the database failed: again after a pause
             done, _ = await asyncio.wait([future], timeout=min(POLL, left))
-            state = future.result() if done else await db.run(_state_of, approval.pk)
-            if state != WAITING:
+            state = future.result() if done else await _read(_state_of, approval.pk)
+            if state not in (None, WAITING):
                 return state
     except asyncio.CancelledError:
         await db.run_to_end(_expire, approval.pk)  # a decision arriving now finds it closed
