@@ -22,6 +22,7 @@ from pathlib import Path
 
 from asgiref.sync import sync_to_async
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils.translation import gettext
 
 from chat import attachments, db, services
 from chat.approvals import approval_decide
@@ -170,13 +171,18 @@ class Command(BaseCommand):
         shown = f"{call.get('name')}({json.dumps(call.get('arguments'), ensure_ascii=False)})"
         if self.options.get("approve_tools") or self.options.get("deny_tools"):
             approved = bool(self.options.get("approve_tools"))
-            self.stderr.write(f"\n[{'approved' if approved else 'refused'} {shown}: as the command was told]")
+            if approved:
+                said = gettext("approved %(call)s: as the command was told")
+            else:
+                said = gettext("refused %(call)s: as the command was told")
+            self.stderr.write("\n[" + said % {"call": shown} + "]")
         elif sys.stdin.isatty():
-            answer = await self.ask(f"\nRun {shown}? [y/N] ")
+            answer = await self.ask("\n" + gettext("Run %(call)s? [y/N] ") % {"call": shown})
             approved = answer.strip().lower() in ("y", "yes")
         else:
             approved = False
-            self.stderr.write(f"\n[refused {shown}: stdin is not a terminal; --approve-tools runs it]")
+            said = gettext("refused %(call)s: stdin is not a terminal; --approve-tools runs it")
+            self.stderr.write("\n[" + said % {"call": shown} + "]")
         try:
             await approval_decide(
                 owner=self.owner,
