@@ -83,3 +83,17 @@ def test_on_a_terminal_it_asks_and_yes_runs_the_call(database):
     assert process.returncode == 0, err
     assert out.decode().startswith("The server's clock says it is")
     assert _tool_states(database) == [("approved",)]
+
+
+def test_deny_tools_refuses_without_asking_even_on_a_terminal(database):
+    terminal, stdin = pty.openpty()
+    try:
+        done = run_manage(["chat", "--deny-tools", "What time is it?"], _env(database), stdin=stdin)
+    finally:
+        os.close(stdin)
+        os.close(terminal)
+    assert done.returncode == 0, done.stderr
+    assert "[refused current_time({}): as the command was told]" in done.stderr
+    assert "[y/N]" not in done.stderr
+    assert done.stdout.startswith("The `current_time` tool failed (The person refused to run this tool.)")
+    assert _tool_states(database) == [("denied",)]
