@@ -157,7 +157,10 @@ async def approval_wait(approval: ToolApproval | None) -> str:
             if state not in (None, WAITING):
                 return state
     except asyncio.CancelledError:
-        await db.run_to_end(_expire, approval.pk)  # a decision arriving now finds it closed
+        try:
+            await db.run_to_end(_expire, approval.pk)  # a decision arriving now finds it closed
+        except DatabaseError as exc:  # the stop goes on: the reply ends, the row's timeout holds
+            log.warning("Could not close the approval %s at a stop (%s)", approval.pk, exc)
         raise
     finally:
         waiting.pop(approval.pk, None)
@@ -165,13 +168,14 @@ async def approval_wait(approval: ToolApproval | None) -> str:
 
 def _decide(
     owner: "Owner", reply_id: uuid.UUID, call_id: str, approved: bool
-) -> tuple[bool, ToolApproval | None]:
-    """One conditional UPDATE; (whether it was this decision that ended the wait, the row)."""
+) -> tuple[bool, bool, ToolApproval | None]:
+    """One conditional UPDATE: (whether the reply is the owner's, whether it was this decision
+    that ended the wait, the row). Sentences are made by the caller, in the request's language."""
     reply = Message.objects.filter(
         pk=reply_id, role=Message.Role.ASSISTANT, conversation__in=owner.conversations()
     )
     if not reply.exists():
-        raise NotFound(gettext("No reply with id %(id)s.") % {"id": reply_id})
+        return False, False, None
     now = timezone.now()
     rows = ToolApproval.objects.filter(
         message_id=reply_id,
@@ -180,7 +184,7 @@ def _decide(
         expires_at__gt=now,
         message__status=Message.Status.STREAMING,
     ).update(state=APPROVED if approved else DENIED, decided_at=now)
-    return bool(rows), ToolApproval.objects.filter(message_id=reply_id, call_id=call_id).first()
+    return True, bool(rows), ToolApproval.objects.filter(message_id=reply_id, call_id=call_id).first()
 
 
 def _call_id(value: Any) -> str:
@@ -194,9 +198,11 @@ def _call_id(value: Any) -> str:
 def _not_waiting(call_id: str, approval: ToolApproval | None) -> Conflict:
     """Why the reply does not wait for this call, as the 409's sentence."""
     if approval is None:
-        return Conflict(gettext("This reply has no tool call %(id)r to approve.") % {"id": call_id})
-    if approval.state in (APPROVED, DENIED):
-        return Conflict(gettext("This tool call was already %(state)s.") % {"state": approval.state})
+        return Conflict(gettext("This reply has no tool call %(id)s to approve.") % {"id": call_id})
+    if approval.state == APPROVED:
+        return Conflict(gettext("This tool call was already approved."))
+    if approval.state == DENIED:
+        return Conflict(gettext("This tool call was already refused."))
     return Conflict(gettext("This tool call no longer waits: its time ran out or the reply ended."))
 
 
@@ -213,11 +219,14 @@ async def approval_decide(
     call_id = _call_id(tool_call_id)
     if type(approved) is not bool:  # JSON true/false only: 1, "yes" or null are not a decision
         raise Invalid(gettext("'approved' must be true or false."))
+    not_found = NotFound(gettext("No reply with id %(id)s.") % {"id": message_id})
     try:
         reply_id = uuid.UUID(str(message_id))
     except ValueError:
-        raise NotFound(gettext("No reply with id %(id)s.") % {"id": message_id}) from None
-    won, approval = await db.run(_decide, owner, reply_id, call_id, approved)
+        raise not_found from None
+    found, won, approval = await db.run(_decide, owner, reply_id, call_id, approved)
+    if not found:
+        raise not_found
     if not won or approval is None:
         raise _not_waiting(call_id, approval)
     future = _waiting(asyncio.get_running_loop()).get(approval.pk)
