@@ -24,7 +24,7 @@ from django.utils.translation import gettext
 
 from chat import conf, db
 from chat.errors import Conflict, Invalid, NotFound
-from chat.eventlog.base import APPROVAL  # the status's state while a reply waits
+from chat.eventlog.base import APPROVAL, Status  # APPROVAL: the status's state while a reply waits
 from chat.models import Message, ToolApproval
 from chat.runtime import runtime
 
@@ -233,6 +233,13 @@ async def approval_decide(
     if future is not None and not future.done():
         future.set_result(approval.state)
     return approval
+
+
+def approval_asked(event: object) -> dict | None:
+    """The waiting call's fields if this event log event asks for an approval, else None."""
+    if isinstance(event, Status) and event.state == APPROVAL:
+        return event.detail or {}
+    return None
 
 
 def approval_json(approval: ToolApproval) -> dict:

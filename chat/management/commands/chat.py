@@ -22,13 +22,12 @@ from pathlib import Path
 
 from asgiref.sync import sync_to_async
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.utils.translation import gettext
+from django.utils.translation import gettext as _
 
 from chat import attachments, db, services
-from chat.approvals import approval_decide
+from chat.approvals import approval_asked, approval_decide
 from chat.errors import ChatError
-from chat.eventlog import End, Status, Text, get_event_log
-from chat.eventlog.base import APPROVAL
+from chat.eventlog import End, Text, get_event_log
 from chat.models import Conversation
 from chat.providers import registry
 from chat.replies import generation
@@ -122,6 +121,7 @@ class Command(BaseCommand):
         conversation = await sync_to_async(self.conversation)(options)
         model = {"model": options["model"]} if options["model"] else {}
         owner = Owner(user_id=conversation.user_id, visitor=conversation.visitor)
+        self.owner, self.options = owner, options  # what an approval needs (self.decide)
         if options["branch"]:
             conversation = await db.run(
                 services.conversation_branch,
@@ -139,7 +139,6 @@ class Command(BaseCommand):
                 files = files or await sync_to_async(self.upload)(owner, options["attach"])
                 data["attachments"] = [str(f.pk) for f in files]
             _, reply = await services.message_send(owner=owner, conversation=conversation, data=data)
-        self.owner, self.options = owner, options  # what an approval needs (self.decide)
         end = await self.follow(str(reply.pk))
         self.stdout.write("")
         usage = f" · {end.usage['input_tokens']}+{end.usage['output_tokens']} tokens" if end.usage else ""
@@ -153,13 +152,13 @@ class Command(BaseCommand):
         try:
             while True:
                 item = await subscription.next(timeout=1.0)
+                if (call := approval_asked(item)) is not None:  # a tool call waits (issue 31)
+                    await self.decide(reply_id, call)
                 if isinstance(item, Text):
                     self.stdout.write(item.text, ending="")
                     self.stdout.flush()
                 elif isinstance(item, End):
                     return item
-                elif isinstance(item, Status) and item.state == APPROVAL:
-                    await self.decide(reply_id, item.detail or {})
         except asyncio.CancelledError:  # Ctrl-C: stop the reply, keeping its text
             await generation.reply_cancel(reply_id)
             raise
@@ -172,16 +171,16 @@ class Command(BaseCommand):
         if self.options.get("approve_tools") or self.options.get("deny_tools"):
             approved = bool(self.options.get("approve_tools"))
             if approved:
-                said = gettext("approved %(call)s: as the command was told")
+                said = _("approved %(call)s: as the command was told")
             else:
-                said = gettext("refused %(call)s: as the command was told")
+                said = _("refused %(call)s: as the command was told")
             self.stderr.write("\n[" + said % {"call": shown} + "]")
         elif sys.stdin.isatty():
-            answer = await self.ask("\n" + gettext("Run %(call)s? [y/N] ") % {"call": shown})
+            answer = await self.ask("\n" + _("Run %(call)s? [y/N] ") % {"call": shown})
             approved = answer.strip().lower() in ("y", "yes")
         else:
             approved = False
-            said = gettext("refused %(call)s: stdin is not a terminal; --approve-tools runs it")
+            said = _("refused %(call)s: stdin is not a terminal; --approve-tools runs it")
             self.stderr.write("\n[" + said % {"call": shown} + "]")
         try:
             await approval_decide(
