@@ -252,7 +252,7 @@ def test_the_admin_transcript_shows_each_calls_approval(tab, approval, client, d
     staff = django_user_model.objects.create_superuser("boss", "boss@example.com", "pw")
     client.force_login(staff)
     page = client.get(reverse("admin:chat_conversation_change", args=[cid])).content.decode()
-    assert "tool current_time (expired) (failed)" in page
+    assert "approval: expired" in page
 
 
 def test_an_id_that_is_not_a_reply_is_not_found(tab, approval):

@@ -10,9 +10,6 @@ the current branch again, a new version beside the old reply (no question then).
 `--attach PATH` (repeatable) sends a file with the question, judged and stored as the page's
 uploads are (owner: the conversation's owner, `cli` for a new one).
 Ctrl-C stops the reply, which is kept as `stopped`, as the page's Stop button does.
-A tool call that waits for approval (CHAT_TOOLS_APPROVAL) is asked about on the terminal,
-`Run name(arguments)? [y/N]`, when stdin is one; otherwise, or with --approve-tools or
---deny-tools, it is decided without asking, and stderr says so.
 """
 
 import asyncio
@@ -166,7 +163,9 @@ class Command(BaseCommand):
             await subscription.close()
 
     async def decide(self, reply_id: str, call: dict) -> None:
-        """A tool call waits for the person (issue 31): ask on the terminal, or decide as told."""
+        """A tool call waits for the person (issue 31, CHAT_TOOLS_APPROVAL): asked about on the
+        terminal, `Run name(arguments)? [y/N]`, when stdin is one; otherwise, or with
+        --approve-tools or --deny-tools, decided without asking, and stderr says so."""
         shown = f"{call.get('name')}({json.dumps(call.get('arguments'), ensure_ascii=False)})"
         if self.options.get("approve_tools") or self.options.get("deny_tools"):
             approved = bool(self.options.get("approve_tools"))

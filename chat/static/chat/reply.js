@@ -5,9 +5,9 @@
 // so the server answers exactly the rest. When the browser gives up (the server answered
 // an error status), this reconnects itself with ?last_event_id= and a growing delay.
 import { ApiError, streamUrl } from "./api.js";
+import { ApprovalPrompt } from "./approval.js";
 import { MarkdownView } from "./markdown.js";
 import { StepsView } from "./steps.js";
-import { ApprovalPrompt } from "./approval.js";
 
 const FRAME_BUDGET_MS = 6; // drawing work per animation frame, when much text waits
 const STATES = {
