@@ -19,12 +19,12 @@ urlpatterns = [
     path("api/messages/<str:message_id>/stream", views.stream_view, name="stream"),
     path("api/messages/<str:message_id>/stop", views.stop_view, name="stop"),
     path("api/messages/<str:message_id>/feedback", views.feedback_view, name="feedback"),
+    path("api/messages/<str:message_id>/approve", views.approve_view, name="approve"),
     path("api/conversations/<str:conversation_id>/share", views.share_view, name="share"),
     path("s/<str:token>/", views.share_page_view, name="share-page"),
     path("api/conversations/<str:conversation_id>/branch", views.branch_view, name="branch"),
     path(f"api/{views.UPLOAD_PATH}", views.attachments_view, name="attachments"),
     path("api/attachments/<str:attachment_id>", views.attachment_view, name="attachment"),
-    path("api/messages/<str:message_id>/approve", views.approve_view, name="approve"),
     # Anything else under api/ is the API's own 404, whatever the host's handler404 does.
     re_path(r"^api/", views.api_not_found, name="api"),
 ]
