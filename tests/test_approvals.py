@@ -266,3 +266,38 @@ def test_an_id_that_is_not_a_reply_is_not_found(tab, approval):
     assert tab.get(f"/api/messages/{mid}/approve").status_code == 405
     assert ToolApproval.objects.get(message_id=mid).state == "waiting"
     assert _approve(tab, mid, body).status_code == 200
+
+
+def test_two_calls_in_one_round_are_asked_one_after_the_other(tab, openai_vendor, settings):
+    settings.CHAT_MODEL = "openai:gpt-test"
+    settings.CHAT_TOOLS = "tests.test_tools_vendors.fruit_price"
+    settings.CHAT_TOOLS_APPROVAL = "*"
+    openai_vendor.play(
+        {"call": "fruit_price", "id": "call_a", "args": ['{"name": "apple"}']},
+        {"call": "fruit_price", "id": "call_b", "args": ['{"name": "pear"}']},
+        {"finish": "tool_calls"},
+    )
+    openai_vendor.play({"say": "Done."}, {"finish": "stop"})
+    mid, cid = _send(tab, "apples and pears?", model="openai:gpt-test")
+    decisions = {"call_a": True, "call_b": False}
+    answers: list = []
+
+    def on_event(event: SSE) -> None:
+        if _is_approval(event):
+            call_id = event.json["tool_call_id"]
+            body = {"tool_call_id": call_id, "approved": decisions[call_id]}
+            threading.Thread(target=lambda: answers.append(_approve(tab, mid, body))).start()
+
+    received = tab.stream(mid, on_event=on_event)
+    asked = [e.json["tool_call_id"] for e in received if _is_approval(e)]
+    assert asked == ["call_a", "call_b"]
+    results = {e.json["id"]: e.json for e in received if e.event == "tool_result"}
+    assert results["call_a"]["result"] == {"fruit": "apple", "total": 3}
+    assert results["call_b"]["error"] == "The person refused to run this tool."
+    message = tab.wait_finished(mid, cid)
+    assert [s.get("approval") for s in message["steps"]] == ["approved", "denied"]
+    sent_back = [
+        m["content"] for m in openai_vendor.completions()[-1].body["messages"] if m["role"] == "tool"
+    ]
+    assert sent_back == ['{"fruit": "apple", "total": 3}', "The person refused to run this tool."]
+    assert sorted(a.json()["state"] for a in answers) == ["approved", "denied"]
