@@ -140,6 +140,11 @@ DEFAULTS: dict[str, Any] = {
     # reads it) or "text" (its extracted text, for servers such as Ollama, vLLM or llama.cpp
     # that take no `file` parts).
     "CHAT_OPENAI_PDF": "file",
+    # --- tool approval (issue 31; chat/approvals.py) ---
+    # Tools (host or MCP, by name; comma separated, `*` for all) whose calls wait for the
+    # person's Approve or Deny, and the seconds a call waits before it ends as refused.
+    "CHAT_TOOLS_APPROVAL": [],
+    "CHAT_TOOLS_APPROVAL_TIMEOUT": 300.0,
 }
 
 # The type of an environment value whose default is None.
