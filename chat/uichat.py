@@ -19,6 +19,7 @@ from django.urls import Resolver404, resolve
 from django.utils.translation import gettext as _
 
 from chat import branches, services
+from chat.approvals import approval_decide
 from chat.errors import Invalid, NotFound
 from chat.models import Conversation, Message
 from chat.services import Owner
@@ -42,6 +43,7 @@ class UIRequest:
     attachment_ids: tuple[str, ...] = ()
     message_id: str | None = None  # the reply to answer again (regenerate-message)
     model: str | None = None
+    approvals: tuple[tuple[str, bool], ...] = ()  # (tool call id, approved) of the reply `message_id`
 
 
 def conversation_pk(*, owner: Owner, chat_id: object) -> tuple[uuid.UUID, bool]:
@@ -132,6 +134,33 @@ def _server_id(message_id: str) -> None:
         ) from None
 
 
+def approvals_of(message: dict) -> tuple[tuple[str, bool], ...]:
+    """A reply's tool parts the person answered (`approval-responded`): (call id, approved)."""
+    parts = message.get("parts")
+    found = []
+    for part in parts if isinstance(parts, list) else ():
+        if not isinstance(part, dict) or part.get("state") != "approval-responded":
+            continue
+        approval, call_id = part.get("approval"), part.get("toolCallId")
+        if (
+            not isinstance(call_id, str)
+            or not isinstance(approval, dict)
+            or type(approval.get("approved")) is not bool
+        ):
+            raise Invalid(
+                _("An answered tool part needs its 'toolCallId' and 'approval': {'approved': true or false}.")
+            )
+        found.append((call_id, approval["approved"]))
+    if not found or not isinstance(message.get("id"), str):
+        raise Invalid(
+            _(
+                "The last of 'messages' must be the user's message to send, or a reply with "
+                "answered tool approvals."
+            )
+        )
+    return tuple(found)
+
+
 def ui_request_parse(data: dict, *, host: str) -> UIRequest:
     """A transport's body, checked before anything is stored; a bad one is a 400."""
     chat_id, trigger = data.get("id"), data.get("trigger", "submit-message")
@@ -153,6 +182,11 @@ def ui_request_parse(data: dict, *, host: str) -> UIRequest:
     messages = data.get("messages")
     if not isinstance(messages, list) or not messages or not isinstance(messages[-1], dict):
         raise Invalid(_("'messages' must be a list of UI messages ending with the one to send."))
+    if messages[-1].get("role") == "assistant":  # addToolApprovalResponse: the reply's decisions
+        approvals = approvals_of(messages[-1])
+        return UIRequest(
+            chat_id=chat_id, trigger=trigger, message_id=messages[-1].get("id"), approvals=approvals
+        )
     if messages[-1].get("role") != "user":
         raise Invalid(_("The last of 'messages' must be the user's message to send."))
     content, urls = _text_of(messages[-1])
@@ -209,6 +243,20 @@ async def _first_send(*, owner: Owner, request: UIRequest, data: dict, admission
     return (
         await services.message_send(owner=owner, conversation=conversation, data=data, admission=admission)
     )[1]
+
+
+async def ui_approve(*, owner: Owner, request: UIRequest) -> Message:
+    """The person's answers to the reply's waiting tool calls (chat/approvals.py): the reply,
+    which goes on, to stream the rest of."""
+    conversation = await sync_to_async(ui_conversation_get)(owner=owner, chat_id=request.chat_id)
+    reply = await sync_to_async(services.message_get)(
+        owner=owner, message_id=str(request.message_id), replies_only=True
+    )
+    if conversation is None or reply.conversation_id != conversation.pk:
+        raise NotFound(_("No reply with id %(id)s in this chat.") % {"id": request.message_id})
+    for call_id, approved in request.approvals:
+        await approval_decide(owner=owner, message_id=str(reply.pk), tool_call_id=call_id, approved=approved)
+    return reply
 
 
 def ui_streaming_reply(*, owner: Owner, chat_id: str) -> Message | None:

@@ -16,7 +16,7 @@ from typing import Any
 
 from django.urls import reverse
 
-from chat.eventlog.base import End, Event, ReasoningText, Status, Text, ToolCallStep, ToolResultStep
+from chat.eventlog.base import APPROVAL, End, Event, ReasoningText, Status, Text, ToolCallStep, ToolResultStep
 from chat.models import Message
 from chat.replies.follower import end_of
 from chat.sse import PING
@@ -68,13 +68,15 @@ def end_metadata(end: End) -> dict[str, Any]:
 class UIEncoder:
     """The chunks of one reply, event by event: which part is open, and whether a step is."""
 
-    __slots__ = ("open_part", "step_open", "step_done", "parts")
+    __slots__ = ("open_part", "step_open", "step_done", "parts", "decided", "paused")
 
-    def __init__(self) -> None:
+    def __init__(self, decided: frozenset[str] = frozenset()) -> None:
         self.open_part: tuple[str, str] | None = None  # ("text" | "reasoning", its id)
         self.step_open = False
         self.step_done = False  # a tool's result came: what follows is the model's next round
         self.parts = 0  # part ids are `text-<n>` / `reasoning-<n>`, n counting every part opened
+        self.decided = decided  # tool calls whose approval this request gave: not asked again
+        self.paused = False  # an approval was asked for: this stream ends, the reply waits
 
     @staticmethod
     def start(message_id: str, metadata: dict[str, Any]) -> list[dict[str, Any]]:
@@ -123,8 +125,29 @@ class UIEncoder:
                 return [{"type": "tool-output-error", "toolCallId": item.call_id, "errorText": item.error}]
             return [{"type": "tool-output-available", "toolCallId": item.call_id, "output": item.result}]
         if isinstance(item, Status):
-            return []
+            return self._approval(item)
         return self.end(item)
+
+    def _approval(self, status: Status) -> list[dict[str, Any]]:
+        """A tool call waiting for the person: the package's approval request, then this
+        response ends as the package's own server ends it (the model's turn is over); the
+        reply waits, and the approval response (a new request) streams the rest."""
+        detail = status.detail or {}
+        call_id = detail.get("tool_call_id")
+        if status.state != APPROVAL or not isinstance(call_id, str) or call_id in self.decided:
+            return []
+        self.paused = True
+        chunks = [
+            *self._close_part(),
+            {"type": "tool-approval-request", "approvalId": call_id, "toolCallId": call_id},
+        ]
+        self.step_open = False
+        metadata = {"status": APPROVAL}
+        return [
+            *chunks,
+            {"type": "finish-step"},
+            {"type": "finish", "finishReason": "tool-calls", "messageMetadata": metadata},
+        ]
 
     def end(self, end: End) -> list[dict[str, Any]]:
         """Open parts and the step closed; an error chunk for a failed reply; then `finish`."""

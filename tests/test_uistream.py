@@ -158,3 +158,19 @@ def test_stored_parts_are_the_streams_parts():
     encoder = UIEncoder()
     opened = [c["id"] for e in events for c in encoder.chunks(e) if c["type"] == "reasoning-start"]
     assert opened == ["reasoning-1", "reasoning-3"]
+
+
+def test_an_approval_request_ends_the_response_and_a_decided_one_is_not_asked_again():
+    waiting = Status("approval", {"tool_call_id": "c", "name": "clock", "arguments": {}})
+    encoder = UIEncoder()
+    encoder.chunks(ToolCallStep(0, 1, "c", "clock", {}))
+    assert encoder.chunks(waiting) == [
+        {"type": "tool-approval-request", "approvalId": "c", "toolCallId": "c"},
+        {"type": "finish-step"},
+        {"type": "finish", "finishReason": "tool-calls", "messageMetadata": {"status": "approval"}},
+    ]
+    assert encoder.paused
+    later = UIEncoder(decided=frozenset({"c"}))
+    later.chunks(ToolCallStep(0, 1, "c", "clock", {}))
+    assert later.chunks(waiting) == [] and not later.paused
+    assert later.chunks(Status("tool", {"name": "clock"})) == []
