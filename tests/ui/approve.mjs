@@ -3,27 +3,7 @@
 // It sends, gets the approval request, answers it with addToolApprovalResponse, and the
 // automatic request streams the rest of the same reply.
 // usage: node approve.mjs <base url> <chat id> <text> <true | false>
-import { ai, print, transport } from "./sdk.mjs";
-
-class State {
-  constructor() {
-    this.messages = [];
-    this.status = "ready";
-    this.error = undefined;
-  }
-  pushMessage(message) {
-    this.messages = [...this.messages, message];
-  }
-  popMessage() {
-    this.messages = this.messages.slice(0, -1);
-  }
-  replaceMessage(index, message) {
-    this.messages = this.messages.map((m, i) => (i === index ? this.snapshot(message) : m));
-  }
-  snapshot(thing) {
-    return structuredClone(thing);
-  }
-}
+import { ai, print, State, transport } from "./sdk.mjs";
 
 const [base, chatId, text, approved] = process.argv.slice(2);
 let finished = 0;
