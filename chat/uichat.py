@@ -16,7 +16,6 @@ from urllib.parse import urlsplit
 from asgiref.sync import sync_to_async
 from django.db import IntegrityError
 from django.urls import Resolver404, resolve
-from django.utils.translation import gettext as _
 
 from chat import branches, services
 from chat.approvals import approval_decide
@@ -62,13 +61,13 @@ def conversation_pk(*, owner: Owner, chat_id: object) -> tuple[uuid.UUID, bool]:
 def chat_id_check(chat_id: object) -> uuid.UUID | None:
     """A chat id's UUID if it is one (one of our conversations), None for a client's id; else 400."""
     if not isinstance(chat_id, str):
-        raise Invalid(_("'id' must be the chat's id, a string."))
+        raise Invalid("'id' must be the chat's id, a string.")
     try:
         return uuid.UUID(chat_id)
     except ValueError:
         pass
     if not CLIENT_ID.fullmatch(chat_id):
-        raise Invalid(_("'id' must be a conversation id or 1 to 100 letters, digits, '-' or '_'."))
+        raise Invalid("'id' must be a conversation id or 1 to 100 letters, digits, '-' or '_'.")
     return None
 
 
@@ -78,7 +77,7 @@ def ui_conversation_get(*, owner: Owner, chat_id: str) -> Conversation | None:
     pk, client = conversation_pk(owner=owner, chat_id=chat_id)
     conversation = owner.conversations().filter(pk=pk).first()
     if conversation is None and not client:
-        raise NotFound(_("No conversation with id %(id)s.") % {"id": chat_id})
+        raise NotFound(f"No conversation with id {chat_id}.")
     return conversation
 
 
@@ -86,16 +85,16 @@ def _text_of(message: dict) -> tuple[str, list[str]]:
     """A UI message's text parts joined, and its file parts' urls."""
     parts = message.get("parts")
     if not isinstance(parts, list) or not all(isinstance(p, dict) for p in parts):
-        raise Invalid(_("The last message's 'parts' must be a list of objects."))
+        raise Invalid("The last message's 'parts' must be a list of objects.")
     texts, urls = [], []
     for part in parts:
         if part.get("type") == "text":
             if not isinstance(part.get("text"), str):
-                raise Invalid(_("A text part's 'text' must be a string."))
+                raise Invalid("A text part's 'text' must be a string.")
             texts.append(part["text"])
         elif part.get("type") == "file":
             if not isinstance(part.get("url"), str):
-                raise Invalid(_("A file part's 'url' must be a string."))
+                raise Invalid("A file part's 'url' must be a string.")
             urls.append(part["url"])
     return "\n\n".join(texts), urls
 
@@ -104,10 +103,8 @@ def attachment_id_of(url: str, host: str) -> str:
     """The id of an upload of this server named by its URL (`url` of POST /api/attachments),
     relative or on this host; anything else (a data: URL, another site) is refused."""
     refused = Invalid(
-        _(
-            "A file part's url must be the url of a file uploaded here first (POST "
-            "/api/attachments gives it); data: URLs and other sites' files are not accepted."
-        )
+        "A file part's url must be the url of a file uploaded here first (POST "
+        "/api/attachments gives it); data: URLs and other sites' files are not accepted."
     )
     parts = urlsplit(url)
     if parts.scheme not in ("", "http", "https") or (parts.netloc and parts.netloc != host):
@@ -127,10 +124,8 @@ def _server_id(message_id: str) -> None:
         uuid.UUID(message_id)
     except ValueError:
         raise Invalid(
-            _(
-                "'messageId' must name a message of this chat by the id the server gave it "
-                "(GET /api/ui/chat/<id> lists them)."
-            )
+            "'messageId' must name a message of this chat by the id the server gave it "
+            "(GET /api/ui/chat/<id> lists them)."
         ) from None
 
 
@@ -148,15 +143,13 @@ def approvals_of(message: dict) -> tuple[tuple[str, bool], ...]:
             or type(approval.get("approved")) is not bool
         ):
             raise Invalid(
-                _("An answered tool part needs its 'toolCallId' and 'approval': {'approved': true or false}.")
+                "An answered tool part needs its 'toolCallId' and 'approval': {'approved': true or false}."
             )
         found.append((call_id, approval["approved"]))
     if not found or not isinstance(message.get("id"), str):
         raise Invalid(
-            _(
-                "The last of 'messages' must be the user's message to send, or a reply with "
-                "answered tool approvals."
-            )
+            "The last of 'messages' must be the user's message to send, or a reply with "
+            "answered tool approvals."
         )
     return tuple(found)
 
@@ -165,30 +158,30 @@ def ui_request_parse(data: dict, *, host: str) -> UIRequest:
     """A transport's body, checked before anything is stored; a bad one is a 400."""
     chat_id, trigger = data.get("id"), data.get("trigger", "submit-message")
     if not isinstance(chat_id, str):
-        raise Invalid(_("The body needs 'id', the chat's id (a string)."))
+        raise Invalid("The body needs 'id', the chat's id (a string).")
     chat_id_check(chat_id)
     if trigger not in TRIGGERS:
-        raise Invalid(_("'trigger' must be 'submit-message' or 'regenerate-message'."))
+        raise Invalid("'trigger' must be 'submit-message' or 'regenerate-message'.")
     model = data.get("model")
     if model is not None and not isinstance(model, str):
-        raise Invalid(_("'model' must be a string."))
+        raise Invalid("'model' must be a string.")
     message_id = data.get("messageId")
     if message_id is not None and not isinstance(message_id, str):
-        raise Invalid(_("'messageId' must be a string."))
+        raise Invalid("'messageId' must be a string.")
     if message_id is not None:
         _server_id(message_id)
     if trigger == "regenerate-message":
         return UIRequest(chat_id=chat_id, trigger=trigger, message_id=message_id, model=model)
     messages = data.get("messages")
     if not isinstance(messages, list) or not messages or not isinstance(messages[-1], dict):
-        raise Invalid(_("'messages' must be a list of UI messages ending with the one to send."))
+        raise Invalid("'messages' must be a list of UI messages ending with the one to send.")
     if messages[-1].get("role") == "assistant":  # addToolApprovalResponse: the reply's decisions
         approvals = approvals_of(messages[-1])
         return UIRequest(
             chat_id=chat_id, trigger=trigger, message_id=messages[-1].get("id"), approvals=approvals
         )
     if messages[-1].get("role") != "user":
-        raise Invalid(_("The last of 'messages' must be the user's message to send."))
+        raise Invalid("The last of 'messages' must be the user's message to send.")
     content, urls = _text_of(messages[-1])
     ids = tuple(attachment_id_of(url, host) for url in urls)
     return UIRequest(
@@ -212,7 +205,7 @@ async def ui_send(*, owner: Owner, request: UIRequest, admission: "Admission") -
             data["attachments"] = list(request.attachment_ids)
     if request.trigger == "regenerate-message" or request.message_id is not None:
         if conversation is None:
-            raise Invalid(_("This chat has no message yet to answer again or to edit."))
+            raise Invalid("This chat has no message yet to answer again or to edit.")
         if request.trigger == "regenerate-message":
             action, data["message_id"] = services.reply_regenerate, request.message_id
         else:  # an edit: a sibling of that message (contract v3, "Branches")
@@ -253,7 +246,7 @@ async def ui_approve(*, owner: Owner, request: UIRequest) -> Message:
         owner=owner, message_id=str(request.message_id), replies_only=True
     )
     if conversation is None or reply.conversation_id != conversation.pk:
-        raise NotFound(_("No reply with id %(id)s in this chat.") % {"id": request.message_id})
+        raise NotFound(f"No reply with id {request.message_id} in this chat.")
     for call_id, approved in request.approvals:
         await approval_decide(owner=owner, message_id=str(reply.pk), tool_call_id=call_id, approved=approved)
     return reply
