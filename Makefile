@@ -42,7 +42,7 @@ lint: install
 clean:
 	rm -rf $(VENV) db.sqlite3* test-db.sqlite3*
 
-# Benchmarks (bench/README in README.md): the app against a bare ASGI baseline, side by side.
+# Benchmarks (docs/benchmarks.md): the app against a bare ASGI baseline, side by side.
 bench: install
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 	$(BIN)/python -m bench.search

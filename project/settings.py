@@ -1,4 +1,4 @@
-"""Settings for the chat project, read from the environment (see README: Configuration)."""
+"""Settings for the chat project, read from the environment (docs/configuration.md lists them)."""
 
 import os
 from datetime import timedelta
@@ -55,7 +55,7 @@ if HTTPS:
 
 # Nothing is silenced by the project: a check is silenced only where the environment says so
 # (comma separated, e.g. SILENCED_SYSTEM_CHECKS=security.W021,chat.W003), each the operator's
-# own decision (README: Deploying).
+# own decision (docs/deploying.md).
 SILENCED_SYSTEM_CHECKS = env_list("SILENCED_SYSTEM_CHECKS", [])
 
 INSTALLED_APPS = [
