@@ -79,6 +79,7 @@ function decorateCode(code, final) {
   copy.textContent = "Copy";
   copy.setAttribute("aria-label", `Copy the ${language || "code"} block`);
   head.append(label, copy);
+  pre.tabIndex = 0; // a long line scrolls sideways: from the keyboard too (issue 32)
   pre.replaceWith(box);
   box.append(head, pre);
 }
