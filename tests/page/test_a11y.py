@@ -98,6 +98,7 @@ def open_full_conversation(page, openai_vendor, settings) -> None:
     expect(reply.locator(".code-block")).to_have_count(2)
     page.reload()  # the stored conversation, as a visitor opens it
     expect(page.locator(".msg.assistant .markdown table")).to_be_visible()
+    expect(page.locator(".msg.assistant .feedback .thumb")).to_have_count(2)
     attach(page, "red square.png", png())
     expect(chip(page, "red square.png").locator("img.chip-thumb")).to_be_visible()
 
@@ -113,7 +114,10 @@ def test_the_page_with_a_conversation_open_has_no_serious_violation(
 ):
     page.emulate_media(color_scheme=scheme)
     open_full_conversation(page, openai_vendor, settings)
-    page.locator(".msg.assistant .step.tool summary").click()  # an open step is checked too
+    reply = page.locator(".msg.assistant").last
+    reply.locator(".step.tool summary").click()  # an open step is checked too
+    reply.get_by_role("button", name="Bad reply").click()  # pressed, with its comment form
+    expect(reply.locator(".feedback-comment textarea")).to_be_visible()
     assert_no_violations(page, axe)
 
 
@@ -127,6 +131,9 @@ def test_at_phone_size_with_the_list_closed_and_open_there_is_no_serious_violati
     assert_no_violations(page, axe)
     page.click("#open-sidebar")
     expect(page.locator("#sidebar")).to_be_in_viewport(ratio=1)
+    assert_no_violations(page, axe)
+    page.locator(".conv .delete").first.click()  # the list's question before a delete
+    expect(page.locator(".conv.confirming .confirm-delete")).to_be_visible()
     assert_no_violations(page, axe)
 
 
