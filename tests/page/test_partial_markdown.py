@@ -62,8 +62,14 @@ def flashes(seen: list[list[str]], final: str) -> list[str]:
 
 @pytest.mark.parametrize(
     "text",
-    [REPLY, "Plain **bold** then *it* and `x`", "```js\nlet a = `b`;\n```\nafter *that*"],
-    ids=["reply", "inline", "fence"],
+    [
+        REPLY,
+        "Plain **bold** then *it* and `x`",
+        "```js\nlet a = `b`;\n```\nafter *that*",
+        "* a star bullet with __init__ and *it*\n* another ``code with ` inside``\n\n> quoted **strong**",
+        "Math 2*3*4 = 24, **bold *nested* still** and _a_b_ and ~~gone~~.\n\n### Head **x**\n\n1. *one*\n",
+    ],
+    ids=["reply", "inline", "fence", "bullets", "nested"],
 )
 def test_no_prefix_of_a_streaming_reply_shows_a_marker_the_final_render_hides(page, text):
     page.goto("/")

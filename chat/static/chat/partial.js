@@ -79,7 +79,10 @@ export function settleOpenMarkdown(text) {
   let segment = lines.slice(start).join("\n").replace(TRAILING_MARKERS, "");
   const spans = openSpans(segment);
   if (spans.length) {
-    segment = segment.trimEnd() + spans.reverse().map((span) => span.char.repeat(span.run)).join("");
+    // An emphasis closer must follow a non-space; a code span keeps its spaces (trimming
+    // them could join a backtick of its content to the closer).
+    if (spans[spans.length - 1].char !== "`") segment = segment.trimEnd();
+    segment += spans.reverse().map((span) => span.char.repeat(span.run)).join("");
   }
   return start > 0 ? `${head}\n${segment}` : segment;
 }
