@@ -157,7 +157,8 @@ class Command(BaseCommand):
         color = tty and not options.get("no_color")
         return PhaseReporter(write, show=tty or options["reasoning"], color=color)
 
-    async def follow(self, reply_id: str, phases: PhaseReporter) -> End:
+    async def follow(self, reply_id: str, phases: PhaseReporter | None = None) -> End:
+        phases = phases or PhaseReporter(lambda text: None, show=False, color=False)
         subscription = await get_event_log().subscribe(reply_id, 0)
         try:
             while True:
