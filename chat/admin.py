@@ -312,6 +312,11 @@ class ConversationAdmin(admin.ModelAdmin):
     inlines = [MessageInline]
     actions = ["export_json"]
 
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        """A conversation is a record of what was said: it begins on the page, through the API or
+        with `manage.py chat_import`, never as an empty form here (issue 32)."""
+        return False
+
     def get_queryset(self, request: HttpRequest) -> QuerySet[Conversation]:
         tokens = Coalesce("input_tokens", 0) + Coalesce("output_tokens", 0)
         queryset = super().get_queryset(request)
@@ -440,6 +445,10 @@ class ConversationAdmin(admin.ModelAdmin):
 @admin.register(Message)
 class MessageAdmin(admin.ModelAdmin):
     """Triage: what failed, what was slow, what it cost. Read-only: it is a record."""
+
+    class Media:
+        # The list's column widths: ten columns fit 1280 px beside both sidebars (issue 32).
+        css = {"all": ("chat/admin.css",)}
 
     list_display = (
         "created_at",

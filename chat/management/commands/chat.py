@@ -18,10 +18,12 @@ from pathlib import Path
 
 from asgiref.sync import sync_to_async
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils.translation import gettext as _
 
 from chat import attachments, db, services
 from chat.errors import ChatError
 from chat.eventlog import End, Text, get_event_log
+from chat.management.phases import PhaseReporter
 from chat.models import Conversation
 from chat.providers import registry
 from chat.replies import generation
@@ -35,7 +37,15 @@ class Command(BaseCommand):
     help = "Ask a model from the terminal; the reply streams to stdout and is stored like the page's."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("question", nargs="?", help="What to ask; read from stdin when left out.")
+        parser.add_argument(
+            "question",
+            nargs="?",
+            help=_(
+                "What to ask. Left out, the question is read from stdin to its end when stdin is a "
+                "pipe or a file (echo hi | manage.py chat); in a terminal the command asks for "
+                "one and exits, it does not prompt."
+            ),
+        )
         parser.add_argument("-c", "--conversation", metavar="ID", help="Continue this conversation.")
         parser.add_argument("-m", "--model", metavar="ID", help="A model id, as --list-models shows.")
         parser.add_argument("--system", metavar="TEXT", help="The system prompt of a new conversation.")
@@ -51,6 +61,14 @@ class Command(BaseCommand):
             action="append",
             default=[],
             help="Send this file with the question (an image, a PDF or a text file); repeatable.",
+        )
+        parser.add_argument(
+            "--reasoning",
+            action="store_true",
+            help=_(
+                "Show the reply's phases and its reasoning text on stderr even when stderr is not "
+                "a terminal (on one they show anyway, the reasoning dimmed). Stdout gets the reply only."
+            ),
         )
         parser.add_argument(
             "--regenerate",
@@ -120,7 +138,7 @@ class Command(BaseCommand):
                 files = files or await sync_to_async(self.upload)(owner, options["attach"])
                 data["attachments"] = [str(f.pk) for f in files]
             _, reply = await services.message_send(owner=owner, conversation=conversation, data=data)
-        end = await self.follow(str(reply.pk))
+        end = await self.follow(str(reply.pk), self.phases(options))
         self.stdout.write("")
         usage = f" · {end.usage['input_tokens']}+{end.usage['output_tokens']} tokens" if end.usage else ""
         self.stderr.write(f"[{end.status}] conversation {conversation.pk} · {reply.model}{usage}")
@@ -128,16 +146,31 @@ class Command(BaseCommand):
             self.stderr.write(end.error)
         return end.error is not None
 
-    async def follow(self, reply_id: str) -> End:
+    def phases(self, options: dict) -> PhaseReporter:
+        """The reply's phases on stderr: on a terminal, or with --reasoning (issue 32)."""
+        tty = self.stderr.isatty()
+
+        def write(text: str) -> None:
+            self.stderr.write(text, style_func=str, ending="")
+            self.stderr.flush()
+
+        color = tty and not options.get("no_color")
+        return PhaseReporter(write, show=tty or options["reasoning"], color=color)
+
+    async def follow(self, reply_id: str, phases: PhaseReporter | None = None) -> End:
+        phases = phases or PhaseReporter(lambda text: None, show=False, color=False)
         subscription = await get_event_log().subscribe(reply_id, 0)
         try:
             while True:
                 item = await subscription.next(timeout=1.0)
                 if isinstance(item, Text):
+                    phases.text_written(item.text)
                     self.stdout.write(item.text, ending="")
                     self.stdout.flush()
                 elif isinstance(item, End):
                     return item
+                elif item is not None:
+                    phases.event(item)
         except asyncio.CancelledError:  # Ctrl-C: stop the reply, keeping its text
             await generation.reply_cancel(reply_id)
             raise

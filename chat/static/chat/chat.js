@@ -502,7 +502,7 @@ document.addEventListener("keydown", (event) => {
   } else if (state.editing) {
     cancelEdit();
   } else if (app.classList.contains("sidebar-open")) {
-    closeSidebar();
+    closeSidebar({ refocus: true });
   }
 });
 
@@ -532,19 +532,24 @@ $("new-chat").addEventListener("click", (event) => {
   newChat({ push: true });
 });
 
+// On a phone the sidebar is a drawer over the page: opening it moves focus into it, and
+// closing it (Escape, the close button, the scrim) gives focus back to the toggle (issue 32).
 function openSidebar() {
   app.classList.add("sidebar-open");
   $("scrim").hidden = false;
   $("open-sidebar").setAttribute("aria-expanded", "true");
+  $("sidebar").querySelector("a[href], button:not([disabled]), input:not([disabled])")?.focus();
 }
-function closeSidebar() {
+function closeSidebar({ refocus = false } = {}) {
+  const wasOpen = app.classList.contains("sidebar-open");
   app.classList.remove("sidebar-open");
   $("scrim").hidden = true;
   $("open-sidebar").setAttribute("aria-expanded", "false");
+  if (refocus && wasOpen) $("open-sidebar").focus();
 }
 $("open-sidebar").addEventListener("click", openSidebar);
-$("close-sidebar").addEventListener("click", closeSidebar);
-$("scrim").addEventListener("click", closeSidebar);
+$("close-sidebar").addEventListener("click", () => closeSidebar({ refocus: true }));
+$("scrim").addEventListener("click", () => closeSidebar({ refocus: true }));
 
 window.addEventListener("popstate", () => {
   const id = API.conversationIdIn(location.pathname);

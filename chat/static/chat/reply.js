@@ -6,6 +6,7 @@
 // an error status), this reconnects itself with ?last_event_id= and a growing delay.
 import { ApiError, streamUrl } from "./api.js";
 import { MarkdownView } from "./markdown.js";
+import { gettext } from "./i18n.js";
 import { StepsView } from "./steps.js";
 
 const FRAME_BUDGET_MS = 6; // drawing work per animation frame, when much text waits
@@ -70,7 +71,7 @@ export class Reply {
     this.actions.append(
       this.cachedMark,
       button("copy-reply", "Copy", "Copy the reply"),
-      button("regenerate", "Regenerate", "Answer this message again"),
+      button("regenerate", "Regenerate", gettext("Regenerate: answer this message again")),
     );
     this.steps = new StepsView(); // reasoning and tool steps, folded (issue 12)
     this.el.append(this.progress, this.steps.el, body, this.note, this.actions);
