@@ -20,6 +20,7 @@ from chat import conf
 from chat.providers import registry
 from chat.replies import generation
 from chat.runtime import runtime
+from chat.static_serving import AppStaticFiles
 from chat.threads import request_context, request_threads
 from chat.views import UPLOAD_PATH, body_limit, body_too_large, error_response, upload_body_limit
 
@@ -234,6 +235,7 @@ async def answer_too_large(send: Any, limit: int) -> None:
 
 
 def with_chat(application: Any) -> ChatLifespan:
-    """A project's ASGI application with the chat app's lifespan and the API's body limit (see
-    README: Add to your project)."""
-    return ChatLifespan(BodyLimit(application))
+    """A project's ASGI application with the chat app's lifespan, the API's body limit and the
+    app's own static files when nothing else serves them (chat/static_serving.py; see README:
+    Add to your project)."""
+    return ChatLifespan(AppStaticFiles(BodyLimit(application)))
