@@ -425,7 +425,7 @@ SHARE_CSP = (
 async def feedback_view(request: HttpRequest, message_id: str) -> HttpResponse:
     data = read_json(request, required=True)
     owner = await get_owner(request)
-    message = await db.run(feedback.reply_feedback, owner=owner, message_id=message_id, data=data)
+    message = await feedback.reply_feedback_give(owner=owner, message_id=message_id, data=data)
     await sync_to_async(sibling_ids)(message)
     return JsonResponse(message_json(message))
 
