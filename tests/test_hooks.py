@@ -93,8 +93,9 @@ def test_a_finished_reply_sends_started_then_finished_with_its_usage(tab, receiv
         message = finished["message"]
         assert message.content == "Twelve chars" and message.status == "complete"
         assert message.output_tokens == 5
-    # Sync receivers run on a thread, not on the server's event loop.
-    assert all(c[4] != "MainThread" and not c[4].startswith("asyncio") for c in received.of(reply["id"]))
+    # Sync receivers run on a thread lent by the request threads' pool, not on the event loop.
+    assert {c[4].split("_")[0] for c in received.of(reply["id"])} == {"chat-request"}
+    assert all(not c[4].startswith("chat-request") for c in received.of(reply["id"], "async"))
     # The response's own message was left alone: it still says what the request answered.
     assert reply["status"] == "streaming"
 
