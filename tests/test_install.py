@@ -1,0 +1,167 @@
+"""A clean install into a new site (issue 32): `django-admin startproject`, README's "Add to
+your project" steps as written there, and then no warning from `manage.py check` (nor a chat.*
+one from `check --deploy` with production settings), and the chat page's CSS and JavaScript
+loading, with DEBUG off, under `uvicorn mysite.asgi:application` and under `manage.py
+runserver`, with no static files setup of the site's own.
+
+The site runs on this suite's virtual environment, where the app is installed (tests/
+test_host_project.py installs the wheel into a fresh one, slower; this file is about the
+site's settings and servers).
+"""
+
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import free_port
+from tests.processes import ServerProcess
+from tests.test_host_project import host_env, readme_steps
+
+PREFIX = "/assistant/"
+SITE_SETTINGS = """
+# Production-like settings of the site itself (not of the chat app).
+import os
+
+DEBUG = os.environ.get("SITE_DEBUG") == "1"
+ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
+SECRET_KEY = "a-site-key-for-tests-only-0123456789-abcdefghijklmnopqrstuvwxyz-ABCDEFG"
+"""
+DEPLOY_SETTINGS = """from mysite.settings import *  # noqa: F403
+
+SECURE_SSL_REDIRECT = True
+SECURE_HSTS_SECONDS = 31536000
+SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+SECURE_HSTS_PRELOAD = True
+SESSION_COOKIE_SECURE = True
+CSRF_COOKIE_SECURE = True
+REDIS_URL = "redis://127.0.0.1:6379/0"  # several server processes share replies through Redis
+"""
+# The site without the README's optional ASGI_APPLICATION line (startproject sets none).
+NO_ASGI_SETTING = "from mysite.settings import *  # noqa: F403\n\ndel ASGI_APPLICATION  # noqa: F821\n"
+TYPES = {".css": "text/css", ".js": "text/javascript", ".mjs": "text/javascript"}
+
+
+def run(*args, cwd: Path, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, *args], cwd=cwd, env=host_env(**env), capture_output=True, text=True, timeout=120
+    )
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory) -> Path:
+    """A new site with the app added by README's steps, and the site's own production settings."""
+    directory = tmp_path_factory.mktemp("install") / "site"
+    directory.mkdir()
+    made = run("-m", "django", "startproject", "mysite", directory, cwd=directory)
+    assert made.returncode == 0, made.stderr
+    steps = readme_steps()
+    assert [lang for lang, _ in steps] == ["sh", "python", "python", "python", "sh"], steps
+    for _, code in steps[1:4]:  # settings.py, urls.py, asgi.py: appended as README writes them
+        target, body = code.split("\n", 1)
+        with open(directory / "mysite" / target.removeprefix("# ").strip(), "a") as f:
+            f.write("\n" + body)
+    with open(directory / "mysite/settings.py", "a") as f:
+        f.write(SITE_SETTINGS)
+    (directory / "mysite/deploy.py").write_text(DEPLOY_SETTINGS)
+    (directory / "mysite/no_asgi_setting.py").write_text(NO_ASGI_SETTING)
+    migrated = run("manage.py", "migrate", "--noinput", "-v0", cwd=directory)
+    assert migrated.returncode == 0, migrated.stderr
+    return directory
+
+
+@pytest.mark.parametrize(
+    ("settings", "debug"),
+    [("mysite.settings", "0"), ("mysite.settings", "1"), ("mysite.no_asgi_setting", "1")],
+    ids=["debug-off", "debug-on", "without-ASGI_APPLICATION"],
+)
+def test_check_finds_nothing(site, settings, debug):
+    checked = run("manage.py", "check", "--settings", settings, cwd=site, SITE_DEBUG=debug)
+    assert checked.returncode == 0, checked.stderr
+    assert checked.stdout.strip() == "System check identified no issues (0 silenced).", checked.stdout
+    assert "chat." not in checked.stderr
+
+
+def test_check_deploy_finds_nothing_with_production_settings(site):
+    checked = run("manage.py", "check", "--deploy", "--settings", "mysite.deploy", cwd=site)
+    assert checked.returncode == 0, checked.stderr
+    assert "chat." not in checked.stdout + checked.stderr
+    assert checked.stdout.strip() == "System check identified no issues (0 silenced).", checked.stdout
+
+
+def test_a_site_serving_django_s_wsgi_runserver_is_warned(site):
+    """The check still warns where streaming really breaks: chat listed after staticfiles."""
+    settings = site / "mysite/chat_last.py"
+    settings.write_text(
+        "from mysite.settings import *  # noqa: F403\n\n"
+        'INSTALLED_APPS = [app for app in INSTALLED_APPS if app != "chat"] + ["chat"]  # noqa: F405\n'
+    )
+    checked = run("manage.py", "check", "--settings", "mysite.chat_last", cwd=site)
+    assert "chat.W002" in checked.stderr and "django.contrib.staticfiles comes before chat" in checked.stderr
+
+
+@pytest.fixture(
+    scope="module",
+    params=[
+        ("-m", "uvicorn", "mysite.asgi:application", "--host", "127.0.0.1", "--port={port}"),
+        ("manage.py", "runserver", "127.0.0.1:{port}", "--noreload"),
+    ],
+    ids=["uvicorn", "runserver"],
+)
+def served(site, request):
+    """The site with DEBUG off, under each server, stopped after."""
+    port = free_port()
+    command = [sys.executable, *(arg.format(port=port) for arg in request.param)]
+    server = ServerProcess(command, host_env(SITE_DEBUG="0"), port, cwd=site).start(timeout=60)
+    yield server
+    server.stop()
+
+
+def page_assets(html: str) -> list[str]:
+    """The stylesheets, module preloads and scripts the page links to."""
+    return re.findall(r'<(?:link|script)[^>]*?(?:href|src)="([^"]+\.(?:css|js|mjs))"', html)
+
+
+def test_the_page_and_its_css_and_javascript_load_with_debug_off(served):
+    with httpx.Client(base_url=served.url, timeout=20) as http:
+        page = http.get(PREFIX)
+        assert page.status_code == 200
+        assets = page_assets(page.text)
+        assert "/static/chat/chat.css" in assets and "/static/chat/chat.js" in assets, assets
+        # What chat.js imports, too: every module the page needs.
+        imports = re.findall(r'from "\./([\w.-]+\.js)"', http.get("/static/chat/chat.js").text)
+        assert "api.js" in imports, imports
+        for url in [*assets, *(f"/static/chat/{name}" for name in imports)]:
+            response = http.get(url)
+            assert response.status_code == 200, url
+            assert response.headers["content-type"].startswith(TYPES[Path(url).suffix]), url
+            assert response.headers["x-content-type-options"] == "nosniff"
+            assert int(response.headers["content-length"]) == len(response.content) > 0
+
+
+def raw_status(port: int, path: str) -> int:
+    """The status of a GET of `path` sent as it is (an HTTP client would resolve its `..`)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
+        return int(sock.makefile("rb").readline().split()[1])
+
+
+def test_the_app_s_static_files_revalidate_answer_head_and_stay_in_their_directory(served):
+    url = "/static/chat/chat.css"
+    with httpx.Client(base_url=served.url, timeout=20) as http:
+        first = http.get(url)
+        assert first.headers["cache-control"] == "no-cache" and first.headers["last-modified"]
+        again = http.get(url, headers={"If-None-Match": first.headers["etag"]})
+        assert again.status_code == 304 and again.content == b""
+        head = http.head(url)
+        assert head.status_code == 200 and head.content == b""
+        assert head.headers["content-length"] == str(len(first.content))
+        for outside in ("/static/chat/../chat/chat.css", "/static/chat/%2e%2e/admin/css/base.css"):
+            assert raw_status(served.port, outside) == 404, outside
+        assert http.get("/static/chat/nothing-here.js").status_code == 404
+        # The app serves its own files only: the admin's stay the site's (collectstatic and a server).
+        assert http.get("/static/admin/css/base.css").status_code == 404
