@@ -1,7 +1,6 @@
 """The signals a host site connects to (chat/hooks.py, imported from chat.signals), sent by a
 real server to real receivers, sync and async, connected as a host connects them."""
 
-import asyncio
 import logging
 import threading
 import time
@@ -30,6 +29,11 @@ class Received:
 
     calls: list[tuple] = field(default_factory=list)
     changed: threading.Condition = field(default_factory=threading.Condition)
+    connected: list[tuple] = field(default_factory=list)  # (signal, receiver)
+
+    def disconnect(self) -> None:
+        for signal, receiver in self.connected:
+            signal.disconnect(receiver, sender=Message)
 
     def add(self, *call) -> None:
         with self.changed:
@@ -50,7 +54,6 @@ class Received:
 def received():
     """A sync and an async receiver on every signal, as a site connects them (sender=Message)."""
     got = Received()
-    receivers = []
     for name, signal in SIGNALS.items():
 
         def sync_receiver(sender, name=name, **kwargs):
@@ -61,10 +64,9 @@ def received():
 
         for receiver in (sync_receiver, async_receiver):
             signal.connect(receiver, sender=Message, weak=False)
-            receivers.append((signal, receiver))
+            got.connected.append((signal, receiver))
     yield got
-    for signal, receiver in receivers:
-        signal.disconnect(receiver, sender=Message)
+    got.disconnect()
 
 
 def wait_for(condition, timeout: float = 10) -> bool:
@@ -202,13 +204,17 @@ def test_feedback_given_is_sent_after_the_rating_is_committed(tab, received):
     assert len([c for c in received.of(reply["id"]) if c[1] == "feedback"]) == 2
 
 
-def test_no_receiver_no_work():
-    """Without receivers a reply keeps nothing for them (no copy of its message)."""
+def test_without_receivers_a_reply_keeps_nothing_for_them(tab, received):
+    """A reply started while no site listens holds no copy of its message; one started while
+    a receiver listens does."""
+    name = f"hold-{uuid.uuid4().hex}"
+    listened = send(tab, {"gate": name})
+    received.disconnect()  # as a site with no receivers
     assert not any(signal.has_listeners(Message) for signal in SIGNALS.values())
-    assert asyncio.run(_sent_to_nobody()) is None
-
-
-async def _sent_to_nobody():
-    from chat.hooks import send_in_background
-
-    return await send_in_background(reply_started, message=None)
+    try:
+        unheard = send(tab, {"gate": name})
+        assert generation.engine.live[listened["id"]].hosts is not None
+        assert generation.engine.live[unheard["id"]].hosts is None
+    finally:
+        gate(name).set()
+    assert tab.wait_finished(unheard["id"], unheard["conversation_id"])["status"] == "complete"
