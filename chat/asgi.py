@@ -1,7 +1,8 @@
 """ASGI lifespan for the chat app: the reply engine starts with the server and stops with it.
 
 Django's ASGIHandler serves only HTTP, so `with_chat` wraps it and answers `lifespan` itself;
-the API's requests have their body's size checked before Django reads it (`BodyLimit`); an
+the API's requests have their body's size checked before Django reads it (`BodyLimit`); the
+app's own static files are served when nothing else serves them (chat/static_serving.py); an
 HTTP request's sync work runs on a thread borrowed from a pool (chat/threads.py); every other
 scope goes to Django's application as it is. In a project's asgi.py:
 `application = with_chat(get_asgi_application())`.
