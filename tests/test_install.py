@@ -20,6 +20,7 @@ import pytest
 
 from tests.conftest import free_port
 from tests.processes import ServerProcess
+from tests.sse_client import events
 from tests.test_host_project import host_env, readme_steps
 
 PREFIX = "/assistant/"
@@ -109,8 +110,10 @@ def test_a_site_serving_django_s_wsgi_runserver_is_warned(site):
     params=[
         ("-m", "uvicorn", "mysite.asgi:application", "--host", "127.0.0.1", "--port={port}"),
         ("manage.py", "runserver", "127.0.0.1:{port}", "--noreload"),
+        # runserver serves mysite/asgi.py, found beside WSGI_APPLICATION.
+        ("manage.py", "runserver", "127.0.0.1:{port}", "--noreload", "--settings=mysite.no_asgi_setting"),
     ],
-    ids=["uvicorn", "runserver"],
+    ids=["uvicorn", "runserver", "runserver-without-ASGI_APPLICATION"],
 )
 def served(site, request):
     """The site with DEBUG off, under each server, stopped after."""
@@ -165,3 +168,14 @@ def test_the_app_s_static_files_revalidate_answer_head_and_stay_in_their_directo
         assert http.get("/static/chat/nothing-here.js").status_code == 404
         # The app serves its own files only: the admin's stay the site's (collectstatic and a server).
         assert http.get("/static/admin/css/base.css").status_code == 404
+
+
+def test_a_reply_streams_to_its_end(served):
+    """The engine started with the server (the lifespan of `with_chat`, wherever it came from)."""
+    with httpx.Client(base_url=served.url, timeout=30) as http:
+        headers = {"Accept": "text/event-stream"}
+        with http.stream("POST", f"{PREFIX}api/conversations", json={"content": "Hi"}, headers=headers) as r:
+            assert r.status_code == 200
+            received = list(events(r.iter_lines()))
+    assert received[-1].event == "done" and received[-1].json["status"] == "complete"
+    assert sum(e.event == "message" for e in received) > 10
