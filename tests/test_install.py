@@ -9,7 +9,9 @@ test_host_project.py installs the wheel into a fresh one, slower; this file is a
 site's settings and servers).
 """
 
+import json
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -44,6 +46,43 @@ REDIS_URL = "redis://127.0.0.1:6379/0"  # several server processes share replies
 """
 # The site without the README's optional ASGI_APPLICATION line (startproject sets none).
 NO_ASGI_SETTING = "from mysite.settings import *  # noqa: F403\n\ndel ASGI_APPLICATION  # noqa: F821\n"
+# A host's app that hooks in as the docs say: receivers connected in its ready(), one sync and
+# one async, writing what they got to the file SIGNAL_LOG names.
+BILLING_APP = """import json
+import os
+
+from django.apps import AppConfig
+
+
+def write(**line):
+    with open(os.environ["SIGNAL_LOG"], "a") as f:
+        f.write(json.dumps(line) + "\\n")
+
+
+def receiver_of(name):
+    def on_reply(sender, message, owner, **kwargs):
+        status, usage = kwargs.get("status"), kwargs.get("usage")
+        write(kind="sync", signal=name, id=str(message.pk), status=status, usage=usage)
+
+    return on_reply
+
+
+async def on_finished(sender, message, status, **kwargs):
+    write(kind="async", signal="finished", id=str(message.pk), status=status)
+
+
+class BillingConfig(AppConfig):
+    name = "billing"
+
+    def ready(self):
+        from chat.models import Message
+        from chat.signals import reply_failed, reply_finished, reply_started
+
+        signals = {"started": reply_started, "finished": reply_finished, "failed": reply_failed}
+        for name, signal in signals.items():
+            signal.connect(receiver_of(name), sender=Message, weak=False, dispatch_uid="billing-" + name)
+        reply_finished.connect(on_finished, sender=Message, dispatch_uid="billing-async")
+"""
 TYPES = {".css": "text/css", ".js": "text/javascript", ".mjs": "text/javascript"}
 
 
@@ -68,6 +107,11 @@ def site(tmp_path_factory) -> Path:
             f.write("\n" + body)
     with open(directory / "mysite/settings.py", "a") as f:
         f.write(SITE_SETTINGS)
+    with open(directory / "mysite/settings.py", "a") as f:
+        f.write('\nINSTALLED_APPS += ["billing.apps.BillingConfig"]\n')
+    (directory / "billing").mkdir()
+    (directory / "billing/__init__.py").write_text("")
+    (directory / "billing/apps.py").write_text(BILLING_APP)
     (directory / "mysite/deploy.py").write_text(DEPLOY_SETTINGS)
     (directory / "mysite/no_asgi_setting.py").write_text(NO_ASGI_SETTING)
     migrated = run("manage.py", "migrate", "--noinput", "-v0", cwd=directory)
@@ -179,3 +223,39 @@ def test_a_reply_streams_to_its_end(served):
             received = list(events(r.iter_lines()))
     assert received[-1].event == "done" and received[-1].json["status"] == "complete"
     assert sum(e.event == "message" for e in received) > 10
+
+
+def test_a_host_s_receivers_get_a_finished_and_an_interrupted_reply_under_uvicorn(site, tmp_path):
+    """The site's own app connects receivers; a reply that completes and one in flight when the
+    server gets SIGTERM each send started, then finished (complete, then interrupted)."""
+    log = tmp_path / "signals.jsonl"
+    port = free_port()
+    command = [sys.executable, "-m", "uvicorn", "mysite.asgi:application", "--port", str(port)]
+    env = host_env(SITE_DEBUG="0", SIGNAL_LOG=str(log))
+    server = ServerProcess(command, env, port, cwd=site).start(timeout=60)
+    try:
+        with httpx.Client(base_url=server.url, timeout=30) as http:
+            http.get(PREFIX)  # the session and the CSRF cookie, as the page gives them
+            body = {"content": "Hi"}
+            headers = {"Accept": "text/event-stream", "X-CSRFToken": http.cookies["csrftoken"]}
+            with http.stream("POST", f"{PREFIX}api/conversations", json=body, headers=headers) as r:
+                done = list(events(r.iter_lines()))[-1].json
+            token = {"X-CSRFToken": headers["X-CSRFToken"]}
+            sent = http.post(f"{PREFIX}api/conversations", json={"content": "Long"}, headers=token).json()
+        in_flight = sent["assistant_message"]["id"]
+        server.wait_for(lambda: log.exists() and in_flight in log.read_text(), 20, "reply_started")
+        server.signal(signal.SIGTERM)
+        server.wait(20)  # uvicorn's graceful shutdown, then the signal raised again
+    finally:
+        server.stop()
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    sync = [(line["id"], line["signal"], line["status"]) for line in lines if line["kind"] == "sync"]
+    assert sync == [
+        (done["message_id"], "started", None),
+        (done["message_id"], "finished", "complete"),
+        (in_flight, "started", None),
+        (in_flight, "finished", "interrupted"),
+    ]
+    assert [line["usage"] for line in lines if line["kind"] == "sync"][1] == done["usage"]
+    asynchronous = [(line["id"], line["status"]) for line in lines if line["kind"] == "async"]
+    assert asynchronous == [(done["message_id"], "complete"), (in_flight, "interrupted")]
