@@ -248,3 +248,36 @@ class Attachment(models.Model):
     @property
     def is_image(self) -> bool:
         return self.content_type.startswith("image/")
+
+
+class ToolApproval(models.Model):
+    """A tool call waiting for the person's yes or no (CHAT_TOOLS_APPROVAL; chat/approvals.py).
+
+    In the database, not in the generating process's memory: the approval may reach another
+    worker or machine than the one running the reply, and a reload must find the request again.
+    Each change of `state` is one conditional UPDATE from `waiting`, so a late decision and the
+    timeout cannot both win.
+    """
+
+    class State(models.TextChoices):
+        WAITING = "waiting"
+        APPROVED = "approved"
+        DENIED = "denied"
+        EXPIRED = "expired"
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="tool_approvals")
+    call_id = models.CharField(max_length=255)
+    name = models.CharField(max_length=255)
+    arguments = models.JSONField(default=dict, blank=True)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.WAITING)
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    decided_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["message", "call_id"], name="chat_approval_one_per_call"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.state})"

@@ -19,6 +19,7 @@ urlpatterns = [
     path("api/messages/<str:message_id>/stream", views.stream_view, name="stream"),
     path("api/messages/<str:message_id>/stop", views.stop_view, name="stop"),
     path("api/messages/<str:message_id>/feedback", views.feedback_view, name="feedback"),
+    path("api/messages/<str:message_id>/approve", views.approve_view, name="approve"),
     path("api/conversations/<str:conversation_id>/share", views.share_view, name="share"),
     path("s/<str:token>/", views.share_page_view, name="share-page"),
     path("api/conversations/<str:conversation_id>/branch", views.branch_view, name="branch"),

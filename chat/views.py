@@ -22,7 +22,7 @@ from django.views.decorators.csrf import csrf_exempt, ensure_csrf_cookie
 from django.views.decorators.http import require_safe
 from django.views.defaults import server_error as server_error_page
 
-from chat import attachments, conf, db, feedback, services, sharing
+from chat import approvals, attachments, conf, db, feedback, services, sharing
 from chat.admission import Admission
 from chat.branches import sibling_ids
 from chat.errors import ChatError, CrossSite, Invalid, LoginRequired, MethodNotAllowed, NotFound, TooLarge
@@ -613,3 +613,20 @@ def attachment_response(attachment, data: bytes) -> HttpResponse:
     response["Content-Security-Policy"] = ATTACHMENT_CSP
     response["Cache-Control"] = "private, max-age=3600"
     return response
+
+
+# --- tool approval (issue 31; chat/approvals.py) -------------------------------------------
+
+
+@api("POST")
+async def approve_view(request: HttpRequest, message_id: str) -> HttpResponse:
+    """`{"tool_call_id", "approved": true | false}` for a call the reply waits on."""
+    data = read_json(request, required=True)
+    owner = await get_owner(request)
+    approval = await approvals.approval_decide(
+        owner=owner,
+        message_id=message_id,
+        tool_call_id=data.get("tool_call_id"),
+        approved=data.get("approved"),
+    )
+    return JsonResponse(approvals.approval_json(approval))

@@ -21,6 +21,7 @@ from django.db import DatabaseError, OperationalError
 from django.utils import timezone
 
 from chat import db
+from chat.approvals import ApprovalDecided, ApprovalWaiting
 from chat.checks import check_workers_without_redis, worker_count
 from chat.eventlog import End, get_event_log
 from chat.hooks import reply_failed, reply_finished, reply_started, send_in_background
@@ -287,6 +288,9 @@ async def _run(reply_id: str, live: _Live, provider: Provider, prompt: Prompt) -
                             append_now(reply_id, item)
                         else:
                             await events.append(reply_id, item)
+                elif isinstance(item, ApprovalWaiting | ApprovalDecided):  # issue 31
+                    live.steps.approval(item.call_id, item.state)
+                    await events.set_status(reply_id, *item.status())
                 elif step := record_step(live.steps, item, live.text.length):  # issue 12
                     if first_token is None:
                         first_token = time.monotonic()

@@ -13,6 +13,7 @@ Ctrl-C stops the reply, which is kept as `stopped`, as the page's Stop button do
 """
 
 import asyncio
+import json
 import sys
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils.translation import gettext as _
 
 from chat import attachments, db, services
+from chat.approvals import approval_asked, approval_decide
 from chat.errors import ChatError
 from chat.eventlog import End, Text, get_event_log
 from chat.management.phases import PhaseReporter
@@ -75,6 +77,18 @@ class Command(BaseCommand):
             action="store_true",
             help="With --conversation: answer its last message again, beside the old reply.",
         )
+        decide = parser.add_mutually_exclusive_group()
+        decide.add_argument(
+            "--approve-tools",
+            action="store_true",
+            help="Run every tool call that waits for approval (CHAT_TOOLS_APPROVAL) without asking.",
+        )
+        decide.add_argument(
+            "--deny-tools",
+            action="store_true",
+            help="Refuse every tool call that waits for approval without asking. Without either "
+            "flag the command asks on the terminal, and refuses when stdin is not one.",
+        )
 
     def handle(self, *args, **options) -> None:
         if options["list_models"]:
@@ -121,6 +135,7 @@ class Command(BaseCommand):
         conversation = await sync_to_async(self.conversation)(options)
         model = {"model": options["model"]} if options["model"] else {}
         owner = Owner(user_id=conversation.user_id, visitor=conversation.visitor)
+        self.owner, self.options = owner, options  # what an approval needs (self.decide)
         if options["branch"]:
             conversation = await db.run(
                 services.conversation_branch,
@@ -163,6 +178,8 @@ class Command(BaseCommand):
         try:
             while True:
                 item = await subscription.next(timeout=1.0)
+                if (call := approval_asked(item)) is not None:  # a tool call waits (issue 31)
+                    await self.decide(reply_id, call)
                 if isinstance(item, Text):
                     phases.text_written(item.text)
                     self.stdout.write(item.text, ending="")
@@ -176,6 +193,48 @@ class Command(BaseCommand):
             raise
         finally:
             await subscription.close()
+
+    async def decide(self, reply_id: str, call: dict) -> None:
+        """A tool call waits for the person (issue 31, CHAT_TOOLS_APPROVAL): asked about on the
+        terminal, `Run name(arguments)? [y/N]`, when stdin is one; otherwise, or with
+        --approve-tools or --deny-tools, decided without asking, and stderr says so."""
+        shown = f"{call.get('name')}({json.dumps(call.get('arguments'), ensure_ascii=False)})"
+        if self.options.get("approve_tools") or self.options.get("deny_tools"):
+            approved = bool(self.options.get("approve_tools"))
+            if approved:
+                said = _("approved %(call)s: as the command was told")
+            else:
+                said = _("refused %(call)s: as the command was told")
+            self.stderr.write("\n[" + said % {"call": shown} + "]")
+        elif sys.stdin.isatty():
+            answer = await self.ask("\n" + _("Run %(call)s? [y/N] ") % {"call": shown})
+            approved = answer.strip().lower() in ("y", "yes")
+        else:
+            approved = False
+            said = _("refused %(call)s: stdin is not a terminal; --approve-tools runs it")
+            self.stderr.write("\n[" + said % {"call": shown} + "]")
+        try:
+            await approval_decide(
+                owner=self.owner,
+                message_id=reply_id,
+                tool_call_id=call.get("tool_call_id"),
+                approved=approved,
+            )
+        except ChatError as exc:  # it no longer waits (timed out meanwhile)
+            self.stderr.write(f"[{exc.message}]")
+
+    async def ask(self, prompt: str) -> str:
+        """A line from the terminal, read without holding up the event loop (the reply's
+        checkpoints and the wait's timeout go on), and given up with the command on Ctrl-C."""
+        self.stderr.write(prompt, ending="")
+        self.stderr.flush()
+        loop, fd = asyncio.get_running_loop(), sys.stdin.fileno()
+        line: asyncio.Future[str] = loop.create_future()
+        loop.add_reader(fd, lambda: line.done() or line.set_result(sys.stdin.readline()))
+        try:
+            return await line
+        finally:
+            loop.remove_reader(fd)
 
     def upload(self, owner: Owner, paths: list[str]) -> list:
         """Each file through the same service as the page's uploads (the same judgement, limits

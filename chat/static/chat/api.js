@@ -129,3 +129,7 @@ export function uploadAttachment(file, { onProgress, signal } = {}) {
     xhr.send(body);
   });
 }
+
+// Tool approval (issue 31): `approved` true runs the call the reply waits on, false refuses it.
+export const approveTool = (messageId, toolCallId, approved) =>
+  api("POST", apiUrl(`messages/${messageId}/approve`), { tool_call_id: toolCallId, approved });

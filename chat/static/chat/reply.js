@@ -5,6 +5,7 @@
 // so the server answers exactly the rest. When the browser gives up (the server answered
 // an error status), this reconnects itself with ?last_event_id= and a growing delay.
 import { ApiError, streamUrl } from "./api.js";
+import { ApprovalPrompt } from "./approval.js";
 import { MarkdownView } from "./markdown.js";
 import { gettext } from "./i18n.js";
 import { StepsView } from "./steps.js";
@@ -74,6 +75,7 @@ export class Reply {
       button("regenerate", "Regenerate", gettext("Regenerate: answer this message again")),
     );
     this.steps = new StepsView(); // reasoning and tool steps, folded (issue 12)
+    this.approval = new ApprovalPrompt(message.id); // a tool call waiting for the person (issue 31)
     this.el.append(this.progress, this.steps.el, body, this.note, this.actions);
   }
 
@@ -116,7 +118,10 @@ export class Reply {
     });
     source.addEventListener("status", (event) => {
       const status = JSON.parse(event.data);
-      if (this.view.length === 0) this.setProgress(stateLabel(status.state, status.name));
+      const asking = this.approval.update(status, this.steps.el); // issue 31
+      if (asking) this.setProgress(asking);
+      else if (this.view.length === 0) this.setProgress(stateLabel(status.state, status.name));
+      else this.setProgress(""); // after the text began, only a question is shown
     });
     source.addEventListener("message", (event) => {
       this.lastEventId = event.lastEventId;
@@ -224,6 +229,7 @@ export class Reply {
     }
     this.setProgress("");
     this.steps.endRun();
+    this.approval.clear();
     this.ending = end;
     this.hooks.onFinish?.(this);
     this.schedule();
