@@ -144,7 +144,6 @@ DEFAULTS: dict[str, Any] = {
     # `with_chat` serves the app's own static files (STATIC_URL + chat/...) when nothing else
     # does (chat/static_serving.py); False leaves them to the site's own setup.
     "CHAT_SERVE_STATIC": True,
-
     # --- tool approval (issue 31; chat/approvals.py) ---
     # Tools (host or MCP, by name; comma separated, `*` for all) whose calls wait for the
     # person's Approve or Deny, and the seconds a call waits before it ends as refused.
