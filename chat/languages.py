@@ -25,6 +25,7 @@ def catalogue_version() -> str:
         digest.update(mo.parent.parent.name.encode() + mo.read_bytes())
     return digest.hexdigest()[:12]
 
+
 # The page's strings, as the script `django.gettext` & co. read (chat/static/chat/i18n.js): a
 # same-origin file, as the page's CSP asks. It changes only with the catalogues, so it is cached
 # an hour (in Django's cache and the browser), per language (Django's cache keys carry the

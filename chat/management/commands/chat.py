@@ -10,6 +10,8 @@ the current branch again, a new version beside the old reply (no question then).
 `--attach PATH` (repeatable) sends a file with the question, judged and stored as the page's
 uploads are (owner: the conversation's owner, `cli` for a new one).
 Ctrl-C stops the reply, which is kept as `stopped`, as the page's Stop button does.
+It speaks the language its environment names (LANGUAGE, LC_ALL, LC_MESSAGES, LANG), among the
+site's LANGUAGES (issue 32).
 """
 
 import asyncio
@@ -18,10 +20,14 @@ from pathlib import Path
 
 from asgiref.sync import sync_to_async
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils import translation
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
 
 from chat import attachments, db, services
 from chat.errors import ChatError
 from chat.eventlog import End, Text, get_event_log
+from chat.languages import language_from_environment
 from chat.models import Conversation
 from chat.providers import registry
 from chat.replies import generation
@@ -32,58 +38,73 @@ CLI_VISITOR = "cli"
 
 
 class Command(BaseCommand):
-    help = "Ask a model from the terminal; the reply streams to stdout and is stored like the page's."
+    help = _("Ask a model from the terminal; the reply streams to stdout and is stored like the page's.")
+
+    def run_from_argv(self, argv: list[str]) -> None:
+        """From a shell (manage.py chat ...): --help and errors too in the terminal's language."""
+        translation.activate(language_from_environment())
+        super().run_from_argv(argv)
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("question", nargs="?", help="What to ask; read from stdin when left out.")
-        parser.add_argument("-c", "--conversation", metavar="ID", help="Continue this conversation.")
-        parser.add_argument("-m", "--model", metavar="ID", help="A model id, as --list-models shows.")
-        parser.add_argument("--system", metavar="TEXT", help="The system prompt of a new conversation.")
-        parser.add_argument("--list-models", action="store_true", help="List the models offered, and exit.")
+        parser.add_argument("question", nargs="?", help=_("What to ask; read from stdin when left out."))
+        parser.add_argument("-c", "--conversation", metavar="ID", help=_("Continue this conversation."))
+        parser.add_argument("-m", "--model", metavar="ID", help=_("A model id, as --list-models shows."))
+        parser.add_argument("--system", metavar="TEXT", help=_("The system prompt of a new conversation."))
+        parser.add_argument(
+            "--list-models", action="store_true", help=_("List the models offered, and exit.")
+        )
         parser.add_argument(
             "--branch",
             metavar="MESSAGE_ID",
-            help="With --conversation: continue the branch through this message (it becomes current).",
+            help=_("With --conversation: continue the branch through this message (it becomes current)."),
         )
         parser.add_argument(
             "--attach",
             metavar="PATH",
             action="append",
             default=[],
-            help="Send this file with the question (an image, a PDF or a text file); repeatable.",
+            help=_("Send this file with the question (an image, a PDF or a text file); repeatable."),
         )
         parser.add_argument(
             "--regenerate",
             action="store_true",
-            help="With --conversation: answer its last message again, beside the old reply.",
+            help=_("With --conversation: answer its last message again, beside the old reply."),
         )
 
     def handle(self, *args, **options) -> None:
+        with translation.override(language_from_environment()):
+            self.run(options)
+
+    def run(self, options: dict) -> None:
         if options["list_models"]:
             default = registry.default_model()
             for model in registry.available_models():
-                self.stdout.write(model.id + ("  (default)" if model.id == default else ""))
+                self.stdout.write(model.id + ("  " + gettext("(default)") if model.id == default else ""))
             return
         if (options["branch"] or options["regenerate"]) and not options["conversation"]:
-            raise CommandError("--branch and --regenerate need --conversation ID.")
+            raise CommandError(gettext("--branch and --regenerate need --conversation ID."))
         question = options["question"]
         if options["regenerate"]:
             if options["attach"]:
-                raise CommandError("--regenerate answers with the question's own files: leave --attach out.")
+                raise CommandError(
+                    gettext("--regenerate answers with the question's own files: leave --attach out.")
+                )
             if question is not None:
-                raise CommandError("--regenerate answers the last message again: leave the question out.")
+                raise CommandError(
+                    gettext("--regenerate answers the last message again: leave the question out.")
+                )
         elif question is None and options["attach"]:
             question = ""  # files alone are a question too
         elif question is None:
             if sys.stdin.isatty():
-                raise CommandError('Say what to ask: manage.py chat "your question"')
+                raise CommandError(gettext('Say what to ask: manage.py chat "your question"'))
             question = sys.stdin.read()
         try:
             failed = asyncio.run(self.chat_then_stop(question, options))
         except ChatError as exc:
             raise CommandError(exc.message) from None
         except KeyboardInterrupt:
-            self.stderr.write("\n[stopped]")
+            self.stderr.write("\n[" + gettext("stopped") + "]")
             sys.exit(130)
         if failed:
             sys.exit(1)
@@ -122,8 +143,14 @@ class Command(BaseCommand):
             _, reply = await services.message_send(owner=owner, conversation=conversation, data=data)
         end = await self.follow(str(reply.pk))
         self.stdout.write("")
-        usage = f" · {end.usage['input_tokens']}+{end.usage['output_tokens']} tokens" if end.usage else ""
-        self.stderr.write(f"[{end.status}] conversation {conversation.pk} · {reply.model}{usage}")
+        summary = {"status": end.status, "id": conversation.pk, "model": reply.model, **(end.usage or {})}
+        if end.usage:
+            text = gettext(
+                "[%(status)s] conversation %(id)s · %(model)s · %(input_tokens)s+%(output_tokens)s tokens"
+            )
+        else:
+            text = gettext("[%(status)s] conversation %(id)s · %(model)s")
+        self.stderr.write(text % summary)
         if end.error:
             self.stderr.write(end.error)
         return end.error is not None
@@ -155,7 +182,10 @@ class Command(BaseCommand):
                     raise attachments.too_large(path.stat().st_size)
                 data = path.read_bytes()
             except OSError as exc:
-                raise CommandError(f"Cannot read {name}: {exc.strerror or exc}.") from None
+                raise CommandError(
+                    gettext("Cannot read %(name)s: %(reason)s.")
+                    % {"name": name, "reason": exc.strerror or exc}
+                ) from None
             try:
                 files.append(attachments.attachment_create(owner=owner, data=data, name=path.name))
             except ChatError as exc:
@@ -167,7 +197,9 @@ class Command(BaseCommand):
             pk = services.parse_id(options["conversation"], "conversation")
             conversation = Conversation.objects.filter(pk=pk).first()
             if conversation is None:
-                raise CommandError(f"No conversation with id {options['conversation']}.")
+                raise CommandError(
+                    gettext("No conversation with id %(id)s.") % {"id": options["conversation"]}
+                )
             return conversation
         data = {"model": options["model"], "system_prompt": options["system"]}
         return services.conversation_create(
