@@ -22,7 +22,6 @@ from asgiref.sync import sync_to_async
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import translation
 from django.utils.translation import gettext
-from django.utils.translation import gettext_lazy as _
 
 from chat import attachments, db, services
 from chat.errors import ChatError
@@ -38,37 +37,50 @@ CLI_VISITOR = "cli"
 
 
 class Command(BaseCommand):
-    help = _("Ask a model from the terminal; the reply streams to stdout and is stored like the page's.")
+    @property
+    def help(self) -> str:  # argparse takes only str: looked up as the parser is made
+        return gettext(
+            "Ask a model from the terminal; the reply streams to stdout and is stored like the page's."
+        )
 
     def run_from_argv(self, argv: list[str]) -> None:
-        """From a shell (manage.py chat ...): --help and errors too in the terminal's language."""
+        """From a shell (manage.py chat ...): --help and errors too in the terminal's language
+        (the parser is made after this, so its texts are looked up in that language)."""
         translation.activate(language_from_environment())
         super().run_from_argv(argv)
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("question", nargs="?", help=_("What to ask; read from stdin when left out."))
-        parser.add_argument("-c", "--conversation", metavar="ID", help=_("Continue this conversation."))
-        parser.add_argument("-m", "--model", metavar="ID", help=_("A model id, as --list-models shows."))
-        parser.add_argument("--system", metavar="TEXT", help=_("The system prompt of a new conversation."))
         parser.add_argument(
-            "--list-models", action="store_true", help=_("List the models offered, and exit.")
+            "question", nargs="?", help=gettext("What to ask; read from stdin when left out.")
+        )
+        parser.add_argument("-c", "--conversation", metavar="ID", help=gettext("Continue this conversation."))
+        parser.add_argument(
+            "-m", "--model", metavar="ID", help=gettext("A model id, as --list-models shows.")
+        )
+        parser.add_argument(
+            "--system", metavar="TEXT", help=gettext("The system prompt of a new conversation.")
+        )
+        parser.add_argument(
+            "--list-models", action="store_true", help=gettext("List the models offered, and exit.")
         )
         parser.add_argument(
             "--branch",
             metavar="MESSAGE_ID",
-            help=_("With --conversation: continue the branch through this message (it becomes current)."),
+            help=gettext(
+                "With --conversation: continue the branch through this message (it becomes current)."
+            ),
         )
         parser.add_argument(
             "--attach",
             metavar="PATH",
             action="append",
             default=[],
-            help=_("Send this file with the question (an image, a PDF or a text file); repeatable."),
+            help=gettext("Send this file with the question (an image, a PDF or a text file); repeatable."),
         )
         parser.add_argument(
             "--regenerate",
             action="store_true",
-            help=_("With --conversation: answer its last message again, beside the old reply."),
+            help=gettext("With --conversation: answer its last message again, beside the old reply."),
         )
 
     def handle(self, *args, **options) -> None:
