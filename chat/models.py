@@ -4,6 +4,7 @@ import uuid
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
+from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
 
@@ -61,7 +62,7 @@ class Conversation(models.Model):
         ]
 
     def __str__(self) -> str:
-        return self.title or f"Conversation {self.id}"
+        return self.title or gettext("Conversation %(id)s") % {"id": self.id}
 
 
 class Message(models.Model):
@@ -196,7 +197,7 @@ class Share(models.Model):
         verbose_name_plural = _("shares")
 
     def __str__(self) -> str:
-        return f"Share of {self.conversation_id}"
+        return gettext("Share of %(id)s") % {"id": self.conversation_id}
 
 
 class FeedbackManager(models.Manager):
