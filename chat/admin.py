@@ -25,6 +25,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 from django.utils import timezone
+from django.utils.formats import number_format
 from django.utils.html import format_html
 from django.utils.text import smart_split, unescape_string_literal
 from django.utils.translation import gettext, ngettext
@@ -153,8 +154,13 @@ def status_badge(message: Message) -> str:
     return badge
 
 
+def grouped(number: int) -> str:
+    """1,234 or 1.234: thousands as the active language writes them."""
+    return number_format(number, force_grouping=True)
+
+
 def milliseconds(value: int | None) -> str:
-    return "—" if value is None else gettext("%(ms)s ms") % {"ms": f"{value:,}"}
+    return "—" if value is None else gettext("%(ms)s ms") % {"ms": grouped(value)}
 
 
 def step_views(message: Message) -> list[dict]:
@@ -375,7 +381,7 @@ class ConversationAdmin(admin.ModelAdmin):
 
     @admin.display(description=_("tokens"), ordering="n_tokens")
     def total_tokens(self, obj: Conversation) -> str:
-        return f"{obj.n_tokens:,}"
+        return grouped(obj.n_tokens)
 
     @admin.display(description=_("limits"))
     def limits_usage(self, obj: Conversation) -> str:

@@ -14,6 +14,7 @@ from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import reverse
+from django.utils.formats import number_format
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 from django.utils.translation import gettext
@@ -55,7 +56,11 @@ def usage_html(conversation: Conversation) -> str:
         rows.append((gettext("Messages"), gettext("%(used)s of %(limit)s") % usage["messages"]))
     if usage["tokens"]:
         tokens = usage["tokens"]
-        used = {"used": f"{tokens['used']:,}", "limit": tokens["limit"], "renews": tokens["renews_in"]}
+        used = {
+            "used": number_format(tokens["used"], force_grouping=True),
+            "limit": tokens["limit"],
+            "renews": tokens["renews_in"],
+        }
         text = (
             gettext("%(used)s of %(limit)s, renews in %(renews)s")
             if tokens["renews_in"]

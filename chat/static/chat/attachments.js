@@ -65,7 +65,10 @@ export function formatSize(bytes) {
     value /= 1024;
     unit += 1;
   }
-  return `${value < 10 ? value.toFixed(1).replace(/\.0$/, "") : Math.round(value)} ${units[unit]}`;
+  // 1.5 MB, 1,5 MB: the decimal sign of the page's language (<html lang>).
+  const lang = globalThis.document?.documentElement.lang || "en";
+  const digits = { maximumFractionDigits: value < 10 ? 1 : 0, useGrouping: false };
+  return `${new Intl.NumberFormat(lang, digits).format(value)} ${units[unit]}`;
 }
 
 const THUMB_WIDTH = 256; // a thumbnail's largest box in the log, in CSS pixels
