@@ -35,31 +35,32 @@ catalogue_view = cache_page(CATALOGUE_SECONDS, key_prefix=f"chat-jsi18n-{catalog
     JavaScriptCatalog.as_view(packages=["chat"])
 )
 
-# Where gettext itself looks for the language, in its order (LANGUAGE is a list: a:b:c).
-ENVIRONMENT_NAMES = ("LANGUAGE", "LC_ALL", "LC_MESSAGES", "LANG")
+# The locale's own variables, in GNU gettext's order: the first one set names the locale.
+LOCALE_NAMES = ("LC_ALL", "LC_MESSAGES", "LANG")
 
 
 def language_from_environment(environ: Mapping[str, str] | None = None) -> str:
     """The language a terminal's environment asks for, among the site's LANGUAGES.
 
-    `de_DE.UTF-8` is Django's `de-de`, which falls back to `de`; C, POSIX and languages the
-    site does not offer give its LANGUAGE_CODE, as a request without Accept-Language would.
+    As GNU gettext reads it: the locale (LC_ALL, else LC_MESSAGES, else LANG), preceded by
+    LANGUAGE's list (`es_MX:de`) unless the locale is C or POSIX (untranslated, so English).
+    `de_DE.UTF-8` is Django's `de-de`, which falls back to `de`; none the site offers gives its
+    LANGUAGE_CODE, as a request without Accept-Language would.
     """
     environ = os.environ if environ is None else environ
-    for name in ENVIRONMENT_NAMES:
-        for value in environ.get(name, "").split(":"):
-            locale = value.split(".")[0].split("@")[0]
-            if not locale or locale in ("C", "POSIX"):
-                continue
-            try:
-                return translation.get_supported_language_variant(translation.to_language(locale))
-            except LookupError:
-                continue
+    locale = next((environ[name] for name in LOCALE_NAMES if environ.get(name)), "C")
+    if _bare(locale) in ("", "C", "POSIX"):
+        return settings.LANGUAGE_CODE
+    for candidate in [*environ.get("LANGUAGE", "").split(":"), locale]:
+        if not _bare(candidate):
+            continue
+        try:
+            return translation.get_supported_language_variant(translation.to_language(_bare(candidate)))
+        except LookupError:
+            continue
     return settings.LANGUAGE_CODE
 
 
-def language_activate_from_environment(environ: Mapping[str, str] | None = None) -> str:
-    """Activates the environment's language for this thread (the terminal client's output)."""
-    language = language_from_environment(environ)
-    translation.activate(language)
-    return language
+def _bare(locale: str) -> str:
+    """`de_DE` of `de_DE.UTF-8@euro`."""
+    return locale.split(".")[0].split("@")[0]

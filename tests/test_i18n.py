@@ -243,12 +243,17 @@ def test_the_admin_in_spanish_by_the_language_cookie(staff):
 
 
 def test_the_terminal_language_comes_from_the_environment():
+    """As GNU gettext reads it: LC_ALL, LC_MESSAGES, LANG name the locale; LANGUAGE's list comes
+    first unless that locale is C (which means untranslated)."""
     assert language_from_environment({"LANG": "de_DE.UTF-8"}) == "de"
+    assert language_from_environment({"LANG": "es_MX.UTF-8@currency=MXN"}) == "es"
+    assert language_from_environment({"LC_MESSAGES": "de_AT.UTF-8", "LANG": "es_ES.UTF-8"}) == "de"
     assert language_from_environment({"LANGUAGE": "es_MX:de", "LANG": "de_DE.UTF-8"}) == "es"
-    assert language_from_environment({"LC_ALL": "C", "LC_MESSAGES": "de_AT.UTF-8"}) == "de"
-    assert language_from_environment({"LANGUAGE": "fr_FR:es_ES"}) == "es"
+    assert language_from_environment({"LANGUAGE": "fr_FR:es_ES", "LANG": "fr_FR.UTF-8"}) == "es"
+    assert language_from_environment({"LC_ALL": "C", "LANG": "de_DE.UTF-8"}) == settings.LANGUAGE_CODE
+    assert language_from_environment({"LANGUAGE": "de", "LANG": "C.UTF-8"}) == settings.LANGUAGE_CODE
+    assert language_from_environment({"LANGUAGE": "de"}) == settings.LANGUAGE_CODE  # no locale: C
     assert language_from_environment({"LANG": "fr_FR.UTF-8"}) == settings.LANGUAGE_CODE
-    assert language_from_environment({"LANG": "C.UTF-8"}) == settings.LANGUAGE_CODE
     assert language_from_environment({}) == settings.LANGUAGE_CODE
 
 
