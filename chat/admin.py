@@ -142,8 +142,21 @@ def as_uuid(term: str) -> uuid.UUID | None:
         return None
 
 
+# The words the admin shows for a message's role and status, lower case as in a sentence (the
+# models' choices' labels are capitalized for the filters).
+ROLE_WORDS = {"user": _("user"), "assistant": _("assistant"), "system": _("system")}
+STATUS_WORDS = {
+    "complete": _("complete"),
+    "streaming": _("streaming"),
+    "stopped": _("stopped"),
+    "error": _("error"),
+    "interrupted": _("interrupted"),
+}
+
+
 def status_badge(message: Message) -> str:
-    badge = format_html('<span class="chat-status chat-status-{}">{}</span>', message.status, message.status)
+    word = STATUS_WORDS.get(message.status, message.status)
+    badge = format_html('<span class="chat-status chat-status-{}">{}</span>', message.status, word)
     if message.cached:  # told again from the answer cache: it cost nothing
         return format_html(
             '{} <span class="chat-status chat-cached" title="{}">{}</span>',
@@ -188,6 +201,8 @@ def tree_transcript(messages: list[Message]) -> list[Message]:
     for pk, depth in shape.outline(leaf):
         message = by_id[pk]
         message.depth, message.indent, message.on_branch = depth, min(depth, 10) * 2, pk in on_branch
+        message.role_word = ROLE_WORDS.get(message.role, message.role)
+        message.status_word = STATUS_WORDS.get(message.status, message.status)
         siblings = shape.siblings(pk)
         at = {"at": siblings.index(pk) + 1, "count": len(siblings)}
         message.version = gettext("%(at)s of %(count)s") % at if len(siblings) > 1 else ""
@@ -290,7 +305,11 @@ class MessageInline(admin.TabularInline):
 
     @admin.display(description=_("tokens in / out"))
     def tokens(self, obj: Message) -> str:
-        return "—" if obj.usage is None else f"{obj.input_tokens or 0} / {obj.output_tokens or 0}"
+        return (
+            "—"
+            if obj.usage is None
+            else f"{grouped(obj.input_tokens or 0)} / {grouped(obj.output_tokens or 0)}"
+        )
 
 
 @admin.register(Conversation)
@@ -540,7 +559,11 @@ class MessageAdmin(admin.ModelAdmin):
 
     @admin.display(description=_("tokens in / out"), ordering="output_tokens")
     def tokens(self, obj: Message) -> str:
-        return "—" if obj.usage is None else f"{obj.input_tokens or 0} / {obj.output_tokens or 0}"
+        return (
+            "—"
+            if obj.usage is None
+            else f"{grouped(obj.input_tokens or 0)} / {grouped(obj.output_tokens or 0)}"
+        )
 
     @admin.display(description=_("error"))
     def error_short(self, obj: Message) -> str:
