@@ -235,6 +235,7 @@ def test_the_admin_in_spanish_by_the_language_cookie(staff):
     page = staff.get(f"/admin/chat/conversation/{conversation.pk}/change/").content.decode()
     for text in ("Transcripción (2 mensajes)", "Abrir en la página del chat", "rama actual"):
         assert text in page, text
+    assert "<strong>asistente</strong>" in page and 'chat-status-complete">completa<' in page
     messages = staff.get("/admin/chat/message/").content.decode()
     assert "Primer token" in messages and "Completa" in messages
 
