@@ -19,7 +19,8 @@ export class ApiError extends Error {
 }
 
 // A failure the server did not explain (no JSON error): its status, in the reader's words.
-const answered = (r) => interpolate(gettext("The server answered %(status)s %(text)s."), { status: r.status, text: r.statusText }, true);
+const answered = (r) =>
+  interpolate(gettext("The server answered %(status)s %(text)s."), { status: r.status, text: r.statusText }, true);
 
 export function csrfToken() {
   const match = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/);

@@ -92,8 +92,11 @@ function showNotice(error, retry) {
   if (error?.status === 429) {
     let left = error.retryAfter ?? 10;
     const tick = () => {
-      const later = left > 0 ? interpolate(gettext("You can try again in %(wait)s."), { wait: countdown(left) }, true) : "";
-      text.textContent = `${sentence} ${later || gettext("You can try again now.")}`;
+      const later =
+        left > 0
+          ? interpolate(gettext("You can try again in %(wait)s."), { wait: countdown(left) }, true)
+          : gettext("You can try again now.");
+      text.textContent = `${sentence} ${later}`;
       if (retryButton) retryButton.disabled = left > 0;
       if (left <= 0) clearInterval(noticeTimer);
       left -= 1;
