@@ -35,8 +35,11 @@ def vendor():
 
 def env(database: Path, vendor: VendorServer | None = None) -> dict[str, str]:
     names = ("DATABASE_URL", "CHAT_MODELS", "CHAT_MODEL", "OPENAI_API_KEY", "OPENAI_BASE_URL")
+    names += ("LANGUAGE", "LC_ALL", "LC_MESSAGES")  # English output, whatever the shell speaks
     clean = {k: v for k, v in os.environ.items() if k not in names and not k.startswith("ANTHROPIC_")}
-    clean.update(DJANGO_SETTINGS_MODULE="project.settings", DATABASE_URL=f"sqlite:///{database}")
+    clean.update(
+        DJANGO_SETTINGS_MODULE="project.settings", DATABASE_URL=f"sqlite:///{database}", LANG="C.UTF-8"
+    )
     if vendor is not None:
         clean.update(
             OPENAI_BASE_URL=f"{vendor.url}/v1", OPENAI_API_KEY=KEY, CHAT_MODELS="openai:gpt-test,demo"

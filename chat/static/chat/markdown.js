@@ -10,6 +10,7 @@ import { Marked } from "./vendor/marked.esm.js";
 import DOMPurify from "./vendor/purify.es.mjs";
 import hljs from "./vendor/highlight.min.js";
 import { settleOpenMarkdown } from "./partial.js";
+import { gettext, interpolate } from "./i18n.js";
 
 const ESCAPES = { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" };
 const escapeHtml = (text) => String(text ?? "").replace(/[&<>"']/g, (c) => ESCAPES[c]);
@@ -73,12 +74,15 @@ function decorateCode(code, final) {
   head.className = "code-head";
   const label = document.createElement("span");
   label.className = "code-lang";
-  label.textContent = language || "text";
+  label.textContent = language || gettext("text");
   const copy = document.createElement("button");
   copy.type = "button";
   copy.className = "copy-code";
-  copy.textContent = "Copy";
-  copy.setAttribute("aria-label", `Copy the ${language || "code"} block`);
+  copy.textContent = gettext("Copy");
+  copy.setAttribute(
+    "aria-label",
+    language ? interpolate(gettext("Copy the %(language)s block"), { language }, true) : gettext("Copy the code block"),
+  );
   head.append(label, copy);
   pre.tabIndex = 0; // a long line scrolls sideways: from the keyboard too (issue 32)
   pre.replaceWith(box);

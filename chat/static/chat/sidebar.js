@@ -2,7 +2,7 @@
 import { deleteConversation, listConversations, pageUrl, renameConversation } from "./api.js";
 import { gettext, interpolate } from "./i18n.js";
 
-export const UNTITLED = "New chat";
+export const UNTITLED = gettext("New chat");
 
 const ICONS = {
   rename: "M4 20h4L19 9l-4-4L4 16v4zM14 6l4 4",
@@ -132,7 +132,7 @@ export class Sidebar {
     input.className = "rename-input";
     input.maxLength = 200;
     input.value = conversation?.title || "";
-    input.setAttribute("aria-label", "New title");
+    input.setAttribute("aria-label", gettext("New title"));
     let settled = false;
     const finish = async (save) => {
       if (settled) return;
@@ -170,10 +170,10 @@ export class Sidebar {
     const question = document.createElement("span");
     question.className = "confirm-text";
     const title = conversation?.title || UNTITLED;
-    question.textContent = `Delete “${title}”?`;
+    question.textContent = interpolate(gettext("Delete “%(title)s”?"), { title }, true);
     // A button's name holds its visible word (WCAG 2.5.3, axe's label-content-name-mismatch).
-    const yes = button("confirm-delete danger", "Delete", interpolate(gettext("Delete “%s”"), [title]));
-    const no = button("cancel-delete", "Cancel", interpolate(gettext("Cancel, keep “%s”"), [title]));
+    const yes = button("confirm-delete danger", gettext("Delete"), interpolate(gettext("Delete “%s”"), [title]));
+    const no = button("cancel-delete", gettext("Cancel"), interpolate(gettext("Cancel, keep “%s”"), [title]));
     item.replaceChildren(question, yes, no);
     item.classList.add("confirming");
     no.focus();
