@@ -16,7 +16,6 @@ from django.middleware.csrf import CsrfViewMiddleware
 from django.shortcuts import render
 from django.urls import reverse
 from django.utils.http import content_disposition_header
-from django.utils.translation import gettext as _
 from django.views.csrf import csrf_failure as django_csrf_failure
 from django.views.decorators.csrf import csrf_exempt, ensure_csrf_cookie
 from django.views.decorators.http import require_safe
@@ -165,23 +164,18 @@ def no_session(request: HttpRequest, what: str) -> NotFound:
     """The 404 of a lookup by a client without a session: the same status, code and sentence
     whether the id exists or not (the sentence depends on the request alone), but one that
     says what is missing; a script that forgot its cookie jar read only "No reply" before."""
-    words = {
-        "reply": _("reply"),
-        "message": _("message"),
-        "conversation": _("conversation"),
-        "file": _("file"),
-    }
+    # English, as every API error sentence is (the contract's; docs/API-extensions.md, "Languages").
     if settings.SESSION_COOKIE_NAME not in request.COOKIES:
-        sentence = _(
+        sentence = (
             "No %(what)s with this id in this session: the request carried no session cookie "
             "(send the cookie the page set, or sign in)."
         )
     else:
-        sentence = _(
+        sentence = (
             "No %(what)s with this id in this session: the session cookie it carried is new or "
             "has expired (send the cookie the page set, or sign in)."
         )
-    return NotFound(sentence % {"what": words[what]})
+    return NotFound(sentence % {"what": what})
 
 
 def admission_for(request: HttpRequest, owner: Owner, *, cache: bool = True) -> Admission:
@@ -434,7 +428,7 @@ def csrf_header_name() -> str:
 
 def _csrf_refused() -> HttpResponse:
     """The 403 `csrf`, saying how a script gets the token (it read only "needs the token")."""
-    sentence = _(
+    sentence = (
         "This request needs the CSRF token: GET the chat's page (%(page)s) to receive the "
         "%(cookie)s cookie, then send its value back in an %(header)s header, with the cookies "
         "(over HTTPS, also a Referer or Origin header of this site)."
