@@ -1,9 +1,8 @@
 """`manage.py check` (and runserver's start) says which CHAT_TOOLS entry cannot be offered."""
 
-import importlib.util
-
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
+from django.utils.translation import gettext as _
 
 
 @checks.register()
@@ -29,12 +28,20 @@ def check_mcp_servers(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
             entry_parse(raw)
         except McpConfigError as exc:
             errors.append(checks.Error(str(exc), id="chat.E031"))
-    if entries and importlib.util.find_spec("mcp") is None:
+    if entries and not _mcp_installed():
         errors.append(
             checks.Error(
-                "CHAT_MCP_SERVERS names MCP servers, but the mcp package is not installed: "
-                "pip install chat-sse[mcp]",
+                _("CHAT_MCP_SERVERS names MCP servers, but the mcp package is not installed: %(fix)s")
+                % {"fix": "pip install chat-sse[mcp]"},
                 id="chat.E032",
             )
         )
     return errors
+
+
+def _mcp_installed() -> bool:
+    try:
+        import mcp  # noqa: F401 - the `mcp` extra
+    except ImportError:
+        return False
+    return True

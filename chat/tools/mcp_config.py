@@ -44,7 +44,8 @@ def url_masked(url: str) -> str:
     netloc = parts.netloc
     if "@" in netloc:
         netloc = f"{MASK}@{netloc.rpartition('@')[2]}"
-    query = urlencode([(key, MASK) for key, _value in parse_qsl(parts.query, keep_blank_values=True)])
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    query = urlencode([(key, MASK) for key, _value in pairs], safe="*")
     return urlunsplit(parts._replace(netloc=netloc, query=query, fragment=""))
 
 
@@ -53,7 +54,7 @@ def entry_parse(raw: str) -> McpEntry:
     raw = raw.strip()
     if raw.lower().startswith(STDIO):
         return _stdio_entry(raw)
-    shown = url_masked(raw) if "://" in raw else raw
+    shown = url_masked(raw)
     try:
         parts = urlsplit(raw)
         parts.port  # noqa: B018 - raises ValueError on a port out of range or not a number
