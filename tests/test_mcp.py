@@ -328,3 +328,17 @@ def test_results_and_names_as_a_model_gets_them():
     with pytest.raises(ToolError, match="^The tool t failed: nope$"):
         tool_result("t", CallToolResult(content=[TextContent(text="nope")], is_error=True))
     assert Path(SERVER).exists()
+
+
+def test_servers_that_answer_garbage_or_nothing_offer_no_tools_and_hold_nothing_up(
+    mcp, server, settings, caplog, tab, openai_vendor
+):
+    settings.CHAT_MCP_TIMEOUT = 1.0
+    mute = "import sys, time; print('hello, I speak no MCP'); sys.stdout.flush(); time.sleep(60)"
+    started = time.monotonic()
+    mcp(f"stdio:{sys.executable} -c {json.dumps(mute)}", f"{server.url}/api/")
+    assert time.monotonic() - started < 15  # bounded by CHAT_MCP_TIMEOUT, not by the mute child
+    _wait_for(lambda: "did not answer within 1 seconds" in caplog.text, "the mute server's timeout")
+    assert f"{server.url}/api/ failed: it answered with an error (Not Found)" in caplog.text
+    _, message = _send(tab, "openai:gpt-test")
+    assert message["status"] == "complete" and "tools" not in openai_vendor.completions()[-1].body

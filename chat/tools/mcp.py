@@ -13,6 +13,7 @@ raises into a reply but `ToolError`.
 
 import asyncio
 import contextlib
+import importlib
 import logging
 import math
 import re
@@ -36,6 +37,14 @@ DESCRIPTION_CHARS = 1024
 FIRST_PAUSE = 0.5  # seconds before connecting again; doubled after each failed attempt
 STOP_TIMEOUT = 10.0  # the SDK gives a stdio child 2 s to leave after stdin closes, 2 more after SIGTERM
 _UNFIT = re.compile(r"[^a-zA-Z0-9_-]")
+
+
+def sdk_import() -> None:
+    """Import the SDK, on a thread: it takes a second or more, which the owner tasks, importing
+    it on the server's event loop, would hold every stream up for. Missing: `_session` says so."""
+    with contextlib.suppress(ImportError):
+        for module in ("mcp", "mcp.client.stdio", "mcp.client.subscriptions", "mcp.types"):
+            importlib.import_module(module)
 
 
 def tool_name(remote: str) -> str:
@@ -74,6 +83,7 @@ class McpServer:
         self._wake = asyncio.Event()  # list again now (a refresh asked, or tools/list_changed)
         self._listened: list[asyncio.Future] = []  # refresh() callers waiting for the next listing
         self._skipped: set[str] = set()
+        self._scope = anyio.CancelScope()  # the owner task's: stop() cancels it
 
     # --- what the manager and the replies call -----------------------------------------------
 
@@ -82,12 +92,17 @@ class McpServer:
         self.task = spawn(self._run(), name=f"chat-mcp {self.entry.label}")
 
     async def stop(self) -> None:
-        """End the session (a stdio child is told to leave, then terminated) and fail its calls."""
+        """End the session (a stdio child is told to leave, then terminated) and fail its calls.
+
+        Through the owner's anyio scope, not `task.cancel()`: the SDK shields its stdio
+        shutdown from anyio's cancellation, but a native cancel delivered during that shutdown
+        left the task hung (a child that ignored its closed stdin, stopped 1.5 s after start)."""
         if self.task is not None and not self.task.done():
-            self.task.cancel()
+            self._scope.cancel()
             _done, pending = await asyncio.wait([self.task], timeout=STOP_TIMEOUT)
             if pending:
                 log.warning("The MCP server %s did not close within %g s", self.entry.shown, STOP_TIMEOUT)
+                self.task.cancel()
         self.state, self.problem = "down", _("the server is stopping")
         self._fail_waiting()
 
@@ -114,6 +129,10 @@ class McpServer:
     # --- the owner task ----------------------------------------------------------------------
 
     async def _run(self) -> None:
+        with self._scope:
+            await self._connect_forever()
+
+    async def _connect_forever(self) -> None:
         pause = FIRST_PAUSE
         while True:
             self.state = "connecting"

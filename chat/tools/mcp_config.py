@@ -7,6 +7,7 @@ command line's arguments may hold a key too). This module imports nothing of the
 `manage.py check` can judge the setting on a site that has not installed it.
 """
 
+import logging
 import os
 import shlex
 from dataclasses import dataclass
@@ -16,6 +17,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from django.utils.translation import gettext as _
 
 from chat import conf
+
+log = logging.getLogger("chat.tools.mcp")
 
 STDIO = "stdio:"
 MASK = "***"
@@ -92,7 +95,7 @@ def configured_entries() -> list[str]:
 
 
 def mcp_entries() -> tuple[McpEntry, ...]:
-    """The servers configured; McpConfigError naming the first entry that names none."""
+    """The servers configured, but the entries that name none (check chat.E031 names them)."""
     return _parsed(tuple(configured_entries()))
 
 
@@ -101,5 +104,8 @@ def _parsed(raws: tuple[str, ...]) -> tuple[McpEntry, ...]:
     """Read once per value of the setting: `mcp_entries` is on every reply's send path."""
     entries: dict[str, McpEntry] = {}
     for raw in raws:
-        entries.setdefault(raw, entry_parse(raw))  # the same server twice is one server
+        try:
+            entries.setdefault(raw, entry_parse(raw))  # the same server twice is one server
+        except McpConfigError as exc:
+            log.error("%s It is left out.", exc)
     return tuple(entries.values())

@@ -13,8 +13,8 @@ from collections.abc import Collection
 
 from chat import conf
 from chat.runtime import runtime
-from chat.tools.mcp import McpServer, McpTool
-from chat.tools.mcp_config import McpConfigError, McpEntry, mcp_entries
+from chat.tools.mcp import McpServer, McpTool, sdk_import
+from chat.tools.mcp_config import McpEntry, mcp_entries
 
 log = logging.getLogger("chat.tools.mcp")
 
@@ -45,6 +45,8 @@ class McpServers:
         now; returns when each has answered or failed (CHAT_MCP_TIMEOUT at most)."""
         if self.loop is None or self.loop.is_closed():
             self.loop = asyncio.get_running_loop()
+        if mcp_entries():
+            await self.loop.run_in_executor(runtime.executor("chat-mcp-import", 1), sdk_import)
         dropped = self._reconcile()
         timeout = conf.get_float("CHAT_MCP_TIMEOUT")
         await asyncio.gather(
@@ -54,7 +56,7 @@ class McpServers:
     def tools(self, taken: Collection[str]) -> list[McpTool]:
         """The tools the servers listed last, but those whose name a host tool (`taken`) or an
         earlier server already has: skipped, with a warning logged once."""
-        entries = _entries()
+        entries = mcp_entries()
         if not entries:
             return []
         if any(entry.raw not in self.servers for entry in entries) or len(entries) != len(self.servers):
@@ -72,7 +74,7 @@ class McpServers:
 
     def _reconcile(self) -> list[McpServer]:
         """On the servers' loop: a server for each entry; those no longer configured, returned."""
-        entries = {entry.raw: entry for entry in _entries()}
+        entries = {entry.raw: entry for entry in mcp_entries()}
         dropped = [self.servers.pop(raw) for raw in list(self.servers) if raw not in entries]
         for raw, entry in entries.items():
             if raw not in self.servers:
@@ -108,14 +110,6 @@ class McpServers:
                 entry.shown,
                 name,
             )
-
-
-def _entries() -> tuple[McpEntry, ...]:
-    """The servers configured; none while the setting is malformed (check chat.E031 says why)."""
-    try:
-        return mcp_entries()
-    except McpConfigError:
-        return ()
 
 
 mcp_servers = runtime.part("chat-mcp", McpServers, start=McpServers.start, stop=McpServers.stop)
