@@ -312,7 +312,8 @@ def test_results_and_names_as_a_model_gets_them():
     from mcp.types import CallToolResult, EmbeddedResource, ImageContent, TextContent, TextResourceContents
 
     from chat.tools.errors import ToolError
-    from chat.tools.mcp import tool_name, tool_result
+    from chat.tools.mcp import tool_name
+    from chat.tools.mcp_text import tool_result
 
     assert tool_name("files/read.v2!") == "files_read_v2_" and len(tool_name("x" * 80)) == 64
     doc = TextResourceContents(uri="file:///a.txt", text="the file's text")

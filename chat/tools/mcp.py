@@ -28,6 +28,7 @@ from chat import conf
 from chat.providers.base import ToolSpec
 from chat.tools.errors import ToolError
 from chat.tools.mcp_config import McpEntry
+from chat.tools.mcp_text import problem_of, tool_result, unreachable
 
 log = logging.getLogger("chat.tools.mcp")
 
@@ -118,10 +119,10 @@ class McpServer:
     async def call(self, name: str, remote: str, arguments: dict) -> Any:
         """The tool's result (a JSON value or text), or ToolError with a sentence for the model."""
         if self.loop is not asyncio.get_running_loop() or self.task is None or self.task.done():
-            raise ToolError(_unreachable(self.entry, _("it is not running in this process")))
+            raise ToolError(unreachable(self.entry, _("it is not running in this process")))
         if self.state == "down":
             self._wake.set()  # try again at once rather than at the end of the pause
-            raise ToolError(_unreachable(self.entry, self.problem))
+            raise ToolError(unreachable(self.entry, self.problem))
         future = self.loop.create_future()
         self._calls.put_nowait(_Call(name, remote, arguments, future))
         return tool_result(name, await future)  # a cancelled wait cancels the future, and the call
@@ -139,7 +140,7 @@ class McpServer:
             try:
                 await self._session()
             except Exception as exc:  # noqa: BLE001 - whatever the server or transport did: connect again
-                self.problem = _problem(exc, self.entry, conf.get_float("CHAT_MCP_TIMEOUT"))
+                self.problem = problem_of(exc, self.entry, conf.get_float("CHAT_MCP_TIMEOUT"))
                 log.warning("The MCP server %s failed: %s", self.entry.shown, self.problem)
                 log.debug("The MCP server %s failed", self.entry.shown, exc_info=True)
             if self.state == "up":
@@ -291,7 +292,7 @@ class McpServer:
         while not self._calls.empty():
             call = self._calls.get_nowait()
             if not call.future.done():
-                call.future.set_exception(ToolError(_unreachable(self.entry, self.problem)))
+                call.future.set_exception(ToolError(unreachable(self.entry, self.problem)))
         self._answer_listened()
 
 
@@ -306,56 +307,3 @@ def _caller(server: McpServer, name: str, remote: str) -> Callable[..., Awaitabl
 def _resolve(future: asyncio.Future, result: Any) -> None:
     if not future.done():
         future.set_result(result)
-
-
-def _unreachable(entry: McpEntry, problem: str) -> str:
-    message = _("The MCP server %(server)s cannot be reached: %(why)s.")
-    return message % {"server": entry.label, "why": problem}
-
-
-def _problem(exc: BaseException, entry: McpEntry, timeout: float) -> str:
-    """Why a connection failed, as a phrase naming no URL and no argument (either may hold a key)."""
-    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
-        leaves = [e for e in exc.exceptions if not isinstance(e, asyncio.CancelledError)]
-        exc = leaves[0] if leaves else exc.exceptions[0]
-    if isinstance(exc, TimeoutError):
-        return _("it did not answer within %(seconds)g seconds") % {"seconds": timeout}
-    if isinstance(exc, ImportError):
-        return _("the mcp package is not installed (pip install chat-sse[mcp])")
-    if isinstance(exc, FileNotFoundError | PermissionError) and entry.is_stdio:
-        return _("its command could not be run (%(kind)s)") % {"kind": type(exc).__name__}
-    from mcp.types import CONNECTION_CLOSED
-
-    if getattr(exc, "code", None) == CONNECTION_CLOSED:
-        return _("it closed the connection")
-    message = getattr(exc, "message", None)  # an MCPError: the server's own words
-    if isinstance(message, str) and message:
-        return _("it answered with an error (%(message)s)") % {"message": message[:200]}
-    return _("the connection failed (%(kind)s)") % {"kind": type(exc).__name__}
-
-
-def tool_result(name: str, result: Any) -> Any:
-    """A CallToolResult as a tool's result: its structured content if it has some, else its
-    text (other content named, as `[image: image/png]`); `isError` as a ToolError."""
-    text = "\n".join(_content_text(block) for block in result.content or ())
-    if result.is_error:
-        message = _("The tool %(tool)s failed: %(why)s")
-        raise ToolError(message % {"tool": name, "why": text or _("no reason given")})
-    if result.structured_content is not None:
-        return result.structured_content
-    return text
-
-
-def _content_text(block: Any) -> str:
-    kind = getattr(block, "type", "")
-    if kind == "text":
-        return block.text
-    if kind in ("image", "audio"):
-        return f"[{kind}: {block.mime_type}]"
-    if kind == "resource_link":
-        return f"[resource: {block.uri}]"
-    if kind == "resource":
-        resource = block.resource
-        text = getattr(resource, "text", None)
-        return text if isinstance(text, str) else f"[resource: {resource.uri} ({resource.mime_type})]"
-    return f"[{kind or 'content'}]"
