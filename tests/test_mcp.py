@@ -131,10 +131,11 @@ def test_a_stdio_servers_tool_is_offered_called_and_stored_as_a_step(request, ta
 
 
 def test_a_streamable_http_servers_tool_beside_a_host_tool_that_wins_its_name(
-    tab, mcp, http_mcp, openai_vendor, settings
+    tab, mcp, http_mcp, openai_vendor, settings, caplog
 ):
     settings.CHAT_TOOLS = ["tests.test_mcp.add"]
-    mcp(STDIO, http_mcp.start().url)
+    twin = f"stdio:{sys.executable} -u {SERVER}"  # the same tools again: each clashes with STDIO's
+    mcp(STDIO, http_mcp.start().url, twin)
     openai_vendor.play(
         {"call": "web_add", "id": "w", "args": ['{"a": 20, "b": 22}']},
         {"call": "add", "id": "h", "args": ['{"a": 1, "b": 1}']},
@@ -151,6 +152,9 @@ def test_a_streamable_http_servers_tool_beside_a_host_tool_that_wins_its_name(
     offered = _offered(openai_vendor.completions()[-2].body)
     assert offered["add"]["description"] == "The host's own add, which wins over the MCP server's."
     assert {"web_add", "web_slow", "slow"} <= set(offered)
+    clash = "offers a tool named {}, as a host tool or an earlier server does: it is skipped"
+    assert f"The MCP server {STDIO} {clash.format('add')}" in caplog.text
+    assert f"The MCP server {twin} {clash.format('slow')}" in caplog.text
     assert message["status"] == "complete" and [s["name"] for s in message["steps"]] == [
         "web_add",
         "add",
