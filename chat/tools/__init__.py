@@ -110,6 +110,7 @@ def tools_for(provider: str) -> dict[str, Tool]:
     return {**tools, **{tool.name: _from_mcp(tool) for tool in remote}}
 
 
+@lru_cache(maxsize=512)
 def _from_mcp(tool: McpTool) -> Tool:
     """An MCP server's tool: its func calls the server (the server checks the arguments)."""
     return Tool(name=tool.name, func=tool.call, spec=tool.spec, context_parameter=None, is_async=True)

@@ -53,7 +53,7 @@ def tool_name(remote: str) -> str:
     return _UNFIT.sub("_", remote)[:64]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # known by identity: a listing makes new ones
 class McpTool:
     name: str  # as offered to models
     remote: str  # as the server knows it
