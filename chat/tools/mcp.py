@@ -143,6 +143,8 @@ class McpServer:
                 self.problem = problem_of(exc, self.entry, conf.get_float("CHAT_MCP_TIMEOUT"))
                 log.warning("The MCP server %s failed: %s", self.entry.shown, self.problem)
                 log.debug("The MCP server %s failed", self.entry.shown, exc_info=True)
+            else:
+                self.problem = _("it closed the connection")
             if self.state == "up":
                 pause = FIRST_PAUSE  # it worked until now: connect again soon
             self.state = "down"
