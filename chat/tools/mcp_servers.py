@@ -57,10 +57,10 @@ class McpServers:
         """The tools the servers listed last, but those whose name a host tool (`taken`) or an
         earlier server already has: skipped, with a warning logged once."""
         entries = mcp_entries()
+        if len(entries) != len(self.servers) or any(entry.raw not in self.servers for entry in entries):
+            self._reconcile_soon()  # the setting changed: start the servers added, stop those dropped
         if not entries:
             return []
-        if any(entry.raw not in self.servers for entry in entries) or len(entries) != len(self.servers):
-            self._reconcile_soon()
         names, offered = set(taken), []
         for entry in entries:
             server = self.servers.get(entry.raw)
