@@ -230,7 +230,7 @@ class McpServer:
         except ListenNotSupportedError:
             return
         except Exception as exc:  # noqa: BLE001 - the tools are still listed every CHAT_MCP_REFRESH s
-            log.info(
+            log.debug(
                 "The MCP server %s sends no tools/list_changed (%s)", self.entry.shown, type(exc).__name__
             )
 
