@@ -37,6 +37,12 @@ class MethodNotAllowed(ChatError):
     status, code = 405, "method_not_allowed"
 
 
+class Conflict(ChatError):
+    """The request is well formed but the thing it acts on is not in a state that allows it."""
+
+    status, code = 409, "conflict"
+
+
 class TooLarge(ChatError):
     status, code = 413, "too_large"
 

@@ -21,7 +21,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from chat.history import BATCH, FORMAT, VERSION
-from chat.models import Conversation, Message
+from chat.models import Conversation, Message, ToolApproval
 
 MAX_ERRORS_SHOWN = 20
 VERSIONS = (1, VERSION)  # 1: before branches (its messages become a chain)
@@ -275,6 +275,12 @@ def _read_steps(reader: _Reader, record: dict, path: str) -> dict[str, Any]:
                 _storable_json(reader, tool[key], f"{where}.{key}")
             tool["error"] = reader.field(step, "error", _TEXT_OR_NULL, where, required=False)
             tool["duration_ms"] = duration
+            if step.get("approval") is not None:  # a call that waited for the person (issue 31)
+                if step["approval"] not in ToolApproval.State.values:
+                    reader.fail(
+                        f"{where}.approval", f"expected one of {', '.join(ToolApproval.State.values)}"
+                    )
+                tool["approval"] = step["approval"]
             fields["steps"].append(tool)
         else:
             reader.fail(f"{where}.type", 'expected "reasoning" or "tool"')

@@ -91,6 +91,13 @@ class Steps:
         self._since = time.monotonic()
         return ToolResultStep(step["offset"], self.side, call_id, step["name"], result, error, duration_ms)
 
+    def approval(self, call_id: str, state: str) -> None:
+        """A tool step's approval (issue 31): `waiting`, then `approved`, `denied` or `expired`."""
+        step = next((s for s in reversed(self.steps) if s["type"] == "tool" and s["id"] == call_id), None)
+        if step is not None:
+            step["approval"] = state
+            self.version += 1
+
     def running_tool(self) -> dict | None:
         """The tool step whose call has no outcome yet (a reply stopped while it ran)."""
         last = self.steps[-1] if self.steps else None
@@ -102,6 +109,8 @@ class Steps:
         step = self.running_tool()
         if step is None:
             return None
+        if step.get("approval") == "waiting":  # chat/approvals.py marked its row expired too
+            step["approval"] = "expired"
         error = (
             "The reply ended while this tool was running."
             if status != "stopped"

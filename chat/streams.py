@@ -77,7 +77,7 @@ def encode(item: Event, reply_id: str) -> bytes:
     if isinstance(item, Text):
         return text_event(item.offset, item.text)
     if isinstance(item, Status):
-        return event("status", {"state": item.state})
+        return event("status", {"state": item.state, **(item.detail or {})})
     if isinstance(item, ReasoningText | ToolCallStep | ToolResultStep):
         return encode_step(item)
     if item.status == Message.Status.ERROR:

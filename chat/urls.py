@@ -3,7 +3,7 @@ its scripts and every URL the API returns follow the prefix (contract v2, "Mount
 
 from django.urls import path, re_path
 
-from chat import views
+from chat import languages, views
 
 app_name = "chat"
 
@@ -19,11 +19,13 @@ urlpatterns = [
     path("api/messages/<str:message_id>/stream", views.stream_view, name="stream"),
     path("api/messages/<str:message_id>/stop", views.stop_view, name="stop"),
     path("api/messages/<str:message_id>/feedback", views.feedback_view, name="feedback"),
+    path("api/messages/<str:message_id>/approve", views.approve_view, name="approve"),
     path("api/conversations/<str:conversation_id>/share", views.share_view, name="share"),
     path("s/<str:token>/", views.share_page_view, name="share-page"),
     path("api/conversations/<str:conversation_id>/branch", views.branch_view, name="branch"),
     path(f"api/{views.UPLOAD_PATH}", views.attachments_view, name="attachments"),
     path("api/attachments/<str:attachment_id>", views.attachment_view, name="attachment"),
+    path("jsi18n/", languages.catalogue_view, name="jsi18n"),  # the page's strings (issue 32)
     # Anything else under api/ is the API's own 404, whatever the host's handler404 does.
     re_path(r"^api/", views.api_not_found, name="api"),
 ]

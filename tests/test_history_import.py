@@ -178,6 +178,11 @@ def change(data: dict, path: tuple, value) -> dict:
             "steps[1].arguments.zone[1]: contains a NUL",
         ),
         (
+            ("conversations", 0, "messages", 3, "steps", 1, "approval"),
+            "maybe",
+            "steps[1].approval: expected one of waiting, approved, denied, expired",
+        ),
+        (
             ("conversations", 0, "messages", 3, "steps", 1, "type"),
             "shell",
             'steps[1].type: expected "reasoning"',
@@ -305,3 +310,12 @@ def test_a_streaming_reply_and_a_bom_are_fine(db, tmp_path):
     Conversation.objects.all().delete()
     run_import(tmp_path, b"\xef\xbb\xbf" + json.dumps(data).encode())
     assert Message.objects.get(content="partial").status == "interrupted"
+
+
+def test_a_tool_steps_approval_is_imported(exported, tmp_path):
+    """Issue 31: the outcome of a call that waited for the person goes through export and import."""
+    exported["conversations"].sort(key=lambda c: c["title"] != "Mine")
+    exported["conversations"][0]["messages"][3]["steps"][1]["approval"] = "denied"
+    run_import(tmp_path, exported, "--attach-users")
+    reply = Message.objects.get(pk=exported["conversations"][0]["messages"][3]["id"])
+    assert reply.steps[1]["approval"] == "denied"

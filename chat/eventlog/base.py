@@ -15,6 +15,13 @@ class Text:
 @dataclass(frozen=True, slots=True)
 class Status:
     state: str  # "thinking", ...
+    # Fields sent beside `state`: a waiting tool call's (issue 31, chat/approvals.py), or a
+    # running tool's name. A status with `state` "approval" goes to every subscriber that
+    # joins while it holds, whatever its place, and so does the status that ends it.
+    detail: dict | None = None
+
+
+APPROVAL = "approval"
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +113,7 @@ class EventLog(ABC):
         """Append a reasoning delta or a tool step, its place already set by the generator."""
 
     @abstractmethod
-    async def set_status(self, reply_id: str, state: str) -> None: ...
+    async def set_status(self, reply_id: str, state: str, detail: dict | None = None) -> None: ...
 
     @abstractmethod
     async def end(self, reply_id: str, end: End) -> None:

@@ -4,7 +4,7 @@ import asyncio
 from bisect import bisect_left, bisect_right
 
 from chat import conf
-from chat.eventlog.base import End, Event, EventLog, ReasoningText, Status, Step, Subscription, Text
+from chat.eventlog.base import APPROVAL, End, Event, EventLog, ReasoningText, Status, Step, Subscription, Text
 from chat.runtime import runtime
 
 
@@ -45,7 +45,7 @@ _deadlines_of = runtime.per_loop(lambda loop: _Deadlines())
 
 
 class _Reply:
-    __slots__ = ("chunks", "ends", "length", "state", "end", "waiters", "steps", "step_ends", "step_offsets")
+    __slots__ = ("chunks", "ends", "length", "status", "end", "waiters", "steps", "step_ends", "step_offsets")
 
     def __init__(self) -> None:
         self.chunks: list[str] = []
@@ -55,7 +55,7 @@ class _Reply:
         self.steps: list[Step] = []
         self.step_ends: list[int] = []  # step_ends[i] == steps[i].side
         self.step_offsets: list[int] = []  # step_offsets[i] == steps[i].offset
-        self.state: str | None = None
+        self.status: Status | None = None
         self.end: End | None = None
         self.waiters: list[MemorySubscription] = []  # those waiting in next() for a change
 
@@ -82,7 +82,7 @@ class MemorySubscription(Subscription):
         self.reply = reply
         self.offset = offset
         self.side = reply.side_before(offset) if side is None else side
-        self.state_seen: str | None = None
+        self.status_seen: Status | None = None
         self.future: asyncio.Future | None = None  # set while next() waits
 
     def changed(self) -> None:
@@ -114,12 +114,27 @@ class MemorySubscription(Subscription):
         self.side = reply.step_ends[j - 1]
         return ReasoningText(step.offset, self.side, "".join(parts))
 
+    def _status(self, caught_up: bool) -> Status | None:
+        """The reply's status, if this subscriber is to hear it now: a client with nothing yet
+        hears the state first; an approval (issue 31) goes to everyone once caught up with
+        the steps and text before it, and the status that ends it to those who heard it."""
+        status = self.reply.status
+        if status is None or status == self.status_seen:
+            self.status_seen = status  # the same again: nothing new to say
+            return None
+        if status.state == APPROVAL:
+            if not caught_up:
+                return None
+            self.status_seen = status
+            return status
+        previous, self.status_seen = self.status_seen, status
+        first = self.offset == 0 and self.side == 0
+        return status if first or (previous is not None and previous.state == APPROVAL) else None
+
     def _pending(self) -> Event | None:
         reply = self.reply
-        if reply.state is not None and reply.state != self.state_seen:
-            self.state_seen = reply.state
-            if self.offset == 0 and self.side == 0:  # a client with nothing yet hears the state first
-                return Status(reply.state)
+        if reply.status is not self.status_seen and (status := self._status(False)) is not None:
+            return status
         if reply.steps and (step := self._next_step()) is not None:
             return step
         stop = reply.length
@@ -133,6 +148,8 @@ class MemorySubscription(Subscription):
                 text = text[: stop - self.offset]
             self.offset = stop
             return Text(self.offset, text)
+        if reply.status is not self.status_seen and reply.end is None and (status := self._status(True)):
+            return status
         if reply.end is not None:
             return reply.end
         return None
@@ -195,9 +212,9 @@ class MemoryEventLog(EventLog):
         reply.step_offsets.append(step.offset)
         reply.notify()
 
-    async def set_status(self, reply_id: str, state: str) -> None:
+    async def set_status(self, reply_id: str, state: str, detail: dict | None = None) -> None:
         reply = self._reply(reply_id)
-        reply.state = state
+        reply.status = Status(state, detail)
         reply.notify()
 
     async def end(self, reply_id: str, end: End) -> None:

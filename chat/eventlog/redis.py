@@ -283,9 +283,9 @@ class RedisEventLog(EventLog):
         await self.local.append_step(reply_id, step)
         self._put(reply_id, step)
 
-    async def set_status(self, reply_id: str, state: str) -> None:
-        await self.local.set_status(reply_id, state)
-        self._put(reply_id, Status(state))
+    async def set_status(self, reply_id: str, state: str, detail: dict | None = None) -> None:
+        await self.local.set_status(reply_id, state, detail)
+        self._put(reply_id, Status(state, detail))
 
     async def end(self, reply_id: str, end: End) -> None:
         await self.local.end(reply_id, end)

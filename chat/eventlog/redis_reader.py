@@ -27,6 +27,7 @@ from redis.exceptions import RedisError
 
 from chat.eventlog import codec
 from chat.eventlog.base import (
+    APPROVAL,
     Event,
     LogUnavailable,
     ReasoningText,
@@ -108,6 +109,7 @@ class RedisSubscription(Subscription):
         self.frames = ""  # the frames stream that carries it, and the reader's place there:
         self.waiting: int | None = None  # the frame after which it needs them all (None: live)
         self.held: list[Entry] | None = None  # what the reader brought before the catch-up ended
+        self.approval_shown = False  # the last status delivered asked for an approval (issue 31)
 
     def feed_stream(self, entries: list) -> None:
         """Entries as XRANGE answers them (raw: see raw_entries)."""
@@ -150,14 +152,25 @@ class RedisSubscription(Subscription):
             self.queued = offset
         elif kind != "open":
             event = codec.decode(kind, data, offset)
-            if isinstance(event, Status) and self.queued != 0:
-                return  # a client with text already needs no progress state
+            if isinstance(event, Status) and not self._wants(event):
+                return
             if isinstance(event, STEPS) and (
                 event.side <= self.from_side if self.from_side is not None else event.offset < self.start
             ):
                 return  # delivered before this subscription's place
             if event is not None:
                 self.queue.append(event)
+
+    def _wants(self, status: Status) -> bool:
+        """A client with text already needs no progress state, but for an approval (issue 31),
+        and the status that ends one it was shown. An approval still queued when it ends was
+        decided before this client saw it (a catch-up): it is dropped."""
+        if status.state == APPROVAL:
+            return True
+        stale = [e for e in self.queue if isinstance(e, Status) and e.state == APPROVAL]
+        for event in stale:
+            self.queue.remove(event)
+        return self.queued == 0 or (self.approval_shown and not stale)
 
     def fail(self) -> None:
         self.failed = True
@@ -180,6 +193,8 @@ class RedisSubscription(Subscription):
             self.offset = item.offset
         elif isinstance(item, STEPS):
             self.side = item.side
+        elif isinstance(item, Status):
+            self.approval_shown = item.state == APPROVAL
         return item
 
     async def next(self, timeout: float) -> Event | None:

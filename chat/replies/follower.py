@@ -6,6 +6,7 @@ from django.core.exceptions import ValidationError
 from django.utils import timezone
 
 from chat import conf, db
+from chat.approvals import ApprovalWaiting, approval_waiting_for
 from chat.eventlog import End, Event, EventLog, Status, Step, Subscription, Text
 from chat.models import Message
 from chat.replies import generation
@@ -57,6 +58,7 @@ class DatabaseFollower(Subscription):
         first = status and offset == 0 and self.side == 0
         self.state = _first_state(message) if first else None
         self.pending: list[Event] = []
+        self.approval: str | None = None  # the call whose approval request it showed (issue 31)
 
     def _advance(self) -> Event | None:
         """The next stored event after the place reached, reasoning and tool steps included."""
@@ -87,6 +89,8 @@ class DatabaseFollower(Subscription):
                 return item
             if message.is_finished:
                 return end_of(message)
+            if (status := await self._approval()) is not None:
+                return status
             left = deadline - loop.time()
             if left <= 0:
                 return None
@@ -97,6 +101,22 @@ class DatabaseFollower(Subscription):
             if (timezone.now() - message.updated_at).total_seconds() > conf.stale_after():
                 await db.run(replies_recover_stale, running=generation.running_ids())
                 await db.run(message.refresh_from_db, fields=_REFRESH)
+
+    async def _approval(self) -> Status | None:
+        """The approval request of the tool call the reply waits on, once that call is shown
+        (issue 31), from its ToolApproval row; then `thinking` when it is no longer waiting."""
+        steps = self.message.steps
+        running = steps[-1] if steps and steps[-1].get("type") == "tool" else None
+        waiting = None
+        if running is not None and running.get("duration_ms") is None:
+            waiting = await db.run(approval_waiting_for, str(self.message.pk))
+        call_id = waiting.call_id if waiting is not None and waiting.call_id == running["id"] else None
+        if call_id == self.approval:
+            return None
+        shown, self.approval = self.approval, call_id
+        if waiting is not None and call_id is not None:
+            return Status(*ApprovalWaiting(call_id, waiting.name, waiting.arguments).status())
+        return Status("thinking") if shown is not None else None
 
 
 class DatabaseEventLog(EventLog):
@@ -118,8 +138,9 @@ class DatabaseEventLog(EventLog):
         )
         return len(content)
 
-    async def set_status(self, reply_id: str, state: str) -> None:
-        """The database keeps no progress state: a follower with no text yet hears `thinking`."""
+    async def set_status(self, reply_id: str, state: str, detail: dict | None = None) -> None:
+        """The database keeps no progress state: a follower with no text yet hears `thinking`
+        (and one of a reply waiting for an approval, the ToolApproval row's request)."""
 
     async def end(self, reply_id: str, end: End) -> None:
         usage = end.usage or {}

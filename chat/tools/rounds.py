@@ -4,7 +4,9 @@
 that ends with tool calls has them run here, each announced (`ToolStarted`) and its outcome
 reported (`ToolEnded`), and the next request carries the round's assistant turn and the
 results. The last round a reply may take (CHAT_TOOL_ROUNDS) asks for no tools. A provider
-error in any round propagates: the reply ends with it, keeping what came before.
+error in any round propagates: the reply ends with it, keeping what came before. A call of a
+tool in CHAT_TOOLS_APPROVAL first waits for the person (chat/approvals.py); refused, it does
+not run, and the model reads the refusal as the tool's result.
 """
 
 import logging
@@ -14,9 +16,18 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from chat import conf, db
+from chat.approvals import (
+    ApprovalDecided,
+    ApprovalWaiting,
+    approval_needed,
+    approval_open,
+    approval_refusal,
+    approval_wait,
+)
 from chat.providers.base import Finish, Prompt, Provider, Reasoning, Turn, Usage
+from chat.text import clean_model_text
 from chat.tools import Tool, ToolContext, tools_for
-from chat.tools.runner import parse_arguments, tool_run
+from chat.tools.runner import Outcome, parse_arguments, tool_run
 
 log = logging.getLogger("chat.tools")
 
@@ -62,7 +73,7 @@ def _context(reply_id: str) -> ToolContext:
     )
 
 
-Item = str | Reasoning | ToolStarted | ToolEnded | Finish
+Item = str | Reasoning | ToolStarted | ApprovalWaiting | ApprovalDecided | ToolEnded | Finish
 
 
 def reply_items(provider: Provider, prompt: Prompt, *, reply_id: str) -> AsyncIterator[Item]:
@@ -107,7 +118,20 @@ async def _rounds(provider: Provider, prompt: Prompt, *, reply_id: str) -> Async
         for call in finish.tool_calls:
             arguments, problem = parse_arguments(call.arguments)
             yield ToolStarted(call.id, call.name, arguments)
-            outcome = await tool_run(tools.get(call.name), call.name, arguments, problem, context)
+            refusal = None
+            if problem is None and call.name in tools and approval_needed(call.name):  # issue 31
+                call_id = clean_model_text(call.id)  # as its tool step has it
+                approval = await approval_open(
+                    reply_id=reply_id, call_id=call_id, name=call.name, arguments=arguments
+                )
+                yield ApprovalWaiting(call_id, call.name, arguments)
+                state = await approval_wait(approval)
+                yield ApprovalDecided(call_id, call.name, state)
+                refusal = approval_refusal(state)
+            if refusal is not None:  # the model reads the refusal as the tool's (failed) result
+                outcome = Outcome(None, refusal, 0)
+            else:
+                outcome = await tool_run(tools.get(call.name), call.name, arguments, problem, context)
             yield ToolEnded(call.id, call.name, outcome.result, outcome.error, outcome.duration_ms)
             turns.append(
                 Turn("tool", outcome.for_model(), tool_call_id=call.id, is_error=outcome.error is not None)
