@@ -7,6 +7,7 @@ fails becomes a tool error the model reads while the reply completes.
 import json
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -347,3 +348,28 @@ def test_servers_that_answer_garbage_or_nothing_offer_no_tools_and_hold_nothing_
     assert f"{server.url}/api/ failed: it answered with an error (Not Found)" in caplog.text
     _, message = _send(tab, "openai:gpt-test")
     assert message["status"] == "complete" and "tools" not in openai_vendor.completions()[-1].body
+
+
+def test_an_mcp_tool_in_chat_tools_approval_waits_for_the_person(tab, mcp, openai_vendor, settings):
+    settings.CHAT_TOOLS_APPROVAL = "add"
+    mcp(STDIO)
+    openai_vendor.play({"call": "add", "id": "c1", "args": ['{"a": 4, "b": 5}']}, {"finish": "tool_calls"})
+    openai_vendor.play({"echo": "tool"})
+    reply = tab.send("4+5?", model="openai:gpt-test")["assistant_message"]
+    decided: list = []
+
+    def on_event(event) -> None:
+        if event.event == "status" and event.json["state"] == "approval":
+            body = {"tool_call_id": event.json["tool_call_id"], "approved": True}
+            decided.append(event.json)
+            threading.Thread(
+                target=tab.post, args=(f"/api/messages/{reply['id']}/approve",), kwargs={"json": body}
+            ).start()
+
+    received = tab.stream(reply["id"], on_event=on_event)
+    assert decided == [
+        {"state": "approval", "tool_call_id": "c1", "name": "add", "arguments": {"a": 4, "b": 5}}
+    ]
+    assert _results(received) == [{"id": "c1", "name": "add", "result": {"result": 9}, "error": None}]
+    message = tab.wait_finished(reply["id"], reply["conversation_id"])
+    assert message["status"] == "complete" and message["content"] == '{"result": 9}'
