@@ -31,6 +31,7 @@ def add(a: int, b: int) -> str:
 @pytest.fixture
 def mcp(server, settings):
     """configure(*entries): CHAT_MCP_SERVERS on the live server, each server connected and listed."""
+    settings.CHAT_MCP_TIMEOUT = 30  # a stdio child starts Python and imports the SDK: slow on a busy CI
 
     def configure(*entries: str) -> None:
         settings.CHAT_MCP_SERVERS = list(entries)
@@ -261,7 +262,7 @@ def test_a_stop_during_an_mcp_call_cancels_it_and_keeps_the_session(tab, mcp, op
 
 @pytest.mark.parametrize("without_mcp", [False, True], ids=["with-mcp", "without-mcp"])
 def test_the_runtime_stop_ends_the_stdio_child_and_leaves_no_task(tmp_path, without_mcp):
-    env = server_env(f"sqlite:///{tmp_path / 'db.sqlite3'}", CHAT_MCP_SERVERS=STDIO)
+    env = server_env(f"sqlite:///{tmp_path / 'db.sqlite3'}", CHAT_MCP_SERVERS=STDIO, CHAT_MCP_TIMEOUT="30")
     migrate(env)
     args = [PYTHON, "-m", "tests.mcp_cycles", *(["--without-mcp"] if without_mcp else [])]
     done = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
