@@ -2,6 +2,7 @@
 
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
+from django.utils.translation import gettext as _
 
 
 @checks.register()
@@ -13,3 +14,34 @@ def check_tools(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
     except ImproperlyConfigured as exc:
         return [checks.Error(str(exc), id="chat.E012")]
     return []
+
+
+@checks.register()
+def check_mcp_servers(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
+    """Each CHAT_MCP_SERVERS entry names a server (its credentials masked), and the SDK is there."""
+    from chat.tools.mcp_config import McpConfigError, configured_entries, entry_parse
+
+    errors: list[checks.CheckMessage] = []
+    entries = configured_entries()
+    for raw in entries:
+        try:
+            entry_parse(raw)
+        except McpConfigError as exc:
+            errors.append(checks.Error(str(exc), id="chat.E031"))
+    if entries and not _mcp_installed():
+        errors.append(
+            checks.Error(
+                _("CHAT_MCP_SERVERS names MCP servers, but the mcp package is not installed: %(fix)s")
+                % {"fix": "pip install chat-sse[mcp]"},
+                id="chat.E032",
+            )
+        )
+    return errors
+
+
+def _mcp_installed() -> bool:
+    try:
+        import mcp  # noqa: F401 - the `mcp` extra
+    except ImportError:
+        return False
+    return True

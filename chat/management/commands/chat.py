@@ -35,6 +35,7 @@ from chat.providers import registry
 from chat.replies import generation
 from chat.runtime import runtime
 from chat.services import Owner
+from chat.tools.mcp_servers import mcp_servers
 
 CLI_VISITOR = "cli"
 
@@ -155,6 +156,7 @@ class Command(BaseCommand):
     async def chat_then_stop(self, question: str, options: dict) -> bool:
         """What runs (the reply engine, its threads) stops with the command, as with a server."""
         try:
+            await mcp_servers.refresh()  # the MCP servers' tools, as a server lists them at its start
             return await self.chat(question, options)
         finally:
             await runtime.stop()
