@@ -2,7 +2,6 @@
 
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
-from django.utils.translation import gettext as _
 
 
 @checks.register()
@@ -31,8 +30,9 @@ def check_mcp_servers(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
     if entries and not _mcp_installed():
         errors.append(
             checks.Error(
-                _("CHAT_MCP_SERVERS names MCP servers, but the mcp package is not installed: %(fix)s")
-                % {"fix": "pip install chat-sse[mcp]"},
+                "CHAT_MCP_SERVERS names MCP servers, but the mcp package is not installed: {fix}".format(
+                    fix="pip install chat-sse[mcp]"
+                ),
                 id="chat.E032",
             )
         )

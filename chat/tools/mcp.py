@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import anyio
-from django.utils.translation import gettext as _
 
 from chat import conf
 from chat.providers.base import ToolSpec
@@ -104,7 +103,7 @@ class McpServer:
             if pending:
                 log.warning("The MCP server %s did not close within %g s", self.entry.shown, STOP_TIMEOUT)
                 self.task.cancel()
-        self.state, self.problem = "down", _("the server is stopping")
+        self.state, self.problem = "down", "the server is stopping"
         self._fail_waiting()
 
     async def listed(self, timeout: float) -> None:
@@ -119,7 +118,7 @@ class McpServer:
     async def call(self, name: str, remote: str, arguments: dict) -> Any:
         """The tool's result (a JSON value or text), or ToolError with a sentence for the model."""
         if self.loop is not asyncio.get_running_loop() or self.task is None or self.task.done():
-            raise ToolError(unreachable(self.entry, _("it is not running in this process")))
+            raise ToolError(unreachable(self.entry, "it is not running in this process"))
         if self.state == "down":
             self._wake.set()  # try again at once rather than at the end of the pause
             raise ToolError(unreachable(self.entry, self.problem))
@@ -144,7 +143,7 @@ class McpServer:
                 log.warning("The MCP server %s failed: %s", self.entry.shown, self.problem)
                 log.debug("The MCP server %s failed", self.entry.shown, exc_info=True)
             else:
-                self.problem = _("it closed the connection")
+                self.problem = "it closed the connection"
             if self.state == "up":
                 pause = FIRST_PAUSE  # it worked until now: connect again soon
             self.state = "down"
@@ -198,17 +197,15 @@ class McpServer:
             except MCPError as exc:
                 if exc.code == CONNECTION_CLOSED:
                     raise  # the session is gone: connect again (the finally below tells the reply)
-                self._fail_call(
-                    call, _("The MCP server %(server)s refused the call of %(tool)s: %(why)s"), exc
-                )
+                self._fail_call(call, "The MCP server %(server)s refused the call of %(tool)s: %(why)s", exc)
             except Exception as exc:  # noqa: BLE001 - e.g. a result the protocol does not allow
                 log.warning("The MCP server %s sent %s garbage", self.entry.shown, call.remote, exc_info=True)
                 self._fail_call(
-                    call, _("The MCP server %(server)s sent no valid result for %(tool)s (%(why)s)."), exc
+                    call, "The MCP server %(server)s sent no valid result for %(tool)s (%(why)s).", exc
                 )
             finally:
                 if not call.future.done():
-                    message = _("The MCP server %(server)s closed the connection during the call.")
+                    message = "The MCP server %(server)s closed the connection during the call."
                     call.future.set_exception(ToolError(message % {"server": self.entry.label}))
 
     async def _relist(self, client: Any) -> None:

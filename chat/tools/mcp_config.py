@@ -14,8 +14,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from django.utils.translation import gettext as _
-
 from chat import conf
 
 log = logging.getLogger("chat.tools.mcp")
@@ -65,8 +63,7 @@ def entry_parse(raw: str) -> McpEntry:
         parts = None
     if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
         raise McpConfigError(
-            _("CHAT_MCP_SERVERS: %(entry)s is neither an http(s) URL nor stdio:<command line>.")
-            % {"entry": repr(shown)}
+            f"CHAT_MCP_SERVERS: {repr(shown)} is neither an http(s) URL nor stdio:<command line>."
         )
     host = parts.hostname + (f":{parts.port}" if parts.port else "")
     return McpEntry(raw=raw, url=raw, command=(), shown=shown, label=f"{host}{parts.path}")
@@ -78,11 +75,10 @@ def _stdio_entry(raw: str) -> McpEntry:
         command = tuple(shlex.split(line))
     except ValueError as exc:
         raise McpConfigError(
-            _("CHAT_MCP_SERVERS: the command line of %(entry)s cannot be read (%(problem)s).")
-            % {"entry": repr(raw), "problem": exc}
+            f"CHAT_MCP_SERVERS: the command line of {repr(raw)} cannot be read ({exc})."
         ) from None
     if not command:
-        raise McpConfigError(_("CHAT_MCP_SERVERS: %(entry)s names no command to run.") % {"entry": repr(raw)})
+        raise McpConfigError(f"CHAT_MCP_SERVERS: {repr(raw)} names no command to run.")
     label = f"stdio:{os.path.basename(command[0])}"
     return McpEntry(raw=raw, url=None, command=command, shown=raw, label=label)
 

@@ -5,14 +5,12 @@ sentence that names the server by its label, never by a URL or a command line th
 import asyncio
 from typing import Any
 
-from django.utils.translation import gettext as _
-
 from chat.tools.errors import ToolError
 from chat.tools.mcp_config import McpEntry
 
 
 def unreachable(entry: McpEntry, problem: str) -> str:
-    message = _("The MCP server %(server)s cannot be reached: %(why)s.")
+    message = "The MCP server %(server)s cannot be reached: %(why)s."
     return message % {"server": entry.label, "why": problem}
 
 
@@ -22,19 +20,19 @@ def problem_of(exc: BaseException, entry: McpEntry, timeout: float) -> str:
         leaves = [e for e in exc.exceptions if not isinstance(e, asyncio.CancelledError)]
         exc = leaves[0] if leaves else exc.exceptions[0]
     if isinstance(exc, TimeoutError):
-        return _("it did not answer within %(seconds)g seconds") % {"seconds": timeout}
+        return f"it did not answer within {timeout:g} seconds"
     if isinstance(exc, ImportError):
-        return _("the mcp package is not installed (pip install chat-sse[mcp])")
+        return "the mcp package is not installed (pip install chat-sse[mcp])"
     if isinstance(exc, FileNotFoundError | PermissionError) and entry.is_stdio:
-        return _("its command could not be run (%(kind)s)") % {"kind": type(exc).__name__}
+        return f"its command could not be run ({type(exc).__name__})"
     from mcp.types import CONNECTION_CLOSED
 
     if getattr(exc, "code", None) == CONNECTION_CLOSED:
-        return _("it closed the connection")
+        return "it closed the connection"
     message = getattr(exc, "message", None)  # an MCPError: the server's own words
     if isinstance(message, str) and message:
-        return _("it answered with an error (%(message)s)") % {"message": message[:200]}
-    return _("the connection failed (%(kind)s)") % {"kind": type(exc).__name__}
+        return f"it answered with an error ({message[:200]})"
+    return f"the connection failed ({type(exc).__name__})"
 
 
 def tool_result(name: str, result: Any) -> Any:
@@ -42,8 +40,8 @@ def tool_result(name: str, result: Any) -> Any:
     text (other content named, as `[image: image/png]`); `isError` as a ToolError."""
     text = "\n".join(_content_text(block) for block in result.content or ())
     if result.is_error:
-        message = _("The tool %(tool)s failed: %(why)s")
-        raise ToolError(message % {"tool": name, "why": text or _("no reason given")})
+        message = "The tool %(tool)s failed: %(why)s"
+        raise ToolError(message % {"tool": name, "why": text or "no reason given"})
     if result.structured_content is not None:
         return result.structured_content
     return text
