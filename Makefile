@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 ADDRPORT ?= 127.0.0.1:8000
 
-.PHONY: install node run test lint clean bench bench-quick bench-bigconv bench-search
+.PHONY: install node run test lint clean bench bench-quick bench-bigconv bench-search messages
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,7 +42,7 @@ lint: install
 clean:
 	rm -rf $(VENV) db.sqlite3* test-db.sqlite3*
 
-# Benchmarks (bench/README in README.md): the app against a bare ASGI baseline, side by side.
+# Benchmarks (docs/benchmarks.md): the app against a bare ASGI baseline, side by side.
 bench: install
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 	$(BIN)/python -m bench.search
@@ -58,3 +58,14 @@ bench-bigconv: install
 # DATABASE_URL names one) PostgreSQL (issue 29; bench/search.py).
 bench-search: install
 	$(BIN)/python -m bench.search $(BENCH_ARGS)
+
+# The catalogues (issue 32): chat/locale/{de,es}/LC_MESSAGES/{django,djangojs}.po regenerated
+# from the code, then compiled to the .mo files the app ships (both are committed). Run inside
+# chat/ so that only the app's strings are taken; file-only locations keep the diffs small.
+# tests/test_i18n.py fails while a catalogue is stale.
+LANGS := -l de -l es
+MAKEMESSAGES := ../$(BIN)/django-admin makemessages $(LANGS) --add-location=file --no-obsolete -i vendor -i locale
+messages: install
+	cd chat && env -u DJANGO_SETTINGS_MODULE $(MAKEMESSAGES) -d django
+	cd chat && env -u DJANGO_SETTINGS_MODULE $(MAKEMESSAGES) -d djangojs
+	cd chat && env -u DJANGO_SETTINGS_MODULE ../$(BIN)/django-admin compilemessages

@@ -137,7 +137,7 @@ class Server:
             *("taskset", "-c", SERVER_CPU),  # taskset execs: the pid is the server's
             *(sys.executable, "-m", "uvicorn", TARGETS[self.target], "--port", str(self.port)),
             *("--no-access-log", "--log-level", "warning"),
-            # As README's deployment and `manage.py runserver` start it: the app decides whom to
+            # As docs/deploying.md and `manage.py runserver` start it: the app decides whom to
             # believe about X-Forwarded-For (CHAT_TRUSTED_PROXIES), so uvicorn's own middleware,
             # which would stay in every open stream's call chain, is not used; the same for both.
             "--no-proxy-headers",

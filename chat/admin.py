@@ -25,8 +25,11 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 from django.utils import timezone
+from django.utils.formats import number_format
 from django.utils.html import format_html
 from django.utils.text import smart_split, unescape_string_literal
+from django.utils.translation import gettext, ngettext
+from django.utils.translation import gettext_lazy as _
 
 from chat import (  # noqa: F401 - these register admins
     attachments_admin,
@@ -139,17 +142,38 @@ def as_uuid(term: str) -> uuid.UUID | None:
         return None
 
 
+# The words the admin shows for a message's role and status, lower case as in a sentence (the
+# models' choices' labels are capitalized for the filters).
+ROLE_WORDS = {"user": _("user"), "assistant": _("assistant"), "system": _("system")}
+STATUS_WORDS = {
+    "complete": _("complete"),
+    "streaming": _("streaming"),
+    "stopped": _("stopped"),
+    "error": _("error"),
+    "interrupted": _("interrupted"),
+}
+
+
 def status_badge(message: Message) -> str:
-    badge = format_html('<span class="chat-status chat-status-{}">{}</span>', message.status, message.status)
+    word = STATUS_WORDS.get(message.status, message.status)
+    badge = format_html('<span class="chat-status chat-status-{}">{}</span>', message.status, word)
     if message.cached:  # told again from the answer cache: it cost nothing
         return format_html(
-            '{} <span class="chat-status chat-cached" title="from the answer cache">cached</span>', badge
+            '{} <span class="chat-status chat-cached" title="{}">{}</span>',
+            badge,
+            gettext("from the answer cache"),
+            gettext("cached"),
         )
     return badge
 
 
+def grouped(number: int) -> str:
+    """1,234 or 1.234: thousands as the active language writes them."""
+    return number_format(number, force_grouping=True)
+
+
 def milliseconds(value: int | None) -> str:
-    return "—" if value is None else f"{value:,} ms"
+    return "—" if value is None else gettext("%(ms)s ms") % {"ms": grouped(value)}
 
 
 def step_views(message: Message) -> list[dict]:
@@ -177,26 +201,32 @@ def tree_transcript(messages: list[Message]) -> list[Message]:
     for pk, depth in shape.outline(leaf):
         message = by_id[pk]
         message.depth, message.indent, message.on_branch = depth, min(depth, 10) * 2, pk in on_branch
+        message.role_word = ROLE_WORDS.get(message.role, message.role)
+        message.status_word = STATUS_WORDS.get(message.status, message.status)
         siblings = shape.siblings(pk)
-        message.version = f"{siblings.index(pk) + 1} of {len(siblings)}" if len(siblings) > 1 else ""
+        at = {"at": siblings.index(pk) + 1, "count": len(siblings)}
+        message.version = gettext("%(at)s of %(count)s") % at if len(siblings) > 1 else ""
         shown.append(message)
     return shown
 
 
 def stop_and_report(request: HttpRequest, stopped: int) -> None:
     if stopped:
-        messages.info(request, f"Asked {stopped} running repl{'y' if stopped == 1 else 'ies'} to stop.")
+        asked = ngettext(
+            "Asked %(count)s running reply to stop.", "Asked %(count)s running replies to stop.", stopped
+        )
+        messages.info(request, asked % {"count": stopped})
 
 
 # --- conversations ------------------------------------------------------------------------
 
 
 class OwnerKindFilter(admin.SimpleListFilter):
-    title = "owner"
+    title = _("owner")
     parameter_name = "owner"
 
     def lookups(self, request, model_admin):
-        return [("user", "Signed-in user"), ("anonymous", "Anonymous session")]
+        return [("user", _("Signed-in user")), ("anonymous", _("Anonymous session"))]
 
     def queryset(self, request, queryset):
         if self.value() == "user":
@@ -213,11 +243,11 @@ class FailedRepliesFilter(admin.SimpleListFilter):
     this beats checking every conversation's messages.
     """
 
-    title = "failed replies"
+    title = _("failed replies")
     parameter_name = "failed"
 
     def lookups(self, request, model_admin):
-        return [("yes", "Has failed replies"), ("no", "No failed replies")]
+        return [("yes", _("Has failed replies")), ("no", _("No failed replies"))]
 
     def queryset(self, request, queryset):
         failed = Message.objects.filter(status__in=FAILED).values("conversation_id")
@@ -249,7 +279,7 @@ class MessageInline(admin.TabularInline):
     can_delete = False
     show_change_link = True
     classes = ("collapse",)
-    verbose_name_plural = "messages (details; the transcript above has the full text)"
+    verbose_name_plural = _("messages (details; the transcript above has the full text)")
 
     def has_add_permission(self, request, obj=None) -> bool:
         return False
@@ -257,25 +287,29 @@ class MessageInline(admin.TabularInline):
     def has_change_permission(self, request, obj=None) -> bool:
         return False
 
-    @admin.display(description="status")
+    @admin.display(description=_("status"))
     def status_badge(self, obj: Message) -> str:
         return status_badge(obj)
 
-    @admin.display(description="text")
+    @admin.display(description=_("text"))
     def preview(self, obj: Message) -> str:
         return obj.content[:80] + ("…" if len(obj.content) > 80 else "")
 
-    @admin.display(description="first token")
+    @admin.display(description=_("first token"))
     def ttft(self, obj: Message) -> str:
         return milliseconds(obj.time_to_first_token_ms)
 
-    @admin.display(description="duration")
+    @admin.display(description=_("duration"))
     def duration(self, obj: Message) -> str:
         return milliseconds(obj.duration_ms)
 
-    @admin.display(description="tokens in / out")
+    @admin.display(description=_("tokens in / out"))
     def tokens(self, obj: Message) -> str:
-        return "—" if obj.usage is None else f"{obj.input_tokens or 0} / {obj.output_tokens or 0}"
+        return (
+            "—"
+            if obj.usage is None
+            else f"{grouped(obj.input_tokens or 0)} / {grouped(obj.output_tokens or 0)}"
+        )
 
 
 @admin.register(Conversation)
@@ -286,7 +320,7 @@ class ConversationAdmin(admin.ModelAdmin):
     list_filter = ("model", ("updated_at", admin.DateFieldListFilter), OwnerKindFilter, FailedRepliesFilter)
     # Only so that the admin shows its search box: get_search_results() does the searching.
     search_fields = ("title",)
-    search_help_text = (
+    search_help_text = _(
         "Finds conversations whose title or any message contains every word; an id (of either) finds it."
     )
     date_hierarchy = "created_at"
@@ -295,8 +329,8 @@ class ConversationAdmin(admin.ModelAdmin):
     show_full_result_count = False
     fieldsets = [
         (None, {"fields": ("title", "owner", "model", "system_prompt")}),
-        ("Activity", {"fields": ("id", "created_at", "updated_at", "message_count", "total_tokens")}),
-        ("Owner's usage, current windows", {"fields": ("limits_usage",)}),
+        (_("Activity"), {"fields": ("id", "created_at", "updated_at", "message_count", "total_tokens")}),
+        (_("Owner's usage, current windows"), {"fields": ("limits_usage",)}),
     ]
     readonly_fields = (
         "id",
@@ -311,6 +345,11 @@ class ConversationAdmin(admin.ModelAdmin):
     )
     inlines = [MessageInline]
     actions = ["export_json"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        """A conversation is a record of what was said: it begins on the page, through the API or
+        with `manage.py chat_import`, never as an empty form here (issue 32)."""
+        return False
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Conversation]:
         tokens = Coalesce("input_tokens", 0) + Coalesce("output_tokens", 0)
@@ -345,32 +384,34 @@ class ConversationAdmin(admin.ModelAdmin):
             queryset = queryset.filter(Q(title__icontains=term) | Q(pk__in=matching))
         return queryset, False
 
-    @admin.display(description="title", ordering="title")
+    @admin.display(description=_("title"), ordering="title")
     def title_display(self, obj: Conversation) -> str:
-        title = obj.title or "(untitled)"
+        title = obj.title or gettext("(untitled)")
         if getattr(obj, "replying", False):
-            return format_html('{} <span class="chat-status chat-status-streaming">replying</span>', title)
+            return format_html(
+                '{} <span class="chat-status chat-status-streaming">{}</span>', title, gettext("replying")
+            )
         return title
 
-    @admin.display(description="owner", ordering="user__username")
+    @admin.display(description=_("owner"), ordering="user__username")
     def owner(self, obj: Conversation) -> str:
         if obj.user_id is not None:
             return obj.user.get_username()
-        return "anonymous session"
+        return gettext("anonymous session")
 
-    @admin.display(description="messages", ordering="n_messages")
+    @admin.display(description=_("messages"), ordering="n_messages")
     def message_count(self, obj: Conversation) -> int:
         return obj.n_messages
 
-    @admin.display(description="tokens", ordering="n_tokens")
+    @admin.display(description=_("tokens"), ordering="n_tokens")
     def total_tokens(self, obj: Conversation) -> str:
-        return f"{obj.n_tokens:,}"
+        return grouped(obj.n_tokens)
 
-    @admin.display(description="limits")
+    @admin.display(description=_("limits"))
     def limits_usage(self, obj: Conversation) -> str:
         return limits_admin.usage_html(obj)
 
-    @admin.display(description="last activity", ordering="updated_at")
+    @admin.display(description=_("last activity"), ordering="updated_at")
     def last_activity(self, obj: Conversation):
         return obj.updated_at
 
@@ -412,7 +453,7 @@ class ConversationAdmin(admin.ModelAdmin):
             return HttpResponse(status=403)
         return self._json_download(Conversation.objects.filter(pk=pk), f"conversation-{pk}")
 
-    @admin.action(description="Export selected conversations as JSON", permissions=["view"])
+    @admin.action(description=_("Export selected conversations as JSON"), permissions=["view"])
     def export_json(self, request: HttpRequest, queryset: QuerySet[Conversation]) -> HttpResponse:
         stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
         return self._json_download(queryset, f"conversations-{stamp}")
@@ -441,6 +482,10 @@ class ConversationAdmin(admin.ModelAdmin):
 class MessageAdmin(admin.ModelAdmin):
     """Triage: what failed, what was slow, what it cost. Read-only: it is a record."""
 
+    class Media:
+        # The list's column widths: ten columns fit 1280 px beside both sidebars (issue 32).
+        css = {"all": ("chat/admin.css",)}
+
     list_display = (
         "created_at",
         "preview",
@@ -457,7 +502,9 @@ class MessageAdmin(admin.ModelAdmin):
     list_select_related = ("conversation",)
     list_filter = ("status", "role", "model", "cached", ("created_at", admin.DateFieldListFilter))
     search_fields = ("content",)  # the box; get_search_results() does the searching
-    search_help_text = "Finds messages whose text, error or error code contains every word; an id finds it."
+    search_help_text = _(
+        "Finds messages whose text, error or error code contains every word; an id finds it."
+    )
     date_hierarchy = "created_at"
     ordering = ("-created_at",)
     show_full_result_count = False
@@ -502,28 +549,32 @@ class MessageAdmin(admin.ModelAdmin):
                 )
         return queryset, False
 
-    @admin.display(description="text")
+    @admin.display(description=_("text"))
     def preview(self, obj: Message) -> str:
         text = " ".join(obj.content[:200].split())
-        return (text[:70] + "…" if len(text) > 70 else text) or "(empty)"
+        return (text[:70] + "…" if len(text) > 70 else text) or gettext("(empty)")
 
-    @admin.display(description="status", ordering="status")
+    @admin.display(description=_("status"), ordering="status")
     def status_badge(self, obj: Message) -> str:
         return status_badge(obj)
 
-    @admin.display(description="first token", ordering="time_to_first_token_ms")
+    @admin.display(description=_("first token"), ordering="time_to_first_token_ms")
     def ttft(self, obj: Message) -> str:
         return milliseconds(obj.time_to_first_token_ms)
 
-    @admin.display(description="duration", ordering="duration_ms")
+    @admin.display(description=_("duration"), ordering="duration_ms")
     def duration(self, obj: Message) -> str:
         return milliseconds(obj.duration_ms)
 
-    @admin.display(description="tokens in / out", ordering="output_tokens")
+    @admin.display(description=_("tokens in / out"), ordering="output_tokens")
     def tokens(self, obj: Message) -> str:
-        return "—" if obj.usage is None else f"{obj.input_tokens or 0} / {obj.output_tokens or 0}"
+        return (
+            "—"
+            if obj.usage is None
+            else f"{grouped(obj.input_tokens or 0)} / {grouped(obj.output_tokens or 0)}"
+        )
 
-    @admin.display(description="error")
+    @admin.display(description=_("error"))
     def error_short(self, obj: Message) -> str:
         if not obj.error and not obj.error_code:
             return ""
@@ -532,11 +583,11 @@ class MessageAdmin(admin.ModelAdmin):
             '<span title="{}">{}{}</span>', text, f"[{obj.error_code}] " if obj.error_code else "", text[:60]
         )
 
-    @admin.display(description="conversation")
+    @admin.display(description=_("conversation"))
     def links(self, obj: Message) -> str:
         return feedback_admin.conversation_links(obj)
 
-    @admin.display(description="conversation")
+    @admin.display(description=_("conversation"))
     def conversation_link(self, obj: Message) -> str:
         return self.links(obj)
 

@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 
 from django.db import DatabaseError, IntegrityError
 from django.utils import timezone
-from django.utils.translation import gettext
 
 from chat import conf, db
 from chat.errors import Conflict, Invalid, NotFound
@@ -189,21 +188,19 @@ def _decide(
 
 def _call_id(value: Any) -> str:
     if not isinstance(value, str) or not value.strip() or len(value) > CALL_ID_CHARS:
-        raise Invalid(
-            gettext("'tool_call_id' must be the id of the tool call, a string of 1 to 255 characters.")
-        )
+        raise Invalid("'tool_call_id' must be the id of the tool call, a string of 1 to 255 characters.")
     return value
 
 
 def _not_waiting(call_id: str, approval: ToolApproval | None) -> Conflict:
     """Why the reply does not wait for this call, as the 409's sentence."""
     if approval is None:
-        return Conflict(gettext("This reply has no tool call %(id)s to approve.") % {"id": call_id})
+        return Conflict(f"This reply has no tool call {call_id} to approve.")
     if approval.state == APPROVED:
-        return Conflict(gettext("This tool call was already approved."))
+        return Conflict("This tool call was already approved.")
     if approval.state == DENIED:
-        return Conflict(gettext("This tool call was already refused."))
-    return Conflict(gettext("This tool call no longer waits: its time ran out or the reply ended."))
+        return Conflict("This tool call was already refused.")
+    return Conflict("This tool call no longer waits: its time ran out or the reply ended.")
 
 
 async def approval_decide(
@@ -218,8 +215,8 @@ async def approval_decide(
     """
     call_id = _call_id(tool_call_id)
     if type(approved) is not bool:  # JSON true/false only: 1, "yes" or null are not a decision
-        raise Invalid(gettext("'approved' must be true or false."))
-    not_found = NotFound(gettext("No reply with id %(id)s.") % {"id": message_id})
+        raise Invalid("'approved' must be true or false.")
+    not_found = NotFound(f"No reply with id {message_id}.")
     try:
         reply_id = uuid.UUID(str(message_id))
     except ValueError:

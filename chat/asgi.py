@@ -1,7 +1,8 @@
 """ASGI lifespan for the chat app: the reply engine starts with the server and stops with it.
 
 Django's ASGIHandler serves only HTTP, so `with_chat` wraps it and answers `lifespan` itself;
-the API's requests have their body's size checked before Django reads it (`BodyLimit`); an
+the API's requests have their body's size checked before Django reads it (`BodyLimit`); the
+app's own static files are served when nothing else serves them (chat/static_serving.py); an
 HTTP request's sync work runs on a thread borrowed from a pool (chat/threads.py); every other
 scope goes to Django's application as it is. In a project's asgi.py:
 `application = with_chat(get_asgi_application())`.
@@ -20,6 +21,7 @@ from chat import conf
 from chat.providers import registry
 from chat.replies import generation
 from chat.runtime import runtime
+from chat.static_serving import AppStaticFiles
 from chat.threads import request_context, request_threads
 from chat.views import UPLOAD_PATH, body_limit, body_too_large, error_response, upload_body_limit
 
@@ -234,6 +236,7 @@ async def answer_too_large(send: Any, limit: int) -> None:
 
 
 def with_chat(application: Any) -> ChatLifespan:
-    """A project's ASGI application with the chat app's lifespan and the API's body limit (see
-    README: Add to your project)."""
-    return ChatLifespan(BodyLimit(application))
+    """A project's ASGI application with the chat app's lifespan, the API's body limit and the
+    app's own static files when nothing else serves them (chat/static_serving.py; see README:
+    Add to your project)."""
+    return ChatLifespan(AppStaticFiles(BodyLimit(application)))

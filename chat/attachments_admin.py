@@ -11,6 +11,8 @@ from django.shortcuts import get_object_or_404
 from django.template.defaultfilters import filesizeformat
 from django.urls import path, reverse
 from django.utils.html import format_html
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
 
 from chat.models import Attachment
 from chat.views import attachment_response, stored_bytes
@@ -60,7 +62,7 @@ class AttachmentAdmin(admin.ModelAdmin):
         try:
             data = stored_bytes(attachment)
         except FileNotFoundError:
-            raise Http404("The file is no longer stored.") from None
+            raise Http404(gettext("The file is no longer stored.")) from None
         return attachment_response(attachment, data)
 
     @admin.display(description="")
@@ -70,31 +72,32 @@ class AttachmentAdmin(admin.ModelAdmin):
             return format_html(
                 '<a href="{}"><img src="{}" alt="" style="max-height:48px;max-width:96px"></a>', url, url
             )
-        return format_html('<a href="{}">download</a>', url)
+        return format_html('<a href="{}">{}</a>', url, gettext("download"))
 
-    @admin.display(description="size", ordering="size")
+    @admin.display(description=_("size"), ordering="size")
     def size_display(self, obj: Attachment) -> str:
         return filesizeformat(obj.size)
 
-    @admin.display(description="pixels")
+    @admin.display(description=_("pixels"))
     def dimensions(self, obj: Attachment) -> str:
         return "" if obj.width is None else f"{obj.width} × {obj.height}"
 
-    @admin.display(description="owner")
+    @admin.display(description=_("owner"))
     def owner(self, obj: Attachment) -> str:
         if obj.user_id is not None:
             return obj.user.get_username()
-        return f"visitor {obj.visitor[:8]}" if obj.visitor else "—"
+        return gettext("visitor %(id)s") % {"id": obj.visitor[:8]} if obj.visitor else "—"
 
-    @admin.display(description="conversation")
+    @admin.display(description=_("conversation"))
     def conversation(self, obj: Attachment) -> str:
         if obj.message is None:
-            return "not sent"
+            return gettext("not sent")
         return format_html(
-            '<a href="{}">conversation</a>',
+            '<a href="{}">{}</a>',
             reverse("admin:chat_conversation_change", args=[obj.message.conversation_id]),
+            gettext("conversation"),
         )
 
-    @admin.display(description="stored as")
+    @admin.display(description=_("stored as"))
     def stored_as(self, obj: Attachment) -> str:
         return obj.file.name

@@ -7,12 +7,15 @@ from collections.abc import Iterable
 from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
 from django.core.exceptions import ImproperlyConfigured
+from django.core.management import get_commands
 
 from chat import conf
 from chat.eventlog import REDIS, backend_path
 
 GZIP = "django.middleware.gzip.GZipMiddleware"
 WSGI_SERVERS = ("gunicorn.app", "uwsgi", "mod_wsgi", "waitress", "werkzeug.serving")
+UVICORN_WORKERS = ("uvicorn.workers", "uvicorn_worker")
+ASGI_RUNSERVERS = ("chat", "daphne")
 
 
 @register(Tags.compatibility)
@@ -28,29 +31,58 @@ def check_gzip_middleware(app_configs: Iterable | None = None, **kwargs) -> list
     ]
 
 
+def wsgi_server() -> str | None:
+    """The WSGI server this process runs under, by the modules it loaded; None under ASGI.
+
+    gunicorn runs ASGI too, with uvicorn's worker class (`uvicorn.workers`, or the
+    `uvicorn_worker` package that replaces it).
+    """
+    server = next((name for name in WSGI_SERVERS if name in sys.modules), None)
+    if server == "gunicorn.app" and any(name in sys.modules for name in UVICORN_WORKERS):
+        return None
+    return server
+
+
+def runserver_app() -> str | None:
+    """The app whose `runserver` `manage.py runserver` runs, when that one is WSGI: Django's
+    command lookup (`get_commands`, as manage.py does it) gives it to the first app listed in
+    INSTALLED_APPS that has one; staticfiles', ServeStatic's and WhiteNoise's are Django's WSGI
+    server. None when it is the chat's, or another ASGI one (Daphne's)."""
+    app = get_commands().get("runserver")
+    return None if app in ASGI_RUNSERVERS else app
+
+
 @register(Tags.compatibility)
 def check_served_under_wsgi(app_configs: Iterable | None = None, **kwargs) -> list[Warning]:
-    wsgi_only = getattr(settings, "WSGI_APPLICATION", None) and not getattr(
-        settings, "ASGI_APPLICATION", None
-    )
-    server = next((name for name in WSGI_SERVERS if name in sys.modules), None)
-    if server and "uvicorn" in sys.modules:  # gunicorn with uvicorn's worker serves ASGI
-        server = None
-    if not wsgi_only and not server:
-        return []
-    where = (
-        f"this process runs under {server.split('.')[0]}"
-        if server
-        else "the project sets only WSGI_APPLICATION"
-    )
-    return [
-        Warning(
-            f"The chat streams need ASGI, but {where}: under WSGI a reply arrives all at once at its end.",
-            hint="Set ASGI_APPLICATION to your project's asgi application, wrapped in "
-            "chat.asgi.with_chat, and serve that with uvicorn (README: Add to your project).",
-            id="chat.W002",
-        )
-    ]
+    """Warns from what really serves, never from settings alone.
+
+    It once warned when ASGI_APPLICATION was unset, which startproject never sets and Django
+    never reads: every new site got the warning. What serves a site is its server (a WSGI one
+    loaded in this process) or, in development, the `runserver` that INSTALLED_APPS' order
+    picks; ASGI_APPLICATION only names, to the app's runserver, what to serve.
+    """
+    server = wsgi_server()
+    if server is not None:
+        return [
+            Warning(
+                f"The chat streams need ASGI, but this process runs under {server.split('.')[0]}: "
+                "under WSGI a reply arrives all at once at its end.",
+                hint="Serve your project's asgi.py, its application wrapped in chat.asgi.with_chat, "
+                "with uvicorn (README: Add to your project).",
+                id="chat.W002",
+            )
+        ]
+    app = runserver_app()
+    if app is not None:
+        return [
+            Warning(
+                f"`manage.py runserver` is Django's WSGI server here, not the chat's: {app} comes "
+                "before chat in INSTALLED_APPS, and under WSGI a reply arrives all at once at its end.",
+                hint=f'List "chat" before "{app}" in INSTALLED_APPS (README: Add to your project).',
+                id="chat.W002",
+            )
+        ]
+    return []
 
 
 def worker_count() -> int:

@@ -108,6 +108,13 @@ DEFAULTS: dict[str, Any] = {
     "CHAT_TOOL_TIMEOUT": 30.0,
     # The most model requests in one reply (each tool round is one); the last gets tool choice none.
     "CHAT_TOOL_ROUNDS": 5,
+    # Model Context Protocol servers whose tools models may call (issue 31; chat/tools/mcp.py),
+    # comma separated: a URL (streamable HTTP) or `stdio:<command line>`. Needs the `mcp` extra.
+    "CHAT_MCP_SERVERS": [],
+    # Seconds an MCP server may take to connect and list its tools (its calls: CHAT_TOOL_TIMEOUT).
+    "CHAT_MCP_TIMEOUT": 10.0,
+    # Seconds between two listings of an MCP server's tools (and the longest wait to reconnect).
+    "CHAT_MCP_REFRESH": 300.0,
     # Anthropic's extended thinking: its budget in tokens (0: off; at least 1024 when on).
     "CHAT_ANTHROPIC_THINKING": 0,
     # The demo model reasons briefly and calls its example tool (current_time) before answering.
@@ -140,6 +147,10 @@ DEFAULTS: dict[str, Any] = {
     # reads it) or "text" (its extracted text, for servers such as Ollama, vLLM or llama.cpp
     # that take no `file` parts).
     "CHAT_OPENAI_PDF": "file",
+    # --- a clean install into any site (issue 32) ---
+    # `with_chat` serves the app's own static files (STATIC_URL + chat/...) when nothing else
+    # does (chat/static_serving.py); False leaves them to the site's own setup.
+    "CHAT_SERVE_STATIC": True,
     # --- tool approval (issue 31; chat/approvals.py) ---
     # Tools (host or MCP, by name; comma separated, `*` for all) whose calls wait for the
     # person's Approve or Deny, and the seconds a call waits before it ends as refused.

@@ -6,7 +6,9 @@ prompts disappoint; the person who rated sees their own verdict on the page agai
 
 from django.utils import timezone
 
+from chat import db
 from chat.errors import Invalid
+from chat.hooks import feedback_given, send_in_request
 from chat.models import Message
 from chat.services import Owner, check_text, message_get
 
@@ -57,4 +59,21 @@ def reply_feedback(*, owner: Owner, message_id: str, data: dict) -> Message:
     Message.objects.filter(pk=message.pk).update(**changes)
     for name, value in changes.items():
         setattr(message, name, value)
+    return message
+
+
+async def reply_feedback_give(*, owner: Owner, message_id: str, data: dict) -> Message:
+    """`reply_feedback` on the writers' thread, then `feedback_given` to the host's receivers.
+
+    The signal is sent here, once the UPDATE is committed (the writers run in autocommit), and
+    not from the writers' thread: a slow receiver there would hold back every reply's save.
+    """
+    message = await db.run(reply_feedback, owner=owner, message_id=message_id, data=data)
+    await send_in_request(
+        feedback_given,
+        message=message,
+        rating=message.feedback_rating or 0,
+        comment=message.feedback_comment,
+        owner=owner,
+    )
     return message

@@ -17,6 +17,8 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
 
 from chat.models import Feedback, Message
 
@@ -84,10 +86,11 @@ def csv_download(queryset: QuerySet[Message]) -> HttpResponse:
 def conversation_links(message: Message) -> str:
     """A message's conversation, in the admin and on the chat page (both lists link so)."""
     return format_html(
-        '<a href="{}">{}</a> · <a href="{}" target="_blank" rel="noopener">chat page</a>',
+        '<a href="{}">{}</a> · <a href="{}" target="_blank" rel="noopener">{}</a>',
         reverse("admin:chat_conversation_change", args=[message.conversation_id]),
         str(message.conversation)[:40],
         reverse("chat:conversation-page", args=[message.conversation_id]),
+        gettext("chat page"),
     )
 
 
@@ -117,30 +120,30 @@ class FeedbackAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None) -> bool:
         return False
 
-    @admin.display(description="rating", ordering="feedback_rating")
+    @admin.display(description=_("rating"), ordering="feedback_rating")
     def rating(self, obj: Message) -> str:
-        return {1: "👍 good", -1: "👎 bad"}.get(obj.feedback_rating, "—")
+        return {1: gettext("👍 good"), -1: gettext("👎 bad")}.get(obj.feedback_rating, "—")
 
-    @admin.display(description="comment")
+    @admin.display(description=_("comment"))
     def comment(self, obj: Message) -> str:
         text = obj.feedback_comment
         return text[:120] + ("…" if len(text) > 120 else "")
 
-    @admin.display(description="prompt")
+    @admin.display(description=_("prompt"))
     def prompt_preview(self, obj: Message) -> str:
         text = " ".join((obj.prompt or "").split())
         return (text[:100] + "…" if len(text) > 100 else text) or "—"
 
-    @admin.display(description="reply")
+    @admin.display(description=_("reply"))
     def reply_preview(self, obj: Message) -> str:
         text = " ".join(obj.content[:300].split())
-        return (text[:100] + "…" if len(text) > 100 else text) or "(empty)"
+        return (text[:100] + "…" if len(text) > 100 else text) or gettext("(empty)")
 
-    @admin.display(description="conversation")
+    @admin.display(description=_("conversation"))
     def links(self, obj: Message) -> str:
         return conversation_links(obj)
 
-    @admin.action(description="Export selected feedback as CSV", permissions=["view"])
+    @admin.action(description=_("Export selected feedback as CSV"), permissions=["view"])
     def export_csv(self, request: HttpRequest, queryset: QuerySet[Message]) -> HttpResponse:
         return csv_download(Feedback.objects.filter(pk__in=queryset.values("pk")))
 
@@ -155,5 +158,7 @@ class FeedbackAdmin(admin.ModelAdmin):
         try:
             changelist = self.get_changelist_instance(request)
         except IncorrectLookupParameters:
-            return HttpResponseBadRequest("These filters are not valid: export from the list's own button.")
+            return HttpResponseBadRequest(
+                gettext("These filters are not valid: export from the list's own button.")
+            )
         return csv_download(changelist.get_queryset(request))

@@ -14,8 +14,11 @@ from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import reverse
+from django.utils.formats import number_format
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
 
 from chat import conf
 from chat.models import Conversation
@@ -23,13 +26,13 @@ from chat.ratelimit import get_limiter
 from chat.services import Owner
 
 LIMIT_NAMES = {
-    "messages": "messages per person",
-    "messages_ip": "messages per address",
-    "replies": "replies at once",
-    "replies_ip": "replies at once per address",
-    "tokens": "token quota",
-    "tokens_ip": "token quota per address",
-    "streams_ip": "streams per address",
+    "messages": _("messages per person"),
+    "messages_ip": _("messages per address"),
+    "replies": _("replies at once"),
+    "replies_ip": _("replies at once per address"),
+    "tokens": _("token quota"),
+    "tokens_ip": _("token quota per address"),
+    "streams_ip": _("streams per address"),
 }
 
 
@@ -50,17 +53,26 @@ def usage_html(conversation: Conversation) -> str:
     usage = async_to_sync(_usage)(owner_key(conversation))
     rows = []
     if usage["messages"]:
-        rows.append(("Messages", f"{usage['messages']['used']} of {usage['messages']['limit']}"))
+        rows.append((gettext("Messages"), gettext("%(used)s of %(limit)s") % usage["messages"]))
     if usage["tokens"]:
         tokens = usage["tokens"]
-        renews = f", renews in {tokens['renews_in']}" if tokens["renews_in"] else ""
-        rows.append(("Output tokens", f"{tokens['used']:,} of {tokens['limit']}{renews}"))
+        used = {
+            "used": number_format(tokens["used"], force_grouping=True),
+            "limit": tokens["limit"],
+            "renews": tokens["renews_in"],
+        }
+        text = (
+            gettext("%(used)s of %(limit)s, renews in %(renews)s")
+            if tokens["renews_in"]
+            else gettext("%(used)s of %(limit)s")
+        )
+        rows.append((gettext("Output tokens"), text % used))
     if usage["replies"]:
         rows.append(
-            ("Replies generating", f"{usage['replies']['used']} of {usage['replies']['limit']} at once")
+            (gettext("Replies generating"), gettext("%(used)s of %(limit)s at once") % usage["replies"])
         )
     if not rows:
-        return "No per-person limit is set."
+        return gettext("No per-person limit is set.")
     return format_html_join(mark_safe("<br>"), "{}: {}", rows)
 
 
@@ -69,10 +81,12 @@ def _who(who: str) -> str:
         user = get_user_model().objects.filter(pk=who.removeprefix("user:")).first()
         if user is not None:
             url = reverse(f"admin:{user._meta.app_label}_{user._meta.model_name}_change", args=[user.pk])
-            return format_html('user <a href="{}">{}</a>', url, user.get_username())
+            return format_html('{} <a href="{}">{}</a>', gettext("user"), url, user.get_username())
     if who.startswith("visitor:"):
-        return format_html("anonymous visitor <code>{}</code>", who.removeprefix("visitor:")[:12])
-    return format_html("address <code>{}</code>", who)
+        return format_html(
+            "{} <code>{}</code>", gettext("anonymous visitor"), who.removeprefix("visitor:")[:12]
+        )
+    return format_html("{} <code>{}</code>", gettext("address"), who)
 
 
 def may_view_conversations(request: HttpRequest) -> bool:
@@ -109,7 +123,7 @@ def refusals_view(request: HttpRequest) -> HttpResponse:
     ]
     context = {
         **admin.site.each_context(request),
-        "title": "Limits: recent refusals",
+        "title": gettext("Limits: recent refusals"),
         "rows": rows,
         "opts": Conversation._meta,
         "shared": bool(conf.get("REDIS_URL")),

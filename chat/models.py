@@ -4,12 +4,14 @@ import uuid
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
 
 
 class Conversation(models.Model):
     """A chat, owned by one user or by one anonymous visitor (a token kept in the session)."""
 
-    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False, verbose_name=_("id"))
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         null=True,
@@ -17,15 +19,20 @@ class Conversation(models.Model):
         on_delete=models.CASCADE,
         related_name="chat_conversations",
         db_index=False,  # chat_conv_user_updated leads with it: one index fewer to write per turn
+        verbose_name=_("user"),
     )
     visitor = models.CharField(
-        max_length=64, blank=True, default="", help_text="Anonymous owner (token in the session)."
+        max_length=64,
+        blank=True,
+        default="",
+        help_text=_("Anonymous owner (token in the session)."),
+        verbose_name=_("visitor"),
     )
-    title = models.CharField(max_length=200, blank=True, default="")
-    model = models.CharField(max_length=200)
-    system_prompt = models.TextField(blank=True, default="")
-    created_at = models.DateTimeField(default=timezone.now)
-    updated_at = models.DateTimeField(default=timezone.now)
+    title = models.CharField(max_length=200, blank=True, default="", verbose_name=_("title"))
+    model = models.CharField(max_length=200, verbose_name=_("model"))
+    system_prompt = models.TextField(blank=True, default="", verbose_name=_("system prompt"))
+    created_at = models.DateTimeField(default=timezone.now, verbose_name=_("created at"))
+    updated_at = models.DateTimeField(default=timezone.now, verbose_name=_("updated at"))
     # The branch shown and continued (contract v3, "Branches"): the path from the root to this
     # message. Stored, so a reload shows the same branch. No constraint and no index: it is
     # written with the activity each turn anyway, and a leaf deleted by the admin just means
@@ -41,6 +48,8 @@ class Conversation(models.Model):
     )
 
     class Meta:
+        verbose_name = _("conversation")
+        verbose_name_plural = _("conversations")
         ordering = ["-updated_at"]
         indexes = [
             models.Index(fields=["user", "-updated_at"], name="chat_conv_user_updated"),
@@ -53,41 +62,49 @@ class Conversation(models.Model):
         ]
 
     def __str__(self) -> str:
-        return self.title or f"Conversation {self.id}"
+        return self.title or gettext("Conversation %(id)s") % {"id": self.id}
 
 
 class Message(models.Model):
     class Role(models.TextChoices):
-        USER = "user"
-        ASSISTANT = "assistant"
-        SYSTEM = "system"
+        USER = "user", _("User")
+        ASSISTANT = "assistant", _("Assistant")
+        SYSTEM = "system", _("System")
 
     class Status(models.TextChoices):
-        COMPLETE = "complete"
-        STREAMING = "streaming"
-        STOPPED = "stopped"
-        ERROR = "error"
-        INTERRUPTED = "interrupted"
+        COMPLETE = "complete", _("Complete")
+        STREAMING = "streaming", _("Streaming")
+        STOPPED = "stopped", _("Stopped")
+        ERROR = "error", _("Error")
+        INTERRUPTED = "interrupted", _("Interrupted")
 
-    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False, verbose_name=_("id"))
     # No index of its own: chat_msg_conv_created leads with it (one index fewer to write per message).
     conversation = models.ForeignKey(
-        Conversation, on_delete=models.CASCADE, related_name="messages", db_index=False
+        Conversation,
+        on_delete=models.CASCADE,
+        related_name="messages",
+        db_index=False,
+        verbose_name=_("conversation"),
     )
-    role = models.CharField(max_length=16, choices=Role.choices)
-    content = models.TextField(blank=True, default="")
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.COMPLETE)
-    model = models.CharField(max_length=200, blank=True, default="")
-    created_at = models.DateTimeField(default=timezone.now)
+    role = models.CharField(max_length=16, choices=Role.choices, verbose_name=_("role"))
+    content = models.TextField(blank=True, default="", verbose_name=_("content"))
+    status = models.CharField(
+        max_length=16, choices=Status.choices, default=Status.COMPLETE, verbose_name=_("status")
+    )
+    model = models.CharField(max_length=200, blank=True, default="", verbose_name=_("model"))
+    created_at = models.DateTimeField(default=timezone.now, verbose_name=_("created at"))
     # The last save: for a streaming reply, its last checkpoint (how a dead process is noticed).
-    updated_at = models.DateTimeField(default=timezone.now)
-    finish_reason = models.CharField(max_length=64, null=True, blank=True)
-    input_tokens = models.PositiveIntegerField(null=True, blank=True)
-    output_tokens = models.PositiveIntegerField(null=True, blank=True)
-    error = models.TextField(null=True, blank=True)
-    error_code = models.CharField(max_length=64, null=True, blank=True)
-    time_to_first_token_ms = models.PositiveIntegerField(null=True, blank=True)
-    duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    updated_at = models.DateTimeField(default=timezone.now, verbose_name=_("updated at"))
+    finish_reason = models.CharField(max_length=64, null=True, blank=True, verbose_name=_("finish reason"))
+    input_tokens = models.PositiveIntegerField(null=True, blank=True, verbose_name=_("input tokens"))
+    output_tokens = models.PositiveIntegerField(null=True, blank=True, verbose_name=_("output tokens"))
+    error = models.TextField(null=True, blank=True, verbose_name=_("error"))
+    error_code = models.CharField(max_length=64, null=True, blank=True, verbose_name=_("error code"))
+    time_to_first_token_ms = models.PositiveIntegerField(
+        null=True, blank=True, verbose_name=_("time to first token ms")
+    )
+    duration_ms = models.PositiveIntegerField(null=True, blank=True, verbose_name=_("duration ms"))
     # Reasoning and tool steps (issue 12; chat/steps.py): all the reasoning text, how long the
     # model reasoned, and the reasoning runs (slices of `reasoning`) and tool calls in order.
     # Database defaults too: rows written by raw SQL (seeding, bulk tools) need not name them.
@@ -95,9 +112,9 @@ class Message(models.Model):
     reasoning_ms = models.PositiveIntegerField(null=True, blank=True)
     steps = models.JSONField(default=list, blank=True, db_default=models.Value([], models.JSONField()))
     # Set by a stop request that reaches a process other than the one generating the reply.
-    stop_requested = models.BooleanField(default=False)
+    stop_requested = models.BooleanField(default=False, verbose_name=_("stop requested"))
     # Told again from the answer cache (CHAT_CACHE_TTL) rather than generated: it cost nothing.
-    cached = models.BooleanField(default=False, db_default=False)
+    cached = models.BooleanField(default=False, db_default=False, verbose_name=_("cached"))
     # The message this one follows (contract v3, "Branches"); null for a conversation's first.
     # An edit or a regenerate adds a sibling (same parent) instead of deleting. No constraint
     # and no index: messages are read by conversation, and a conversation's messages go
@@ -113,12 +130,14 @@ class Message(models.Model):
     )
     # The owner's verdict on a reply (contract v3, "Feedback"): 1 up, -1 down, null none.
     feedback_rating = models.SmallIntegerField(
-        null=True, blank=True, choices=[(1, "👍 good"), (-1, "👎 bad")], verbose_name="rating"
+        null=True, blank=True, choices=[(1, _("👍 good")), (-1, _("👎 bad"))], verbose_name=_("rating")
     )
-    feedback_comment = models.TextField(blank=True, default="", db_default="", verbose_name="comment")
-    feedback_at = models.DateTimeField(null=True, blank=True, verbose_name="feedback given")
+    feedback_comment = models.TextField(blank=True, default="", db_default="", verbose_name=_("comment"))
+    feedback_at = models.DateTimeField(null=True, blank=True, verbose_name=_("feedback given"))
 
     class Meta:
+        verbose_name = _("message")
+        verbose_name_plural = _("messages")
         ordering = ["created_at"]
         indexes = [
             models.Index(fields=["conversation", "created_at"], name="chat_msg_conv_created"),
@@ -163,14 +182,22 @@ class Share(models.Model):
     the owner is in it. Revoking deletes the row, and so does deleting the conversation.
     """
 
-    id = models.CharField(primary_key=True, max_length=64, default=share_token, editable=False)
-    conversation = models.OneToOneField(Conversation, on_delete=models.CASCADE, related_name="share")
-    title = models.CharField(max_length=200, blank=True, default="")
-    messages = models.JSONField(default=list, blank=True)
-    created_at = models.DateTimeField(default=timezone.now)
+    id = models.CharField(
+        primary_key=True, max_length=64, default=share_token, editable=False, verbose_name=_("id")
+    )
+    conversation = models.OneToOneField(
+        Conversation, on_delete=models.CASCADE, related_name="share", verbose_name=_("conversation")
+    )
+    title = models.CharField(max_length=200, blank=True, default="", verbose_name=_("title"))
+    messages = models.JSONField(default=list, blank=True, verbose_name=_("messages"))
+    created_at = models.DateTimeField(default=timezone.now, verbose_name=_("created at"))
+
+    class Meta:
+        verbose_name = _("share")
+        verbose_name_plural = _("shares")
 
     def __str__(self) -> str:
-        return f"Share of {self.conversation_id}"
+        return gettext("Share of %(id)s") % {"id": self.conversation_id}
 
 
 class FeedbackManager(models.Manager):
@@ -188,8 +215,8 @@ class Feedback(Message):
 
     class Meta:
         proxy = True
-        verbose_name = "feedback"
-        verbose_name_plural = "feedback"
+        verbose_name = _("feedback")
+        verbose_name_plural = _("feedback")
         ordering = ["-feedback_at"]
 
 
@@ -208,32 +235,48 @@ class Attachment(models.Model):
     the row deletes them once the transaction commits (chat/attachments.py).
     """
 
-    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False, verbose_name=_("id"))
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         null=True,
         blank=True,
         on_delete=models.CASCADE,
         related_name="chat_attachments",
+        verbose_name=_("user"),
     )
     visitor = models.CharField(
-        max_length=64, blank=True, default="", help_text="Anonymous owner (token in the session)."
+        max_length=64,
+        blank=True,
+        default="",
+        help_text=_("Anonymous owner (token in the session)."),
+        verbose_name=_("visitor"),
     )
     message = models.ForeignKey(
-        Message, null=True, blank=True, on_delete=models.CASCADE, related_name="attachments"
+        Message,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="attachments",
+        verbose_name=_("message"),
     )
-    file = models.FileField(upload_to=attachment_path, max_length=255)
-    name = models.CharField(max_length=255, help_text="The name it was uploaded with, cleaned.")
-    content_type = models.CharField(max_length=100, help_text="Judged from the bytes, not the name.")
-    size = models.PositiveBigIntegerField()
-    width = models.PositiveIntegerField(null=True, blank=True)
-    height = models.PositiveIntegerField(null=True, blank=True)
+    file = models.FileField(upload_to=attachment_path, max_length=255, verbose_name=_("file"))
+    name = models.CharField(
+        max_length=255, help_text=_("The name it was uploaded with, cleaned."), verbose_name=_("name")
+    )
+    content_type = models.CharField(
+        max_length=100, help_text=_("Judged from the bytes, not the name."), verbose_name=_("content type")
+    )
+    size = models.PositiveBigIntegerField(verbose_name=_("size"))
+    width = models.PositiveIntegerField(null=True, blank=True, verbose_name=_("width"))
+    height = models.PositiveIntegerField(null=True, blank=True, verbose_name=_("height"))
     # A PDF's text, or a text file's, for models that cannot read the file itself (capped).
-    text = models.TextField(blank=True, default="")
-    sha256 = models.CharField(max_length=64)
-    created_at = models.DateTimeField(default=timezone.now)
+    text = models.TextField(blank=True, default="", verbose_name=_("text"))
+    sha256 = models.CharField(max_length=64, verbose_name=_("sha256"))
+    created_at = models.DateTimeField(default=timezone.now, verbose_name=_("created at"))
 
     class Meta:
+        verbose_name = _("attachment")
+        verbose_name_plural = _("attachments")
         ordering = ["created_at"]
         indexes = [
             # chat_prune: uploads never sent, oldest first; only they are in it.

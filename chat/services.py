@@ -465,7 +465,13 @@ async def message_send(
         _store_turn, conversation=conversation, content=content, info=info, fork=fork, files=files
     )
     reply = await generation.reply_start(
-        reply_id=str(assistant.id), provider=provider, prompt=prompt, admission=admission
+        reply_id=str(assistant.id),
+        provider=provider,
+        prompt=prompt,
+        admission=admission,
+        message=assistant,
+        conversation=conversation,
+        owner=owner,
     )
     assistant.cached = admission is not None and admission.cached
     if untitled:
@@ -583,7 +589,13 @@ async def reply_regenerate(
     assistant.sibling_ids = await sync_to_async(branches.sibling_ids)(assistant)
     provider = registry.get_provider(info)
     await generation.reply_start(
-        reply_id=str(assistant.id), provider=provider, prompt=prompt, admission=admission
+        reply_id=str(assistant.id),
+        provider=provider,
+        prompt=prompt,
+        admission=admission,
+        message=assistant,
+        conversation=conversation,
+        owner=owner,
     )
     return user, assistant
 

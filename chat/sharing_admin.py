@@ -7,6 +7,8 @@ name); deleting the row is revoking, as the owner's own DELETE is.
 from django.contrib import admin
 from django.urls import reverse
 from django.utils.html import format_html
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
 
 from chat.models import Share
 
@@ -30,19 +32,20 @@ class ShareAdmin(admin.ModelAdmin):
     def has_change_permission(self, request, obj=None) -> bool:
         return False
 
-    @admin.display(description="title", ordering="title")
+    @admin.display(description=_("title"), ordering="title")
     def title_display(self, obj: Share) -> str:
-        return obj.title or "(untitled)"
+        return obj.title or gettext("(untitled)")
 
-    @admin.display(description="messages")
+    @admin.display(description=_("messages"))
     def message_count(self, obj: Share) -> int:
         return len(obj.messages)
 
-    @admin.display(description="links")
+    @admin.display(description=_("links"))
     def links(self, obj: Share) -> str:
         return format_html(
-            '<a href="{}" target="_blank" rel="noopener noreferrer">shared page</a> · '
-            '<a href="{}">conversation</a>',
+            '<a href="{}" target="_blank" rel="noopener noreferrer">{}</a> · <a href="{}">{}</a>',
             reverse("chat:share-page", args=[obj.pk]),
+            gettext("shared page"),
             reverse("admin:chat_conversation_change", args=[obj.conversation_id]),
+            gettext("conversation"),
         )

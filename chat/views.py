@@ -145,15 +145,37 @@ def _refuse_forgery(request: HttpRequest) -> HttpResponse | None:
     return None
 
 
-async def get_owner(request: HttpRequest, *, create: bool = False) -> Owner:
-    """Who asks. With `create`, a client without a visitor gets one (kept if the request succeeds)."""
+async def get_owner(request: HttpRequest, *, create: bool = False, finding: str | None = None) -> Owner:
+    """Who asks. With `create`, a client without a visitor gets one (kept if the request succeeds).
+    With `finding` (what the request looks up by id: "reply", "conversation"...), a client that
+    can own nothing, neither signed in nor a visitor, gets a 404 that says why (`no_session`)."""
     user = await request.auser()
     if user.is_authenticated:
         return Owner(user_id=user.pk)
     visitor = await request.session.aget(VISITOR_KEY)
     if not visitor and create:
         visitor = request.chat_new_visitor = uuid.uuid4().hex
+    if not visitor and finding is not None:
+        raise no_session(request, finding)
     return Owner(visitor=visitor)
+
+
+def no_session(request: HttpRequest, what: str) -> NotFound:
+    """The 404 of a lookup by a client without a session: the same status, code and sentence
+    whether the id exists or not (the sentence depends on the request alone), but one that
+    says what is missing; a script that forgot its cookie jar read only "No reply" before."""
+    # English, as every API error sentence is (the contract's; docs/API-extensions.md, "Languages").
+    if settings.SESSION_COOKIE_NAME not in request.COOKIES:
+        sentence = (
+            "No %(what)s with this id in this session: the request carried no session cookie "
+            "(send the cookie the page set, or sign in)."
+        )
+    else:
+        sentence = (
+            "No %(what)s with this id in this session: the session cookie it carried is new or "
+            "has expired (send the cookie the page set, or sign in)."
+        )
+    return NotFound(sentence % {"what": what})
 
 
 def admission_for(
@@ -278,7 +300,7 @@ async def conversations_view(request: HttpRequest) -> HttpResponse:
 
 @api("GET", "PATCH", "DELETE")
 async def conversation_view(request: HttpRequest, conversation_id: str) -> HttpResponse:
-    owner = await get_owner(request)
+    owner = await get_owner(request, finding="conversation")
     if request.method == "DELETE":
         await services.conversation_delete(owner=owner, conversation_id=conversation_id)
         return HttpResponse(status=204)
@@ -301,7 +323,7 @@ async def conversation_view(request: HttpRequest, conversation_id: str) -> HttpR
 @api("POST")
 async def messages_view(request: HttpRequest, conversation_id: str) -> HttpResponse:
     data = read_json(request, required=True)
-    owner = await get_owner(request)
+    owner = await get_owner(request, finding="conversation")
     # `edit`: a new version of one of your messages (contract v3, "Branches").
     send = services.message_edit if data.get("edit") is not None else services.message_send
     async with admission_for(request, owner) as admission:
@@ -315,7 +337,7 @@ async def messages_view(request: HttpRequest, conversation_id: str) -> HttpRespo
 async def regenerate_view(request: HttpRequest, conversation_id: str) -> HttpResponse:
     """Answer again: a new reply beside the old one (contract v3, "Branches")."""
     data = read_json(request, required=False)
-    owner = await get_owner(request)
+    owner = await get_owner(request, finding="conversation")
     async with admission_for(request, owner, cache=False) as admission:  # regenerate never reuses
         user_message, assistant_message = await services.reply_regenerate(
             owner=owner, conversation_id=conversation_id, data=data, admission=admission
@@ -326,7 +348,7 @@ async def regenerate_view(request: HttpRequest, conversation_id: str) -> HttpRes
 @api("GET")
 async def stream_view(request: HttpRequest, message_id: str) -> HttpResponse:
     offset, side = parse_offset(request)
-    owner = await get_owner(request)
+    owner = await get_owner(request, finding="reply")
     message = await sync_to_async(services.reply_get)(owner=owner, message_id=message_id)
     if message.is_finished and offset > len(message.content):
         raise Invalid(
@@ -341,7 +363,7 @@ async def stream_view(request: HttpRequest, message_id: str) -> HttpResponse:
 @api("GET")
 async def message_view(request: HttpRequest, message_id: str) -> HttpResponse:
     """One message (docs/API-extensions.md: the page asks before it reconnects a stream)."""
-    owner = await get_owner(request)
+    owner = await get_owner(request, finding="message")
     message = await sync_to_async(services.message_get)(owner=owner, message_id=message_id)
     await sync_to_async(sibling_ids)(message)
     await sync_to_async(attachments.attachments_load)(message)
@@ -350,7 +372,7 @@ async def message_view(request: HttpRequest, message_id: str) -> HttpResponse:
 
 @api("POST")
 async def stop_view(request: HttpRequest, message_id: str) -> HttpResponse:
-    owner = await get_owner(request)
+    owner = await get_owner(request, finding="reply")
     message = await services.reply_stop(owner=owner, message_id=message_id)
     await sync_to_async(sibling_ids)(message)
     return JsonResponse(message_json(message))
@@ -398,13 +420,23 @@ def server_error(request: HttpRequest) -> HttpResponse:
     return server_error_page(request)
 
 
+def csrf_header_name() -> str:
+    """CSRF_HEADER_NAME as a client writes it: `X-CSRFToken` for Django's `HTTP_X_CSRFTOKEN`."""
+    meta = settings.CSRF_HEADER_NAME
+    if meta == "HTTP_X_CSRFTOKEN":
+        return "X-CSRFToken"
+    return "-".join(part.capitalize() for part in meta.removeprefix("HTTP_").split("_"))
+
+
 def _csrf_refused() -> HttpResponse:
-    body = {
-        "error": "This request needs the CSRF token: send the csrftoken cookie's value in an "
-        "X-CSRFToken header.",
-        "code": "csrf",
-    }
-    return JsonResponse(body, status=403)
+    """The 403 `csrf`, saying how a script gets the token (it read only "needs the token")."""
+    sentence = (
+        "This request needs the CSRF token: GET the chat's page (%(page)s) to receive the "
+        "%(cookie)s cookie, then send its value back in an %(header)s header, with the cookies "
+        "(over HTTPS, also a Referer or Origin header of this site)."
+    )
+    names = {"page": reverse("chat:page"), "cookie": settings.CSRF_COOKIE_NAME, "header": csrf_header_name()}
+    return JsonResponse({"error": sentence % names, "code": "csrf"}, status=403)
 
 
 def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
@@ -426,8 +458,8 @@ SHARE_CSP = (
 @api("POST")
 async def feedback_view(request: HttpRequest, message_id: str) -> HttpResponse:
     data = read_json(request, required=True)
-    owner = await get_owner(request)
-    message = await db.run(feedback.reply_feedback, owner=owner, message_id=message_id, data=data)
+    owner = await get_owner(request, finding="message")
+    message = await feedback.reply_feedback_give(owner=owner, message_id=message_id, data=data)
     await sync_to_async(sibling_ids)(message)
     return JsonResponse(message_json(message))
 
@@ -439,7 +471,7 @@ def share_url(request: HttpRequest, token: str) -> str:
 @api("POST", "DELETE")
 async def share_view(request: HttpRequest, conversation_id: str) -> HttpResponse:
     read_json(request, required=False)  # no fields yet; a body, if any, must still be JSON
-    owner = await get_owner(request)
+    owner = await get_owner(request, finding="conversation")
     if request.method == "DELETE":
         await db.run(sharing.conversation_unshare, owner=owner, conversation_id=conversation_id)
         return HttpResponse(status=204)
@@ -475,7 +507,7 @@ def share_page_view(request: HttpRequest, token: str) -> HttpResponse:
 async def branch_view(request: HttpRequest, conversation_id: str) -> HttpResponse:
     """Make the branch through a message current (contract v3, "Branches")."""
     data = read_json(request, required=True)
-    owner = await get_owner(request)
+    owner = await get_owner(request, finding="conversation")
     conversation = await db.run(
         services.conversation_branch, owner=owner, conversation_id=conversation_id, data=data
     )
@@ -554,7 +586,7 @@ async def attachment_view(request: HttpRequest, attachment_id: str) -> HttpRespo
     Read whole, not a FileResponse: under ASGI Django reads a FileResponse's file into a list
     anyway (a sync iterator), with a warning; a file is at most CHAT_MAX_ATTACHMENT_BYTES.
     """
-    owner = await get_owner(request)
+    owner = await get_owner(request, finding="file")
     attachment = await sync_to_async(attachments.attachment_get)(owner=owner, attachment_id=attachment_id)
     try:
         data = await sync_to_async(stored_bytes)(attachment)

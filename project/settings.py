@@ -1,4 +1,4 @@
-"""Settings for the chat project, read from the environment (see README: Configuration)."""
+"""Settings for the chat project, read from the environment (docs/configuration.md lists them)."""
 
 import os
 from datetime import timedelta
@@ -55,7 +55,7 @@ if HTTPS:
 
 # Nothing is silenced by the project: a check is silenced only where the environment says so
 # (comma separated, e.g. SILENCED_SYSTEM_CHECKS=security.W021,chat.W003), each the operator's
-# own decision (README: Deploying).
+# own decision (docs/deploying.md).
 SILENCED_SYSTEM_CHECKS = env_list("SILENCED_SYSTEM_CHECKS", [])
 
 INSTALLED_APPS = [
@@ -80,6 +80,9 @@ MIDDLEWARE = [
     # Static files, DEBUG on or off, with no collectstatic step (after the HTTPS redirect).
     "servestatic.middleware.ServeStaticMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
+    # The page, the admin and their scripts in the reader's language (Accept-Language, or the
+    # django_language cookie), among LANGUAGES (issue 32; docs/API-extensions.md, "Languages").
+    "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
@@ -151,7 +154,9 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 
-LANGUAGE_CODE = "en-us"
+LANGUAGE_CODE = "en"
+# The languages the app ships catalogues for (chat/locale); a reader's others fall back to English.
+LANGUAGES = [("en", "English"), ("de", "Deutsch"), ("es", "Español")]
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True

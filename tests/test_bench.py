@@ -99,8 +99,9 @@ def test_a_replys_thread_hops_are_a_few_never_one_per_token():
     """bench/hops.py counts (never times) the calls handed to threads while replies run. The
     app's own hops, the reply's writes on the replies' writer thread, are a few per reply
     whatever its length (40 tokens here). Django's own middleware (MiddlewareMixin) hands each
-    of its hooks to the request's thread under ASGI: 13 hops a reply for the project's seven,
-    until Django makes it one transition for the chain (Django ticket #37177)."""
+    of its hooks to the request's thread under ASGI: 15 hops a reply for the project's eight
+    (LocaleMiddleware, issue 32, adds two), until Django makes it one transition for the chain
+    (Django ticket #37177)."""
     result = subprocess.run(
         [sys.executable, "-m", "bench.hops", "5"], cwd=ROOT, capture_output=True, text=True, timeout=110
     )
@@ -109,7 +110,7 @@ def test_a_replys_thread_hops_are_a_few_never_one_per_token():
     writer_hops = sum(float(line.split()[0]) for line in lines if "chat-db:" in line)
     assert 0 < writer_hops <= 8, result.stdout
     middleware = sum(float(line.split()[0]) for line in lines if "Middleware." in line)
-    assert middleware <= 13.5, result.stdout
+    assert middleware <= 15.5, result.stdout
 
 
 @pytest.mark.timeout(120)

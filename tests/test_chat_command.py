@@ -1,6 +1,7 @@
 """`manage.py chat`, end to end: a subprocess, a SQLite file, and a fake OpenAI-compatible server."""
 
 import os
+import re
 import select
 import signal
 import sqlite3
@@ -34,8 +35,11 @@ def vendor():
 
 def env(database: Path, vendor: VendorServer | None = None) -> dict[str, str]:
     names = ("DATABASE_URL", "CHAT_MODELS", "CHAT_MODEL", "OPENAI_API_KEY", "OPENAI_BASE_URL")
+    names += ("LANGUAGE", "LC_ALL", "LC_MESSAGES")  # English output, whatever the shell speaks
     clean = {k: v for k, v in os.environ.items() if k not in names and not k.startswith("ANTHROPIC_")}
-    clean.update(DJANGO_SETTINGS_MODULE="project.settings", DATABASE_URL=f"sqlite:///{database}")
+    clean.update(
+        DJANGO_SETTINGS_MODULE="project.settings", DATABASE_URL=f"sqlite:///{database}", LANG="C.UTF-8"
+    )
     if vendor is not None:
         clean.update(
             OPENAI_BASE_URL=f"{vendor.url}/v1", OPENAI_API_KEY=KEY, CHAT_MODELS="openai:gpt-test,demo"
@@ -215,3 +219,122 @@ def test_attach_sends_files_by_path_judged_as_uploads_are(database, tmp_path):
     result = run_manage(["chat", "--attach", str(page), "Look"], environ)
     assert result.returncode != 0 and "page.png" in result.stderr and "not accepted" in result.stderr
     assert rows(database, "SELECT count(*) FROM chat_conversation") == before
+
+
+# --- the reply's phases on stderr, and --help (issue 32) ---------------------------------------
+
+TOOLS_ENV = {"CHAT_TOOLS": "tests.test_tools_vendors.fruit_price"}
+
+
+def play_pears(vendor: VendorServer) -> None:
+    vendor.play(
+        {"reason": "Pears: "},
+        {"reason": "ask the market."},
+        {"gate": "call"},
+        {"call": "fruit_price", "id": "c1", "args": ['{"name": "pear", "count": 2}']},
+        {"finish": "tool_calls"},
+    )
+    vendor.play({"gate": "answer"}, {"say": "Two pears cost 10."})
+
+
+class Terminal:
+    """stderr on a pseudo-terminal (so the command sees a terminal), stdout on a pipe."""
+
+    def __init__(self, args: list[str], environ: dict, stdin_too: bool = False) -> None:
+        import pty
+
+        self.master, replica = pty.openpty()
+        self.process = subprocess.Popen(
+            [sys.executable, "manage.py", *args],
+            cwd=ROOT,
+            env=environ,
+            stdin=replica if stdin_too else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=replica,
+        )
+        os.close(replica)
+        self.seen = b""
+
+    def read_until(self, text: str, timeout: float = 30) -> str:
+        """stderr so far, once `text` is on it (a pty turns "\\n" into "\\r\\n")."""
+        deadline = time.monotonic() + timeout
+        while text not in self.seen.decode(errors="replace").replace("\r\n", "\n"):
+            assert time.monotonic() < deadline, f"{text!r} not on the terminal: {self.seen!r}"
+            if select.select([self.master], [], [], 0.1)[0]:
+                try:
+                    self.seen += os.read(self.master, 4096)
+                except OSError:  # the command exited: its side of the pty is closed
+                    break
+        return self.seen.decode().replace("\r\n", "\n")
+
+    def stdout_so_far(self) -> bytes:
+        ready = select.select([self.process.stdout], [], [], 0)[0]
+        return os.read(self.process.stdout.fileno(), 4096) if ready else b""
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(10)
+        self.process.stdout.close()
+        os.close(self.master)
+
+
+def test_on_a_terminal_the_phases_show_as_they_run_and_stdout_gets_the_reply_only(database, vendor):
+    play_pears(vendor)
+    terminal = Terminal(["chat", "How much are two pears?"], {**env(database, vendor), **TOOLS_ENV})
+    try:
+        # While the model holds its tool call: the reasoning is on the terminal, dimmed.
+        seen = terminal.read_until("ask the market.")
+        assert seen.startswith("Thinking…\nReasoning…\n\x1b[2mPears: "), seen
+        assert seen.endswith("ask the market.\x1b[0m")
+        assert re.sub(r"\x1b\[[02]m", "", seen) == "Thinking…\nReasoning…\nPears: ask the market."
+        assert "Running tool" not in seen
+        assert terminal.stdout_so_far() == b""
+        vendor.gate("call").set()
+        seen = terminal.read_until(" ms\n")
+        assert re.search(r"\nRunning tool fruit_price…\nfruit_price done in \d+ ms\n", seen), seen
+        assert terminal.stdout_so_far() == b""
+        vendor.gate("answer").set()
+        assert terminal.process.wait(30) == 0
+        seen = terminal.read_until("[complete]")
+        assert terminal.process.stdout.read() == b"Two pears cost 10.\n"
+        assert seen.index("fruit_price done") < seen.index("[complete] conversation")
+    finally:
+        terminal.close()
+
+
+def test_in_a_pipe_phases_show_only_with_reasoning_and_never_on_stdout(database, vendor):
+    environ = {**env(database, vendor), **TOOLS_ENV}
+    for flags in ([], ["--reasoning"]):
+        play_pears(vendor)
+        vendor.gate("call").set()
+        vendor.gate("answer").set()
+        result = run_manage(["chat", *flags, "How much are two pears?"], environ)
+        assert (result.returncode, result.stdout) == (0, "Two pears cost 10.\n"), result.stderr
+        assert "\x1b" not in result.stderr  # no terminal: no colour codes
+        phases = result.stderr.split("[complete]")[0]
+        if flags:
+            assert re.search(
+                r"(^|\n)(Thinking…\n)?Reasoning…\nPears: ask the market.\n"
+                r"Running tool fruit_price…\nfruit_price done in \d+ ms\n$",
+                phases,
+            ), phases
+        else:
+            assert not re.search("Thinking|Reasoning|Running tool|done in", phases), phases
+
+
+def test_help_says_what_happens_without_a_question(database):
+    result = run_manage(["chat", "--help"], env(database))
+    text = " ".join(result.stdout.split())
+    assert "read from stdin to its end when stdin is a pipe or a file" in text
+    assert "in a terminal the command asks for one and exits, it does not prompt" in text
+    assert "--reasoning" in text
+    # What it says is what it does: a pipe is read, a terminal is told.
+    piped = run_manage(["chat", "-m", "demo"], {**env(database), "CHAT_DEMO_RATE": "0"}, input="From a pipe")
+    assert piped.returncode == 0 and "“From a pipe”" in piped.stdout, piped.stderr
+    terminal = Terminal(["chat"], env(database), stdin_too=True)
+    try:
+        assert 'Say what to ask: manage.py chat "your question"' in terminal.read_until("question")
+        assert terminal.process.wait(30) != 0
+    finally:
+        terminal.close()

@@ -2,6 +2,7 @@
 Django's own deploy checks seeing the project's middleware."""
 
 import sys
+import types
 
 import pytest
 from django.core.checks import run_checks
@@ -26,13 +27,37 @@ def test_gzip_middleware_is_named(settings):
     assert "chat.W001" in ids()
 
 
-def test_a_wsgi_only_project_is_named_with_a_hint_for_any_project(settings):
-    """startproject sets WSGI_APPLICATION alone; the hint names the site's own asgi.py, not
-    this repository's bundled project."""
+def test_a_site_without_asgi_application_gets_no_warning(settings):
+    """startproject sets WSGI_APPLICATION alone, and Django never reads ASGI_APPLICATION: the
+    warning comes from what serves, not from a setting a new site does not have."""
     settings.ASGI_APPLICATION = None
+    settings.WSGI_APPLICATION = "project.wsgi.application"
+    assert "chat.W002" not in ids()
+
+
+@pytest.mark.parametrize("server", ["waitress", "gunicorn.app"])
+def test_a_process_under_a_wsgi_server_is_named(monkeypatch, server):
+    monkeypatch.setitem(sys.modules, server, types.ModuleType(server))
     [warning] = [m for m in run_checks() if m.id == "chat.W002"]
-    assert "ASGI_APPLICATION" in warning.hint and "chat.asgi.with_chat" in warning.hint
-    assert "project.asgi" not in warning.hint
+    assert server.split(".")[0] in warning.msg
+    assert "chat.asgi.with_chat" in warning.hint and "project.asgi" not in warning.hint
+
+
+def test_gunicorn_with_uvicorns_worker_serves_asgi(monkeypatch):
+    monkeypatch.setitem(sys.modules, "gunicorn.app", types.ModuleType("gunicorn.app"))
+    monkeypatch.setitem(sys.modules, "uvicorn_worker", types.ModuleType("uvicorn_worker"))
+    assert "chat.W002" not in ids()
+
+
+@pytest.mark.parametrize("before", ["django.contrib.staticfiles", "servestatic"])
+def test_an_app_whose_runserver_wins_over_the_chats_is_named(settings, before):
+    """Django's command lookup gives runserver to the first app listed that has one: with
+    staticfiles (or ServeStatic) first, `manage.py runserver` is Django's WSGI server."""
+    apps = [app for app in settings.INSTALLED_APPS if app != "chat"]
+    settings.INSTALLED_APPS = [before, *[app for app in apps if app != before], "chat"]
+    [warning] = [m for m in run_checks() if m.id == "chat.W002"]
+    assert f"{before} comes before chat" in warning.msg
+    assert f'List "chat" before "{before}"' in warning.hint
 
 
 def test_no_redis_is_named_under_deploy_only(settings, monkeypatch):

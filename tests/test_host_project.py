@@ -74,6 +74,12 @@ def site(tmp_path_factory):
     assert found.startswith("None "), found
     app_dir = Path(found.split()[1]).parent
     assert (app_dir / "templates/chat/index.html").exists() and (app_dir / "static/chat/chat.js").exists()
+    # ...and its catalogues, compiled (issue 32): a site gets the languages without gettext.
+    assert all(
+        (app_dir / f"locale/{lang}/LC_MESSAGES/{d}.mo").exists()
+        for lang in ("de", "es")
+        for d in ("django", "djangojs")
+    )
 
     env = host_env()
     site = tmp / "site"

@@ -9,6 +9,7 @@ and stops it with the server.
 
 import asyncio
 import contextvars
+import copy
 import logging
 import time
 from collections.abc import Container
@@ -23,6 +24,7 @@ from chat import db
 from chat.approvals import ApprovalDecided, ApprovalWaiting
 from chat.checks import check_workers_without_redis, worker_count
 from chat.eventlog import End, get_event_log
+from chat.hooks import reply_failed, reply_finished, reply_started, send_in_background
 from chat.models import Message
 from chat.providers import Finish, Prompt, Provider, ProviderError
 from chat.providers.limit import OutputLimit, max_output_tokens
@@ -39,6 +41,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("chat.generation")
 
 STOPPED, INTERRUPTED = Message.Status.STOPPED.value, Message.Status.INTERRUPTED.value
+REPLY_SIGNALS = (reply_started, reply_finished, reply_failed)
 
 
 class _Text:
@@ -74,6 +77,7 @@ class _Live:
     admission: "Admission | None" = None  # the limits it holds and the cache (chat/admission.py)
     steps: Steps = field(default_factory=Steps)  # reasoning and tool steps (issue 12)
     steps_saved: int = 0  # steps.version in the database
+    hosts: dict | None = None  # what the host's signals carry (chat/hooks.py): message, owner...
 
 
 class Engine:
@@ -198,11 +202,21 @@ def running_ids() -> Container[str]:
 
 
 async def reply_start(
-    *, reply_id: str, provider: Provider, prompt: Prompt, admission: "Admission | None" = None
+    *,
+    reply_id: str,
+    provider: Provider,
+    prompt: Prompt,
+    admission: "Admission | None" = None,
+    message: Message | None = None,
+    conversation: object = None,
+    owner: object = None,
 ) -> asyncio.Task:
     """Start generating on this event loop, in a context of its own (not the request's).
 
     The log is opened before the task runs, so a stream asked for at once finds it live.
+    `message` (the stored reply), `conversation` and `owner` go to the host's signals
+    (chat/hooks.py) when a site listens, with a copy of the message: the caller's is the one
+    its response describes.
     """
     engine.ensure_running()
     if admission is not None:  # a cached answer, if any, replaces the model
@@ -212,6 +226,9 @@ async def reply_start(
     await events.open(reply_id)
     await events.set_status(reply_id, "cached" if cached else "thinking")
     live = engine.live[reply_id] = _Live(admission=admission)
+    if message is not None and any(signal.has_listeners(Message) for signal in REPLY_SIGNALS):
+        copied = copy.copy(message)
+        live.hosts = {"message": copied, "conversation": conversation, "model": copied.model, "owner": owner}
     live.task = asyncio.get_running_loop().create_task(
         _run(reply_id, live, provider, prompt), name=f"reply-{reply_id}", context=contextvars.Context()
     )
@@ -249,6 +266,7 @@ async def _run(reply_id: str, live: _Live, provider: Provider, prompt: Prompt) -
     most = max_output_tokens()
     model = provider if limited is None else limited.inner
     append_now, text = events.append_now, live.text  # per token: no lookups, no coroutine
+    announced = _announce_start(live)
     try:
         # reply_items: the provider's rounds, tool calls run between them (issue 12).
         async with aclosing(reply_items(model, prompt, reply_id=reply_id)) as stream:
@@ -319,6 +337,52 @@ async def _run(reply_id: str, live: _Live, provider: Provider, prompt: Prompt) -
     except Exception:
         log.exception("Reply %s could not be saved; its text: %r", reply_id, live.text.value())
     await events.end(reply_id, end)
+    if live.hosts is not None:  # after the stream's end: the host's receivers never delay it
+        await _announce_end(live, end, timings, announced)
+
+
+def _announce_start(live: _Live) -> asyncio.Task | None:
+    """`reply_started`, sent by a task of its own beside the reply: a slow receiver does not
+    hold back the first token."""
+    if live.hosts is None or not reply_started.has_listeners(Message):
+        return None
+    return asyncio.create_task(send_in_background(reply_started, **live.hosts), name="chat-reply-started")
+
+
+async def _announce_end(live: _Live, end: End, timings: dict, announced: asyncio.Task | None) -> None:
+    """`reply_finished` or `reply_failed`, after `reply_started` (receivers see them in order),
+    with the message's final fields. A failure here is logged: the reply is over and saved."""
+    try:
+        if announced is not None:
+            await announced
+        message = live.hosts["message"]
+        usage = end.usage or {}
+        fields = {
+            "content": live.text.value(),
+            "status": end.status,
+            "finish_reason": end.finish_reason,
+            "input_tokens": usage.get("input_tokens"),
+            "output_tokens": usage.get("output_tokens"),
+            "error": end.error,
+            "error_code": end.error_code,
+            "cached": end.cached,
+            **timings,
+        }
+        for name, value in fields.items():
+            setattr(message, name, value)
+        common = {**live.hosts, "usage": end.usage, "text_length": live.text.length}
+        if end.status == Message.Status.ERROR:
+            await send_in_background(reply_failed, **common, error=end.error, code=end.error_code)
+        else:
+            await send_in_background(
+                reply_finished,
+                **common,
+                status=end.status,
+                finish_reason=end.finish_reason,
+                cached=end.cached,
+            )
+    except Exception:
+        log.exception("The signals of reply %s could not be sent", live.hosts["message"].pk)
 
 
 def _save_final(reply_id: str, content: str, end: End, timings: dict) -> None:

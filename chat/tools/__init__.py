@@ -17,6 +17,7 @@ from django.utils.module_loading import import_string
 
 from chat import conf
 from chat.providers.base import ToolSpec
+from chat.tools.mcp_servers import McpTool, mcp_tools
 from chat.tools.schema import SchemaError, docstring_parts, parameters_schema
 
 # The demo model's own tool, offered to it whatever CHAT_TOOLS says (chat/providers/demo.py).
@@ -97,11 +98,22 @@ def configured_paths() -> tuple[str, ...]:
 
 
 def tools_for(provider: str) -> dict[str, Tool]:
-    """The tools a reply by this provider may call: CHAT_TOOLS, and the demo's own for the demo."""
+    """The tools a reply by this provider may call: CHAT_TOOLS, and the demo's own for the demo;
+    then those of the MCP servers (CHAT_MCP_SERVERS), as they listed them last."""
     paths = configured_paths()
     if provider == "demo" and conf.get("CHAT_DEMO_STEPS"):
         paths = (*paths, *(p for p in DEMO_TOOLS if p not in paths))
-    return _load(paths)
+    tools = _load(paths)
+    remote = mcp_tools(tools.keys())
+    if not remote:
+        return tools
+    return {**tools, **{tool.name: _from_mcp(tool) for tool in remote}}
+
+
+@lru_cache(maxsize=512)
+def _from_mcp(tool: McpTool) -> Tool:
+    """An MCP server's tool: its func calls the server (the server checks the arguments)."""
+    return Tool(name=tool.name, func=tool.call, spec=tool.spec, context_parameter=None, is_async=True)
 
 
 def specs_for(provider: str) -> tuple[ToolSpec, ...]:

@@ -21,6 +21,7 @@ from chat import conf
 from chat.runtime import runtime
 from chat.text import clean_model_text
 from chat.tools import Tool, ToolContext
+from chat.tools.errors import ToolError
 
 log = logging.getLogger("chat.tools")
 
@@ -121,6 +122,9 @@ async def tool_run(
     except TimeoutError if limit.expired() else ():  # noqa: B030 - only our own deadline
         log.warning("Tool %s timed out after %g s (reply %s)", tool.name, seconds, context.reply_id)
         return done(error=f"The tool {tool.name} did not answer within {seconds:g} seconds.")
+    except ToolError as exc:  # the tool's own sentence, as it is
+        log.info("Tool %s reported an error (reply %s): %s", tool.name, context.reply_id, exc)
+        return done(error=clean_model_text(str(exc))[:1000])
     except Exception as exc:  # noqa: BLE001 - the host's code: any failure goes back to the model
         log.warning("Tool %s failed (reply %s)", tool.name, context.reply_id, exc_info=True)
         detail = clean_model_text(str(exc))[:500]

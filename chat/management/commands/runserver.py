@@ -20,6 +20,7 @@ rather than being cut:
 
 import asyncio
 import errno
+import importlib.util
 import os
 import signal
 import socket
@@ -37,7 +38,7 @@ from django.db import connections
 from django.utils import autoreload
 from django.utils.module_loading import import_string
 
-from chat.asgi import with_chat
+from chat.asgi import ChatLifespan, with_chat
 from chat.replies import generation
 
 LOG_CONFIG = {
@@ -85,6 +86,26 @@ def take_ctrl_c_back() -> None:
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+def project_application() -> Any:
+    """What the project serves in production: ASGI_APPLICATION when set; else the `asgi` module
+    beside WSGI_APPLICATION's (startproject makes both, and sets only the latter), as
+    `uvicorn mysite.asgi:application` would; else Django's application with the chat's.
+    ASGI_APPLICATION is then optional: the system check no longer asks for it."""
+    if getattr(settings, "ASGI_APPLICATION", None):
+        return import_string(settings.ASGI_APPLICATION)
+    wsgi = getattr(settings, "WSGI_APPLICATION", None) or ""
+    if wsgi.count(".") >= 2:
+        module = wsgi.rsplit(".", 2)[0] + ".asgi"
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except ImportError:
+            found = False
+        if found:  # wrapped here if the site has not done it yet: the engine needs the lifespan
+            app = import_string(f"{module}.application")
+            return app if isinstance(app, ChatLifespan) else with_chat(app)
+    return with_chat(get_asgi_application())
+
+
 class Command(StaticRunserver):
     help = "Starts a development server that streams (ASGI, served by uvicorn), serving static files."
 
@@ -93,11 +114,7 @@ class Command(StaticRunserver):
     exit_code: int | str | None = None
 
     def get_handler(self, *args: Any, **options: Any) -> Any:
-        # A project without ASGI_APPLICATION (startproject sets none) gets Django's, with ours.
-        if getattr(settings, "ASGI_APPLICATION", None):
-            app = import_string(settings.ASGI_APPLICATION)
-        else:
-            app = with_chat(get_asgi_application())
+        app = project_application()
         if options["use_static_handler"] and (settings.DEBUG or options["insecure_serving"]):
             # STATIC_URL from the finders, as Django's runserver does; the rest, lifespan
             # included, goes on to the application (the ASGI twin of Django's WSGI handler).

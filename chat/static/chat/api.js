@@ -1,4 +1,5 @@
 // The JSON API of docs/API.md (and docs/API-extensions.md), as the page speaks it.
+import { gettext, interpolate } from "./i18n.js";
 
 // Where the app is mounted (a host project may include it under any prefix): the page says,
 // from Django's URLconf, and every URL below starts there.
@@ -16,6 +17,10 @@ export class ApiError extends Error {
     this.retryAfter = retryAfter; // seconds, from a 429's Retry-After
   }
 }
+
+// A failure the server did not explain (no JSON error): its status, in the reader's words.
+const answered = (r) =>
+  interpolate(gettext("The server answered %(status)s %(text)s."), { status: r.status, text: r.statusText }, true);
 
 export function csrfToken() {
   const match = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/);
@@ -44,7 +49,7 @@ export async function api(method, path, body) {
       body: body === undefined ? undefined : JSON.stringify(body),
     });
   } catch {
-    throw new ApiError("The server could not be reached. Check your connection and try again.");
+    throw new ApiError(gettext("The server could not be reached. Check your connection and try again."));
   }
   if (response.status === 204) return null;
   let data = null;
@@ -54,7 +59,7 @@ export async function api(method, path, body) {
     data = null;
   }
   if (!response.ok) {
-    throw new ApiError(data?.error || `The server answered ${response.status} ${response.statusText}.`, {
+    throw new ApiError(data?.error || answered(response), {
       status: response.status,
       code: data?.code || "http_error",
       retryAfter: retryAfterSeconds(response.headers.get("Retry-After")),
@@ -112,7 +117,7 @@ export function uploadAttachment(file, { onProgress, signal } = {}) {
       if (xhr.status >= 200 && xhr.status < 300 && data) resolve(data);
       else
         reject(
-          new ApiError(data?.error || `The server answered ${xhr.status} ${xhr.statusText}.`, {
+          new ApiError(data?.error || answered(xhr), {
             status: xhr.status,
             code: data?.code || "http_error",
             retryAfter: retryAfterSeconds(xhr.getResponseHeader("Retry-After")),
@@ -120,9 +125,9 @@ export function uploadAttachment(file, { onProgress, signal } = {}) {
         );
     });
     xhr.addEventListener("error", () =>
-      reject(new ApiError("The server could not be reached. Check your connection and try again.")),
+      reject(new ApiError(gettext("The server could not be reached. Check your connection and try again."))),
     );
-    xhr.addEventListener("abort", () => reject(new ApiError("The upload was cancelled.", { code: "aborted" })));
+    xhr.addEventListener("abort", () => reject(new ApiError(gettext("The upload was cancelled."), { code: "aborted" })));
     signal?.addEventListener("abort", () => xhr.abort());
     const body = new FormData();
     body.append("file", file, file.name);

@@ -5,6 +5,7 @@
 // In the log: the attachments of a user message, images as thumbnails, other files as links.
 // Names are the person's own text: only ever set with textContent or as attributes.
 import { attachmentUrl, uploadAttachment } from "./api.js";
+import { gettext, interpolate, ngettext } from "./i18n.js";
 
 // A hint for the file picker only: the server judges each file by its content.
 export const ACCEPT = [
@@ -64,7 +65,10 @@ export function formatSize(bytes) {
     value /= 1024;
     unit += 1;
   }
-  return `${value < 10 ? value.toFixed(1).replace(/\.0$/, "") : Math.round(value)} ${units[unit]}`;
+  // 1.5 MB, 1,5 MB: the decimal sign of the page's language (<html lang>).
+  const lang = globalThis.document?.documentElement.lang || "en";
+  const digits = { maximumFractionDigits: value < 10 ? 1 : 0, useGrouping: false };
+  return `${new Intl.NumberFormat(lang, digits).format(value)} ${units[unit]}`;
 }
 
 const THUMB_WIDTH = 256; // a thumbnail's largest box in the log, in CSS pixels
@@ -97,7 +101,7 @@ export function attachmentsElement(attachments) {
   if (!attachments?.length) return null;
   const list = document.createElement("ul");
   list.className = "msg-attachments";
-  list.setAttribute("aria-label", attachments.length === 1 ? "Attached file" : "Attached files");
+  list.setAttribute("aria-label", ngettext("Attached file", "Attached files", attachments.length));
   for (const attachment of attachments) {
     const url = safeUrl(attachment);
     const item = document.createElement("li");
@@ -119,12 +123,12 @@ export function attachmentsElement(attachments) {
         img.width = Math.max(1, Math.round(width * scale));
         img.height = Math.max(1, Math.round(height * scale));
       }
-      link.title = `${attachment.name} (opens in a new tab)`;
+      link.title = interpolate(gettext("%(name)s (opens in a new tab)"), { name: attachment.name }, true);
       link.append(img);
     } else {
       item.className = "msg-attachment file";
       link.download = attachment.name || ""; // the server sends other files as downloads
-      link.title = `Download ${attachment.name}`;
+      link.title = interpolate(gettext("Download %(name)s"), { name: attachment.name }, true);
       link.append(icon(FILE), span("file-name", attachment.name || ""), span("file-size", formatSize(attachment.size)));
     }
     item.append(link);
@@ -187,7 +191,7 @@ export class Attachments {
       if (this.dropZone.hidden === !on) return;
       this.dropZone.hidden = !on;
       area.classList.toggle("dropping", on);
-      if (on) this.hooks.announce?.("Drop the files to attach them to your message.");
+      if (on) this.hooks.announce?.(gettext("Drop the files to attach them to your message."));
     };
     area.addEventListener("dragenter", (event) => {
       if (!carriesFiles(event)) return;
@@ -273,7 +277,11 @@ export class Attachments {
       });
       if (this.maxBytes && file.size > this.maxBytes) {
         item.state = "failed";
-        item.error = `The file is too large (${formatSize(file.size)}): the limit is ${formatSize(this.maxBytes)}.`;
+        item.error = interpolate(
+          gettext("The file is too large (%(size)s): the limit is %(limit)s."),
+          { size: formatSize(file.size), limit: formatSize(this.maxBytes) },
+          true,
+        );
         this.render(item);
         continue;
       }
@@ -282,7 +290,11 @@ export class Attachments {
       item.upload = this.send(item, file);
       this.render(item);
     }
-    if (files.length) this.hooks.announce?.(files.length === 1 ? `Uploading ${files[0].name}…` : `Uploading ${files.length} files…`);
+    if (files.length === 1) this.hooks.announce?.(interpolate(gettext("Uploading %(name)s…"), { name: files[0].name }, true));
+    else if (files.length) {
+      const many = ngettext("Uploading %(count)s file…", "Uploading %(count)s files…", files.length);
+      this.hooks.announce?.(interpolate(many, { count: files.length }, true));
+    }
     this.changed();
   }
 
@@ -315,7 +327,7 @@ export class Attachments {
         width: data.width,
         height: data.height,
       });
-      this.hooks.announce?.(`${item.name} is attached.`);
+      this.hooks.announce?.(interpolate(gettext("%(name)s is attached."), { name: item.name }, true));
     } catch (error) {
       if (!this.items.includes(item)) return; // removed while uploading
       item.state = "failed";
@@ -359,8 +371,9 @@ export class Attachments {
     remove.type = "button";
     remove.className = "chip-remove";
     remove.textContent = "×";
-    remove.setAttribute("aria-label", `Remove ${item.name}`);
-    remove.title = `Remove ${item.name}`;
+    const removeLabel = interpolate(gettext("Remove %(name)s"), { name: item.name }, true);
+    remove.setAttribute("aria-label", removeLabel);
+    remove.title = removeLabel;
     remove.addEventListener("click", () => this.remove(item));
     el.replaceChildren(figure, text, remove);
     if (item.state === "failed") {
@@ -375,12 +388,14 @@ export class Attachments {
     if (!item.status) return;
     if (item.state === "uploading") {
       const percent = Math.round(item.progress * 100);
-      item.status.textContent = percent ? `Uploading… ${percent}%` : "Uploading…";
+      item.status.textContent = percent
+        ? interpolate(gettext("Uploading… %(progress)s"), { progress: `${percent}%` }, true)
+        : gettext("Uploading…");
       item.el.style.setProperty("--progress", `${percent}%`);
       return;
     }
     item.el.style.removeProperty("--progress");
-    item.status.textContent = item.state === "failed" ? "Not attached" : formatSize(item.size);
+    item.status.textContent = item.state === "failed" ? gettext("Not attached") : formatSize(item.size);
   }
 
   // The person's Remove: an upload in flight stops; the focus goes to the next chip, or back
@@ -390,7 +405,7 @@ export class Attachments {
     this.drop(item);
     const next = this.items[Math.min(at, this.items.length - 1)];
     (next?.el.querySelector(".chip-remove") || this.prompt).focus();
-    this.hooks.announce?.(`${item.name} removed.`);
+    this.hooks.announce?.(interpolate(gettext("%(name)s removed."), { name: item.name }, true));
     this.changed();
   }
 

@@ -3,6 +3,7 @@
 // The switch is stored by the server (POST .../branch), so a reload shows the same branch;
 // chat.js then draws the branch the server answers with.
 import * as API from "./api.js";
+import { gettext, interpolate } from "./i18n.js";
 
 function navButton(className, text, label, target) {
   const el = document.createElement("button");
@@ -24,15 +25,18 @@ export function versionsElement(message) {
   nav.className = "versions";
   nav.setAttribute("role", "group");
   // The group's name says where one is, as the count shows it: "version 2 of 3".
-  const what = message.role === "user" ? "this message" : "this reply";
-  nav.setAttribute("aria-label", `Versions of ${what}: version ${at + 1} of ${ids.length}`);
+  const what =
+    message.role === "user"
+      ? gettext("Versions of this message: version %(at)s of %(count)s")
+      : gettext("Versions of this reply: version %(at)s of %(count)s");
+  nav.setAttribute("aria-label", interpolate(what, { at: at + 1, count: ids.length }, true));
   const count = document.createElement("span");
   count.className = "version-count";
   count.textContent = `${at + 1} / ${ids.length}`;
   nav.append(
-    navButton("previous", "‹", "Previous version", ids[at - 1]),
+    navButton("previous", "‹", gettext("Previous version"), ids[at - 1]),
     count,
-    navButton("next", "›", "Next version", ids[at + 1]),
+    navButton("next", "›", gettext("Next version"), ids[at + 1]),
   );
   return nav;
 }

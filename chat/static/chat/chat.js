@@ -10,6 +10,7 @@ import { Reply } from "./reply.js";
 import { ShareDialog } from "./share.js";
 import { Search } from "./search.js";
 import { Sidebar, UNTITLED } from "./sidebar.js";
+import { gettext, interpolate } from "./i18n.js";
 
 const $ = (id) => document.getElementById(id);
 const app = document.querySelector(".app");
@@ -46,7 +47,7 @@ function announce(text) {
 
 function setTitle(title) {
   titleEl.textContent = title || UNTITLED;
-  document.title = title ? `${title} · Chat` : "Chat";
+  document.title = title ? interpolate(gettext("%(title)s · Chat"), { title }, true) : gettext("Chat");
 }
 
 // Follow the end of the log while the reader is there; leave them be when they scroll up.
@@ -64,8 +65,8 @@ function countdown(seconds) {
   const h = Math.floor(seconds / 3600);
   const m = Math.floor((seconds % 3600) / 60);
   const s = seconds % 60;
-  if (h) return `${h} h ${m} min`;
-  return m ? `${m} min ${s} s` : `${s} s`;
+  if (h) return interpolate(gettext("%(h)s h %(m)s min"), { h, m }, true);
+  return m ? interpolate(gettext("%(m)s min %(s)s s"), { m, s }, true) : interpolate(gettext("%(s)s s"), { s }, true);
 }
 // A failure the person can act on: the sentence, and a retry when one makes sense. A 429
 // says when to try again and keeps the retry button disabled until then.
@@ -80,7 +81,7 @@ function showNotice(error, retry) {
     retryButton = document.createElement("button");
     retryButton.type = "button";
     retryButton.className = "retry";
-    retryButton.textContent = "Retry";
+    retryButton.textContent = gettext("Retry");
     retryButton.addEventListener("click", () => {
       hideNotice();
       retry();
@@ -91,7 +92,11 @@ function showNotice(error, retry) {
   if (error?.status === 429) {
     let left = error.retryAfter ?? 10;
     const tick = () => {
-      text.textContent = left > 0 ? `${sentence} You can try again in ${countdown(left)}.` : `${sentence} You can try again now.`;
+      const later =
+        left > 0
+          ? interpolate(gettext("You can try again in %(wait)s."), { wait: countdown(left) }, true)
+          : gettext("You can try again now.");
+      text.textContent = `${sentence} ${later}`;
       if (retryButton) retryButton.disabled = left > 0;
       if (left <= 0) clearInterval(noticeTimer);
       left -= 1;
@@ -116,7 +121,7 @@ function userElement(message) {
   const el = document.createElement("article");
   el.className = "msg user";
   if (message.id) el.dataset.id = message.id;
-  el.setAttribute("aria-label", "You");
+  el.setAttribute("aria-label", gettext("You"));
   const text = document.createElement("div");
   text.className = "text";
   text.textContent = message.content;
@@ -126,8 +131,8 @@ function userElement(message) {
   const edit = document.createElement("button");
   edit.type = "button";
   edit.className = "edit";
-  edit.textContent = "Edit";
-  edit.setAttribute("aria-label", "Edit this message");
+  edit.textContent = gettext("Edit");
+  edit.setAttribute("aria-label", gettext("Edit this message"));
   actions.append(edit);
   el.append(text, actions);
   const files = attachmentsElement(message.attachments); // attachments.js
@@ -180,10 +185,10 @@ function replyFinished(reply) {
   const status = reply.message.status;
   announce(
     status === "error"
-      ? `The reply failed: ${reply.message.error || ""}`
+      ? interpolate(gettext("The reply failed: %(error)s"), { error: reply.message.error || "" }, true)
       : status === "stopped"
-        ? "Reply stopped."
-        : "Reply finished.",
+        ? gettext("Reply stopped.")
+        : gettext("Reply finished."),
   );
   refreshTitle();
 }
@@ -269,7 +274,7 @@ async function openConversation(id, { push }) {
     if (ticket !== state.loading) return;
     setConversation(null);
     refreshControls();
-    showNotice(error.status === 404 ? new Error("This conversation does not exist, or is not yours.") : error);
+    showNotice(error.status === 404 ? new Error(gettext("This conversation does not exist, or is not yours.")) : error);
     return;
   }
   if (ticket !== state.loading) return;
@@ -394,7 +399,8 @@ async function showVersion({ id, next }) {
   showMessages(conversation);
   const shown = log.querySelector(`.msg[data-id="${CSS.escape(id)}"]`);
   const count = shown?.querySelector(".version-count")?.textContent;
-  if (count) announce(`Version ${count.replace(" / ", " of ")}`);
+  const [at, of] = count ? count.split(" / ") : [];
+  if (count) announce(interpolate(gettext("Version %(at)s of %(count)s"), { at, count: of }, true));
   // Keep the focus where it was: on the same button, now of the version shown.
   const again = shown?.querySelector(`.version-step.${next ? "next" : "previous"}`);
   (again && !again.disabled ? again : shown?.querySelector(".version-step:not(:disabled)"))?.focus();
@@ -448,7 +454,7 @@ async function copyText(text, buttonEl) {
     area.remove();
   }
   const label = buttonEl.textContent;
-  buttonEl.textContent = "Copied";
+  buttonEl.textContent = gettext("Copied");
   setTimeout(() => {
     buttonEl.textContent = label;
   }, 1500);
@@ -468,7 +474,7 @@ form.addEventListener("submit", async (event) => {
   if (files.uploading) {
     waitingForUploads = true;
     sendButton.disabled = true;
-    announce("Sending once the files are uploaded…");
+    announce(gettext("Sending once the files are uploaded…"));
     const ok = await files.settled();
     waitingForUploads = false;
     sendButton.disabled = false;
@@ -502,7 +508,7 @@ document.addEventListener("keydown", (event) => {
   } else if (state.editing) {
     cancelEdit();
   } else if (app.classList.contains("sidebar-open")) {
-    closeSidebar();
+    closeSidebar({ refocus: true });
   }
 });
 
@@ -532,19 +538,24 @@ $("new-chat").addEventListener("click", (event) => {
   newChat({ push: true });
 });
 
+// On a phone the sidebar is a drawer over the page: opening it moves focus into it, and
+// closing it (Escape, the close button, the scrim) gives focus back to the toggle (issue 32).
 function openSidebar() {
   app.classList.add("sidebar-open");
   $("scrim").hidden = false;
   $("open-sidebar").setAttribute("aria-expanded", "true");
+  $("sidebar").querySelector("a[href], button:not([disabled]), input:not([disabled])")?.focus();
 }
-function closeSidebar() {
+function closeSidebar({ refocus = false } = {}) {
+  const wasOpen = app.classList.contains("sidebar-open");
   app.classList.remove("sidebar-open");
   $("scrim").hidden = true;
   $("open-sidebar").setAttribute("aria-expanded", "false");
+  if (refocus && wasOpen) $("open-sidebar").focus();
 }
 $("open-sidebar").addEventListener("click", openSidebar);
-$("close-sidebar").addEventListener("click", closeSidebar);
-$("scrim").addEventListener("click", closeSidebar);
+$("close-sidebar").addEventListener("click", () => closeSidebar({ refocus: true }));
+$("scrim").addEventListener("click", () => closeSidebar({ refocus: true }));
 
 window.addEventListener("popstate", () => {
   const id = API.conversationIdIn(location.pathname);

@@ -2,6 +2,7 @@
 // POST /api/messages/<id>/feedback: {"rating": 1 | -1 | 0, "comment"?}; pressing the thumb
 // that is already pressed clears it (0). aria-pressed tells the state; text only by textContent.
 import { sendFeedback } from "./api.js";
+import { gettext } from "./i18n.js";
 
 const COMMENT_CHARS = 2000; // the server's limit (chat/feedback.py)
 
@@ -23,7 +24,7 @@ function thumb(rating) {
   path.setAttribute("d", THUMBS[rating]);
   svg.append(path);
   el.append(svg);
-  const label = rating === 1 ? "Good reply" : "Bad reply";
+  const label = rating === 1 ? gettext("Good reply") : gettext("Bad reply");
   el.title = label;
   el.setAttribute("aria-label", label);
   el.setAttribute("aria-pressed", "false");
@@ -41,7 +42,7 @@ export class Feedback {
     this.el = document.createElement("span");
     this.el.className = "feedback";
     this.el.setAttribute("role", "group");
-    this.el.setAttribute("aria-label", "Rate this reply");
+    this.el.setAttribute("aria-label", gettext("Rate this reply"));
     this.el.append(this.up, this.down);
     this.up.addEventListener("click", () => this.rate(1));
     this.down.addEventListener("click", () => this.rate(-1));
@@ -56,7 +57,7 @@ export class Feedback {
     form.className = "feedback-comment";
     form.hidden = true;
     const label = document.createElement("label");
-    label.textContent = "What was wrong with this reply? (optional)";
+    label.textContent = gettext("What was wrong with this reply? (optional)");
     this.comment = document.createElement("textarea");
     this.comment.rows = 2;
     this.comment.maxLength = COMMENT_CHARS;
@@ -64,11 +65,11 @@ export class Feedback {
     const send = document.createElement("button");
     send.type = "submit";
     send.className = "feedback-send";
-    send.textContent = "Send";
+    send.textContent = gettext("Send");
     const skip = document.createElement("button");
     skip.type = "button";
     skip.className = "feedback-skip";
-    skip.textContent = "Skip";
+    skip.textContent = gettext("Skip");
     skip.addEventListener("click", () => this.closeForm());
     form.append(label, send, skip);
     form.addEventListener("submit", (event) => {

@@ -9,6 +9,8 @@
 import { Marked } from "./vendor/marked.esm.js";
 import DOMPurify from "./vendor/purify.es.mjs";
 import hljs from "./vendor/highlight.min.js";
+import { settleOpenMarkdown } from "./partial.js";
+import { gettext, interpolate } from "./i18n.js";
 
 const ESCAPES = { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" };
 const escapeHtml = (text) => String(text ?? "").replace(/[&<>"']/g, (c) => ESCAPES[c]);
@@ -72,13 +74,17 @@ function decorateCode(code, final) {
   head.className = "code-head";
   const label = document.createElement("span");
   label.className = "code-lang";
-  label.textContent = language || "text";
+  label.textContent = language || gettext("text");
   const copy = document.createElement("button");
   copy.type = "button";
   copy.className = "copy-code";
-  copy.textContent = "Copy";
-  copy.setAttribute("aria-label", `Copy the ${language || "code"} block`);
+  copy.textContent = gettext("Copy");
+  copy.setAttribute(
+    "aria-label",
+    language ? interpolate(gettext("Copy the %(language)s block"), { language }, true) : gettext("Copy the code block"),
+  );
   head.append(label, copy);
+  pre.tabIndex = 0; // a long line scrolls sideways: from the keyboard too (issue 32)
   pre.replaceWith(box);
   box.append(head, pre);
 }
@@ -175,12 +181,26 @@ export class MarkdownView {
         this.committed += offset;
       }
       if (whole || performance.now() - started > budgetMs) {
-        this.rendered = final && whole ? null : this.text.slice(this.committed, end);
-        this.live.replaceChildren(fragmentOf(tokens.slice(done), this.links, final && whole));
+        if (final && whole) {
+          this.rendered = null;
+          this.live.replaceChildren(fragmentOf(tokens.slice(done), this.links, true));
+        } else {
+          this.rendered = this.text.slice(this.committed, end);
+          this.live.replaceChildren(fragmentOf(this.draft(this.rendered, tokens.slice(done)), this.links, false));
+        }
         return whole;
       }
       // A block longer than the slice: look further, else go on with the next slice.
       size = done > 0 ? SLICE : size * 2;
     }
+  }
+
+  // The live block as drawn: open spans closed, trailing markers held back (partial.js).
+  draft(text, tokens) {
+    const settled = settleOpenMarkdown(text);
+    if (settled === text) return tokens;
+    const drafted = marked.lexer(settled);
+    Object.assign(this.links, drafted.links);
+    return drafted;
   }
 }

@@ -8,19 +8,20 @@ import { ApiError, streamUrl } from "./api.js";
 import { ApprovalPrompt } from "./approval.js";
 import { MarkdownView } from "./markdown.js";
 import { StepsView } from "./steps.js";
+import { gettext, interpolate } from "./i18n.js";
 
 const FRAME_BUDGET_MS = 6; // drawing work per animation frame, when much text waits
 const STATES = {
-  thinking: "Thinking…",
-  queued: "Waiting for the model…",
-  reconnecting: "Reconnecting…",
-  cached: "Answered before: from the cache…",
-  reasoning: "Reasoning…",
-  writing: "Writing…",
+  thinking: gettext("Thinking…"),
+  queued: gettext("Waiting for the model…"),
+  reconnecting: gettext("Reconnecting…"),
+  cached: gettext("Answered before: from the cache…"),
+  reasoning: gettext("Reasoning…"),
+  writing: gettext("Writing…"),
 };
 const stateLabel = (state, name) =>
   state === "tool" && name
-    ? `Using ${name}…`
+    ? interpolate(gettext("Using %(name)s…"), { name }, true)
     : STATES[state] || `${state.charAt(0).toUpperCase()}${state.slice(1)}…`;
 
 function button(className, text, label) {
@@ -50,7 +51,7 @@ export class Reply {
     this.el = document.createElement("article");
     this.el.className = "msg assistant";
     this.el.dataset.id = message.id;
-    this.el.setAttribute("aria-label", "Reply");
+    this.el.setAttribute("aria-label", gettext("Reply"));
     this.progress = document.createElement("div");
     this.progress.className = "progress";
     this.progress.hidden = true;
@@ -65,13 +66,13 @@ export class Reply {
     // A small mark on an answer told again from the answer cache (docs/API-extensions.md).
     this.cachedMark = document.createElement("span");
     this.cachedMark.className = "cached-mark";
-    this.cachedMark.textContent = "cached";
-    this.cachedMark.title = "The same question was answered before: this answer came from the cache.";
+    this.cachedMark.textContent = gettext("cached");
+    this.cachedMark.title = gettext("The same question was answered before: this answer came from the cache.");
     this.cachedMark.hidden = true;
     this.actions.append(
       this.cachedMark,
-      button("copy-reply", "Copy", "Copy the reply"),
-      button("regenerate", "Regenerate", "Answer this message again"),
+      button("copy-reply", gettext("Copy"), gettext("Copy the reply")),
+      button("regenerate", gettext("Regenerate"), gettext("Regenerate: answer this message again")),
     );
     this.steps = new StepsView(); // reasoning and tool steps, folded (issue 12)
     this.approval = new ApprovalPrompt(message.id); // a tool call waiting for the person (issue 31)
@@ -176,7 +177,7 @@ export class Reply {
       }
       if (!this.streaming) return;
       if (message === null) {
-        this.finish({ status: "error", error: "This reply no longer exists." });
+        this.finish({ status: "error", error: gettext("This reply no longer exists.") });
         return;
       }
     }
@@ -251,9 +252,9 @@ export class Reply {
     this.cachedMark.hidden = !end.cached;
     this.el.classList.toggle("failed", status === "error");
     let text = "";
-    if (status === "stopped") text = "Stopped.";
-    else if (status === "interrupted") text = "The server stopped before this reply was finished.";
-    else if (status === "error") text = end.error || "The model failed.";
+    if (status === "stopped") text = gettext("Stopped.");
+    else if (status === "interrupted") text = gettext("The server stopped before this reply was finished.");
+    else if (status === "error") text = end.error || gettext("The model failed.");
     this.note.replaceChildren();
     this.note.hidden = !text;
     if (!text) return;
@@ -261,7 +262,7 @@ export class Reply {
     sentence.textContent = text;
     this.note.append(sentence);
     if (status === "error" || status === "interrupted") {
-      this.note.append(button("retry", "Retry", "Try this reply again"));
+      this.note.append(button("retry", gettext("Retry"), gettext("Try this reply again")));
     }
   }
 

@@ -1,6 +1,7 @@
 // The search box over the conversation list (contract v3, "Search"): matches with snippets.
 import { pageUrl, searchConversations } from "./api.js";
 import { UNTITLED } from "./sidebar.js";
+import { gettext } from "./i18n.js";
 
 const DEBOUNCE_MS = 200;
 const WORD = /[\p{L}\p{N}]+/gu;
@@ -113,7 +114,7 @@ export class Search {
     this.results.replaceChildren(...found.map((hit) => this.item(hit, query)));
     this.results.hidden = found.length === 0;
     // A live region that stays in the page (one unhidden as it changes may go unannounced).
-    this.status.textContent = error || (found.length ? "" : "No conversation matches.");
+    this.status.textContent = error || (found.length ? "" : gettext("No conversation matches."));
   }
 
   item(hit, query) {

@@ -2,6 +2,7 @@
 // now (POST /api/conversations/<id>/share), Copy, and Revoke (DELETE). Sharing again keeps
 // the link and updates what it shows.
 import { shareConversation, unshareConversation } from "./api.js";
+import { gettext } from "./i18n.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -47,10 +48,12 @@ export class ShareDialog {
     this.url.hidden = !url;
     this.copyButton.hidden = !url;
     this.revoke.hidden = !url;
-    this.update.textContent = url ? "Update to the latest messages" : "Create a link";
+    this.update.textContent = url ? gettext("Update to the latest messages") : gettext("Create a link");
     this.status.textContent = url
-      ? "Anyone with this link can read the conversation as it was when you shared it. Messages you send later stay private until you update it."
-      : "Not shared.";
+      ? gettext(
+          "Anyone with this link can read the conversation as it was when you shared it. Messages you send later stay private until you update it.",
+        )
+      : gettext("Not shared.");
   }
 
   async share() {
@@ -61,7 +64,7 @@ export class ShareDialog {
       conversation.share_url = url;
       if (conversation !== this.conversation) return;
       this.show(url);
-      if (again) this.status.textContent = "Updated: the link now shows the conversation as it is now.";
+      if (again) this.status.textContent = gettext("Updated: the link now shows the conversation as it is now.");
     } catch (error) {
       this.fail(error);
     }
@@ -74,7 +77,7 @@ export class ShareDialog {
       conversation.share_url = null;
       if (conversation === this.conversation) {
         this.show(null);
-        this.status.textContent = "The link no longer works.";
+        this.status.textContent = gettext("The link no longer works.");
       }
     } catch (error) {
       this.fail(error);
@@ -88,9 +91,9 @@ export class ShareDialog {
       this.url.select(); // not a secure context: the old way
       document.execCommand("copy");
     }
-    this.copyButton.textContent = "Copied";
+    this.copyButton.textContent = gettext("Copied");
     setTimeout(() => {
-      this.copyButton.textContent = "Copy";
+      this.copyButton.textContent = gettext("Copy");
     }, 1500);
   }
 

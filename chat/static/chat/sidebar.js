@@ -1,7 +1,8 @@
 // The list of the visitor's conversations: open, rename, delete.
 import { deleteConversation, listConversations, pageUrl, renameConversation } from "./api.js";
+import { gettext, interpolate } from "./i18n.js";
 
-export const UNTITLED = "New chat";
+export const UNTITLED = gettext("New chat");
 
 const ICONS = {
   rename: "M4 20h4L19 9l-4-4L4 16v4zM14 6l4 4",
@@ -93,7 +94,13 @@ export class Sidebar {
     link.title = conversation.title || UNTITLED;
     const tools = document.createElement("span");
     tools.className = "conv-tools";
-    tools.append(button("rename", "rename", "Rename"), button("delete", "delete", "Delete"));
+    // Each button names the conversation it acts on (issue 32): a screen reader's list of
+    // buttons otherwise reads "Rename, Delete, Rename, Delete..." with nothing to tell them apart.
+    const title = conversation.title || UNTITLED;
+    tools.append(
+      button("rename", "rename", interpolate(gettext("Rename “%s”"), [title])),
+      button("delete", "delete", interpolate(gettext("Delete “%s”"), [title])),
+    );
     item.append(link, tools);
     return item;
   }
@@ -125,7 +132,7 @@ export class Sidebar {
     input.className = "rename-input";
     input.maxLength = 200;
     input.value = conversation?.title || "";
-    input.setAttribute("aria-label", "New title");
+    input.setAttribute("aria-label", gettext("New title"));
     let settled = false;
     const finish = async (save) => {
       if (settled) return;
@@ -162,9 +169,11 @@ export class Sidebar {
     const conversation = this.get(item.dataset.id);
     const question = document.createElement("span");
     question.className = "confirm-text";
-    question.textContent = `Delete “${conversation?.title || UNTITLED}”?`;
-    const yes = button("confirm-delete danger", "Delete", "Delete it");
-    const no = button("cancel-delete", "Cancel", "Keep it");
+    const title = conversation?.title || UNTITLED;
+    question.textContent = interpolate(gettext("Delete “%(title)s”?"), { title }, true);
+    // A button's name holds its visible word (WCAG 2.5.3, axe's label-content-name-mismatch).
+    const yes = button("confirm-delete danger", gettext("Delete"), interpolate(gettext("Delete “%s”"), [title]));
+    const no = button("cancel-delete", gettext("Cancel"), interpolate(gettext("Cancel, keep “%s”"), [title]));
     item.replaceChildren(question, yes, no);
     item.classList.add("confirming");
     no.focus();

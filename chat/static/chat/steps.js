@@ -1,10 +1,12 @@
 // A reply's reasoning and tool steps (issue 12), folded above its answer: "Thought for 4
 // seconds", "Used current_time". Built from the stream's `reasoning`, `tool_call` and
 // `tool_result` events as they come, or from a stored message's `steps`.
+import { gettext, interpolate, ngettext } from "./i18n.js";
 
-function seconds(ms) {
+// "Thought for 4 seconds", in the reader's language (the count decides the plural's form).
+function thoughtFor(ms) {
   const s = Math.max(1, Math.round(ms / 1000));
-  return `${s} second${s === 1 ? "" : "s"}`;
+  return interpolate(ngettext("Thought for %(count)s second", "Thought for %(count)s seconds", s), { count: s }, true);
 }
 
 function pretty(value) {
@@ -50,7 +52,7 @@ export class StepsView {
   // The stream: a reasoning delta.
   reasoning(text) {
     if (!this.run) {
-      const details = fold("reasoning", "Thinking…");
+      const details = fold("reasoning", gettext("Thinking…"));
       this.el.append(details);
       this.el.hidden = false;
       this.run = { details, body: details.querySelector(".step-body"), started: performance.now() };
@@ -62,15 +64,15 @@ export class StepsView {
   endRun() {
     if (!this.run) return;
     const { details, started } = this.run;
-    details.querySelector("summary").textContent = `Thought for ${seconds(performance.now() - started)}`;
+    details.querySelector("summary").textContent = thoughtFor(performance.now() - started);
     this.run = null;
   }
 
   toolCall(call) {
     this.endRun();
-    const details = fold("tool", `Using ${call.name}…`);
+    const details = fold("tool", interpolate(gettext("Using %(name)s…"), { name: call.name }, true));
     details.dataset.call = call.id;
-    details.querySelector(".step-body").append(block("Arguments", call.arguments));
+    details.querySelector(".step-body").append(block(gettext("Arguments"), call.arguments));
     this.calls.set(call.id, details);
     this.el.append(details);
     this.el.hidden = false;
@@ -85,11 +87,18 @@ export class StepsView {
     this.calls.delete(result.id);
     const failed = result.error !== null && result.error !== undefined;
     details.classList.toggle("failed", failed);
-    const took = result.duration_ms === null || result.duration_ms === undefined ? "" : ` (${result.duration_ms} ms)`;
-    details.querySelector("summary").textContent = failed
-      ? `${result.name} failed${took}`
-      : `Used ${result.name}${took}`;
-    details.querySelector(".step-body").append(failed ? block("Error", result.error) : block("Result", result.result));
+    const timed = result.duration_ms !== null && result.duration_ms !== undefined;
+    const summary = failed
+      ? timed
+        ? gettext("%(name)s failed (%(ms)s ms)")
+        : gettext("%(name)s failed")
+      : timed
+        ? gettext("Used %(name)s (%(ms)s ms)")
+        : gettext("Used %(name)s");
+    details.querySelector("summary").textContent = interpolate(summary, { name: result.name, ms: result.duration_ms }, true);
+    details.querySelector(".step-body").append(
+      failed ? block(gettext("Error"), result.error) : block(gettext("Result"), result.result),
+    );
   }
 
   // A stored message's steps.
@@ -97,7 +106,7 @@ export class StepsView {
     this.reset();
     for (const step of steps || []) {
       if (step.type === "reasoning") {
-        const details = fold("reasoning", `Thought for ${seconds(step.duration_ms || 0)}`);
+        const details = fold("reasoning", thoughtFor(step.duration_ms || 0));
         details.querySelector(".step-body").append(step.text);
         this.el.append(details);
       } else if (step.type === "tool") {
