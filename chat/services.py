@@ -153,6 +153,11 @@ def _conversation_new(*, owner: Owner, data: dict) -> Conversation:
     )
 
 
+def conversation_new(*, owner: Owner, data: dict) -> Conversation:
+    """A valid conversation, not saved yet: message_send stores it with its first message."""
+    return _conversation_new(owner=owner, data=data)
+
+
 def conversation_create(*, owner: Owner, data: dict) -> Conversation:
     conversation = _conversation_new(owner=owner, data=data)
     conversation.save(force_insert=True)

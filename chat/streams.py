@@ -146,6 +146,42 @@ async def _merged(
     return item, more
 
 
+async def _subscribe(message: Message, offset: int, side: int | None) -> Subscription:
+    """The reply from the place: its live log, else the database (a finished or foreign reply)."""
+    subscription = None
+    if not message.is_finished:
+        subscription = await get_event_log().subscribe(str(message.pk), offset, side)
+    return subscription or DatabaseFollower(message, offset, side)
+
+
+async def reply_events(
+    message: Message, offset: int = 0, side: int | None = None
+) -> AsyncIterator[Event | None]:
+    """The reply's events after the place, live or stored, up to its End; None after each
+    heartbeat interval without one. For other encodings of the same stream (chat/uistream.py):
+    the SSE stream above adds its merge window and progress states to this same loop."""
+    heartbeat = conf.get_float("CHAT_HEARTBEAT_INTERVAL")
+    reply_id = str(message.pk)
+    subscription = await _subscribe(message, offset, side)
+    del message
+    connections_held = True
+    try:
+        while True:
+            try:
+                item = await subscription.next(heartbeat)
+            except LogUnavailable as gone:  # Redis went away: the database has the rest
+                subscription = await _follow_database(subscription, reply_id, gone, side)
+                continue
+            yield item
+            if isinstance(item, End):
+                return
+            if connections_held and item is not None:  # as reply_stream: after the first event
+                connections_held = False
+                await release_request_thread()
+    finally:
+        await subscription.close()
+
+
 async def reply_stream(message: Message, offset: int, side: int | None = None) -> AsyncIterator[bytes]:
     """retry, start, what came after the place (`offset`, and `side` for a step id; live or
     stored), then done or error."""
@@ -160,11 +196,7 @@ async def reply_stream(message: Message, offset: int, side: int | None = None) -
             "model": message.model,
         },
     )
-    subscription = None
-    if not message.is_finished:
-        subscription = await get_event_log().subscribe(reply_id, offset, side)
-    if subscription is None:
-        subscription = DatabaseFollower(message, offset, side)
+    subscription = await _subscribe(message, offset, side)
     del message  # an open stream keeps the reply's id, not its row (memory per idle stream)
     progress, pace = Progress(offset, side), _Pace()
     held: Event | None = None

@@ -3,7 +3,7 @@ its scripts and every URL the API returns follow the prefix (contract v2, "Mount
 
 from django.urls import path, re_path
 
-from chat import languages, views
+from chat import languages, ui_views, views
 
 app_name = "chat"
 
@@ -26,6 +26,10 @@ urlpatterns = [
     path(f"api/{views.UPLOAD_PATH}", views.attachments_view, name="attachments"),
     path("api/attachments/<str:attachment_id>", views.attachment_view, name="attachment"),
     path("jsi18n/", languages.catalogue_view, name="jsi18n"),  # the page's strings (issue 32)
+    # The AI SDK's chat protocol (chat/ui_views.py)
+    path("api/ui/chat", ui_views.ui_chat_view, name="ui-chat"),
+    path("api/ui/chat/<str:chat_id>", ui_views.ui_chat_history_view, name="ui-chat-history"),
+    path("api/ui/chat/<str:chat_id>/stream", ui_views.ui_chat_stream_view, name="ui-chat-stream"),
     # Anything else under api/ is the API's own 404, whatever the host's handler404 does.
     re_path(r"^api/", views.api_not_found, name="api"),
 ]

@@ -178,13 +178,15 @@ def no_session(request: HttpRequest, what: str) -> NotFound:
     return NotFound(sentence % {"what": what})
 
 
-def admission_for(request: HttpRequest, owner: Owner, *, cache: bool = True) -> Admission:
+def admission_for(
+    request: HttpRequest, owner: Owner, *, cache: bool = True, stream: bool | None = None
+) -> Admission:
     """The limits (and the answer cache) of a request that would start a reply; a visitor made
-    by this very request is a client without a session (held to one visitor's share of its address)."""
+    by this very request is a client without a session (held to one visitor's share of its address).
+    `stream`: whether it answers with the stream, if not by its Accept header (chat/ui_views.py)."""
     newcomer = hasattr(request, "chat_new_visitor")
-    return Admission(
-        owner=owner.key, ip=client_ip(request), newcomer=newcomer, stream=wants_stream(request), cache=cache
-    )
+    stream = wants_stream(request) if stream is None else stream
+    return Admission(owner=owner.key, ip=client_ip(request), newcomer=newcomer, stream=stream, cache=cache)
 
 
 def body_limit() -> int:
