@@ -269,3 +269,12 @@ def redis_settings(settings, redis_prefix) -> Iterator[str]:
     settings.REDIS_URL = url
     settings.CHAT_REDIS_PREFIX = f"{prefix}:"
     yield settings.CHAT_REDIS_PREFIX
+
+
+@pytest.fixture
+def approval(settings):
+    """The demo model's tool (current_time) waits for the person (issue 31)."""
+    settings.CHAT_DEMO_STEPS = True
+    settings.CHAT_DEMO_RATE = 400
+    settings.CHAT_TOOLS_APPROVAL = "current_time"
+    return settings

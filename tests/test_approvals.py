@@ -16,14 +16,6 @@ from tests.conftest import Tab
 from tests.sse_client import SSE, events
 
 
-@pytest.fixture
-def approval(settings):
-    settings.CHAT_DEMO_STEPS = True
-    settings.CHAT_DEMO_RATE = 400
-    settings.CHAT_TOOLS_APPROVAL = "current_time"
-    return settings
-
-
 def _send(tab: Tab, text: str = "What day is it?", **extra) -> tuple[str, str]:
     reply = tab.send(text, **extra)["assistant_message"]
     return reply["id"], reply["conversation_id"]

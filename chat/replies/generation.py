@@ -356,18 +356,7 @@ async def _announce_end(live: _Live, end: End, timings: dict, announced: asyncio
         if announced is not None:
             await announced
         message = live.hosts["message"]
-        usage = end.usage or {}
-        fields = {
-            "content": live.text.value(),
-            "status": end.status,
-            "finish_reason": end.finish_reason,
-            "input_tokens": usage.get("input_tokens"),
-            "output_tokens": usage.get("output_tokens"),
-            "error": end.error,
-            "error_code": end.error_code,
-            "cached": end.cached,
-            **timings,
-        }
+        fields = {**_final_fields(live.text.value(), end, timings), "cached": end.cached}
         for name, value in fields.items():
             setattr(message, name, value)
         common = {**live.hosts, "usage": end.usage, "text_length": live.text.length}
@@ -385,11 +374,10 @@ async def _announce_end(live: _Live, end: End, timings: dict, announced: asyncio
         log.exception("The signals of reply %s could not be sent", live.hosts["message"].pk)
 
 
-def _save_final(reply_id: str, content: str, end: End, timings: dict) -> None:
-    """The reply's one final save. A busy database is retried; a row the database refuses
-    (a trigger, a constraint) still gets its end, with the text of its last checkpoint."""
+def _final_fields(content: str, end: End, timings: dict) -> dict:
+    """The message's fields as the reply ends: what is saved, and what the host's receivers see."""
     usage = end.usage or {}
-    fields = {
+    return {
         "content": content,
         "status": end.status,
         "finish_reason": end.finish_reason,
@@ -399,6 +387,12 @@ def _save_final(reply_id: str, content: str, end: End, timings: dict) -> None:
         "error_code": end.error_code,
         **timings,
     }
+
+
+def _save_final(reply_id: str, content: str, end: End, timings: dict) -> None:
+    """The reply's one final save. A busy database is retried; a row the database refuses
+    (a trigger, a constraint) still gets its end, with the text of its last checkpoint."""
+    fields = _final_fields(content, end, timings)
     for attempt in range(5):
         try:
             update_message(reply_id, {**fields, "updated_at": timezone.now()})

@@ -6,16 +6,6 @@ try:
 except ImportError:  # the `browser` fixture skips these tests (fails them in CI) and says why
     expect = None
 
-import pytest
-
-
-@pytest.fixture
-def approval(settings):
-    settings.CHAT_DEMO_STEPS = True
-    settings.CHAT_DEMO_RATE = 400
-    settings.CHAT_TOOLS_APPROVAL = "current_time"
-    return settings
-
 
 def _ask(page):
     page.goto("/")
