@@ -3,9 +3,7 @@
 import asyncio
 import itertools
 import logging
-import re
 import uuid
-from contextlib import aclosing
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -18,23 +16,19 @@ from django.utils import timezone
 
 from chat import attachments, branches, conf, context, db
 from chat import tools as tools_module
-from chat.admission import estimate_tokens
 from chat.errors import Invalid, NotFound, TooLarge
 from chat.models import Attachment, Conversation, Message
-from chat.providers import Finish, Prompt, Turn, Usage, registry
+from chat.providers import Prompt, Turn, registry
 from chat.providers.base import Attachment as ProviderAttachment
 from chat.providers.registry import ModelInfo
-from chat.ratelimit import get_limiter
 from chat.replies import generation
-from chat.runtime import runtime
 from chat.text import unstorable
+from chat.titles import conversation_title_improve_later, title_from, title_of_files
 
 if TYPE_CHECKING:
     from chat.admission import Admission
 
 log = logging.getLogger("chat.services")
-
-TITLE_LENGTH = 60
 
 
 @dataclass(frozen=True)
@@ -67,14 +61,6 @@ def parse_id(value: str, what: str) -> uuid.UUID:
         return uuid.UUID(str(value))
     except ValueError:
         raise NotFound(f"No {what} with id {value!r}.") from None
-
-
-def title_from(content: str) -> str:
-    text = " ".join(content.split())
-    if len(text) <= TITLE_LENGTH:
-        return text
-    cut = text[: TITLE_LENGTH - 1].rsplit(" ", 1)[0] or text[: TITLE_LENGTH - 1]
-    return cut.rstrip(" ,.;:") + "…"
 
 
 def check_text(key: str, value: str) -> str:
@@ -386,7 +372,7 @@ def _store_turn(
 ) -> tuple[Message, Message]:
     now = timezone.now()
     at = fork.created_at(now)
-    title = None if conversation.title else (title_from(content) or _title_of_files(files))
+    title = None if conversation.title else (title_from(content) or title_of_files(files))
     with transaction.atomic():
         new = conversation._state.adding
         user = Message(
@@ -478,7 +464,7 @@ async def message_send(
         conversation_title_improve_later(
             conversation=conversation,
             info=info,
-            content=content or _title_of_files(files),
+            content=content or title_of_files(files),
             reply_id=str(assistant.id),
             reply=reply,
             owner=owner.key,
@@ -621,126 +607,3 @@ async def message_edit(
         leaf=edited.parent_id,
         siblings=tuple(siblings),
     )
-
-
-def _title_of_files(files: list[Attachment] | None) -> str:
-    """A conversation that starts with files and no words is named after its first file."""
-    return title_from(files[0].name) if files else ""
-
-
-TITLE_INSTRUCTIONS = (
-    "You name conversations. Reply with a title of at most six words for a conversation that "
-    "starts with the user's message below: the title only, without quotes or a final period."
-)
-TITLE_TASK = "chat-title-"  # the name of each title's background task starts so
-
-
-def title_tasks() -> list[asyncio.Task]:
-    """The model-written titles still being asked for (the runtime's tasks)."""
-    return runtime.tasks(TITLE_TASK)
-
-
-def title_clean(text: str) -> str:
-    """A model's answer as a title: its first line, without quotes, markup or a 'Title:' label."""
-    line = next((line for line in text.splitlines() if line.strip()), "")
-    line = re.sub(r"^\W*title\s*:\s*", "", line.strip(), flags=re.IGNORECASE)
-    return title_from(line.strip(" #*_`\"'“”‘’«»").rstrip(".").strip())
-
-
-def conversation_title_improve_later(
-    *,
-    conversation: Conversation,
-    info: ModelInfo,
-    content: str,
-    reply_id: str,
-    reply: asyncio.Task,
-    owner: str | None = None,
-    ip: str | None = None,
-) -> asyncio.Task | None:
-    """With a real model, ask it for a title in the background; the demo keeps the first message.
-
-    It asks once the first reply has ended, and only if that reply is complete: never two
-    requests at once for one person, and none to a model that just failed or was stopped.
-    Its output tokens count against `owner`'s token quota (Owner.key) and its address's (`ip`),
-    as a reply's do.
-    """
-    if info.provider == "demo" or not conf.get("CHAT_TITLE_BY_MODEL"):
-        return None
-    return runtime.spawn(  # the runtime's: it outlives the request, and ends with the server
-        _title_after(
-            reply_id, reply, conversation=conversation, info=info, content=content, owner=owner, ip=ip
-        ),
-        name=f"{TITLE_TASK}{conversation.pk}",
-    )
-
-
-async def _title_after(
-    reply_id: str,
-    reply: asyncio.Task,
-    *,
-    conversation: Conversation,
-    info: ModelInfo,
-    content: str,
-    owner: str | None,
-    ip: str | None,
-) -> None:
-    await asyncio.wait([reply])
-    complete = await db.run(
-        lambda: Message.objects.filter(pk=reply_id, status=Message.Status.COMPLETE).exists()
-    )
-    if complete:
-        await conversation_title_improve(
-            conversation_id=str(conversation.pk),
-            first_title=conversation.title,
-            info=info,
-            content=content,
-            owner=owner,
-            ip=ip,
-        )
-
-
-async def conversation_title_improve(
-    *,
-    conversation_id: str,
-    first_title: str,
-    info: ModelInfo,
-    content: str,
-    owner: str | None = None,
-    ip: str | None = None,
-) -> str | None:
-    """Ask the model for a short title; save it unless the title changed meanwhile (a rename).
-
-    The tokens it answered with are charged to `owner`'s quota, as a reply's are (the
-    server's count, else an estimate from the text), whether or not a title came of it.
-    """
-    prompt = Prompt(model=info.name, system=TITLE_INSTRUCTIONS, turns=(Turn(role="user", content=content),))
-    parts: list[str] = []
-    usage: Usage | None = None
-    try:
-        provider = registry.get_provider(info)
-        async with asyncio.timeout(conf.get_float("CHAT_TITLE_TIMEOUT")):
-            async with aclosing(provider.stream(prompt)) as stream:
-                async for item in stream:
-                    if isinstance(item, str):
-                        parts.append(item)
-                        if sum(map(len, parts)) > 4 * TITLE_LENGTH:  # enough: close the upstream
-                            break
-                    elif isinstance(item, Finish):
-                        usage = item.usage
-    except Exception as exc:  # noqa: BLE001 - a title is a nicety: the first message's stays
-        log.info("No title from %s for conversation %s: %s", info.id, conversation_id, exc)
-        return None
-    finally:
-        if owner is not None:
-            tokens = usage.output_tokens if usage is not None else estimate_tokens("".join(parts))
-            try:
-                await get_limiter().charge(owner=owner, ip=ip, tokens=tokens)
-            except Exception:
-                log.exception("Title tokens of conversation %s not charged", conversation_id)
-    title = title_clean("".join(parts))
-    if not title:
-        return None
-    rows = await db.run(
-        lambda: Conversation.objects.filter(pk=conversation_id, title=first_title).update(title=title)
-    )
-    return title if rows else None

@@ -293,7 +293,7 @@ def test_the_models_title_counts_against_the_token_quota(tab, new_tab, lim, titl
     count as a reply's do, for its owner and its address. Here the fake model answers the
     title request with the same script, 12 tokens, so the reply and its title cross a quota of
     20 that the reply alone does not."""
-    from chat import services
+    from chat import titles as chat_titles
 
     lim.CHAT_QUOTA_TOKENS = lim.CHAT_QUOTA_TOKENS_IP = "20/day"
     lim.CHAT_TITLE_BY_MODEL = titles
@@ -301,9 +301,9 @@ def test_the_models_title_counts_against_the_token_quota(tab, new_tab, lim, titl
     sent = tab.send(twelve, tab.conversation(model=FAKE)["id"])
     assert text_of(tab.stream(sent["assistant_message"]["id"]))
     deadline = time.monotonic() + 10
-    while services.title_tasks() and time.monotonic() < deadline:  # the title asked, and done
+    while chat_titles.title_tasks() and time.monotonic() < deadline:  # the title asked, and done
         time.sleep(0.02)
-    assert not services.title_tasks()
+    assert not chat_titles.title_tasks()
     cid = tab.conversation(model=FAKE)["id"]
     other = new_tab()  # another visitor at the same address
     if titles:

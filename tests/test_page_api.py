@@ -5,10 +5,10 @@ import time
 
 import pytest
 
-from chat import services
+from chat import titles as chat_titles
 from chat.models import Conversation, Message
 from chat.providers import Turn
-from chat.services import TITLE_INSTRUCTIONS, title_clean, title_from
+from chat.titles import TITLE_INSTRUCTIONS, title_clean, title_from
 from tests.fakes import CLOSED, PROMPTS, gate, script
 from tests.sse_client import events, text_of
 
@@ -200,7 +200,7 @@ def test_a_rename_before_the_model_answers_wins(tab, titles):
     assert renamed.status_code == 200
     gate("late").set()
     finished(tab, sent)
-    wait_until(lambda: title_prompts(since) and not services.title_tasks())  # asked, and done
+    wait_until(lambda: title_prompts(since) and not chat_titles.title_tasks())  # asked, and done
     assert Conversation.objects.get(pk=conversation["id"]).title == "Mine"
 
 
@@ -217,7 +217,7 @@ def test_no_title_is_asked_of_a_model_whose_reply_failed(tab, titles):
     steps = script({"fail": "No."})
     sent = tab.send(steps, model="script:fake")
     finished(tab, sent)
-    wait_until(lambda: not services.title_tasks())
+    wait_until(lambda: not chat_titles.title_tasks())
     assert title_prompts(since) == []
     assert Conversation.objects.get(pk=sent["assistant_message"]["conversation_id"]).title == title_from(
         steps
@@ -228,7 +228,7 @@ def test_a_failing_title_request_keeps_the_first_messages_title(tab, titles):
     since = len(PROMPTS)
     steps = script({"say": "answered"}, {"fail": "No.", "if_system": True})  # the title request fails
     sent = tab.send(steps, model="script:fake")
-    wait_until(lambda: title_prompts(since) and not services.title_tasks())
+    wait_until(lambda: title_prompts(since) and not chat_titles.title_tasks())
     assert finished(tab, sent)["status"] == "complete"
     assert Conversation.objects.get(pk=sent["assistant_message"]["conversation_id"]).title == title_from(
         steps
