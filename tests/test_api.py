@@ -20,8 +20,15 @@ def assert_error(response: httpx.Response, status: int, code: str) -> dict:
 def test_models_lists_the_offered_models_and_the_default(tab):
     body = tab.get("/api/models").json()
     assert body["default"] == "demo"
-    assert {"id": "demo", "label": "Demo (offline)", "provider": "demo"} in body["models"]
+    assert {"id": "demo", "label": "Demo (offline)", "provider": "demo", "vision": True} in body["models"]
     assert [m["id"] for m in body["models"]] == ["demo", "script:fake"]
+
+
+def test_models_say_which_take_images(settings, tab):
+    """`vision` (an extension, issue 30's leftover): a client knows before sending an image."""
+    settings.CHAT_NO_VISION_MODELS = "script:*"
+    body = tab.get("/api/models").json()
+    assert {m["id"]: m["vision"] for m in body["models"]} == {"demo": True, "script:fake": False}
 
 
 def test_conversation_create_list_get_delete(tab):

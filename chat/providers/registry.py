@@ -26,8 +26,8 @@ class ModelInfo:
     label: str
     vision: bool = True  # it may be sent images (CHAT_VISION_MODELS, CHAT_NO_VISION_MODELS)
 
-    def as_dict(self) -> dict[str, str]:
-        return {"id": self.id, "label": self.label, "provider": self.provider}
+    def as_dict(self) -> dict[str, str | bool]:
+        return {"id": self.id, "label": self.label, "provider": self.provider, "vision": self.vision}
 
 
 def parse_model_id(model_id: str) -> ModelInfo:

@@ -59,9 +59,9 @@ def test_api_models_lists_them_and_the_page_offers_them(settings, openai_vendor,
     models = tab.get("/api/models").json()
     assert models == {
         "models": [
-            {"id": "openai:gpt-test", "label": "gpt-test", "provider": "openai"},
-            {"id": "openai:llama3.2:3b", "label": "llama3.2:3b", "provider": "openai"},
-            {"id": "demo", "label": "Demo (offline)", "provider": "demo"},
+            {"id": "openai:gpt-test", "label": "gpt-test", "provider": "openai", "vision": True},
+            {"id": "openai:llama3.2:3b", "label": "llama3.2:3b", "provider": "openai", "vision": True},
+            {"id": "demo", "label": "Demo (offline)", "provider": "demo", "vision": True},
         ],
         "default": "demo",
     }
