@@ -278,3 +278,23 @@ def approval(settings):
     settings.CHAT_DEMO_RATE = 400
     settings.CHAT_TOOLS_APPROVAL = "current_time"
     return settings
+
+
+@pytest.fixture(params=["memory", "redis"])
+def lim(request, settings):
+    """Fresh limit counts (a key prefix of this test's) in memory, then in Redis (the limits
+    only: tests.test_limits.LimitsOnlyRedis): both backends must answer alike."""
+    prefix = settings.CHAT_LIMITS_PREFIX = f"test-{uuid.uuid4().hex[:12]}"
+    if request.param == "memory":
+        yield settings
+        return
+    import redis
+
+    url = need_service("REDIS_URL")
+    settings.CHAT_LIMITS_BACKEND = "tests.test_limits.LimitsOnlyRedis"
+    yield settings
+    client = redis.Redis.from_url(url)
+    keys = list(client.scan_iter(match=f"{prefix}*", count=1000))  # "-proxied" too
+    if keys:
+        client.delete(*keys)
+    client.close()

@@ -4,7 +4,6 @@ served to their owner only, sent with a message to the model, deleted with their
 import io
 import json
 import socket
-import uuid
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -17,7 +16,6 @@ from PIL import Image
 
 from chat.models import Attachment, Conversation, Message
 from tests.attachment_files import pdf_bytes
-from tests.conftest import need_service
 from tests.fakes import ModelCalls, script
 
 FAKE = "script:fake"
@@ -501,30 +499,11 @@ def test_deleting_a_user_deletes_their_files(tab, media, django_user_model):
     assert stored_files(media) == []
 
 
-@pytest.fixture(params=["memory", "redis"])
-def limits(request, settings):
-    """Fresh counts (a key prefix of this test's) in memory, then in Redis: both answer alike."""
-    prefix = settings.CHAT_LIMITS_PREFIX = f"test-att-{uuid.uuid4().hex[:12]}"
-    if request.param == "memory":
-        yield settings
-        return
-    import redis
-
-    url = need_service("REDIS_URL")
-    settings.CHAT_LIMITS_BACKEND = "tests.test_limits.LimitsOnlyRedis"
-    yield settings
-    client = redis.Redis.from_url(url)
-    keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
-    if keys:
-        client.delete(*keys)
-    client.close()
-
-
 # --- limits -----------------------------------------------------------------------------------
 
 
-def test_uploads_over_the_owners_limit_are_429_in_memory_and_in_redis(tab, new_tab, media, limits):
-    limits.CHAT_LIMIT_ATTACHMENTS = "2/hour"
+def test_uploads_over_the_owners_limit_are_429_in_memory_and_in_redis(tab, new_tab, media, lim):
+    lim.CHAT_LIMIT_ATTACHMENTS = "2/hour"
     uploaded(tab, b"one", "1.txt")
     uploaded(tab, b"two", "2.txt")
     response = upload(tab, b"three", "3.txt")
@@ -537,12 +516,12 @@ def test_uploads_over_the_owners_limit_are_429_in_memory_and_in_redis(tab, new_t
     uploaded(new_tab(), b"another visitor", "4.txt")  # counted per owner
 
 
-def test_uploads_from_clients_without_cookies_are_limited_by_address(server, media, limits):
+def test_uploads_from_clients_without_cookies_are_limited_by_address(server, media, lim):
     """A client that keeps no cookie is a new visitor each time: its address counts, four
     visitors' worth."""
     import httpx
 
-    limits.CHAT_LIMIT_ATTACHMENTS = "1/hour"
+    lim.CHAT_LIMIT_ATTACHMENTS = "1/hour"
     with httpx.Client(base_url=server.url) as http:
         codes = []
         for number in range(5):

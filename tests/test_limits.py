@@ -18,7 +18,7 @@ from chat.models import Conversation, Message
 from chat.ratelimit.backends import Checks, MemoryBackend, Outcome
 from chat.ratelimit.redis import RedisBackend
 from chat.replies import generation
-from tests.conftest import free_port, need_service
+from tests.conftest import free_port
 from tests.fakes import gate, script
 from tests.sse_client import SSE, events, text_of
 
@@ -40,25 +40,6 @@ def fresh(settings):
     """The settings, with every limit off and counts of this test's own (a fresh key prefix)."""
     settings.CHAT_LIMITS_PREFIX = f"test-{uuid.uuid4().hex[:12]}"
     return settings
-
-
-@pytest.fixture(params=["memory", "redis"])
-def lim(request, fresh):
-    """Fresh counts in memory, then in Redis: both backends must answer alike."""
-    settings, prefix = fresh, fresh.CHAT_LIMITS_PREFIX
-    if request.param == "memory":
-        yield settings
-        return
-    import redis
-
-    url = need_service("REDIS_URL")
-    settings.CHAT_LIMITS_BACKEND = "tests.test_limits.LimitsOnlyRedis"
-    yield settings
-    client = redis.Redis.from_url(url)
-    keys = list(client.scan_iter(match=f"{prefix}*", count=1000))  # "-proxied" too
-    if keys:
-        client.delete(*keys)
-    client.close()
 
 
 def refused(response: httpx.Response, limit: str) -> dict:
