@@ -43,6 +43,9 @@ SECURE_HSTS_PRELOAD = True
 SESSION_COOKIE_SECURE = True
 CSRF_COOKIE_SECURE = True
 REDIS_URL = "redis://127.0.0.1:6379/0"  # several server processes share replies through Redis
+# Django 6.1's startproject sends mail to the console (MAILERS, mail.E001 under --deploy).
+if "MAILERS" in globals():
+    MAILERS = {"default": {"BACKEND": "django.core.mail.backends.smtp.EmailBackend"}}
 """
 # The site without the README's optional ASGI_APPLICATION line (startproject sets none).
 NO_ASGI_SETTING = "from mysite.settings import *  # noqa: F403\n\ndel ASGI_APPLICATION  # noqa: F821\n"
